@@ -1,0 +1,35 @@
+# tenshu: the two commands a fresh machine needs are `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+# Idempotent: the stamp is rebuilt only when the package metadata changes.
+# torch is pinned and installed first, so nothing that depends on it pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/tenshu serve
+
+test: install
+	$(BIN)/ruff check tenshu tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tenshu tests benchmarks
+	$(BIN)/ruff format --check tenshu tests benchmarks
+
+bench: install
+	$(BIN)/tenshu bench engine
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,100 @@
+"""EngineConfig: every knob of the engine, validated once, with derived defaults in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 matmuls are fast on CPUs with AVX512-BF16 or AMX; elsewhere they run several times
+    slower than float32, so `dtype="auto"` computes in float32 there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run one model.
+
+    dtype: "auto" (the checkpoint's dtype; on a CPU without native bf16, float32), "float32",
+        "bfloat16", or "float16" (CUDA only).
+    device: "auto" (cuda when available), "cpu" or "cuda".
+    kv_cache_memory_gib: KV cache budget on CPU. On CUDA the budget is
+        `gpu_memory_utilization` of the memory free after the weights are loaded.
+    max_num_batched_tokens: tokens computed per step; prompts longer than this are prefilled in
+        chunks, so a long prompt does not stall running decodes. Default 512 on CPU, 4096 on CUDA.
+    max_model_len: the context window; defaults to the model's max_position_embeddings.
+    """
+
+    model: str
+    dtype: str = "auto"
+    device: str = "auto"
+    block_size: int = 16
+    kv_cache_memory_gib: float = 4.0
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    skip_tokenizer_init: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.kv_cache_memory_gib <= 0:
+            raise ValueError(f"kv_cache_memory_gib must be > 0, got {self.kv_cache_memory_gib}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ValueError(
+                f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}"
+            )
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def torch_dtype(self, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
+        on_cuda = self.torch_device.type == "cuda"
+        if self.dtype != "auto":
+            dtype = _DTYPES[self.dtype]
+            if dtype == torch.float16 and not on_cuda:
+                raise ValueError("float16 is supported on CUDA only; use bfloat16 or float32")
+            return dtype
+        dtype = checkpoint_dtype or torch.float32
+        if on_cuda:
+            return dtype
+        if dtype == torch.bfloat16 and cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+
+    @property
+    def batched_tokens(self) -> int:
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 4096 if self.torch_device.type == "cuda" else 512

@@ -1,0 +1,1 @@
+"""Building blocks of decoder models: paged attention, rotary embeddings, norms, MLP."""

@@ -1,0 +1,105 @@
+"""Attention over the paged KV cache.
+
+Every layer first writes the step's new keys and values into their cache slots, then attends:
+- prefill chunks, one sequence at a time: queries against the sequence's whole context (cached
+  blocks plus the chunk), causal with the chunk's offset; a chunk with no cached context uses
+  the fresh keys directly;
+- decodes, all at once: one query per sequence against its blocks, gathered and padded to the
+  longest context in the batch.
+Both use torch's scaled_dot_product_attention (a fused kernel on CPU and CUDA), with GQA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    start: int  # first row of the chunk in the flat batch
+    num_tokens: int
+    context_len: int  # tokens in the sequence once this chunk is computed
+    slots: torch.Tensor | None  # [context_len] cache slots, None when there is no cached context
+    mask: torch.Tensor | None  # [num_tokens, context_len] bool, None for plain causal
+
+
+@dataclass
+class AttentionMetadata:
+    """What the attention layers need for one step; built once per step by the model runner."""
+
+    slot_mapping: torch.Tensor  # [T] where each new token's K/V goes
+    prefills: list[PrefillChunk]
+    decode_rows: torch.Tensor | None  # [B] rows of the flat batch that are decodes
+    decode_slots: torch.Tensor | None  # [B, L] context slots, padded
+    decode_mask: torch.Tensor | None  # [B, 1, 1, L] bool, False on padding
+
+
+def causal_mask(
+    num_tokens: int, context_len: int, sliding_window: int | None, device: torch.device
+) -> torch.Tensor | None:
+    """[num_tokens, context_len] mask for a chunk whose first query sits at
+    context_len - num_tokens; None when plain top-left causal attention is equivalent."""
+    if num_tokens == context_len and sliding_window is None:
+        return None
+    q_pos = torch.arange(context_len - num_tokens, context_len, device=device)[:, None]
+    k_pos = torch.arange(context_len, device=device)[None, :]
+    mask = k_pos <= q_pos
+    if sliding_window is not None:
+        mask &= k_pos > q_pos - sliding_window
+    return mask
+
+
+class PagedAttention:
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float):
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+
+    def __call__(
+        self,
+        q: torch.Tensor,  # [T, H, D]
+        k: torch.Tensor,  # [T, KVH, D]
+        v: torch.Tensor,  # [T, KVH, D]
+        k_cache: torch.Tensor,  # [num_slots, KVH, D]
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        k_cache.index_copy_(0, meta.slot_mapping, k)
+        v_cache.index_copy_(0, meta.slot_mapping, v)
+        out = torch.empty_like(q)
+        for chunk in meta.prefills:
+            rows = slice(chunk.start, chunk.start + chunk.num_tokens)
+            if chunk.slots is None:
+                keys, values = k[rows], v[rows]
+            else:
+                keys, values = k_cache[chunk.slots], v_cache[chunk.slots]
+            out[rows] = self._attend(
+                q[rows].transpose(0, 1).unsqueeze(0),  # [1, H, t, D]
+                keys.transpose(0, 1).unsqueeze(0),  # [1, KVH, c, D]
+                values.transpose(0, 1).unsqueeze(0),
+                chunk.mask,
+                causal=chunk.mask is None,
+            )[0].transpose(0, 1)
+        if meta.decode_rows is not None:
+            b, length = meta.decode_slots.shape
+            flat = meta.decode_slots.reshape(-1)
+            keys = k_cache[flat].view(b, length, self.num_kv_heads, self.head_dim)
+            values = v_cache[flat].view(b, length, self.num_kv_heads, self.head_dim)
+            out[meta.decode_rows] = self._attend(
+                q[meta.decode_rows].unsqueeze(2),  # [B, H, 1, D]
+                keys.transpose(1, 2),  # [B, KVH, L, D]
+                values.transpose(1, 2),
+                meta.decode_mask,
+                causal=False,
+            ).squeeze(2)
+        return out  # [T, H, D]
+
+    def _attend(self, q, k, v, mask, causal: bool) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )

@@ -1,0 +1,55 @@
+"""Rotary position embeddings with a precomputed cos/sin table indexed by absolute position.
+
+The inverse frequencies (and their scaling: linear, llama3, yarn, longrope) are computed by
+transformers' own rope functions from the checkpoint's config, so every scaling scheme the
+reference implementation knows is reproduced exactly; dynamic NTK, which changes with the
+sequence length, is not supported.
+"""
+
+import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from tenshu.core.errors import UnsupportedModelError
+
+
+def _default_inv_freq(config, head_dim: int) -> tuple[torch.Tensor, float]:
+    base = config.rope_parameters["rope_theta"]
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)), 1.0
+
+
+class RotaryEmbedding:
+    """Shared by all layers of a model; a plain object so its tables survive `to_empty`."""
+
+    def __init__(self, config, head_dim: int, max_positions: int):
+        rope = config.rope_parameters or {}
+        rope_type = rope.get("rope_type", "default")
+        if rope.get("partial_rotary_factor", 1.0) != 1.0:
+            raise UnsupportedModelError("partial rotary embeddings are not supported")
+        if rope_type != "default" and (rope_type not in ROPE_INIT_FUNCTIONS or rope_type == "dynamic"):
+            raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported")
+        with torch.device("cpu"):  # real tables even while the model is built on "meta"
+            if rope_type == "default":
+                inv_freq, scaling = _default_inv_freq(config, head_dim)
+            else:
+                inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
+            positions = torch.arange(max_positions, dtype=torch.float)
+            freqs = positions[:, None] * inv_freq[None, :]  # [P, D/2]
+            emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
+            self.cos = emb.cos() * scaling
+            self.sin = emb.sin() * scaling
+
+    def to(self, device: torch.device) -> None:
+        self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+
+    def __call__(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # q [T, H, D], k [T, KVH, D]; cos/sin [T, 1, D] in the activations' dtype
+        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
+        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

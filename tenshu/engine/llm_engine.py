@@ -1,0 +1,238 @@
+"""The synchronous engine: add_request / step / abort_request, one scheduled batch per step.
+
+Each step the scheduler picks the work, the model runner computes it, and the engine turns the
+sampled tokens into text, checks every way a sequence can end, and reports RequestOutputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tenshu.core.errors import ContextLengthError, InvalidRequestError
+from tenshu.engine.block_manager import BlockManager
+from tenshu.engine.config import EngineConfig
+from tenshu.engine.detokenizer import Detokenizer
+from tenshu.engine.loader import load_model
+from tenshu.engine.model_runner import ModelRunner
+from tenshu.engine.outputs import CompletionOutput, RequestOutput
+from tenshu.engine.sampling import RequestOutputKind, SamplingParams
+from tenshu.engine.scheduler import Scheduler
+from tenshu.engine.sequence import FinishReason, Sequence
+
+Prompt = str | list[int] | dict
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    detokenizers: list[Detokenizer | None]
+    sent_text: list[int] = field(default_factory=list)  # chars already reported, per sequence
+    sent_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        loaded = load_model(config)
+        self.tokenizer = loaded.tokenizer
+        self.eos_token_ids = loaded.eos_token_ids
+        self.max_model_len = loaded.max_model_len
+        self.vocab_size = loaded.hf_config.vocab_size
+        self.dtype = loaded.dtype
+        self.runner = ModelRunner(config, loaded)
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.batched_tokens)
+        self.requests: dict[str, _Request] = {}
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def tokenize(self, prompt: Prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" not in prompt:
+                raise InvalidRequestError("a dict prompt needs 'prompt_token_ids'", field="prompt")
+            return prompt.get("prompt"), list(prompt["prompt_token_ids"])
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError(
+                    "this engine was started with skip_tokenizer_init=True: pass "
+                    "{'prompt_token_ids': [...]} instead of text",
+                    field="prompt",
+                )
+            return prompt, self.tokenizer.encode(prompt)
+        return None, list(prompt)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidRequestError("this model has no chat template", field="messages")
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def add_request(self, request_id: str, prompt: Prompt, params: SamplingParams) -> None:
+        if request_id in self.requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already running")
+        text, ids = self.tokenize(prompt)
+        self._check_prompt(ids)
+        budget = self.max_model_len - len(ids)
+        if params.max_tokens is not None and params.max_tokens > budget:
+            raise ContextLengthError(
+                f"max_tokens {params.max_tokens} plus the prompt's {len(ids)} tokens exceeds "
+                f"the context window of {self.max_model_len} tokens; ask for at most {budget}",
+                field="max_tokens",
+            )
+        max_tokens = params.max_tokens or budget
+        seqs = [
+            Sequence(request_id, i, ids, params, max_tokens, self._generator(params, i))
+            for i in range(params.n)
+        ]
+        seqs[0].pending_forks = seqs[1:]
+        detoks = [self._detokenizer(ids, params) for _ in seqs]
+        self.requests[request_id] = _Request(
+            request_id, text, ids, params, seqs, detoks, [0] * params.n, [0] * params.n
+        )
+        self.scheduler.add(seqs[0])
+
+    def _check_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", field="prompt")
+        if any(not isinstance(t, int) or not 0 <= t < self.vocab_size for t in ids):
+            raise InvalidRequestError(
+                f"prompt token ids must be integers in [0, {self.vocab_size})", field="prompt"
+            )
+        if len(ids) >= self.max_model_len:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens; the context window is {self.max_model_len} "
+                "tokens and must also hold at least one generated token",
+                field="prompt",
+            )
+        capacity = self.runner.num_blocks * self.config.block_size
+        if len(ids) + 1 > capacity:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens but the KV cache holds {capacity}",
+                field="prompt",
+            )
+
+    def _generator(self, params: SamplingParams, index: int) -> torch.Generator | None:
+        if params.seed is None:
+            return None
+        # each of the n sequences gets its own stream, all derived from the request's seed
+        return torch.Generator().manual_seed(hash((params.seed, index)) & (2**63 - 1))
+
+    def _detokenizer(self, ids: list[int], params: SamplingParams) -> Detokenizer | None:
+        if self.tokenizer is None:
+            return None
+        return Detokenizer(
+            self.tokenizer,
+            ids,
+            params.skip_special_tokens,
+            params.stop_strings,
+            params.include_stop_str_in_output,
+        )
+
+    def abort_request(self, request_id: str) -> None:
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return
+        for seq in request.seqs:
+            if not seq.is_finished:
+                seq.finish_reason = FinishReason.ABORT
+                self.scheduler.finish(seq)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return []
+        seqs, tokens, logprobs = self.runner.execute(batch)
+        touched: dict[str, _Request] = {}
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += n
+            self.block_manager.cache_computed_blocks(seq)
+            if seq.pending_forks and seq.prompt_done:
+                for child in seq.pending_forks:
+                    self.block_manager.fork(seq, child)
+                    self.scheduler.waiting.appendleft(child)
+                seq.pending_forks = []
+        for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
+            request = self.requests[seq.request_id]
+            seq.token_ids.append(token)
+            if lp is not None:
+                seq.output_logprobs.append(lp)
+            self._check_finish(seq, token, request.detokenizers[seq.index])
+            if seq.finish_reason is not None:
+                self.scheduler.finish(seq)
+            touched[seq.request_id] = request
+        return [self._output(r) for r in touched.values() if self._should_report(r)]
+
+    def _check_finish(self, seq: Sequence, token: int, detok: Detokenizer | None) -> None:
+        params = seq.params
+        if not params.ignore_eos and token in self.eos_token_ids:
+            seq.finish_reason = FinishReason.STOP
+        elif token in params.stop_token_ids:
+            seq.finish_reason, seq.stop_reason = FinishReason.STOP, token
+        else:
+            stop = detok.add(token) if detok is not None else None
+            if stop is not None:
+                seq.finish_reason, seq.stop_reason = FinishReason.STOP, stop
+            elif seq.num_output_tokens >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+                seq.finish_reason = FinishReason.LENGTH
+
+    def _should_report(self, request: _Request) -> bool:
+        return request.params.output_kind is not RequestOutputKind.FINAL_ONLY or request.finished
+
+    def _output(self, request: _Request) -> RequestOutput:
+        delta = request.params.output_kind is RequestOutputKind.DELTA
+        outputs = []
+        for i, (seq, detok) in enumerate(zip(request.seqs, request.detokenizers, strict=True)):
+            text = detok.releasable(seq.is_finished) if detok is not None else ""
+            tokens = seq.output_token_ids
+            logprobs = seq.output_logprobs if seq.params.logprobs is not None else None
+            if delta:
+                text, tokens = text[request.sent_text[i] :], tokens[request.sent_tokens[i] :]
+                if logprobs is not None:
+                    logprobs = logprobs[request.sent_tokens[i] :]
+            request.sent_text[i] += len(text) if delta else len(text) - request.sent_text[i]
+            request.sent_tokens[i] += len(tokens) if delta else len(tokens) - request.sent_tokens[i]
+            outputs.append(
+                CompletionOutput(
+                    index=i,
+                    text=text,
+                    token_ids=list(tokens),
+                    logprobs=list(logprobs) if logprobs is not None else None,
+                    cumulative_logprob=_cumulative(seq) if logprobs is not None else None,
+                    finish_reason=seq.finish_reason.value if seq.finish_reason else None,
+                    stop_reason=seq.stop_reason,
+                )
+            )
+        finished = request.finished
+        if finished:
+            self.requests.pop(request.request_id, None)
+        return RequestOutput(
+            request.request_id,
+            request.prompt,
+            request.prompt_token_ids,
+            outputs,
+            finished,
+            request.seqs[0].num_cached_tokens,
+        )
+
+
+def _cumulative(seq: Sequence) -> float:
+    return sum(lp[t].logprob for lp, t in zip(seq.output_logprobs, seq.output_token_ids, strict=False))

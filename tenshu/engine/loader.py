@@ -1,0 +1,167 @@
+"""Loads a Hugging Face checkpoint directory: config.json, one or many *.safetensors files,
+the tokenizer with its chat template, and generation_config.json's end-of-sequence ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+
+from tenshu.core.errors import ModelLoadError
+from tenshu.engine.config import EngineConfig
+from tenshu.engine.models import build_model
+from tenshu.engine.models.llama import LlamaForCausalLM
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+@dataclass
+class LoadedModel:
+    model: LlamaForCausalLM
+    hf_config: object
+    tokenizer: PreTrainedTokenizerBase | None
+    eos_token_ids: frozenset[int]
+    max_model_len: int
+    dtype: torch.dtype
+
+
+def load_config(path: Path):
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not a model directory: it has no config.json")
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {exc}") from exc
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{path} has no tokenizer files; pass skip_tokenizer_init=True to use the model "
+            "with token ids only"
+        )
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def eos_ids(path: Path, hf_config, tokenizer: PreTrainedTokenizerBase | None) -> frozenset[int]:
+    ids: set[int] = set()
+
+    def add(value) -> None:
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
+
+    add(getattr(hf_config, "eos_token_id", None))
+    if (path / "generation_config.json").is_file():
+        add(GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id)
+    if tokenizer is not None:
+        add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def checkpoint_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({path / name for name in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelLoadError(f"{path}: shards named in the index are missing: {missing}")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{path} has no *.safetensors weights")
+    return files
+
+
+def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
+    """Copy checkpoint tensors into the model, fusing q/k/v and gate/up, casting the dtype."""
+    params = dict(model.named_parameters())
+    loaded: set[str] = set()
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                if "rotary_emb" in name:
+                    continue
+                if name == "lm_head.weight" and model.tie_word_embeddings:
+                    continue
+                tensor = f.get_tensor(name)
+                target, shard = _target(model, name)
+                if target not in params:
+                    raise ModelLoadError(f"{file.name}: unexpected tensor {name}")
+                param = params[target]
+                if shard is None:
+                    _copy(param.data, tensor, name)
+                else:
+                    start, size = _shard_range(model, target, shard)
+                    _copy(param.data.narrow(0, start, size), tensor, name)
+                loaded.add(f"{target}:{shard}")
+    shards: dict[str, set[int | None]] = {}
+    for fused, shard in model.stacked_params.values():
+        shards.setdefault(fused, set()).add(shard)
+    expected = {
+        f"{name}:{shard}"
+        for name in params
+        for shard in shards.get(name.split(".")[-2], {None})
+    }
+    missing = sorted(expected - loaded)
+    if missing:
+        raise ModelLoadError(f"checkpoint is missing weights: {', '.join(missing[:5])}")
+
+
+def _target(model: LlamaForCausalLM, name: str) -> tuple[str, int | None]:
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part in model.stacked_params:
+            fused, shard = model.stacked_params[part]
+            return ".".join([*parts[:i], fused, *parts[i + 1 :]]), shard
+    return name, None
+
+
+def _shard_range(model: LlamaForCausalLM, target: str, shard: int) -> tuple[int, int]:
+    cfg = model.config
+    if "qkv_proj" in target:
+        q = cfg.num_attention_heads * model.head_dim
+        kv = cfg.num_key_value_heads * model.head_dim
+        return [(0, q), (q, kv), (q + kv, kv)][shard]
+    inter = cfg.intermediate_size
+    return shard * inter, inter
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
+    if dst.shape != src.shape:
+        raise ModelLoadError(f"{name}: shape {tuple(src.shape)} does not fit {tuple(dst.shape)}")
+    dst.copy_(src)
+
+
+def load_model(config: EngineConfig) -> LoadedModel:
+    path = Path(config.model).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} is not a directory")
+    hf_config = load_config(path)
+    limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or None
+    max_model_len = config.max_model_len or limit or 4096
+    if limit is not None and max_model_len > limit:
+        raise ValueError(
+            f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {limit}"
+        )
+    checkpoint_dtype = getattr(hf_config, "dtype", None)
+    if isinstance(checkpoint_dtype, str):
+        checkpoint_dtype = getattr(torch, checkpoint_dtype, None)
+    dtype = config.torch_dtype(checkpoint_dtype)
+    device = config.torch_device
+    with torch.device("meta"):
+        model = build_model(hf_config, max_model_len)
+    model = model.to(dtype).to_empty(device=device)
+    model.model.rotary.to(device)
+    load_weights(model, checkpoint_files(path))
+    model.eval().requires_grad_(False)
+    tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
+    return LoadedModel(
+        model, hf_config, tokenizer, eos_ids(path, hf_config, tokenizer), max_model_len, dtype
+    )

@@ -1,0 +1,143 @@
+"""Runs one scheduled step: lays the batch out as flat tensors, runs the model, samples.
+
+The KV cache is one tensor per layer for keys and one for values, [num_blocks * block_size,
+kv_heads, head_dim]; a token at position p of a sequence lives in slot
+block_table[p // block_size] * block_size + p % block_size. The same code runs on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tenshu.engine.config import EngineConfig
+from tenshu.engine.layers.attention import AttentionMetadata, PrefillChunk, causal_mask
+from tenshu.engine.loader import LoadedModel
+from tenshu.engine.sampling import Logprob, Sampler
+from tenshu.engine.scheduler import ScheduledBatch
+from tenshu.engine.sequence import Sequence
+
+GIB = 1 << 30
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, loaded: LoadedModel):
+        self.model = loaded.model
+        self.device = config.torch_device
+        self.dtype = loaded.dtype
+        self.block_size = config.block_size
+        hf = loaded.hf_config
+        self.num_kv_heads = hf.num_key_value_heads
+        self.head_dim = self.model.head_dim
+        self.num_layers = hf.num_hidden_layers
+        self.num_blocks = self._num_blocks(config, loaded.max_model_len)
+        slots = self.num_blocks * self.block_size
+        cache = torch.empty(  # [2, layers, slots, kv_heads, head_dim]
+            2, self.num_layers, slots, self.num_kv_heads, self.head_dim,
+            dtype=self.dtype, device=self.device,
+        )
+        self.kv_caches = [(cache[0, i], cache[1, i]) for i in range(self.num_layers)]
+        self.windows = sorted(set(self.model.windows), key=lambda w: (w is not None, w or 0))
+        self.sampler = Sampler(config.seed)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        elem = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem
+
+    def _num_blocks(self, config: EngineConfig, max_model_len: int) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = free * config.gpu_memory_utilization
+        else:
+            budget = config.kv_cache_memory_gib * GIB
+        num = int(budget // (self.kv_bytes_per_token * self.block_size))
+        # never more than every allowed sequence at full context could use
+        most = config.max_num_seqs * -(-max_model_len // self.block_size)
+        num = min(num, most)
+        if num < 1:
+            raise ValueError("the KV cache budget is too small for a single block")
+        return num
+
+    @torch.inference_mode()
+    def execute(
+        self, batch: ScheduledBatch
+    ) -> tuple[list[Sequence], list[int], list[dict[int, Logprob] | None]]:
+        """Compute the batch; return the sequences that reached their last token, each with its
+        next token and logprobs. Sequences in the middle of a prompt sample nothing."""
+        input_ids, positions, slot_mapping, sample_rows = [], [], [], []
+        decodes: list[tuple[int, Sequence]] = []
+        prefills: list[tuple[int, int, Sequence]] = []
+        bs = self.block_size
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            start = len(input_ids)
+            c = seq.num_computed_tokens
+            input_ids.extend(seq.token_ids[c : c + n])
+            positions.extend(range(c, c + n))
+            table = seq.block_table
+            slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(c, c + n))
+            if n == 1:
+                decodes.append((start, seq))
+            else:
+                prefills.append((start, n, seq))
+            if c + n == seq.num_tokens:
+                sample_rows.append((len(input_ids) - 1, seq))
+        dev = self.device
+        slots = torch.tensor(slot_mapping, dtype=torch.long, device=dev)
+        metas = {
+            w: self._metadata(slots, prefills, decodes, w) for w in self.windows
+        }
+        hidden = self.model(
+            torch.tensor(input_ids, dtype=torch.long, device=dev),
+            torch.tensor(positions, dtype=torch.long, device=dev),
+            self.kv_caches,
+            metas,
+        )
+        if not sample_rows:
+            return [], [], []
+        rows = torch.tensor([r for r, _ in sample_rows], dtype=torch.long, device=dev)
+        logits = self.model.compute_logits(hidden[rows])  # [N, V]
+        seqs = [s for _, s in sample_rows]
+        tokens, logprobs = self.sampler(logits.cpu() if dev.type != "cpu" else logits, seqs)
+        return seqs, tokens, logprobs
+
+    def _slots(self, seqs: list[Sequence], length: int) -> torch.Tensor:
+        """[len(seqs), length] cache slots of positions 0..length-1 of each sequence."""
+        nb = -(-length // self.block_size)
+        tables = torch.tensor(
+            [s.block_table[:nb] + [0] * (nb - len(s.block_table[:nb])) for s in seqs],
+            dtype=torch.long, device=self.device,
+        )  # [B, nb]
+        offsets = torch.arange(self.block_size, device=self.device)
+        return (tables[:, :, None] * self.block_size + offsets).view(len(seqs), -1)[:, :length]
+
+    def _metadata(self, slots, prefills, decodes, window: int | None) -> AttentionMetadata:
+        dev = self.device
+        chunks = []
+        for start, n, seq in prefills:
+            context = seq.num_computed_tokens + n
+            cached = seq.num_computed_tokens > 0
+            chunks.append(
+                PrefillChunk(
+                    start=start,
+                    num_tokens=n,
+                    context_len=context,
+                    slots=self._slots([seq], context)[0] if cached else None,
+                    mask=causal_mask(n, context, window, dev),
+                )
+            )
+        if not decodes:
+            return AttentionMetadata(slots, chunks, None, None, None)
+        seqs = [s for _, s in decodes]
+        lens = torch.tensor([s.num_computed_tokens + 1 for s in seqs], device=dev)  # [B]
+        length = int(lens.max())
+        pos = torch.arange(length, device=dev)[None, :]
+        mask = pos < lens[:, None]  # [B, L]
+        if window is not None:
+            mask &= pos >= lens[:, None] - window
+        return AttentionMetadata(
+            slots,
+            chunks,
+            torch.tensor([r for r, _ in decodes], dtype=torch.long, device=dev),
+            self._slots(seqs, length),
+            mask[:, None, None, :],
+        )

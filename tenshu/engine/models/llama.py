@@ -1,0 +1,157 @@
+"""The Llama decoder family: Llama (2, 3, 3.1 rope scaling), Mistral, Qwen2/2.5, Qwen3.
+
+They differ only in switches read from the checkpoint's config: biases on the q/k/v (Qwen2) or
+all attention projections (`attention_bias`), an RMSNorm on each head's q and k (Qwen3), a
+sliding attention window (Mistral, some Qwen layers), tied input/output embeddings, and a
+`head_dim` that need not be hidden_size / num_heads. q/k/v and gate/up are fused into one
+matmul each; the loader splits checkpoint tensors into them (see `stacked_params`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenshu.engine.layers.attention import AttentionMetadata, PagedAttention
+from tenshu.engine.layers.norm import RMSNorm
+from tenshu.engine.layers.rotary import RotaryEmbedding
+
+
+@dataclass(frozen=True)
+class LlamaArch:
+    """The switches that tell the family members apart."""
+
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+
+
+def layer_windows(config) -> list[int | None]:
+    """Each layer's sliding attention window, or None for full attention."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return [window if t == "sliding_attention" else None for t in types]
+    return [window] * config.num_hidden_layers
+
+
+class Attention(nn.Module):
+    def __init__(self, config, arch: LlamaArch, head_dim: int, rotary: RotaryEmbedding):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = head_dim
+        self.q_size = self.num_heads * head_dim
+        self.kv_size = self.num_kv_heads * head_dim
+        self.qkv_proj = nn.Linear(
+            config.hidden_size, self.q_size + 2 * self.kv_size, bias=arch.qkv_bias
+        )
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=arch.o_bias)
+        if arch.qk_norm:
+            self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
+        self.qk_norm = arch.qk_norm
+        self.rotary = rotary
+        self.attn = PagedAttention(self.num_heads, self.num_kv_heads, head_dim, head_dim**-0.5)
+
+    def forward(self, positions, x, k_cache, v_cache, meta: AttentionMetadata):
+        t = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rotary(positions, q, k)
+        out = self.attn(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
+        return self.o_proj(out.reshape(t, self.q_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, config, arch: LlamaArch):
+        super().__init__()
+        self.intermediate = config.intermediate_size
+        self.gate_up_proj = nn.Linear(
+            config.hidden_size, 2 * self.intermediate, bias=arch.mlp_bias
+        )
+        self.down_proj = nn.Linear(self.intermediate, config.hidden_size, bias=arch.mlp_bias)
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise ValueError(f"activation {config.hidden_act!r} is not supported (only silu)")
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config, arch: LlamaArch, head_dim: int, rotary: RotaryEmbedding):
+        super().__init__()
+        self.self_attn = Attention(config, arch, head_dim, rotary)
+        self.mlp = MLP(config, arch)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, positions, x, k_cache, v_cache, meta):
+        x = x + self.self_attn(positions, self.input_layernorm(x), k_cache, v_cache, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config, arch: LlamaArch, max_positions: int):
+        super().__init__()
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        rotary = RotaryEmbedding(config, head_dim, max_positions)
+        self.rotary = rotary
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, arch, head_dim, rotary) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    # checkpoint tensor -> (our fused parameter, which shard of it)
+    stacked_params = {
+        "q_proj": ("qkv_proj", 0),
+        "k_proj": ("qkv_proj", 1),
+        "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+
+    def __init__(self, config, arch: LlamaArch, max_positions: int):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config, arch, max_positions)
+        self.windows = layer_windows(config)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        if not self.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    @property
+    def head_dim(self) -> int:
+        return self.model.layers[0].self_attn.head_dim
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [T]
+        positions: torch.Tensor,  # [T]
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        metas: dict[int | None, AttentionMetadata],
+    ) -> torch.Tensor:
+        x = self.model.embed_tokens(input_ids)  # [T, hidden]
+        for layer, window, (k_cache, v_cache) in zip(
+            self.model.layers, self.windows, kv_caches, strict=True
+        ):
+            x = layer(positions, x, k_cache, v_cache, metas[window])
+        return self.model.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
+        return F.linear(hidden, weight)  # [N, V]
