@@ -38,6 +38,7 @@ class EngineConfig:
     max_num_batched_tokens: tokens computed per step; prompts longer than this are prefilled in
         chunks, so a long prompt does not stall running decodes. Default 512 on CPU, 4096 on CUDA.
     max_model_len: the context window; defaults to the model's max_position_embeddings.
+    num_kv_blocks: set the number of KV blocks directly instead of deriving it from the budget.
     """
 
     model: str
@@ -49,6 +50,7 @@ class EngineConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
+    num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     skip_tokenizer_init: bool = False
     seed: int = 0
@@ -66,6 +68,8 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError(f"num_kv_blocks must be >= 1, got {self.num_kv_blocks}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:

@@ -45,6 +45,8 @@ class ModelRunner:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem
 
     def _num_blocks(self, config: EngineConfig, max_model_len: int) -> int:
+        if config.num_kv_blocks is not None:
+            return config.num_kv_blocks
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = free * config.gpu_memory_utilization

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny random checkpoints, made once per session with transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.checkpoints import make_checkpoint
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """checkpoint(family, **kwargs) -> path of a tiny random checkpoint, cached per arguments."""
+    made: dict[tuple, object] = {}
+
+    def make(family: str = "qwen3", **kwargs):
+        key = (family, tuple(sorted(kwargs.items(), key=str)))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"{family}-ckpt")
+            made[key] = make_checkpoint(out, family, **kwargs)
+        return made[key]
+
+    return make

@@ -1,0 +1,79 @@
+"""The engine's correctness contract: greedy output equals transformers', token for token."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenshu import LLM, SamplingParams
+from tests.conftest import FAMILIES
+from tests.engine.reference import hf_greedy, hf_logprobs, random_prompts
+
+# 1 to several hundred tokens, block-aligned and not, shared by every scenario below
+LENGTHS = [1, 7, 16, 33, 100, 257, 300]
+MAX_TOKENS = 12
+
+
+def _check(llm: LLM, path, prompts, max_tokens: int = MAX_TOKENS):
+    params = SamplingParams(temperature=0, max_tokens=max_tokens)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    for prompt, out in zip(prompts, outputs, strict=True):
+        assert out.outputs[0].token_ids == hf_greedy(path, prompt, max_tokens), len(prompt)
+    return outputs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_matches_transformers_cold_and_with_prefix_hits(checkpoint, family):
+    path = checkpoint(family)
+    llm = LLM(path, dtype="float32", block_size=16)
+    prompts = random_prompts(llm.engine.vocab_size, LENGTHS)
+    cold = _check(llm, path, prompts)
+    assert all(o.num_cached_tokens == 0 for o in cold)
+    # the same prompts again, and extensions of them: served from the prefix cache
+    longer = [p + q for p, q in zip(prompts, random_prompts(llm.engine.vocab_size, [5] * 7, 1))]
+    warm = _check(llm, path, prompts + longer)
+    assert sum(o.num_cached_tokens for o in warm) >= 2 * sum(len(p) // 16 * 16 - 16 for p in prompts)
+    assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_matches_transformers_with_small_prefill_chunks(checkpoint, family):
+    path = checkpoint(family)
+    llm = LLM(path, dtype="float32", max_num_batched_tokens=24, block_size=8)
+    _check(llm, path, random_prompts(llm.engine.vocab_size, LENGTHS, seed=2))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_greedy_matches_transformers_under_preemption(checkpoint, family):
+    path = checkpoint(family)
+    # 32 blocks of 8 tokens: every prompt is admitted at once, but they cannot all grow by
+    # 40 tokens together, so some are preempted and recomputed
+    llm = LLM(path, dtype="float32", block_size=8, num_kv_blocks=32, max_num_seqs=8)
+    prompts = random_prompts(llm.engine.vocab_size, [1, 7, 16, 33, 60, 100], seed=3)
+    _check(llm, path, prompts, max_tokens=40)
+    assert llm.engine.scheduler.num_preemptions > 0
+    assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
+
+
+def test_head_dim_and_tied_variants(checkpoint):
+    for kwargs in ({"family": "llama", "tied": True}, {"family": "qwen2", "tied": False}):
+        path = checkpoint(**kwargs)
+        llm = LLM(path, dtype="float32")
+        _check(llm, path, random_prompts(llm.engine.vocab_size, [5, 40], seed=4))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_logprobs_match_transformers_log_softmax(checkpoint, family):
+    path = checkpoint(family)
+    llm = LLM(path, dtype="float32")
+    prompt = random_prompts(llm.engine.vocab_size, [20], seed=5)[0]
+    params = SamplingParams(temperature=0.8, seed=1, max_tokens=10, logprobs=5, ignore_eos=True)
+    out = llm.generate({"prompt_token_ids": prompt}, params)[0].outputs[0]
+    reference = hf_logprobs(path, prompt + out.token_ids)
+    for i, (token, entry) in enumerate(zip(out.token_ids, out.logprobs, strict=True)):
+        ref = reference[len(prompt) - 1 + i]
+        assert entry[token].logprob == pytest.approx(float(ref[token]), abs=1e-4)
+        assert entry[token].rank == int((ref > ref[token]).sum()) + 1
+        top = ref.topk(5).indices.tolist()
+        assert set(top) <= set(entry)
+        for t in top:
+            assert entry[t].logprob == pytest.approx(float(ref[t]), abs=1e-4)
