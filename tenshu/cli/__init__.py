@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from tenshu.cli import bench, run, serve
+from tenshu.core.errors import TenshuError
 
 COMMANDS = {"serve": serve, "run": run, "bench": bench}
 
@@ -40,6 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError) as exc:
+    except (TenshuError, ValueError, OSError) as exc:
         print(f"tenshu {args.command}: error: {exc}", file=sys.stderr)
         return 1
