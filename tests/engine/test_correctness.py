@@ -29,7 +29,8 @@ def test_greedy_matches_transformers_cold_and_with_prefix_hits(checkpoint, famil
     cold = _check(llm, path, prompts)
     assert all(o.num_cached_tokens == 0 for o in cold)
     # the same prompts again, and extensions of them: served from the prefix cache
-    longer = [p + q for p, q in zip(prompts, random_prompts(llm.engine.vocab_size, [5] * 7, 1))]
+    tails = random_prompts(llm.engine.vocab_size, [5] * len(prompts), 1)
+    longer = [p + q for p, q in zip(prompts, tails, strict=True)]
     warm = _check(llm, path, prompts + longer)
     assert sum(o.num_cached_tokens for o in warm) >= 2 * sum(len(p) // 16 * 16 - 16 for p in prompts)
     assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
