@@ -54,12 +54,21 @@ class Scheduler:
         counts: list[int] = []
         preempted = False
 
-        i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
+        # Decodes first, then prompts still being prefilled: a long prompt takes what is left
+        # of the budget, so running decodes never wait for it; while requests wait, it takes at
+        # most half, so new prompts are admitted beside it instead of queueing behind it.
+        prefill_cap = self.max_num_batched_tokens // 2 if self.waiting else budget
+        order = sorted(self.running, key=lambda s: s.num_uncomputed_tokens > 1)
+        for seq in order:
+            if budget == 0:
+                break
+            if seq.status is not SequenceStatus.RUNNING:  # preempted earlier in this loop
+                continue
             n = min(seq.num_uncomputed_tokens, budget)
+            if n > 1:
+                n = max(1, min(n, prefill_cap))
             while not bm.can_allocate(seq, n):
-                victim = self.running.pop()
+                victim = self._victim(seq, scheduled)
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
@@ -69,7 +78,6 @@ class Scheduler:
                 scheduled.append(seq)
                 counts.append(n)
                 budget -= n
-                i += 1
 
         # Admitting new work right after a preemption would only preempt again.
         while self.waiting and budget > 0 and not preempted:
@@ -96,7 +104,15 @@ class Scheduler:
             budget -= n
         return ScheduledBatch(scheduled, counts)
 
+    def _victim(self, seq: Sequence, scheduled: list[Sequence]) -> Sequence:
+        """The most recently admitted running sequence not yet scheduled this step, else seq."""
+        for candidate in reversed(self.running):
+            if candidate is not seq and candidate not in scheduled:
+                return candidate
+        return seq
+
     def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
         self.block_manager.free_seq(seq)
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
