@@ -29,6 +29,7 @@ lint: install
 	$(BIN)/ruff format --check tenshu tests benchmarks
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/tenshu bench engine
 
 clean:

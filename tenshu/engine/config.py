@@ -30,8 +30,8 @@ def cpu_has_native_bf16() -> bool:
 class EngineConfig:
     """How to run one model.
 
-    dtype: "auto" (the checkpoint's dtype; on a CPU without native bf16, float32), "float32",
-        "bfloat16", or "float16" (CUDA only).
+    dtype: "auto" (the checkpoint's dtype; on a CPU without native bf16, a bf16 checkpoint keeps
+        bf16 weights and computes in float32), "float32", "bfloat16", or "float16" (CUDA only).
     device: "auto" (cuda when available), "cpu" or "cuda".
     kv_cache_memory_gib: KV cache budget on CPU. On CUDA the budget is
         `gpu_memory_utilization` of the memory free after the weights are loaded.
@@ -83,19 +83,22 @@ class EngineConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-    def torch_dtype(self, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
+    def dtypes(self, checkpoint_dtype: torch.dtype | None) -> tuple[torch.dtype, torch.dtype]:
+        """(dtype the weights are stored in, dtype the activations are computed in)."""
         on_cuda = self.torch_device.type == "cuda"
         if self.dtype != "auto":
             dtype = _DTYPES[self.dtype]
             if dtype == torch.float16 and not on_cuda:
                 raise ValueError("float16 is supported on CUDA only; use bfloat16 or float32")
-            return dtype
+            return dtype, dtype
         dtype = checkpoint_dtype or torch.float32
-        if on_cuda:
-            return dtype
+        if on_cuda or dtype == torch.float32:
+            return dtype, dtype
         if dtype == torch.bfloat16 and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
+            return dtype, dtype
+        if dtype == torch.bfloat16:  # keep the bf16 weights, compute in float32
+            return dtype, torch.float32
+        return torch.float32, torch.float32
 
     @property
     def batched_tokens(self) -> int:

@@ -26,7 +26,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase | None
     eos_token_ids: frozenset[int]
     max_model_len: int
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the activations and the KV cache; weights may be narrower
 
 
 def load_config(path: Path):
@@ -153,11 +153,12 @@ def load_model(config: EngineConfig) -> LoadedModel:
     checkpoint_dtype = getattr(hf_config, "dtype", None)
     if isinstance(checkpoint_dtype, str):
         checkpoint_dtype = getattr(torch, checkpoint_dtype, None)
-    dtype = config.torch_dtype(checkpoint_dtype)
+    weight_dtype, dtype = config.dtypes(checkpoint_dtype)
     device = config.torch_device
     with torch.device("meta"):
         model = build_model(hf_config, max_model_len)
-    model = model.to(dtype).to_empty(device=device)
+    model = model.to(weight_dtype).to_empty(device=device)
+    model.compute_dtype = dtype
     model.model.rotary.to(device)
     load_weights(model, checkpoint_files(path))
     model.eval().requires_grad_(False)

@@ -31,7 +31,9 @@ class ModelRunner:
         self.num_layers = hf.num_hidden_layers
         self.num_blocks = self._num_blocks(config, loaded.max_model_len)
         slots = self.num_blocks * self.block_size
-        cache = torch.empty(  # [2, layers, slots, kv_heads, head_dim]
+        # zeros, not empty: padded decode rows read slots they mask out, and a masked NaN from
+        # uninitialised memory would still poison the softmax-weighted sum (0 * NaN = NaN)
+        cache = torch.zeros(  # [2, layers, slots, kv_heads, head_dim]
             2, self.num_layers, slots, self.num_kv_heads, self.head_dim,
             dtype=self.dtype, device=self.device,
         )

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenshu.engine.layers.attention import AttentionMetadata, PagedAttention
+from tenshu.engine.layers.linear import Linear, linear
 from tenshu.engine.layers.norm import RMSNorm
 from tenshu.engine.layers.rotary import RotaryEmbedding
 
@@ -47,10 +48,10 @@ class Attention(nn.Module):
         self.head_dim = head_dim
         self.q_size = self.num_heads * head_dim
         self.kv_size = self.num_kv_heads * head_dim
-        self.qkv_proj = nn.Linear(
+        self.qkv_proj = Linear(
             config.hidden_size, self.q_size + 2 * self.kv_size, bias=arch.qkv_bias
         )
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=arch.o_bias)
+        self.o_proj = Linear(self.q_size, config.hidden_size, bias=arch.o_bias)
         if arch.qk_norm:
             self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
@@ -75,10 +76,10 @@ class MLP(nn.Module):
     def __init__(self, config, arch: LlamaArch):
         super().__init__()
         self.intermediate = config.intermediate_size
-        self.gate_up_proj = nn.Linear(
+        self.gate_up_proj = Linear(
             config.hidden_size, 2 * self.intermediate, bias=arch.mlp_bias
         )
-        self.down_proj = nn.Linear(self.intermediate, config.hidden_size, bias=arch.mlp_bias)
+        self.down_proj = Linear(self.intermediate, config.hidden_size, bias=arch.mlp_bias)
         if getattr(config, "hidden_act", "silu") != "silu":
             raise ValueError(f"activation {config.hidden_act!r} is not supported (only silu)")
 
@@ -131,8 +132,10 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config, arch, max_positions)
         self.windows = layer_windows(config)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        # activations' dtype; the weights may be stored narrower (see layers/linear.py)
+        self.compute_dtype = torch.float32
         if not self.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
 
     @property
     def head_dim(self) -> int:
@@ -145,7 +148,7 @@ class LlamaForCausalLM(nn.Module):
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
         metas: dict[int | None, AttentionMetadata],
     ) -> torch.Tensor:
-        x = self.model.embed_tokens(input_ids)  # [T, hidden]
+        x = self.model.embed_tokens(input_ids).to(self.compute_dtype)  # [T, hidden]
         for layer, window, (k_cache, v_cache) in zip(
             self.model.layers, self.windows, kv_caches, strict=True
         ):
@@ -154,4 +157,4 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, weight)  # [N, V]
+        return linear(hidden, weight)  # [N, V]
