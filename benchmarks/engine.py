@@ -54,13 +54,14 @@ def checkpoint(quick: bool) -> Path:
 
 
 def matmul_flops(dtype: torch.dtype, m: int = 512, k: int = 1024, n: int = 3072) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    reps, start = 20, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * m * k * n * reps / (time.perf_counter() - start)
+    """FLOP/s of a model-shaped linear layer (the op the model's matmuls use), best of 10."""
+    x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best
 
 
 def read_bandwidth(gib: float = 1.0) -> float:
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-samples", type=int, default=2,
                         help="cold prefills to time (each costs the same full prefill)")
     parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--llamacpp-parallel", type=int, default=16,
+                        help="sequences llama.cpp decodes together")
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
     torch.manual_seed(0)
@@ -254,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             "tenshu_fraction_of_compute_bound": achieved / flops,
         }
         if peer is not None:
-            lc = peer.throughput(_gguf(peer, path), reqs, n_threads=torch.get_num_threads())
+            print("llama.cpp throughput ...", flush=True)
+            lc = peer.throughput(_gguf(peer, path), reqs, n_threads=torch.get_num_threads(),
+                                 n_parallel=args.llamacpp_parallel)
             results["throughput"]["llamacpp"] = lc
             results["throughput"]["ratio_vs_llamacpp"] = t["tokens_per_s"] / lc["tokens_per_s"]
 
@@ -276,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         if peer is not None:
             lc = peer.single_stream(_gguf(peer, path), prompt, n_out, n_threads=torch.get_num_threads())
             results["single"]["llamacpp"] = lc
+            lc["tokens_per_s"] = lc.pop("decode_tokens_per_s")
+            lc.pop("tokens", None)
             results["single"]["ratio_vs_llamacpp"] = s["tokens_per_s"] / lc["tokens_per_s"]
         print("single", results["single"], flush=True)
 

@@ -7,6 +7,9 @@ block_table[p // block_size] * block_size + p % block_size. The same code runs o
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 
 from tenshu.engine.config import EngineConfig
@@ -19,8 +22,24 @@ from tenshu.engine.sequence import Sequence
 GIB = 1 << 30
 
 
+def tune_cpu_allocator() -> None:
+    """Keep freed memory in glibc's heap instead of returning it to the OS: every step makes
+    and frees tensors of many MiB, and fresh pages cost a page fault each (prefill measured
+    25% faster on a 2-core CPU). A no-op where glibc is not the allocator."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest glibc accepts
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+
+
 class ModelRunner:
     def __init__(self, config: EngineConfig, loaded: LoadedModel):
+        if config.torch_device.type == "cpu" and sys.platform.startswith("linux"):
+            tune_cpu_allocator()
         self.model = loaded.model
         self.device = config.torch_device
         self.dtype = loaded.dtype
@@ -38,6 +57,7 @@ class ModelRunner:
             dtype=self.dtype, device=self.device,
         )
         self.kv_caches = [(cache[0, i], cache[1, i]) for i in range(self.num_layers)]
+        self._workspace = torch.empty(0, device=self.device)
         self.windows = sorted(set(self.model.windows), key=lambda w: (w is not None, w or 0))
         self.sampler = Sampler(config.seed)
 
@@ -87,8 +107,9 @@ class ModelRunner:
                 sample_rows.append((len(input_ids) - 1, seq))
         dev = self.device
         slots = torch.tensor(slot_mapping, dtype=torch.long, device=dev)
+        workspace = self._workspace_for(prefills, decodes)
         metas = {
-            w: self._metadata(slots, prefills, decodes, w) for w in self.windows
+            w: self._metadata(slots, prefills, decodes, w, workspace) for w in self.windows
         }
         hidden = self.model(
             torch.tensor(input_ids, dtype=torch.long, device=dev),
@@ -114,7 +135,22 @@ class ModelRunner:
         offsets = torch.arange(self.block_size, device=self.device)
         return (tables[:, :, None] * self.block_size + offsets).view(len(seqs), -1)[:, :length]
 
-    def _metadata(self, slots, prefills, decodes, window: int | None) -> AttentionMetadata:
+    def _workspace_for(self, prefills, decodes) -> torch.Tensor:
+        """A [2, N, KVH, D] buffer big enough for this step's gathers; it only ever grows."""
+        need = max((s.num_computed_tokens + n for _, n, s in prefills), default=0)
+        if decodes:
+            need = max(need, len(decodes) * max(s.num_computed_tokens + 1 for _, s in decodes))
+        have = self._workspace.shape[1] if self._workspace.dim() > 1 else 0
+        if need > have:
+            size = max(need, have + have // 2)  # grow in steps, not on every longer context
+            self._workspace = torch.empty(
+                2, size, self.num_kv_heads, self.head_dim, dtype=self.dtype, device=self.device
+            )
+        return self._workspace
+
+    def _metadata(
+        self, slots, prefills, decodes, window: int | None, workspace: torch.Tensor
+    ) -> AttentionMetadata:
         dev = self.device
         chunks = []
         for start, n, seq in prefills:
@@ -130,7 +166,7 @@ class ModelRunner:
                 )
             )
         if not decodes:
-            return AttentionMetadata(slots, chunks, None, None, None)
+            return AttentionMetadata(slots, chunks, None, None, None, workspace)
         seqs = [s for _, s in decodes]
         lens = torch.tensor([s.num_computed_tokens + 1 for s in seqs], device=dev)  # [B]
         length = int(lens.max())
@@ -144,4 +180,5 @@ class ModelRunner:
             torch.tensor([r for r, _ in decodes], dtype=torch.long, device=dev),
             self._slots(seqs, length),
             mask[:, None, None, :],
+            workspace,
         )

@@ -35,6 +35,9 @@ class AttentionMetadata:
     decode_rows: torch.Tensor | None  # [B] rows of the flat batch that are decodes
     decode_slots: torch.Tensor | None  # [B, L] context slots, padded
     decode_mask: torch.Tensor | None  # [B, 1, 1, L] bool, False on padding
+    # [2, N, KVH, D] reused buffer for gathered keys and values: gathering into fresh memory
+    # every layer costs more in page faults than the copy itself
+    workspace: torch.Tensor | None = None
 
 
 def causal_mask(
@@ -76,7 +79,7 @@ class PagedAttention:
             if chunk.slots is None:
                 keys, values = k[rows], v[rows]
             else:
-                keys, values = k_cache[chunk.slots], v_cache[chunk.slots]
+                keys, values = self._gather(k_cache, v_cache, chunk.slots, meta.workspace)
             out[rows] = self._attend(
                 q[rows].transpose(0, 1).unsqueeze(0),  # [1, H, t, D]
                 keys.transpose(0, 1).unsqueeze(0),  # [1, KVH, c, D]
@@ -86,9 +89,11 @@ class PagedAttention:
             )[0].transpose(0, 1)
         if meta.decode_rows is not None:
             b, length = meta.decode_slots.shape
-            flat = meta.decode_slots.reshape(-1)
-            keys = k_cache[flat].view(b, length, self.num_kv_heads, self.head_dim)
-            values = v_cache[flat].view(b, length, self.num_kv_heads, self.head_dim)
+            keys, values = self._gather(
+                k_cache, v_cache, meta.decode_slots.reshape(-1), meta.workspace
+            )
+            keys = keys.view(b, length, self.num_kv_heads, self.head_dim)
+            values = values.view(b, length, self.num_kv_heads, self.head_dim)
             out[meta.decode_rows] = self._attend(
                 q[meta.decode_rows].unsqueeze(2),  # [B, H, 1, D]
                 keys.transpose(1, 2),  # [B, KVH, L, D]
@@ -97,6 +102,13 @@ class PagedAttention:
                 causal=False,
             ).squeeze(2)
         return out  # [T, H, D]
+
+    @staticmethod
+    def _gather(k_cache, v_cache, slots, workspace) -> tuple[torch.Tensor, torch.Tensor]:
+        n = slots.numel()
+        keys = torch.index_select(k_cache, 0, slots, out=workspace[0, :n])
+        values = torch.index_select(v_cache, 0, slots, out=workspace[1, :n])
+        return keys, values
 
     def _attend(self, q, k, v, mask, causal: bool) -> torch.Tensor:
         return F.scaled_dot_product_attention(
