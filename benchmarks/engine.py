@@ -98,7 +98,7 @@ def workload(vocab: int, n: int, lo: int, hi: int, seed: int = 0) -> list[tuple[
 
 
 def tenshu_throughput(path: Path, dtype: str, requests) -> dict:
-    llm = LLM(path, dtype=dtype, max_num_seqs=len(requests))
+    llm = LLM(path, dtype=dtype, max_num_seqs=len(requests), kv_cache_memory_gib=10)
     prompts = [{"prompt_token_ids": p} for p, _ in requests]
     params = [SamplingParams(temperature=0, max_tokens=o, ignore_eos=True) for _, o in requests]
     start = time.perf_counter()

@@ -39,6 +39,9 @@ class EngineConfig:
         chunks, so a long prompt does not stall running decodes. Default 512 on CPU, 4096 on CUDA.
     max_model_len: the context window; defaults to the model's max_position_embeddings.
     num_kv_blocks: set the number of KV blocks directly instead of deriving it from the budget.
+    cpu_float32_copy_gib: when bf16 weights are computed in float32 on CPU, also keep a float32
+        copy of them if it takes at most this much memory: batched steps then skip the upcast
+        (about 30% faster); single-stream decoding reads the bf16 weights either way. 0 = never.
     """
 
     model: str
@@ -51,6 +54,7 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
     num_kv_blocks: int | None = None
+    cpu_float32_copy_gib: float = 8.0
     enable_prefix_caching: bool = True
     skip_tokenizer_init: bool = False
     seed: int = 0

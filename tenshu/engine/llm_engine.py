@@ -174,6 +174,9 @@ class LLMEngine:
             request = self.requests[seq.request_id]
             seq.token_ids.append(token)
             if lp is not None:
+                if self.tokenizer is not None:
+                    for token_id, entry in lp.items():
+                        entry.decoded_token = self.tokenizer.decode([token_id])
                 seq.output_logprobs.append(lp)
             self._check_finish(seq, token, request.detokenizers[seq.index])
             if seq.finish_reason is not None:

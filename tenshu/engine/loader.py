@@ -162,6 +162,11 @@ def load_model(config: EngineConfig) -> LoadedModel:
     model.model.rotary.to(device)
     load_weights(model, checkpoint_files(path))
     model.eval().requires_grad_(False)
+    if weight_dtype != dtype and device.type == "cpu":
+        matmul_params = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+        wide_bytes = matmul_params * torch.empty((), dtype=dtype).element_size()
+        if wide_bytes <= config.cpu_float32_copy_gib * (1 << 30):
+            model.keep_wide_copies()
     tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
     return LoadedModel(
         model, hf_config, tokenizer, eos_ids(path, hf_config, tokenizer), max_model_len, dtype

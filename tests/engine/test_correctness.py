@@ -74,6 +74,7 @@ def test_logprobs_match_transformers_log_softmax(checkpoint, family):
         ref = reference[len(prompt) - 1 + i]
         assert entry[token].logprob == pytest.approx(float(ref[token]), abs=1e-4)
         assert entry[token].rank == int((ref > ref[token]).sum()) + 1
+        assert entry[token].decoded_token == llm.get_tokenizer().decode([token])
         top = ref.topk(5).indices.tolist()
         assert set(top) <= set(entry)
         for t in top:

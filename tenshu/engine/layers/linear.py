@@ -6,10 +6,11 @@ for decoding, half the bytes to read per token) while activations are float32:
   kernel that inductor compiles once per weight shape reads the bf16 weights straight into
   float32 multiply-adds, 1.3-1.6x faster than torch's bf16 GEMV here (falls back to that GEMV
   where no compiler is available);
-- a few rows multiply the bf16 weights directly, which reads the fewest bytes;
-- more rows upcast the weights (exactly) into a reused float32 scratch buffer and use the
-  float32 GEMM, several times faster than a bf16 one there. The scratch buffer matters:
-  upcasting into fresh memory costs 4-8x more, in page faults, than the conversion itself.
+- more rows use the float32 GEMM, several times faster than a bf16 one there: on a float32
+  copy of the weights kept beside the bf16 ones when memory allows (EngineConfig.
+  cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
+  for a few rows, straight on the bf16 weights. The scratch buffer matters: upcasting into
+  fresh memory costs 4-8x more, in page faults, than the conversion itself.
 """
 
 from __future__ import annotations
@@ -30,12 +31,21 @@ logger = logging.getLogger(__name__)
 _local = threading.local()  # one scratch buffer per engine thread
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    wide_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x @ weight.T + bias in x's dtype; `wide_weight` is an optional copy of `weight` in x's
+    dtype, used for more than one row."""
     if weight.dtype == x.dtype:
         return F.linear(x, weight, bias)
     if x.shape[0] == 1 and x.device.type == "cpu":
         out = _gemv(x, weight)
         return out if bias is None else out + bias.to(x.dtype)
+    if wide_weight is not None:
+        return F.linear(x, wide_weight, None if bias is None else bias.to(x.dtype))
     if x.shape[0] <= NARROW_MAX_ROWS:
         return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
     bias = None if bias is None else bias.to(x.dtype)
@@ -83,5 +93,7 @@ def _upcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class Linear(nn.Linear):
+    wide_weight: torch.Tensor | None = None  # set by the loader, see the module docstring
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.wide_weight)

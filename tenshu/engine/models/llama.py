@@ -134,6 +134,7 @@ class LlamaForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         # activations' dtype; the weights may be stored narrower (see layers/linear.py)
         self.compute_dtype = torch.float32
+        self.wide_output_weight: torch.Tensor | None = None
         if not self.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
 
@@ -157,4 +158,13 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
-        return linear(hidden, weight)  # [N, V]
+        return linear(hidden, weight, None, self.wide_output_weight)  # [N, V]
+
+    def keep_wide_copies(self) -> None:
+        """Keep compute-dtype copies of narrower matmul weights (see layers/linear.py)."""
+        for module in self.modules():
+            if isinstance(module, Linear) and module.weight.dtype != self.compute_dtype:
+                module.wide_weight = module.weight.to(self.compute_dtype)
+        weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
+        if weight.dtype != self.compute_dtype:
+            self.wide_output_weight = weight.to(self.compute_dtype)
