@@ -309,7 +309,7 @@ def _llamacpp(path: Path):
 
 
 def _gguf(peer, path: Path) -> Path:
-    gguf = path.with_suffix(".bf16.gguf")
+    gguf = path.parent / f"{path.name}.bf16.gguf"
     if not gguf.is_file():
         peer.convert_to_gguf(path, gguf, outtype="bf16")
     return gguf

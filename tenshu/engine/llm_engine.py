@@ -178,6 +178,7 @@ class LLMEngine:
                     for token_id, entry in lp.items():
                         entry.decoded_token = self.tokenizer.decode([token_id])
                 seq.output_logprobs.append(lp)
+                seq.cumulative_logprob += lp[token].logprob
             self._check_finish(seq, token, request.detokenizers[seq.index])
             if seq.finish_reason is not None:
                 self.scheduler.finish(seq)
@@ -207,19 +208,18 @@ class LLMEngine:
             text = detok.releasable(seq.is_finished) if detok is not None else ""
             tokens = seq.output_token_ids
             logprobs = seq.output_logprobs if seq.params.logprobs is not None else None
+            sent_text, sent_tokens = request.sent_text[i], request.sent_tokens[i]
+            request.sent_text[i], request.sent_tokens[i] = len(text), len(tokens)
             if delta:
-                text, tokens = text[request.sent_text[i] :], tokens[request.sent_tokens[i] :]
-                if logprobs is not None:
-                    logprobs = logprobs[request.sent_tokens[i] :]
-            request.sent_text[i] += len(text) if delta else len(text) - request.sent_text[i]
-            request.sent_tokens[i] += len(tokens) if delta else len(tokens) - request.sent_tokens[i]
+                text, tokens = text[sent_text:], tokens[sent_tokens:]
+                logprobs = logprobs[sent_tokens:] if logprobs is not None else None
             outputs.append(
                 CompletionOutput(
                     index=i,
                     text=text,
-                    token_ids=list(tokens),
+                    token_ids=tokens,
                     logprobs=list(logprobs) if logprobs is not None else None,
-                    cumulative_logprob=_cumulative(seq) if logprobs is not None else None,
+                    cumulative_logprob=seq.cumulative_logprob if logprobs is not None else None,
                     finish_reason=seq.finish_reason.value if seq.finish_reason else None,
                     stop_reason=seq.stop_reason,
                 )
@@ -236,6 +236,3 @@ class LLMEngine:
             request.seqs[0].num_cached_tokens,
         )
 
-
-def _cumulative(seq: Sequence) -> float:
-    return sum(lp[t].logprob for lp, t in zip(seq.output_logprobs, seq.output_token_ids, strict=False))

@@ -54,6 +54,7 @@ class Sequence:
         self.block_hashes: list[bytes] = []  # content hashes of the full, computed blocks
         self.pending_forks: list[Sequence] = []  # siblings waiting for this prompt's blocks
         self.output_logprobs: list[dict[int, Logprob]] = []
+        self.cumulative_logprob = 0.0
         self.finish_reason: FinishReason | None = None
         self.stop_reason: int | str | None = None
 
