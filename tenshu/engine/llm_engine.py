@@ -93,7 +93,16 @@ class LLMEngine:
                 f"the context window of {self.max_model_len} tokens; ask for at most {budget}",
                 field="max_tokens",
             )
-        max_tokens = params.max_tokens or budget
+        # a sequence must fit the KV cache on its own, or preemption could never make room
+        capacity = self.runner.num_blocks * self.config.block_size - len(ids)
+        if params.max_tokens is not None and params.max_tokens > capacity:
+            raise ContextLengthError(
+                f"max_tokens {params.max_tokens} plus the prompt's {len(ids)} tokens exceeds "
+                f"the KV cache ({capacity + len(ids)} tokens); ask for at most {capacity} or "
+                "give the engine a larger kv_cache_memory_gib",
+                field="max_tokens",
+            )
+        max_tokens = params.max_tokens or min(budget, capacity)
         seqs = [
             Sequence(request_id, i, ids, params, max_tokens, self._generator(params, i))
             for i in range(params.n)

@@ -78,3 +78,17 @@ def test_aborting_frees_every_block(checkpoint):
     assert not e.has_unfinished_requests()
     assert e.block_manager.num_free_blocks == e.block_manager.num_blocks
     assert e.step() == []
+
+
+def test_a_request_that_cannot_fit_the_kv_cache_is_refused_up_front(checkpoint):
+    e = engine(checkpoint("qwen3"), num_kv_blocks=4, block_size=8)  # 32 tokens
+    prompt = {"prompt_token_ids": random_prompts(e.vocab_size, [10])[0]}
+    with pytest.raises(ValueError, match="KV cache") as err:
+        e.add_request("big", prompt, SamplingParams(max_tokens=30))
+    assert err.value.field == "max_tokens"
+    # without max_tokens it runs until the cache is full, then ends with "length"
+    e.add_request("fits", prompt, SamplingParams(temperature=0, ignore_eos=True, max_tokens=None))
+    while e.has_unfinished_requests():
+        outs = e.step()
+    assert outs[0].outputs[0].finish_reason == "length"
+    assert len(outs[0].outputs[0].token_ids) == 22
