@@ -108,9 +108,7 @@ class ModelRunner:
         dev = self.device
         slots = torch.tensor(slot_mapping, dtype=torch.long, device=dev)
         workspace = self._workspace_for(prefills, decodes)
-        metas = {
-            w: self._metadata(slots, prefills, decodes, w, workspace) for w in self.windows
-        }
+        metas = self._metadata(slots, prefills, decodes, workspace)
         hidden = self.model(
             torch.tensor(input_ids, dtype=torch.long, device=dev),
             torch.tensor(positions, dtype=torch.long, device=dev),
@@ -148,37 +146,41 @@ class ModelRunner:
             )
         return self._workspace
 
-    def _metadata(
-        self, slots, prefills, decodes, window: int | None, workspace: torch.Tensor
-    ) -> AttentionMetadata:
+    def _metadata(self, slots, prefills, decodes, workspace) -> dict[int | None, AttentionMetadata]:
+        """One AttentionMetadata per distinct sliding window; only the masks differ, so the
+        slot tables are built once and shared."""
         dev = self.device
-        chunks = []
-        for start, n, seq in prefills:
-            context = seq.num_computed_tokens + n
-            cached = seq.num_computed_tokens > 0
-            chunks.append(
+        chunk_slots = [
+            self._slots([seq], seq.num_computed_tokens + n)[0] if seq.num_computed_tokens else None
+            for _, n, seq in prefills
+        ]
+        decode_rows = decode_slots = lens = pos = None
+        if decodes:
+            seqs = [s for _, s in decodes]
+            lens = torch.tensor([s.num_computed_tokens + 1 for s in seqs], device=dev)[:, None]
+            length = int(lens.max())
+            pos = torch.arange(length, device=dev)[None, :]
+            decode_rows = torch.tensor([r for r, _ in decodes], dtype=torch.long, device=dev)
+            decode_slots = self._slots(seqs, length)
+        metas = {}
+        for window in self.windows:
+            chunks = [
                 PrefillChunk(
                     start=start,
                     num_tokens=n,
-                    context_len=context,
-                    slots=self._slots([seq], context)[0] if cached else None,
-                    mask=causal_mask(n, context, window, dev),
+                    context_len=seq.num_computed_tokens + n,
+                    slots=cs,
+                    mask=causal_mask(n, seq.num_computed_tokens + n, window, dev),
                 )
+                for (start, n, seq), cs in zip(prefills, chunk_slots, strict=True)
+            ]
+            decode_mask = None
+            if decodes:
+                decode_mask = pos < lens  # [B, L]
+                if window is not None:
+                    decode_mask &= pos >= lens - window
+                decode_mask = decode_mask[:, None, None, :]
+            metas[window] = AttentionMetadata(
+                slots, chunks, decode_rows, decode_slots, decode_mask, workspace
             )
-        if not decodes:
-            return AttentionMetadata(slots, chunks, None, None, None, workspace)
-        seqs = [s for _, s in decodes]
-        lens = torch.tensor([s.num_computed_tokens + 1 for s in seqs], device=dev)  # [B]
-        length = int(lens.max())
-        pos = torch.arange(length, device=dev)[None, :]
-        mask = pos < lens[:, None]  # [B, L]
-        if window is not None:
-            mask &= pos >= lens[:, None] - window
-        return AttentionMetadata(
-            slots,
-            chunks,
-            torch.tensor([r for r, _ in decodes], dtype=torch.long, device=dev),
-            self._slots(seqs, length),
-            mask[:, None, None, :],
-            workspace,
-        )
+        return metas
