@@ -45,3 +45,17 @@ def test_without_a_float32_copy_batches_stay_close(checkpoint):
             assert entry[token].logprob == pytest.approx(
                 float(reference[len(prompt) - 1 + i][token]), abs=0.05
             )
+
+
+def test_single_row_bf16_products_survive_many_weight_shapes():
+    # A long-lived process meets many weight shapes (several models, say); the compiled
+    # single-row kernel must keep giving right answers past the compiler's recompile limit.
+    from tenshu.engine.layers.linear import linear
+
+    g = torch.Generator().manual_seed(0)
+    for n in range(3, 23):  # the engine runs these under inference mode; so does this test
+        w = torch.randn(n, 16 + n, generator=g).to(torch.bfloat16)
+        x = torch.randn(1, 16 + n, generator=g)
+        with torch.inference_mode():
+            got = linear(x, w)
+        torch.testing.assert_close(got, x @ w.float().T, atol=1e-4, rtol=1e-4)

@@ -4,8 +4,8 @@ On a CPU without native bf16, a bf16 checkpoint keeps its bf16 weights (half the
 for decoding, half the bytes to read per token) while activations are float32:
 - one row (single-stream decode) is a matrix-vector product bound by reading the weights: a
   kernel that inductor compiles once per weight shape reads the bf16 weights straight into
-  float32 multiply-adds, 1.3-1.6x faster than torch's bf16 GEMV here (falls back to that GEMV
-  where no compiler is available);
+  float32 multiply-adds, 1.3-1.6x faster than torch's bf16 GEMV here (where no compiler is
+  available, or past the compiler's recompile limit, the weights are upcast as below);
 - more rows use the float32 GEMM, several times faster than a bf16 one there: on a float32
   copy of the weights kept beside the bf16 ones when memory allows (EngineConfig.
   cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
@@ -65,7 +65,8 @@ def _gemv_math(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (weight.to(x.dtype) * x).sum(dim=-1).unsqueeze(0)
 
 
-_compiled_gemv = None  # None: not tried yet; False: compiling failed, use torch's bf16 GEMV
+_compiled_gemv = None  # None: not tried yet; False: compiling failed, upcast instead
+_uncompiled_shapes: set[torch.Size] = set()
 
 
 def _gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -78,9 +79,17 @@ def _gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         except Exception as exc:  # no C++ compiler, unsupported platform, ...
             logger.warning("compiled bf16 GEMV unavailable, using torch's: %s", exc)
             _compiled_gemv = False
-    if _compiled_gemv is False:
-        return F.linear(x.to(weight.dtype), weight).to(x.dtype)
-    return _compiled_gemv(x, weight)
+    if _compiled_gemv is False or weight.shape in _uncompiled_shapes:
+        return F.linear(x, _upcast(weight, x))  # exact, where torch's bf16 GEMV rounds x
+    try:
+        return _compiled_gemv(x, weight)
+    except Exception as exc:
+        # Each weight shape is a compilation, and dynamo stops at its recompile limit (8): a
+        # process that loads several models must not fail there; this shape takes torch's GEMV.
+        logger.warning("bf16 GEMV for shape %s not compiled (%s); using torch's",
+                       tuple(weight.shape), type(exc).__name__)
+        _uncompiled_shapes.add(weight.shape)
+        return F.linear(x, _upcast(weight, x))
 
 
 def _upcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
