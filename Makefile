@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench default-model clean
 
 install: $(STAMP)
 
@@ -31,6 +31,15 @@ lint: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/tenshu bench engine
+
+# Rebuild the built-in default model with the default recipe (about 10 minutes on 2 CPU cores),
+# then copy the checkpoint, its model card, loss curve and evaluation into the package.
+MODEL_FILES := config.json generation_config.json model.safetensors tokenizer.json \
+	tokenizer_config.json README.md loss.png eval.json tenshu-train.json
+default-model: install
+	$(BIN)/tenshu train tiny --out build/tenshu-tiny --overwrite
+	mkdir -p tenshu/assets/tenshu-tiny
+	cd build/tenshu-tiny && cp $(MODEL_FILES) ../../tenshu/assets/tenshu-tiny/
 
 clean:
 	rm -rf $(VENV) build *.egg-info

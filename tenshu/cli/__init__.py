@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tenshu.cli import bench, run, serve
+from tenshu.cli import bench, chat, run, serve, train
 from tenshu.core.errors import TenshuError
 
-COMMANDS = {"serve": serve, "run": run, "bench": bench}
+COMMANDS = {"serve": serve, "chat": chat, "run": run, "train": train, "bench": bench}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,31 @@
-"""Stream a completion of a prompt from a model directory to the terminal.
+"""Stream a model's answer to one prompt to the terminal.
 
-  tenshu run path/to/checkpoint "Once upon a time"
-  tenshu run path/to/checkpoint --chat "What is a paged KV cache?"
+  tenshu run "hello, who are you?"                  the built-in default model (tenshu-tiny)
+  tenshu run path/to/checkpoint "What is RoPE?"     a Hugging Face checkpoint directory
+  tenshu run path/to/checkpoint "Once upon" --raw   plain completion, no chat template
 
-With --chat the prompt is one user turn, wrapped in the model's chat template.
+The prompt is one user turn in the model's chat template, when it has one; --raw completes the
+text as it is. For a conversation, use `tenshu chat`.
 """
 
 from __future__ import annotations
 
 import sys
 
+from tenshu.config import resolve_model
 from tenshu.engine import EngineConfig, LLMEngine, RequestOutputKind, SamplingParams
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", metavar="MODEL_DIR", help="a Hugging Face checkpoint directory")
-    parser.add_argument("prompt", help="the text to complete")
-    parser.add_argument("--chat", action="store_true", help="apply the model's chat template")
+    parser.add_argument("model", metavar="MODEL", nargs="?",
+                        help="a Hugging Face checkpoint directory (default: the built-in model)")
+    parser.add_argument("prompt", help="the prompt")
+    parser.add_argument("--raw", action="store_true", help="complete the text, no chat template")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser) -> None:
+    """Sampling and engine flags, shared with `tenshu chat`."""
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -27,31 +36,45 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-model-len", type=int)
 
 
-def main(args) -> int:
-    engine = LLMEngine(
+def make_engine(args) -> LLMEngine:
+    return LLMEngine(
         EngineConfig(
-            model=args.model, dtype=args.dtype, device=args.device,
+            model=resolve_model(args.model), dtype=args.dtype, device=args.device,
             max_model_len=args.max_model_len, max_num_seqs=1,
         )
     )
-    params = SamplingParams(
+
+
+def sampling_params(args) -> SamplingParams:
+    return SamplingParams(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
         max_tokens=args.max_tokens, output_kind=RequestOutputKind.DELTA,
     )
-    prompt = args.prompt
-    if args.chat:
-        prompt = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
+
+
+def stream(engine: LLMEngine, prompt: str | list[int], params: SamplingParams) -> tuple[str, str]:
+    """Generate, writing text to stdout as it arrives; return (text, finish reason)."""
     budget = engine.max_model_len - len(engine.tokenize(prompt)[1])
     if params.max_tokens > budget > 0:
         params.max_tokens = budget  # a terminal user wants text, not a context-length error
-    engine.add_request("run", prompt, params)
-    finish = None
+    engine.add_request("cli", prompt, params)
+    pieces, finish = [], None
     while engine.has_unfinished_requests():
         for out in engine.step():
             sys.stdout.write(out.outputs[0].text)
             sys.stdout.flush()
+            pieces.append(out.outputs[0].text)
             finish = out.outputs[0].finish_reason
     sys.stdout.write("\n")
     if finish == "length":
-        print(f"[stopped after {args.max_tokens} tokens]", file=sys.stderr)
+        print(f"[stopped after {params.max_tokens} tokens]", file=sys.stderr)
+    return "".join(pieces), finish
+
+
+def main(args) -> int:
+    engine = make_engine(args)
+    prompt = args.prompt
+    if not args.raw and engine.tokenizer is not None and engine.tokenizer.chat_template:
+        prompt = engine.apply_chat_template([{"role": "user", "content": args.prompt}])
+    stream(engine, prompt, sampling_params(args))
     return 0
