@@ -64,14 +64,16 @@ def evaluate_chat(llm: LLM, temperature: float = 0.0, seed: int = 0) -> dict:
             conversations[i].append({"role": "user", "content": cases[i].turns[turn]})
         # A reply may use what the context has left; a conversation that outgrew the context
         # (long rambling replies) fails its remaining turns instead of stopping the evaluation.
-        room = {i: context - len(llm.engine.apply_chat_template(conversations[i])) for i in active}
+        prompts = {i: llm.engine.apply_chat_template(conversations[i]) for i in active}
+        room = {i: context - len(prompts[i]) for i in active}
         fits = [i for i in active if room[i] > 0]
         params = [
             SamplingParams(temperature=temperature, seed=seed * 10_000 + i * 10 + turn,
                            max_tokens=min(MAX_REPLY_TOKENS, room[i]))
             for i in fits
         ]
-        outputs = llm.chat([conversations[i] for i in fits], params) if fits else []
+        # the prompts are templated once, above, and generated from their token ids
+        outputs = llm.generate([{"prompt_token_ids": prompts[i]} for i in fits], params) if fits else []
         replies = {i: (o.outputs[0].text, o.outputs[0].finish_reason)
                    for i, o in zip(fits, outputs, strict=True)}
         for i in active:
