@@ -1,0 +1,59 @@
+"""Create, list and revoke the API keys that clients use to reach the server.
+
+  tenshu keys create --name laptop    make a key; it is printed once, alone on stdout
+  tenshu keys list                    every key: name, prefix, created, last used, status
+  tenshu keys revoke laptop           revoke a key by its name or its prefix (tsk-AbCdEfGh)
+
+Only a hash of each key is kept (in $TENSHU_HOME/state.db), so a lost key cannot be shown
+again: revoke it and create another. A revoked key stops working within a second, on a running
+server too. In a script: KEY=$(tenshu keys create --name ci)
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+from tenshu.store import KeyRecord, open_store
+
+
+def add_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="make a new key and print it (once)")
+    create.add_argument("--name", required=True,
+                        help="who or what uses the key (unique among active keys)")
+    actions.add_parser("list", help="show every key, revoked ones too")
+    revoke = actions.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("target", metavar="NAME_OR_PREFIX", help="the key's name or prefix")
+
+
+def main(args) -> int:
+    with open_store() as store:
+        if args.action == "create":
+            record, key = store.keys.create(args.name)
+            print(key)
+            print(f"tenshu keys: this is the only time the key {record.name!r} is shown; keep "
+                  "it somewhere safe (it can be revoked, not recovered)", file=sys.stderr)
+        elif args.action == "list":
+            print_table(store.keys.list())
+        else:
+            record = store.keys.revoke(args.target)
+            print(f"revoked {record.name} ({record.prefix})")
+    return 0
+
+
+def print_table(records: list[KeyRecord]) -> None:
+    if not records:
+        print("no API keys yet: tenshu keys create --name NAME")
+        return
+    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "STATUS")
+    rows = [(r.name, r.prefix, _when(r.created_at), _when(r.last_used_at),
+             "active" if r.active else "revoked") for r in records]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "never"

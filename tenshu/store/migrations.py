@@ -1,0 +1,126 @@
+"""The state database's schema, as ordered, named migrations (simonw/llm's pattern).
+
+Each migration is a function of a connection, applied once, in its own transaction, and
+recorded by name in `_migrations`. Opening the store runs `migrate`, which applies the pending
+ones. A migration is never edited once released: a schema change is a new function appended to
+MIGRATIONS. So each migration declares the tables it creates as they were at that point, rather
+than sharing definitions with the code that queries them (keys.py, audit.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+)
+
+from tenshu.store.sql import UTCDateTime, begin_write, utcnow
+
+Migration = Callable[[Connection], None]
+
+_applied = Table(
+    "_migrations", MetaData(),
+    Column("name", String(200), primary_key=True),
+    Column("applied_at", UTCDateTime(), nullable=False),
+)
+
+
+def m001_keys(conn: Connection) -> None:
+    """API keys: only a hash of each key is kept, with a short prefix to recognise it by."""
+    keys = Table(
+        "keys", MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String(64), nullable=False),
+        Column("prefix", String(12), nullable=False),
+        Column("key_hash", String(64), nullable=False),  # sha256 hex
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("revoked_at", UTCDateTime()),
+        Column("last_used_at", UTCDateTime()),
+    )
+    Index("ux_keys_key_hash", keys.c.key_hash, unique=True)
+    # A name is unique among live keys; a revoked key's name can be given to a new one.
+    live = keys.c.revoked_at.is_(None)
+    Index("ux_keys_live_name", keys.c.name, unique=True,
+          sqlite_where=live, postgresql_where=live)
+    keys.create(conn)
+
+
+def m002_audit(conn: Connection) -> None:
+    """The audit / usage log: one row per request. A row is never refused over the key it names
+    (no foreign key) or a long string (no length limits, which PostgreSQL would enforce)."""
+    audit = Table(
+        "audit", MetaData(),
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("ts", UTCDateTime(), nullable=False),
+        Column("request_id", String, nullable=False),
+        Column("key_id", Integer),
+        Column("protocol", String, nullable=False),
+        Column("route", String, nullable=False),
+        Column("model", String, nullable=False),
+        Column("status", Integer, nullable=False),
+        Column("input_tokens", Integer, nullable=False),
+        Column("output_tokens", Integer, nullable=False),
+        Column("ttft_ms", Float),  # no first token: an error, or a response that had none
+        Column("duration_ms", Float, nullable=False),
+        Column("error_kind", String),
+    )
+    Index("ix_audit_ts", audit.c.ts)
+    Index("ix_audit_request_id", audit.c.request_id)
+    Index("ix_audit_key_id_ts", audit.c.key_id, audit.c.ts)
+    audit.create(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_keys, m002_audit]
+
+
+def applied_migrations(engine: Engine) -> list[str]:
+    """Names of the migrations this database has had, in the order they were applied."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, _applied.name):
+            return []
+        order = (_applied.c.applied_at, _applied.c.name)  # names are numbered: m001_, m002_, ...
+        rows = conn.execute(select(_applied.c.name).order_by(*order))
+        return list(rows.scalars())
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the migrations this database has not had yet, in order; return their names.
+
+    Safe when two processes open a new database at once: each migration re-checks, inside its
+    own write transaction, that the other has not applied it meanwhile.
+    """
+    names = [m.__name__ for m in migrations]
+    if len(set(names)) != len(names):
+        raise ValueError(f"migration names must be unique: {names}")
+    applied = applied_migrations(engine)
+    unknown = [name for name in applied if name not in names]
+    if unknown:
+        raise ValueError(
+            f"the state database at {engine.url.render_as_string()} was migrated by a newer "
+            f"tenshu ({', '.join(unknown)}); upgrade tenshu to use it"
+        )
+    done = []
+    for migration in migrations:
+        if migration.__name__ in applied:
+            continue
+        with begin_write(engine) as conn:
+            _applied.create(conn, checkfirst=True)
+            seen = select(_applied.c.name).where(_applied.c.name == migration.__name__)
+            if conn.execute(seen).first() is not None:
+                continue
+            migration(conn)
+            conn.execute(insert(_applied).values(name=migration.__name__, applied_at=utcnow()))
+        done.append(migration.__name__)
+    return done

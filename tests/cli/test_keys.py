@@ -1,0 +1,60 @@
+"""`tenshu keys` as a person runs it: a real subprocess on a TENSHU_HOME of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def tenshu(tmp_path):
+    env = {**os.environ, "TENSHU_HOME": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tenshu", "keys", *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    return run
+
+
+def test_create_list_revoke(tenshu, tmp_path):
+    created = tenshu("create", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert created.stdout == key + "\n"  # the key alone, so KEY=$(tenshu keys create ...) works
+    assert key.startswith("tsk-") and len(key) == 44
+    assert "only time" in created.stderr
+    assert (tmp_path / "state.db").exists()
+
+    listed = tenshu("list")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "PREFIX", "CREATED", "LAST", "USED", "STATUS"]
+    assert row.split()[:2] == ["ci", key[:12]] and row.endswith("active")
+    assert "never" in row
+    assert key not in listed.stdout
+
+    revoked = tenshu("revoke", "ci")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "ci" in revoked.stdout
+
+    listed = tenshu("list")
+    assert listed.stdout.splitlines()[1].endswith("revoked")
+
+
+def test_revoking_an_unknown_key_is_a_clear_error(tenshu):
+    result = tenshu("revoke", "ghost")
+    assert result.returncode == 1
+    assert "no API key is named or prefixed 'ghost'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_duplicate_name_is_a_clear_error(tenshu):
+    assert tenshu("create", "--name", "ci").returncode == 0
+    result = tenshu("create", "--name", "ci")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "already named 'ci'" in result.stderr
