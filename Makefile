@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench default-model clean
+.PHONY: install claude-code run test lint bench default-model clean
 
 install: $(STAMP)
 
@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory claude-code
 	touch $(STAMP)
+
+# Claude Code, for the compatibility tests (they are skipped where npm is missing).
+CLAUDE_CODE_VERSION := 2.1.330
+claude-code:
+	@if command -v npm >/dev/null; then \
+		npm install --prefix $(VENV)/claude-code --no-audit --no-fund --loglevel=error \
+			@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
+	else echo "npm not found: the Claude Code compatibility tests will be skipped"; fi
 
 run: install
 	$(BIN)/tenshu serve

@@ -1,12 +1,14 @@
 """Where tenshu keeps things, and which model it uses when none is named.
 
-This is the one module that reads the environment (TENSHU_HOME, XDG_DATA_HOME). The server's
-tenshu.toml settings will be parsed and validated here too.
+This is the one module that reads the environment (TENSHU_HOME, XDG_DATA_HOME), and the one that
+parses tenshu.toml into validated, frozen settings.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 # The built-in chat model: a tiny model tenshu's own trainer built (`tenshu train tiny`),
@@ -24,6 +26,167 @@ def tenshu_home() -> Path:
     return Path(data) / "tenshu"
 
 
+def state_db_path() -> Path:
+    """The state database (keys, audit log): state.db in the tenshu home."""
+    return tenshu_home() / "state.db"
+
+
 def resolve_model(model: str | None) -> str:
     """A model the user named (a checkpoint directory), or the built-in default."""
     return str(model) if model else str(DEFAULT_MODEL_DIR)
+
+
+# -- the server's settings: tenshu.toml, then command-line flags ---------------------------------
+
+DEFAULT_PORT = 7311  # clashes with none of Ollama (11434), LM Studio (1234) or vLLM (8000)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything `tenshu serve` needs, validated once.
+
+    require_keys: None = automatic (required as soon as one API key exists, and always when
+        listening beyond loopback), True / False to force it; False is refused off loopback.
+    cors_origins: browser origins allowed to call the API ("*" allows any).
+    allowed_hosts: extra Host header names accepted while bound to loopback (besides localhost,
+        127.0.0.1 and ::1); the check stops DNS-rebinding attacks from web pages.
+    max_queue: requests that may wait for the engine before new ones get 429 + Retry-After.
+    grace_seconds: on SIGTERM/SIGINT, how long in-flight requests may run before they are ended.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    models: tuple[ModelSpec, ...] = ()
+    embedder: bool = True
+    require_keys: bool | None = None
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_mib: float = 16.0
+    max_queue: int = 256
+    grace_seconds: float = 10.0
+    kv_cache_memory_gib: float = 2.0
+    max_num_seqs: int = 64
+    dtype: str = "auto"
+    device: str = "auto"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        def bad(key: str, problem: str) -> ValueError:
+            return ValueError(f"server.{key}: {problem}, got {getattr(self, key)!r}")
+
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "must be a port number (0-65535)")
+        if self.max_body_mib <= 0:
+            raise bad("max_body_mib", "must be > 0")
+        if self.max_queue < 0:
+            raise bad("max_queue", "must be >= 0")
+        if self.grace_seconds < 0:
+            raise bad("grace_seconds", "must be >= 0")
+        if self.kv_cache_memory_gib <= 0:
+            raise bad("kv_cache_memory_gib", "must be > 0")
+        if self.max_num_seqs < 1:
+            raise bad("max_num_seqs", "must be >= 1")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise bad("log_level", "must be one of critical, error, warning, info, debug")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: two models share a name: {', '.join(names)}")
+        if self.require_keys is False and not self.loopback:
+            raise ValueError(
+                f"server.require_keys is false but the server would listen on {self.host}: "
+                "API keys are required beyond loopback (create one with `tenshu keys create`)"
+            )
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mib * 1024 * 1024)
+
+    def served_models(self) -> tuple[ModelSpec, ...]:
+        """The configured models, or the built-in default when there are none."""
+        return self.models or (ModelSpec(DEFAULT_MODEL_NAME, str(DEFAULT_MODEL_DIR)),)
+
+
+def config_path() -> Path:
+    return tenshu_home() / "tenshu.toml"
+
+
+def parse_model_arg(value: str) -> ModelSpec:
+    """`PATH` or `NAME=PATH`; the name defaults to the directory's name."""
+    name, sep, path = value.partition("=")
+    if not sep:
+        name, path = "", value
+    path = str(Path(path).expanduser())
+    name = name or Path(path).resolve().name
+    if not name:
+        raise ValueError(f"--model {value!r}: cannot tell the model's name; use NAME=PATH")
+    return ModelSpec(name, path)
+
+
+def load_server_settings(file: Path | None = None, **overrides) -> ServerSettings:
+    """Read [server] and [[models]] from tenshu.toml (if it exists), then apply `overrides`
+    (flags; None means not given). Any problem is one ValueError naming the key."""
+    explicit = file is not None
+    file = Path(file) if file is not None else config_path()
+    values: dict = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{file}: not valid TOML: {exc}") from exc
+        values = _server_table(file, data)
+    elif explicit:
+        raise ValueError(f"--config {file}: no such file")
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+    try:
+        return ServerSettings(**values)
+    except TypeError as exc:  # a wrong type that reached the dataclass
+        raise ValueError(f"{file}: {exc}") from exc
+
+
+def _server_table(file: Path, data: dict) -> dict:
+    known = {f.name: f.type for f in fields(ServerSettings) if f.name != "models"}
+    server = data.get("server", {})
+    unknown = (set(data) - {"server", "models"}) | (set(server) - set(known))
+    if unknown:
+        raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for key, value in server.items():
+        if key in ("cors_origins", "allowed_hosts"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{file}: server.{key} must be a list of strings")
+            value = tuple(value)
+        elif key == "require_keys" and not isinstance(value, bool):
+            raise ValueError(f"{file}: server.require_keys must be true or false")
+        elif isinstance(value, bool) and key != "embedder":
+            raise ValueError(f"{file}: server.{key} must not be a boolean")
+        values[key] = value
+    models = []
+    for i, entry in enumerate(data.get("models", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ValueError(f"{file}: models[{i}] needs a path (a checkpoint directory)")
+        extra = set(entry) - {"name", "path"}
+        if extra:
+            raise ValueError(f"{file}: models[{i}]: unknown key(s) {', '.join(sorted(extra))}")
+        spec = parse_model_arg(entry["path"])
+        models.append(ModelSpec(entry.get("name") or spec.name, spec.path))
+    if models:
+        values["models"] = tuple(models)
+    return values
+
+
+def api_key_from_env() -> str | None:
+    """The API key `tenshu chat --url` sends when no --key is given."""
+    return os.environ.get("TENSHU_API_KEY") or None

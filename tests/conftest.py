@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 from tests.checkpoints import make_checkpoint
+
+# Tests never read or write the user's own tenshu home (keys, state.db, tenshu.toml).
+os.environ["TENSHU_HOME"] = tempfile.mkdtemp(prefix="tenshu-test-home-")
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tenshu.cli import bench, chat, run, serve, train
+from tenshu.cli import bench, chat, keys, run, serve, train
 from tenshu.core.errors import TenshuError
 
-COMMANDS = {"serve": serve, "chat": chat, "run": run, "train": train, "bench": bench}
+COMMANDS = {"serve": serve, "chat": chat, "run": run, "train": train, "bench": bench,
+            "keys": keys}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,77 +1,128 @@
-"""Chat with a model in the terminal, turn after turn.
+"""Chat with a model in the terminal, turn after turn, in-process or against a running server.
 
-  tenshu chat                                   the built-in default model (tenshu-tiny)
+  tenshu chat                                   the built-in model, in this process
   tenshu chat path/to/checkpoint                a Hugging Face checkpoint directory
+  tenshu chat --url http://127.0.0.1:7311       a running tenshu (or any OpenAI-compatible
+                                                server); --key or TENSHU_API_KEY for its key
   tenshu chat --system "Answer briefly."        start with a system message
 
-Type a message and press Enter. /clear forgets the conversation, /bye or Ctrl-D leaves. When the
-conversation outgrows the model's context window, its oldest turns are dropped (and it says so).
-Messages can also be piped in, one per line.
+Commands: /model [NAME] lists the models or switches to one, /system [TEXT] sets (or clears)
+the system message, /reset forgets the conversation, /bye or Ctrl-D leaves. Start a message
+with \"\"\" to write several lines, and end it with \"\"\". Arrow keys recall earlier input
+(kept in $TENSHU_HOME/chat_history). When the conversation outgrows the model's context
+window, its oldest turns are dropped (and it says so). Messages can also be piped in.
 """
 
 from __future__ import annotations
 
 import sys
 
-from tenshu.cli.run import add_engine_arguments, make_engine, sampling_params, stream
+from tenshu.cli.chat_sessions import LocalSession, RemoteSession
+from tenshu.config import api_key_from_env, tenshu_home
 
-HELP = "/clear  forget the conversation\n/bye    leave (or Ctrl-D)"
-MIN_REPLY_TOKENS = 32  # room kept free for the answer when old turns are dropped
+HELP = """/model [NAME]   list the models, or switch to NAME
+/system [TEXT]  set the system message (no text: remove it)
+/reset          forget the conversation (also /clear)
+/bye            leave (or Ctrl-D)
+\"\"\"             start or end a message of several lines"""
 
 
 def add_arguments(parser) -> None:
+    from tenshu.cli.run import add_engine_arguments
+
     parser.add_argument("model", metavar="MODEL", nargs="?",
-                        help="a Hugging Face checkpoint directory (default: the built-in model)")
+                        help="a checkpoint directory, or with --url a served model's name")
+    parser.add_argument("--url", help="chat with a running server at this address instead")
+    parser.add_argument("--key", help="the server's API key (default: TENSHU_API_KEY)")
     parser.add_argument("--system", help="a system message to start the conversation with")
     add_engine_arguments(parser)
 
 
 def main(args) -> int:
-    engine = make_engine(args)
-    if engine.tokenizer is None or not engine.tokenizer.chat_template:
-        raise ValueError(f"{args.model} has no chat template; use `tenshu run --raw` instead")
-    start = [{"role": "system", "content": args.system}] if args.system else []
-    messages = list(start)
+    if args.url:
+        session = RemoteSession(args.url, args.key or api_key_from_env(), args.model, args)
+    else:
+        session = LocalSession(args.model, args)
+    system = args.system
+    messages: list[dict] = []
     interactive = sys.stdin.isatty()
     if interactive:
-        print("type a message; /help for commands, /bye to leave", file=sys.stderr)
+        _enable_history()
+        print(f"chatting with {session.model}; /help for commands, /bye to leave",
+              file=sys.stderr)
     while True:
-        try:
-            line = input(">>> " if interactive else "").strip()
-        except EOFError:
+        line = _read_message(interactive)
+        if line is None:
             break
-        if not line:
+        if not line.strip():
             continue
-        if line in ("/bye", "/exit", "/quit"):
+        command, _, rest = line.strip().partition(" ")
+        if command in ("/bye", "/exit", "/quit"):
             break
-        if line == "/clear":
-            messages = list(start)
+        if command in ("/reset", "/clear"):
+            messages = []
             print("[conversation cleared]", file=sys.stderr)
-            continue
-        if line in ("/help", "/?"):
+        elif command in ("/help", "/?"):
             print(HELP, file=sys.stderr)
-            continue
-        messages.append({"role": "user", "content": line})
-        ids = fit_context(engine, messages, len(start))
-        if ids is None:
-            messages.pop()
-            print(f"[that message alone does not fit the {engine.max_model_len}-token context]",
-                  file=sys.stderr)
-            continue
-        text, _ = stream(engine, ids, sampling_params(args))
-        messages.append({"role": "assistant", "content": text})
+        elif command == "/system":
+            system = rest.strip() or None
+            print(f"[system message {'set' if system else 'removed'}]", file=sys.stderr)
+        elif command == "/model":
+            if rest.strip():
+                try:
+                    session.switch(rest.strip())
+                except ValueError as exc:  # a typo should not end the conversation
+                    print(f"[{exc}]", file=sys.stderr)
+                    continue
+                print(f"[now chatting with {session.model}]", file=sys.stderr)
+            else:
+                for name in session.models():
+                    print(("* " if name == session.model else "  ") + name)
+        else:
+            messages.append({"role": "user", "content": line})
+            start = [{"role": "system", "content": system}] if system else []
+            try:
+                reply = session.reply(start, messages)
+            except ValueError as exc:  # the server refused this turn; the chat goes on
+                print(f"[{exc}]", file=sys.stderr)
+                reply = None
+            if reply is None:
+                messages.pop()
+            else:
+                messages.append({"role": "assistant", "content": reply})
     return 0
 
 
-def fit_context(engine, messages: list[dict], keep: int) -> list[int] | None:
-    """The prompt's token ids, after dropping the oldest user/assistant pairs (never the first
-    `keep` messages) until it leaves room for a reply. None if the last message alone is too
-    long."""
-    while True:
-        ids = engine.apply_chat_template(messages)
-        if len(ids) + MIN_REPLY_TOKENS <= engine.max_model_len:
-            return ids
-        if len(messages) - keep <= 1:
-            return None
-        del messages[keep : keep + 2]
-        print("[the oldest turn was dropped to fit the context]", file=sys.stderr)
+def _read_message(interactive: bool) -> str | None:
+    """One message: a line, or the lines between \"\"\" and \"\"\". None at end of input."""
+    try:
+        line = input(">>> " if interactive else "")
+    except EOFError:
+        return None
+    if not line.lstrip().startswith('"""'):
+        return line
+    lines = [line.lstrip()[3:]]
+    while not lines[-1].rstrip().endswith('"""') or len(lines) == 1 and lines[0] == "":
+        try:
+            lines.append(input("... " if interactive else ""))
+        except EOFError:
+            break
+    lines[-1] = lines[-1].rstrip().removesuffix('"""')
+    return "\n".join(lines).strip("\n")
+
+
+def _enable_history() -> None:
+    try:
+        import atexit
+        import readline
+    except ImportError:  # not every platform has readline
+        return
+    path = tenshu_home() / "chat_history"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            readline.read_history_file(path)
+    except OSError:
+        return
+    readline.set_history_length(1000)
+    atexit.register(readline.write_history_file, path)

@@ -1,22 +1,73 @@
-"""Start the tenshu server (OpenAI, Anthropic and Ollama APIs on one port).
+"""Start the tenshu server: the OpenAI, Anthropic and Ollama APIs on one port.
 
-The gateway is not built yet: this release has the inference engine (`tenshu run`,
-`tenshu chat`, `tenshu bench engine`, and `from tenshu import LLM` in Python) and the built-in
-default model that the server will serve when no model is configured.
+  tenshu serve                                  the built-in model, on 127.0.0.1:7311
+  tenshu serve --model ~/models/Qwen3-0.6B      a checkpoint directory (named after it)
+  tenshu serve --model qwen=~/models/Qwen3-0.6B --model tiny=path/to/other
+  tenshu serve --host 0.0.0.0                   listen beyond loopback (API keys required)
+
+Point clients at it:
+  OpenAI SDK      base_url="http://127.0.0.1:7311/v1"
+  Claude Code     ANTHROPIC_BASE_URL=http://127.0.0.1:7311
+  Ollama clients  OLLAMA_HOST=http://127.0.0.1:7311
+
+Settings come from $TENSHU_HOME/tenshu.toml ([server] and [[models]] tables, see
+docs/serve.md), then these flags. API keys: `tenshu keys create --name NAME`; once one exists,
+every request needs one. Stop with Ctrl-C or SIGTERM: requests in flight get --grace seconds.
 """
 
+from __future__ import annotations
+
+import logging
 import sys
+from pathlib import Path
+
+from tenshu.config import DEFAULT_PORT, load_server_settings, parse_model_arg
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int)
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--model", action="append", metavar="[NAME=]PATH",
+                        help="a model to serve (repeatable); default: the built-in model")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: $TENSHU_HOME/tenshu.toml)")
+    parser.add_argument("--grace", type=float, metavar="SECONDS",
+                        help="on shutdown, how long requests in flight may run (default 10)")
+    parser.add_argument("--max-queue", type=int, metavar="N",
+                        help="requests that may wait for the engine before 429 (default 256)")
+    parser.add_argument("--kv-cache-gib", type=float, metavar="GIB",
+                        help="KV cache memory per model on CPU (default 2)")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
 
 
 def main(args) -> int:
-    print(
-        "tenshu serve: the server is not built yet. This release ships the inference engine: "
-        "try `tenshu chat` (the built-in model) or `tenshu run MODEL_DIR \"prompt\"`.",
-        file=sys.stderr,
+    from tenshu.api.server import build_server, run
+
+    settings = load_server_settings(
+        args.config,
+        host=args.host,
+        port=args.port,
+        models=tuple(parse_model_arg(m) for m in args.model) if args.model else None,
+        grace_seconds=args.grace,
+        max_queue=args.max_queue,
+        kv_cache_memory_gib=args.kv_cache_gib,
+        log_level=args.log_level,
     )
-    return 1
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
+    for spec in settings.served_models():
+        if not Path(spec.path).is_dir():
+            raise ValueError(f"model {spec.name}: {spec.path} is not a directory")
+    server = build_server(settings)
+    names = ", ".join(m.name for m in server.gateway.models())
+    url = f"http://{_url_host(settings.host)}:{settings.port}"
+    print(f"tenshu serving {names} on {url}", file=sys.stderr)
+    print(f"  OpenAI: {url}/v1   Anthropic: {url}   Ollama: {url}", file=sys.stderr)
+    if not server.app.state.auth.is_required():
+        print("  no API keys: open to this machine only (`tenshu keys create` adds one)",
+              file=sys.stderr)
+    run(server)
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,19 +1,75 @@
-"""Protocol-neutral types shared by every layer; see core/errors.py for the error tree."""
+"""Protocol-neutral types shared by every layer: messages and content blocks, ChatRequest, the
+ChatEvent stream, and the error tree (core/errors.py)."""
 
 from tenshu.core.errors import (
+    AuthenticationError,
     ContextLengthError,
     EngineDeadError,
     InvalidRequestError,
     ModelLoadError,
+    ModelNotFoundError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RequestTooLargeError,
+    ShuttingDownError,
     TenshuError,
     UnsupportedModelError,
 )
+from tenshu.core.events import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatEvent,
+    MessageFinish,
+    MessageStart,
+    StopReason,
+    TokenLogprob,
+    Usage,
+)
+from tenshu.core.messages import (
+    Block,
+    ImageBlock,
+    Message,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from tenshu.core.request import ChatRequest, ToolChoice
 
 __all__ = [
+    "AuthenticationError",
+    "Block",
+    "BlockDelta",
+    "BlockStart",
+    "BlockStop",
+    "ChatEvent",
+    "ChatRequest",
     "ContextLengthError",
     "EngineDeadError",
+    "ImageBlock",
     "InvalidRequestError",
+    "Message",
+    "MessageFinish",
+    "MessageStart",
     "ModelLoadError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "RequestTooLargeError",
+    "ShuttingDownError",
+    "StopReason",
     "TenshuError",
+    "TextBlock",
+    "ThinkingBlock",
+    "TokenLogprob",
+    "ToolChoice",
+    "ToolResultBlock",
+    "ToolSpec",
+    "ToolUseBlock",
+    "Usage",
     "UnsupportedModelError",
 ]

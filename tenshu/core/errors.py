@@ -2,10 +2,17 @@
 
     TenshuError                    500 internal_error
     ├── InvalidRequestError        400 invalid_request_error   (also a ValueError)
-    │   └── ContextLengthError     400 context_length_exceeded
+    │   ├── ContextLengthError     400 context_length_exceeded
+    │   └── RequestTooLargeError   413 request_too_large
+    ├── AuthenticationError        401 authentication_error
+    ├── PermissionDeniedError      403 permission_error
+    ├── NotFoundError              404 not_found_error
+    │   └── ModelNotFoundError     404 model_not_found          (lists the models there are)
+    ├── OverloadedError            429 rate_limit_error          (carries retry_after seconds)
     ├── ModelLoadError             500 model_load_error
     │   └── UnsupportedModelError  400 unsupported_model        (also a ValueError)
-    └── EngineDeadError            503 engine_dead
+    ├── EngineDeadError            503 engine_dead
+    └── ShuttingDownError          503 overloaded_error
 
 Protocols map `kind` to their own error formats; the message is written for the person who
 sent the request: what was wrong and what to do about it.
@@ -32,6 +39,47 @@ class ContextLengthError(InvalidRequestError):
     kind = "context_length_exceeded"
 
 
+class RequestTooLargeError(InvalidRequestError):
+    status = 413
+    kind = "request_too_large"
+
+
+class AuthenticationError(TenshuError):
+    status = 401
+    kind = "authentication_error"
+
+
+class PermissionDeniedError(TenshuError):
+    status = 403
+    kind = "permission_error"
+
+
+class NotFoundError(TenshuError):
+    status = 404
+    kind = "not_found_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    kind = "model_not_found"
+
+    def __init__(self, model: str, available: list[str]):
+        names = ", ".join(available) or "none"
+        super().__init__(f"model {model!r} not found; the models available are: {names}")
+        self.model = model
+        self.available = available
+
+
+class OverloadedError(TenshuError):
+    """Too many requests are waiting; the client should retry after `retry_after` seconds."""
+
+    status = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelLoadError(TenshuError):
     kind = "model_load_error"
 
@@ -46,3 +94,10 @@ class EngineDeadError(TenshuError):
 
     status = 503
     kind = "engine_dead"
+
+
+class ShuttingDownError(TenshuError):
+    """The server is stopping; in-flight streams that outlive the grace period end with this."""
+
+    status = 503
+    kind = "overloaded_error"

@@ -123,8 +123,10 @@ class AsyncEngine:
                 self._streams[request_id] = stream
             else:
                 _, request_id, done = op
-                self.engine.abort_request(request_id)
-                self._streams.pop(request_id, None)
+                last = self.engine.abort_request(request_id)
+                stream = self._streams.pop(request_id, None)
+                if stream is not None and last is not None:
+                    stream.put(last)  # a reader still waiting hears that the request ended
                 if done is not None:
                     done.get_loop().call_soon_threadsafe(_resolve, done)
 

@@ -45,6 +45,7 @@ class LLMEngine:
         self.config = config
         loaded = load_model(config)
         self.tokenizer = loaded.tokenizer
+        self.hf_config = loaded.hf_config
         self.eos_token_ids = loaded.eos_token_ids
         self.max_model_len = loaded.max_model_len
         self.vocab_size = loaded.hf_config.vocab_size
@@ -151,14 +152,17 @@ class LLMEngine:
             params.include_stop_str_in_output,
         )
 
-    def abort_request(self, request_id: str) -> None:
-        request = self.requests.pop(request_id, None)
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request and free its blocks; returns its last output (finish_reason "abort"),
+        or None if it was not running."""
+        request = self.requests.get(request_id)
         if request is None:
-            return
+            return None
         for seq in request.seqs:
             if not seq.is_finished:
                 seq.finish_reason = FinishReason.ABORT
                 self.scheduler.finish(seq)
+        return self._output(request)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)

@@ -210,7 +210,7 @@ def _truncate(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tenso
     vocab = logits.shape[-1]
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     ranks = torch.arange(vocab).unsqueeze(0)  # [1, V]
-    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
+    top_k = torch.tensor([min(p.top_k, vocab) if p.top_k > 0 else vocab for p in params]).unsqueeze(1)
     remove = ranks >= top_k
     sorted_logits.masked_fill_(remove, float("-inf"))
     probs = sorted_logits.softmax(dim=-1)

@@ -61,8 +61,3 @@ def test_run_on_a_missing_model_is_a_clear_error(tmp_path):
     assert "not a directory" in result.stderr
     assert "Traceback" not in result.stderr
 
-
-def test_serve_says_the_server_is_not_built_yet():
-    result = tenshu("serve")
-    assert result.returncode == 1
-    assert "not built yet" in result.stderr

@@ -1,0 +1,1 @@
+"""The HTTP API: the ASGI app (app.py), one router per protocol, auth, security, metrics."""

@@ -1,0 +1,69 @@
+"""The ASGI app: one router per protocol behind the security, metrics and error layers.
+
+    SecurityMiddleware   request id, Host/Origin checks, body size limit
+    MetricsMiddleware    requests by route and status
+    CORSMiddleware       only when origins are configured
+    routers              health, openai, anthropic, ollama  (each parses, calls the gateway,
+                         encodes; no logic of their own)
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from tenshu import __version__
+from tenshu.api import errors, health
+from tenshu.api.auth import Authenticator
+from tenshu.api.errors import protocol_of
+from tenshu.api.metrics import Metrics, MetricsMiddleware
+from tenshu.api.security import SecurityMiddleware
+from tenshu.config import ServerSettings
+from tenshu.gateway import Gateway, RequestContext
+
+
+def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
+               metrics: Metrics) -> FastAPI:
+    from tenshu.api import anthropic, ollama, openai
+
+    app = FastAPI(
+        title="tenshu",
+        version=__version__,
+        description="OpenAI, Anthropic and Ollama APIs over local models.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.gateway = gateway
+    app.state.auth = auth
+    app.state.metrics = metrics
+    errors.install(app)
+    for module in (health, openai, anthropic, ollama):
+        app.include_router(module.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["request-id", "x-request-id", "Retry-After"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(SecurityMiddleware, settings=settings)
+    return app
+
+
+def request_context(request: Request) -> RequestContext:
+    """A FastAPI dependency: authenticate the request and describe it for the gateway."""
+    key_id = request.app.state.auth.check(request)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    return RequestContext(
+        request_id=request.scope["state"]["request_id"],
+        protocol=protocol_of(request.scope),
+        route=route,
+        key_id=key_id,
+    )
+
+
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway

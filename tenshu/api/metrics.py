@@ -1,0 +1,103 @@
+"""/metrics in Prometheus text format.
+
+Counters and histograms are updated once per request (never per token); gauges for queue depth,
+KV cache use and prefix-cache hits are read from the backends when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+disable_created_metrics()  # the _created series only add noise to a scrape
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tenshu_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "tenshu_request_duration_seconds", "Time until the response started (headers sent)",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.tokens = Counter("tenshu_tokens", "Tokens read (prompt) and written (completion)",
+                              ["model", "direction"], registry=self.registry)
+        self.ttft = Histogram("tenshu_time_to_first_token_seconds", "Time to first token",
+                              ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.per_token = Histogram(
+            "tenshu_time_per_output_token_seconds", "Mean time between output tokens, per request",
+            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.gateway = None
+
+    def attach(self, gateway) -> None:
+        """Read live gauges from this gateway's backends at scrape time."""
+        self.gateway = gateway
+        self.registry.register(_LiveGauges(gateway))
+
+    # -- the gateway's Observer ---------------------------------------------------------------
+
+    def request_done(self, model, usage_in, usage_out, cached, ttft_s, per_token_s) -> None:
+        self.tokens.labels(model, "in").inc(usage_in)
+        self.tokens.labels(model, "out").inc(usage_out)
+        if ttft_s is not None:
+            self.ttft.labels(model).observe(ttft_s)
+        if per_token_s is not None:
+            self.per_token.labels(model).observe(per_token_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveGauges:
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def collect(self):
+        queue = GaugeMetricFamily("tenshu_queue_depth", "Requests waiting for an engine")
+        queue.add_metric([], self.gateway.queue_depth())
+        running = GaugeMetricFamily("tenshu_running_requests", "Sequences running, per model",
+                                    labels=["model"])
+        kv = GaugeMetricFamily("tenshu_kv_cache_usage_ratio", "Fraction of KV blocks in use",
+                               labels=["model"])
+        hits = GaugeMetricFamily("tenshu_prefix_cache_hit_rate",
+                                 "Prompt tokens served from the prefix cache / prompt tokens",
+                                 labels=["model"])
+        for name, backend in self.gateway.backends.items():
+            stats = backend.stats()
+            running.add_metric([name], stats.running)
+            kv.add_metric([name], stats.kv_cache_usage)
+            seen, cached = backend.prefix_cache_counts()
+            hits.add_metric([name], cached / seen if seen else 0.0)
+        yield from (queue, running, kv, hits)
+
+
+class MetricsMiddleware:
+    """Counts every request by its route template (not its raw path) and status."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+
+        async def observed_send(message):
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                label = getattr(route, "path", None) or "unmatched"
+                self.metrics.requests.labels(label, str(message["status"])).inc()
+                self.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
+            await send(message)
+
+        await self.app(scope, receive, observed_send)

@@ -1,0 +1,296 @@
+"""The Ollama API routes: parse with protocols/ollama.py, run through the gateway, encode.
+
+    GET  /, /api/version          "Ollama is running", the version (no key needed: clients probe)
+    GET  /api/tags, /api/ps       the models (all of tenshu's are always loaded)
+    POST /api/show                one model's template, details and capabilities
+    POST /api/chat, /api/generate NDJSON chunks by default, one JSON object with stream: false
+    POST /api/embed, /api/embeddings
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from tenshu import __version__
+from tenshu.api.app import gateway_of, request_context
+from tenshu.api.streaming import SSE_HEADERS, first_event
+from tenshu.core.errors import TenshuError
+from tenshu.core.events import ChatEvent
+from tenshu.core.request import ChatRequest
+from tenshu.gateway import RequestContext
+from tenshu.protocols import ollama, ollama_encode
+
+log = logging.getLogger("tenshu.api")
+router = APIRouter(tags=["ollama"])
+NDJSON = "application/x-ndjson"
+# Every route but the probes authenticates; the context names the request for the gateway.
+Context = Annotated[RequestContext, Depends(request_context)]
+
+
+# Response documents, for /openapi.json (the encoders in protocols/ollama.py write them).
+
+
+class OllamaError(BaseModel):
+    error: str
+
+
+class OllamaDetails(BaseModel):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModel(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: OllamaDetails
+
+
+class OllamaTags(BaseModel):
+    models: list[OllamaModel]
+
+
+class OllamaRunningModel(OllamaModel):
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class OllamaPs(BaseModel):
+    models: list[OllamaRunningModel]
+
+
+class OllamaShow(BaseModel):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class OllamaVersion(BaseModel):
+    version: str
+    tenshu: str
+
+
+class OllamaReply(BaseModel):
+    model: str
+    created_at: str
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+    logprobs: list[dict[str, Any]] | None = None
+
+
+class OllamaReplyMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class OllamaChatReply(OllamaReply):
+    message: OllamaReplyMessage
+
+
+class OllamaGenerateReply(OllamaReply):
+    response: str
+    thinking: str | None = None
+    context: list[int] | None = None
+
+
+class OllamaEmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class OllamaEmbeddingsResponse(BaseModel):
+    embedding: list[float]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OllamaError, "description": why} for status, why in (
+        (400, "bad input"), (401, "missing or invalid API key"), (404, "unknown model"),
+        (413, "request too large"), (429, "queue full"), (503, "shutting down"))}
+
+
+def _streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    ndjson = {"schema": {"type": "string", "description": f"one {model.__name__} per line"}}
+    return {200: {"model": model, "content": {NDJSON: ndjson}}, **_ERRORS}
+
+
+# Probes and listings.
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version", response_model=OllamaVersion)
+@router.head("/api/version", include_in_schema=False)
+async def version() -> dict:
+    return {"version": ollama.OLLAMA_VERSION, "tenshu": __version__}
+
+
+@router.get("/api/tags", response_model=OllamaTags, responses=_ERRORS)
+@router.head("/api/tags", include_in_schema=False)
+async def tags(request: Request, ctx: Context) -> dict:
+    return {"models": [ollama_encode.model_entry(m) for m in gateway_of(request).models()]}
+
+
+@router.get("/api/ps", response_model=OllamaPs, responses=_ERRORS)
+async def ps(request: Request, ctx: Context) -> dict:
+    return {"models": [ollama_encode.running_entry(m) for m in gateway_of(request).models()]}
+
+
+@router.post("/api/show", response_model=OllamaShow, responses=_ERRORS)
+async def show(body: ollama.ShowBody, request: Request, ctx: Context) -> dict:
+    return ollama_encode.show_response(gateway_of(request).model_info(body.model_name))
+
+
+# Generation.
+
+
+@router.post("/api/chat", response_model=None, responses=_streamed(OllamaChatReply))
+async def chat(body: ollama.ChatBody, request: Request, ctx: Context) -> Response:
+    started = time.perf_counter_ns()
+    if ollama.is_load_request(body):
+        gateway_of(request).backend_for(body.model)  # an unknown model is still a 404
+        return JSONResponse(ollama_encode.load_reply(body.model, "chat", ollama.load_reason(
+            body.keep_alive)))
+    return await _reply(request, ctx, ollama.parse_chat(body), body.model, "chat", started)
+
+
+@router.post("/api/generate", response_model=None, responses=_streamed(OllamaGenerateReply))
+async def generate(body: ollama.GenerateBody, request: Request, ctx: Context) -> Response:
+    started = time.perf_counter_ns()
+    if ollama.is_load_request(body):
+        gateway_of(request).backend_for(body.model)
+        return JSONResponse(ollama_encode.load_reply(body.model, "generate", ollama.load_reason(
+            body.keep_alive)))
+    return await _reply(request, ctx, ollama.parse_generate(body), body.model, "generate",
+                        started)
+
+
+async def _reply(request: Request, ctx: RequestContext, chat_request: ChatRequest, model: str,
+                 kind: Literal["chat", "generate"], started: int) -> Response:
+    encoder = ollama_encode.ReplyEncoder(model, kind, started)
+    # Failures before the first event (unknown model, prompt too long, queue full) become plain
+    # HTTP errors with their status, as Ollama answers them.
+    events = await first_event(gateway_of(request).chat(chat_request, ctx))
+    if chat_request.stream:
+        return StreamingResponse(_ndjson(events, encoder), media_type=NDJSON,
+                                 headers=SSE_HEADERS)
+    if not await _run_unless_gone(request, events, encoder):
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    return JSONResponse(encoder.response())
+
+
+async def _ndjson(events: AsyncIterator[ChatEvent], encoder: ollama_encode.ReplyEncoder):
+    """The NDJSON lines. An error after the first line is Ollama's {"error": ...} line, and the
+    stream ends there. Cancellation (the client left) is not caught: it closes the events, and
+    the engine aborts the request."""
+    try:
+        async for event in events:
+            for chunk in encoder.chunks(event):
+                yield _line(chunk)
+        if encoder.final is None:  # a backend that ended without finishing: never a silent end
+            raise TenshuError("the model's reply ended before it finished")
+    except TenshuError as exc:
+        yield _line(ollama.error_body(exc))
+    except Exception as exc:
+        log.exception("%s failed while streaming", encoder.kind)
+        yield _line(ollama.error_body(TenshuError(f"internal error: {type(exc).__name__}")))
+    finally:
+        await events.aclose()
+
+
+def _line(chunk: dict) -> bytes:
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+async def _run_unless_gone(request: Request, events: AsyncIterator[ChatEvent],
+                           encoder: ollama_encode.ReplyEncoder) -> bool:
+    """Run a `stream: false` reply to its end, or stop it when the client disconnects first
+    (so the engine aborts it instead of finishing a reply nobody will read). Errors raise."""
+
+    async def consume():
+        try:
+            async for event in events:
+                encoder.chunks(event)
+        finally:
+            await events.aclose()
+
+    async def disconnected():
+        # The body has been read, so the next ASGI message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, gone = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    if work.cancelled():
+        return False
+    work.result()  # re-raise the reply's error, if it failed
+    return True
+
+
+# Embeddings.
+
+
+@router.post("/api/embed", response_model=OllamaEmbedResponse, responses=_ERRORS)
+async def embed(body: ollama.EmbedBody, request: Request, ctx: Context) -> dict:
+    started = time.perf_counter_ns()
+    gateway = gateway_of(request)
+    inputs = ollama.parse_embed(body)
+    if not inputs:  # Ollama's load call: nothing to embed, but the model must exist
+        gateway.embedder_for(body.model)
+        return {"model": body.model, "embeddings": []}
+    # `truncate` is not passed on: the embedder always truncates to its window (Ollama's
+    # default); truncate: false with an over-long input is embedded truncated, not refused.
+    vectors, tokens = await gateway.embed(body.model, inputs)
+    return {"model": body.model,
+            "embeddings": [ollama_encode.shorten(v, body.dimensions) for v in vectors],
+            "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
+            "prompt_eval_count": tokens}
+
+
+@router.post("/api/embeddings", response_model=OllamaEmbeddingsResponse, responses=_ERRORS)
+async def embeddings(body: ollama.EmbeddingsBody, request: Request, ctx: Context) -> dict:
+    gateway = gateway_of(request)
+    if not body.prompt:  # the older endpoint's load call
+        gateway.embedder_for(body.model)
+        return {"embedding": []}
+    vectors, _ = await gateway.embed(body.model, [body.prompt])
+    return {"embedding": vectors[0]}

@@ -1,0 +1,69 @@
+"""Streaming helpers shared by the protocol routers.
+
+`first_event` pulls a stream's first event before any byte is sent, so a request that fails up
+front (bad model, prompt too long, queue full) gets a plain HTTP error with the right status;
+only failures after that become in-stream error events. `with_heartbeat` interleaves None ticks
+while a stream is silent (Anthropic's ping events during a long prefill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from tenshu.core.events import ChatEvent
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_END = object()
+
+
+async def first_event(events: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEvent]:
+    """Await the first event now; return an iterator that replays it, then the rest."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = _END
+
+    async def replay():
+        try:
+            if first is not _END:
+                yield first
+                async for event in events:
+                    yield event
+        finally:
+            await events.aclose()
+
+    return replay()
+
+
+async def with_heartbeat(events: AsyncIterator[ChatEvent], interval: float):
+    """Yield the stream's events, and None whenever `interval` seconds pass without one."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump():
+        try:
+            async for event in events:
+                await queue.put(event)
+            await queue.put(_END)
+        except BaseException as exc:  # noqa: BLE001 (handed to the reader, which re-raises)
+            await queue.put(exc)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    item = await queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # the stream is closing
+            await task

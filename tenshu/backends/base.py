@@ -1,0 +1,67 @@
+"""The Backend interface: what the gateway needs from anything that can answer a ChatRequest.
+
+The embedded engine implements it (backends/embedded.py); upstream clients (OpenAI, Anthropic,
+Ollama over httpx) will too. Every backend emits the ChatEvent sequence described in
+core/events.py and raises only core errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tenshu.core.events import ChatEvent
+from tenshu.core.request import ChatRequest
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model listings of every protocol report."""
+
+    name: str
+    context_window: int
+    created: int  # unix seconds
+    owned_by: str = "tenshu"
+    kind: str = "chat"  # "chat" or "embedding"
+    family: str = ""
+    parameters: int = 0
+    dtype: str = ""
+    size_bytes: int = 0
+    path: str = ""
+    chat_template: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class BackendStats:
+    """Live load of a backend, read by /metrics and admission control."""
+
+    running: int = 0
+    waiting: int = 0
+    max_running: int = 1  # sequences it runs at once
+    kv_cache_usage: float = 0.0  # fraction of KV blocks in use
+
+
+class Backend(Protocol):
+    info: ModelInfo
+
+    def chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]: ...
+
+    async def count_tokens(self, request: ChatRequest) -> int: ...
+
+    def stats(self) -> BackendStats: ...
+
+    async def abort_all(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    info: ModelInfo
+
+    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+        """One vector per input, and the number of tokens read."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,215 @@
+"""EmbeddedBackend: a ChatRequest answered by tenshu's own engine, in this process.
+
+Templating (chat/), sampling defaults from the checkpoint's generation_config, fitting
+max_tokens to the context window, and turning the engine's RequestOutputs into the ChatEvent
+sequence every protocol encodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tenshu.backends.base import BackendStats, ModelInfo
+from tenshu.chat.template import render_prompt
+from tenshu.core.errors import ContextLengthError, InvalidRequestError, ShuttingDownError
+from tenshu.core.events import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    ChatEvent,
+    MessageFinish,
+    MessageStart,
+    TokenLogprob,
+    Usage,
+)
+from tenshu.core.messages import TextBlock
+from tenshu.core.request import ChatRequest
+from tenshu.engine import AsyncEngine, EngineConfig, RequestOutputKind, SamplingParams
+
+_ids = itertools.count()
+
+
+class EmbeddedBackend:
+    def __init__(self, name: str, config: EngineConfig):
+        self.config = config
+        self.engine = AsyncEngine(config)
+        self.llm = self.engine.engine
+        self.defaults = _generation_defaults(Path(config.model))
+        self.info = _model_info(name, config, self.llm)
+        self._prompt_tokens = 0
+        self._cached_tokens = 0
+
+    # -- the Backend interface ----------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        ids = self.prompt_ids(request)
+        params, clamped = self.sampling_params(request, len(ids))
+        request_id = f"{self.info.name}-{next(_ids)}"
+        start = time.perf_counter_ns()
+        first_token_at = 0
+        outputs = {}  # choice -> tokens so far
+        opened: set[int] = set()
+        async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params):
+            if not outputs:
+                self._prompt_tokens += len(ids)
+                self._cached_tokens += out.num_cached_tokens
+                usage = Usage(len(ids), 0, out.num_cached_tokens)
+                yield MessageStart(request_id, self.info.name, usage, int(time.time()))
+            for c in out.outputs:
+                if c.finish_reason == "abort":
+                    raise ShuttingDownError("the server is shutting down; the reply was cut short")
+                count = outputs[c.index] = outputs.get(c.index, 0) + len(c.token_ids)
+                if count and not first_token_at:
+                    first_token_at = time.perf_counter_ns()
+                if c.index not in opened and (c.text or c.finish_reason):
+                    opened.add(c.index)
+                    yield BlockStart(0, TextBlock(""), choice=c.index)
+                if c.text or (request.logprobs and c.token_ids):
+                    yield BlockDelta(0, text=c.text, logprobs=_logprobs(c, request),
+                                     choice=c.index)
+                if c.finish_reason:
+                    yield BlockStop(0, choice=c.index)
+                    now = time.perf_counter_ns()
+                    yield MessageFinish(
+                        stop_reason=_stop_reason(c),
+                        stop_sequence=c.stop_reason if isinstance(c.stop_reason, str) else None,
+                        usage=Usage(len(ids), count, out.num_cached_tokens),
+                        choice=c.index,
+                        prompt_ns=(first_token_at or now) - start,
+                        decode_ns=now - (first_token_at or now),
+                        clamped=clamped,
+                    )
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        return len(self.prompt_ids(request))
+
+    def stats(self) -> BackendStats:
+        scheduler, blocks = self.llm.scheduler, self.llm.block_manager
+        used = 1 - blocks.num_free_blocks / max(1, blocks.num_blocks)
+        return BackendStats(len(scheduler.running), len(scheduler.waiting),
+                            self.config.max_num_seqs, used)
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(prompt tokens seen, of which served from the prefix cache)."""
+        return self._prompt_tokens, self._cached_tokens
+
+    async def abort_all(self) -> None:
+        for request_id in list(self.llm.requests):
+            await self.engine.abort(request_id)
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+    # -- request -> engine --------------------------------------------------------------------
+
+    def prompt_ids(self, request: ChatRequest) -> list[int]:
+        tokenizer = self.llm.tokenizer
+        if request.is_completion:
+            prompt = request.prompt
+            ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        else:
+            ids = render_prompt(tokenizer, request.messages, request.tools)
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", field="prompt")
+        window = self.window(request)
+        if len(ids) >= window:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens, but {self.info.name}'s context window is "
+                f"{window} tokens and must also hold the reply; shorten the conversation",
+                field="messages" if not request.is_completion else "prompt",
+            )
+        return ids
+
+    def window(self, request: ChatRequest) -> int:
+        if request.num_ctx:
+            return min(request.num_ctx, self.info.context_window)
+        return self.info.context_window
+
+    def sampling_params(self, request: ChatRequest, num_prompt: int) -> tuple[SamplingParams, bool]:
+        """The engine's SamplingParams, and whether max_tokens was lowered to fit the window."""
+        room = self.window(request) - num_prompt
+        max_tokens, clamped = request.max_tokens, False
+        if max_tokens is None or max_tokens > room:
+            clamped = max_tokens is not None
+            max_tokens = room
+
+        def pick(name: str, neutral):
+            value = getattr(request, name)
+            return value if value is not None else self.defaults.get(name, neutral)
+
+        return SamplingParams(
+            n=request.n,
+            temperature=pick("temperature", 1.0),
+            top_p=pick("top_p", 1.0),
+            top_k=pick("top_k", 0),
+            min_p=pick("min_p", 0.0),
+            presence_penalty=pick("presence_penalty", 0.0),
+            frequency_penalty=pick("frequency_penalty", 0.0),
+            repetition_penalty=pick("repetition_penalty", 1.0),
+            seed=request.seed,
+            stop=list(request.stop),
+            max_tokens=max_tokens,
+            ignore_eos=request.ignore_eos,
+            logprobs=request.top_logprobs if request.logprobs else None,
+            output_kind=RequestOutputKind.DELTA,
+        ), clamped
+
+
+def _stop_reason(c) -> str:
+    if c.finish_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if isinstance(c.stop_reason, str) else "end_turn"
+
+
+def _logprobs(c, request: ChatRequest) -> list[TokenLogprob] | None:
+    if not request.logprobs or c.logprobs is None:
+        return None
+    out = []
+    for token, entries in zip(c.token_ids, c.logprobs, strict=True):
+        chosen = entries[token]
+        top = sorted(entries.values(), key=lambda e: e.rank)[: request.top_logprobs]
+        out.append(TokenLogprob(
+            _text(chosen), chosen.logprob, list(_text(chosen).encode()),
+            [TokenLogprob(_text(e), e.logprob, list(_text(e).encode())) for e in top],
+        ))
+    return out
+
+
+def _text(entry) -> str:
+    return entry.decoded_token or ""
+
+
+def _generation_defaults(path: Path) -> dict:
+    """Sampling defaults the checkpoint's authors chose (generation_config.json)."""
+    try:
+        config = json.loads((path / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if config.get("do_sample") is False:
+        return {"temperature": 0.0}
+    keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    return {k: config[k] for k in keys if config.get(k) is not None}
+
+
+def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
+    path = Path(config.model)
+    weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    hf = llm.hf_config
+    arch = (getattr(hf, "architectures", None) or [""])[0]
+    params = sum(p.numel() for p in llm.runner.model.parameters())
+    template = getattr(llm.tokenizer, "chat_template", "") or ""
+    return ModelInfo(
+        name=name,
+        context_window=llm.max_model_len,
+        created=int(path.stat().st_mtime),
+        family=getattr(hf, "model_type", "") or arch,
+        parameters=params,
+        dtype=str(llm.dtype).removeprefix("torch."),
+        size_bytes=weights,
+        path=str(path),
+        chat_template=template if isinstance(template, str) else "",
+    )

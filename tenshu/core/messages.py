@@ -1,0 +1,88 @@
+"""Protocol-neutral conversation content: content blocks, messages and tool specs.
+
+Every wire protocol (OpenAI, Anthropic, Ollama) is translated into these types once, in
+`protocols/`, and back. The shapes follow Anthropic's Messages model, the most expressive of the
+three: a message is a role and a list of typed blocks, tool results are blocks in a user turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class TextBlock:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass
+class ImageBlock:
+    """An image given inline (base64 `data` with its `media_type`) or by `url`."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    type: Literal["image"] = "image"
+
+
+@dataclass
+class ToolUseBlock:
+    """A call the assistant made: `input` is the parsed JSON arguments."""
+
+    id: str
+    name: str
+    input: dict[str, Any] = field(default_factory=dict)
+    type: Literal["tool_use"] = "tool_use"
+
+
+@dataclass
+class ToolResultBlock:
+    """What a tool returned, sent back in a user turn; answers the ToolUseBlock with that id."""
+
+    tool_use_id: str
+    content: list[TextBlock | ImageBlock] = field(default_factory=list)
+    is_error: bool = False
+    type: Literal["tool_result"] = "tool_result"
+
+    @property
+    def text(self) -> str:
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+
+@dataclass
+class ThinkingBlock:
+    """Reasoning text. `signature` is set only by Anthropic and must go back to it unchanged."""
+
+    thinking: str
+    signature: str | None = None
+    type: Literal["thinking"] = "thinking"
+
+
+Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass
+class Message:
+    role: Role
+    content: list[Block] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The message's plain text: its text blocks joined."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @classmethod
+    def of(cls, role: Role, text: str) -> Message:
+        return cls(role, [TextBlock(text)])
+
+
+@dataclass
+class ToolSpec:
+    """A tool the model may call; `parameters` is a JSON Schema of its input object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})

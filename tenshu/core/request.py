@@ -1,0 +1,57 @@
+"""ChatRequest: one generation request, as every protocol hands it to the gateway.
+
+Sampling fields left as None mean "the backend's default" (the model's generation_config for
+the embedded engine), so a protocol never invents a value the client did not send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tenshu.core.messages import Message, ToolSpec
+
+
+@dataclass
+class ToolChoice:
+    """auto: the model decides; none: no calls; required: at least one call; tool: `name`."""
+
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None
+    parallel: bool = True
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[Message] = field(default_factory=list)
+    # A completion prompt (OpenAI /v1/completions, Ollama raw generate): sent to the model as
+    # is, with no chat template. When set, `messages` is empty.
+    prompt: str | list[int] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    n: int = 1
+    stream: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+    echo: bool = False  # completions: the prompt is repeated before the answer
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    response_format: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    num_ctx: int | None = None  # Ollama's per-request context window
+    user: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_completion(self) -> bool:
+        return self.prompt is not None

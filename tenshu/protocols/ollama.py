@@ -1,0 +1,324 @@
+"""The Ollama API wire format (/api/chat, /api/generate, /api/embed, ...), requests side.
+
+The request bodies as pydantic models and their translation into core types (`parse_chat`,
+`parse_generate`, `parse_embed`), and Ollama's error body. The rest of the format is split by
+direction: ollama_encode.py writes tenshu's replies (ChatEvents -> NDJSON chunks, the model
+listings); ollama_client.py is the client side for an upstream Ollama server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tenshu.core.errors import InvalidRequestError, TenshuError
+from tenshu.core.messages import (
+    ImageBlock,
+    Message,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from tenshu.core.request import ChatRequest
+
+# The Ollama version /api/version reports. Clients gate features on it (VS Code's Copilot wants
+# at least 0.6.4; tools, structured outputs, `think` and `tool_name` all predate 0.12), and this
+# module speaks the API as of that release.
+OLLAMA_VERSION = "0.12.0"
+
+# The wire requests.
+
+
+class _Wire(BaseModel):
+    # Real clients send fields tenshu has no use for; NaN and infinity are never a valid number.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class OllamaOptions(_Wire):
+    """`options`: the sampling knobs tenshu honours are typed, so a wrong type is a 400 that
+    names it. Ollama's other options (mirostat, num_thread, ...) are accepted and ignored, as
+    Ollama itself ignores options its runner does not use."""
+
+    temperature: float | None = None
+    num_predict: int | None = Field(None, description="-1 or -2: until the context is full")
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    seed: int | None = Field(None, description="negative: random")
+    stop: list[str] | str | None = None
+    num_ctx: int | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+class OllamaToolCallFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+
+class OllamaToolCall(_Wire):
+    id: str | None = None
+    function: OllamaToolCallFunction
+
+
+class OllamaMessage(_Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = ""
+    images: list[str] | None = Field(None, description="base64-encoded images")
+    thinking: str | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class OllamaToolFunction(_Wire):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class OllamaTool(_Wire):
+    type: str = "function"
+    function: OllamaToolFunction
+
+
+Format = Literal["", "json"] | dict[str, Any] | None
+KeepAlive = float | str | None
+
+
+class _Generation(_Wire):
+    model: str = Field(min_length=1)
+    format: Format = Field(None, description='"json", or a JSON schema the reply must match')
+    options: OllamaOptions | None = None
+    stream: bool | None = Field(None, description="default true: NDJSON chunks")
+    keep_alive: KeepAlive = Field(None, description="accepted; tenshu's models stay loaded")
+    think: bool | Literal["low", "medium", "high"] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class ChatBody(_Generation):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[OllamaTool] | None = None
+
+
+class GenerateBody(_Generation):
+    prompt: str | None = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    # Ollama's tokenized history from an earlier reply. Ignored: replies send back an empty
+    # `context`, so a client that follows the protocol sends nothing here to lose.
+    context: list[int] | None = None
+    raw: bool | None = None
+    images: list[str] | None = None
+
+
+class EmbedBody(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] = ""
+    truncate: bool | None = None
+    options: OllamaOptions | None = None
+    keep_alive: KeepAlive = None
+    dimensions: int | None = Field(None, ge=1)
+
+
+class EmbeddingsBody(_Wire):
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    options: OllamaOptions | None = None
+    keep_alive: KeepAlive = None
+
+
+class ShowBody(_Wire):
+    """/api/show: `model`, or `name` as older clients send it."""
+
+    model: str | None = None
+    name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        if not (self.model or self.name):
+            raise InvalidRequestError("model is required", field="model")
+        return self.model or self.name  # type: ignore[return-value]
+
+
+# Server direction: wire -> ChatRequest.
+
+
+def parse_chat(body: ChatBody) -> ChatRequest:
+    request = _base_request(body)
+    request.messages = parse_messages(body.messages)
+    request.tools = [
+        ToolSpec(t.function.name, t.function.description or "",
+                 t.function.parameters or {"type": "object"})
+        for t in body.tools or []
+    ]
+    return request
+
+
+def parse_generate(body: GenerateBody) -> ChatRequest:
+    """`raw`: the prompt goes to the model as is; otherwise it is a user turn (after `system`)
+    rendered with the model's chat template, as Ollama does."""
+    if body.suffix:
+        raise InvalidRequestError(
+            "suffix (fill-in-the-middle) is not supported by tenshu's models", field="suffix")
+    if body.template:
+        raise InvalidRequestError(
+            "template overrides are not supported; tenshu prompts each model with its own chat "
+            "template (or send raw: true with a prompt you formatted yourself)", field="template")
+    request = _base_request(body)
+    images = _images(body.images or [], "images")
+    if body.raw:
+        if images:
+            raise InvalidRequestError("a raw prompt cannot carry images", field="images")
+        request.prompt = body.prompt or ""
+        return request
+    if body.system:
+        request.messages.append(Message.of("system", body.system))
+    if body.prompt or images:
+        request.messages.append(Message("user", [*images, TextBlock(body.prompt or "")]))
+    return request
+
+
+def is_load_request(body: ChatBody | GenerateBody) -> bool:
+    """Ollama's "load the model" call: a chat with no messages, a generate with no prompt."""
+    if isinstance(body, ChatBody):
+        return not body.messages
+    return not body.prompt and not body.system and not body.images
+
+
+def load_reason(keep_alive: KeepAlive) -> str:
+    """keep_alive 0 asks Ollama to unload; tenshu's models stay loaded, but the reply says it."""
+    zero = keep_alive == 0 or (isinstance(keep_alive, str) and keep_alive.strip() in
+                               {"0", "0s", "0m", "0h"})
+    return "unload" if zero else "load"
+
+
+def parse_messages(messages: list[OllamaMessage]) -> list[Message]:
+    out: list[Message] = []
+    pending: list[ToolUseBlock] = []  # the last assistant turn's calls not yet answered
+    for i, m in enumerate(messages):
+        field = f"messages.{i}"
+        text = m.content or ""
+        if m.role == "tool":
+            result = ToolResultBlock(_answered_call(m, pending, i), [TextBlock(text)])
+            if out and out[-1].role == "user" and isinstance(out[-1].content[-1], ToolResultBlock):
+                out[-1].content.append(result)  # parallel calls: their results share one turn
+            else:
+                out.append(Message("user", [result]))
+            continue
+        blocks: list = _images(m.images or [], f"{field}.images")
+        if m.role == "assistant" and m.thinking:
+            blocks.append(ThinkingBlock(m.thinking))
+        if text or not (m.tool_calls or blocks):
+            blocks.append(TextBlock(text))
+        if m.role == "assistant":
+            pending = [_tool_use(call, f"call_{i}_{j}", f"{field}.tool_calls.{j}")
+                       for j, call in enumerate(m.tool_calls or [])]
+            blocks.extend(pending)
+        elif m.tool_calls:
+            raise InvalidRequestError("only assistant messages carry tool_calls",
+                                      field=f"{field}.tool_calls")
+        out.append(Message(m.role, blocks))
+    return out
+
+
+def _answered_call(m: OllamaMessage, pending: list[ToolUseBlock], index: int) -> str:
+    """The id of the call a tool message answers: its tool_call_id, else the first unanswered
+    call of that tool name (Ollama's clients send only `tool_name`), else the next one."""
+    match = next((c for c in pending if c.id == m.tool_call_id), None) if m.tool_call_id else None
+    if match is None and m.tool_name:
+        match = next((c for c in pending if c.name == m.tool_name), None)
+    if match is None and pending and not m.tool_call_id:
+        match = pending[0]
+    if match is None:
+        return m.tool_call_id or f"call_{index}"
+    pending.remove(match)
+    return match.id
+
+
+def _tool_use(call: OllamaToolCall, default_id: str, field: str) -> ToolUseBlock:
+    args = call.function.arguments
+    if isinstance(args, str):  # some clients send OpenAI-style JSON text
+        try:
+            args = json.loads(args or "{}")
+        except ValueError:
+            raise InvalidRequestError("tool call arguments are not valid JSON",
+                                      field=f"{field}.function.arguments") from None
+        if not isinstance(args, dict):
+            raise InvalidRequestError("tool call arguments must be a JSON object",
+                                      field=f"{field}.function.arguments")
+    return ToolUseBlock(call.id or default_id, call.function.name, args)
+
+
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
+          (b"RIFF", "image/webp"))
+
+
+def _images(images: list[str], field: str) -> list[ImageBlock]:
+    """Ollama's images are bare base64; the media type is read from the data's first bytes."""
+    blocks = []
+    for i, data in enumerate(images):
+        try:
+            head = base64.b64decode(data[:16], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError("an image is not valid base64",
+                                      field=f"{field}.{i}") from None
+        media = next((t for magic, t in _MAGIC if head.startswith(magic)), None)
+        blocks.append(ImageBlock(media_type=media, data=data))
+    return blocks
+
+
+def _base_request(body: _Generation) -> ChatRequest:
+    request = ChatRequest(model=body.model, stream=body.stream is not False)
+    apply_options(request, body.options)
+    if body.format == "json":
+        request.response_format = {"type": "json_object"}
+    elif isinstance(body.format, dict):
+        request.response_format = {"type": "json_schema",
+                                   "json_schema": {"name": "response", "schema": body.format}}
+    if body.think is not None:
+        request.thinking = ({"type": "disabled"} if body.think is False else
+                            {"type": "enabled"} if body.think is True else
+                            {"type": "enabled", "effort": body.think})
+    if body.logprobs:
+        request.logprobs, request.top_logprobs = True, body.top_logprobs or 0
+    return request
+
+
+def apply_options(request: ChatRequest, options: OllamaOptions | None) -> None:
+    """Ollama's option names and sentinels -> ChatRequest fields."""
+    if options is None:
+        return
+    o = options
+    request.temperature, request.top_p, request.min_p = o.temperature, o.top_p, o.min_p
+    request.presence_penalty, request.frequency_penalty = o.presence_penalty, o.frequency_penalty
+    request.repetition_penalty = o.repeat_penalty
+    # Ollama's runner treats num_predict <= 0 as "no limit" (-1) or "fill the context" (-2):
+    # both mean generating until the context window is full.
+    request.max_tokens = o.num_predict if o.num_predict and o.num_predict > 0 else None
+    request.top_k = max(o.top_k, 0) if o.top_k is not None else None  # <= 0: disabled
+    request.seed = o.seed if o.seed is not None and o.seed >= 0 else None  # -1: random
+    request.num_ctx = o.num_ctx if o.num_ctx and o.num_ctx > 0 else None
+    stop = [o.stop] if isinstance(o.stop, str) else o.stop or []
+    request.stop = [s for s in stop if s]
+
+
+# Embeddings.
+
+
+def parse_embed(body: EmbedBody) -> list[str]:
+    """The texts to embed; empty for Ollama's load call (`input` "" or [])."""
+    return [body.input] if isinstance(body.input, str) and body.input else list(body.input or [])
+
+
+def error_body(exc: TenshuError) -> dict:
+    return {"error": str(exc)}

@@ -1,0 +1,215 @@
+"""The server as a whole: health and readiness, auth in both header forms, Host/Origin/size
+refusals, /metrics, many concurrent streams, and client disconnects freeing the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from tests.api.live import live_server
+
+CHAT = "/v1/chat/completions"
+
+
+def chat_body(text: str, **extra) -> dict:
+    return {"model": "tenshu-tiny", "messages": [{"role": "user", "content": text}],
+            "temperature": 0, "max_tokens": 24, **extra}
+
+
+def test_health_and_ready_need_no_key(server):
+    assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
+    ready = httpx.get(server.base_url + "/ready").json()
+    assert ready["status"] == "ready" and "tenshu-tiny" in ready["models"]
+
+
+@pytest.mark.parametrize("form", ["bearer", "x-api-key"])
+def test_keys_are_checked_the_same_way_in_both_headers(server, tmp_path, form):
+    def headers(key):
+        return {"Authorization": f"Bearer {key}"} if form == "bearer" else {"x-api-key": key}
+
+    url = server.base_url + CHAT
+    assert httpx.post(url, json=chat_body("hi", max_tokens=2), headers=headers(server.key)
+                      ).status_code == 200
+    missing = httpx.post(url, json=chat_body("hi"))
+    wrong = httpx.post(url, json=chat_body("hi"), headers=headers("tsk-" + "x" * 40))
+    assert missing.status_code == wrong.status_code == 401
+    assert "missing API key" in missing.json()["error"]["message"]
+    assert wrong.json()["error"]["type"] == "authentication_error"
+    # a revoked key stops working (the key store caches verdicts for at most a second)
+    record, key = server.server.store.keys.create(f"revoked-{form}")
+    assert httpx.get(server.base_url + "/v1/models", headers=headers(key)).status_code == 200
+    server.server.store.keys.revoke(record.name)
+    for _ in range(40):
+        status = httpx.get(server.base_url + "/v1/models", headers=headers(key)).status_code
+        if status == 401:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert status == 401
+
+
+def test_keys_never_appear_in_error_messages(server):
+    bad = "tsk-" + "s3cr3t" * 6
+    response = httpx.post(server.base_url + CHAT, json=chat_body("hi"),
+                          headers={"x-api-key": bad})
+    assert response.status_code == 401 and "s3cr3t" not in response.text
+
+
+def test_two_different_keys_in_the_two_headers_are_refused(server):
+    response = httpx.get(server.base_url + "/v1/models", headers={
+        "Authorization": f"Bearer {server.key}", "x-api-key": "tsk-other"})
+    assert response.status_code == 401
+
+
+def test_a_foreign_host_header_is_refused_while_bound_to_loopback(server):
+    for host in ("evil.example", "evil.example:7311", "192.168.1.5"):
+        response = httpx.get(server.base_url + "/v1/models",
+                             headers={**server.headers(), "Host": host})
+        assert response.status_code == 403, host
+        assert "not allowed" in response.json()["error"]["message"]
+    ollama = httpx.get(server.base_url + "/api/tags", headers={"Host": "evil.example"})
+    assert ollama.status_code == 403 and "error" in ollama.json()  # Ollama's own shape
+    for host in ("localhost:1", "127.0.0.1", "[::1]:7311"):
+        response = httpx.get(server.base_url + "/health", headers={"Host": host})
+        assert response.status_code == 200, host
+
+
+def test_cross_origin_requests_only_from_configured_origins(tmp_path):
+    with live_server(tmp_path / "s.db", key_name=None, embedder=False,
+                     cors_origins=("http://localhost:3000",)) as live:
+        url = live.base_url + "/v1/models"
+        allowed = httpx.get(url, headers={"Origin": "http://localhost:3000"})
+        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        preflight = httpx.options(url, headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        assert preflight.status_code == 200
+        refused = httpx.get(url, headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
+        assert "access-control-allow-origin" not in refused.headers
+
+
+def test_an_oversized_body_is_refused_without_reaching_the_model(tmp_path):
+    with live_server(tmp_path / "s.db", key_name=None, embedder=False, max_body_mib=0.01) as live:
+        big = chat_body("x" * 20_000)
+        response = httpx.post(live.base_url + CHAT, json=big)
+        assert response.status_code == 413
+        assert "limit" in response.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the limit is counted as the body arrives
+            data = json.dumps(big).encode()
+            for i in range(0, len(data), 4096):
+                yield data[i:i + 4096]
+
+        response = httpx.post(live.base_url + CHAT, content=chunks(),
+                              headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+
+
+def test_without_keys_on_loopback_requests_need_none(tmp_path):
+    with live_server(tmp_path / "s.db", key_name=None, embedder=False) as live:
+        response = httpx.post(live.base_url + CHAT, json=chat_body("hello", max_tokens=3))
+        assert response.status_code == 200
+
+
+def test_metrics_count_requests_tokens_and_latency(server):
+    httpx.post(server.base_url + CHAT, json=chat_body("who are you?"), headers=server.headers())
+    text = httpx.get(server.base_url + "/metrics", headers=server.headers()).text
+    assert 'tenshu_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert 'tenshu_tokens_total{direction="out",model="tenshu-tiny"}' in text
+    for name in ("tenshu_time_to_first_token_seconds_bucket", "tenshu_queue_depth",
+                 "tenshu_time_per_output_token_seconds_bucket", "tenshu_kv_cache_usage_ratio",
+                 "tenshu_prefix_cache_hit_rate"):
+        assert name in text, name
+    assert httpx.get(server.base_url + "/metrics").status_code == 401
+
+
+async def _stream_text(client: httpx.AsyncClient, body: dict) -> str:
+    pieces = []
+    async with client.stream("POST", CHAT, json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices", []):
+                    pieces.append(choice["delta"].get("content") or "")
+    return "".join(pieces)
+
+
+QUESTIONS = ["who are you?", "what do you eat?", "where do you live?", "do you like rain?",
+             "tell me about the castle", "what is your name?", "can you code?", "hello!"]
+
+
+def test_32_concurrent_streams_each_get_what_they_get_alone(server):
+    bodies = [chat_body(QUESTIONS[i % 8] + " " * (i // 8)) for i in range(32)]
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers(),
+                                     timeout=300) as client:
+            alone = [await _stream_text(client, b) for b in bodies[:8]]
+            together = await asyncio.gather(*(_stream_text(client, b) for b in bodies))
+            return alone, together
+
+    alone, together = asyncio.run(main())
+    assert all(text for text in together)
+    assert together[:8] == alone
+
+
+def _engine_idle(server) -> bool:
+    llm = server.gateway.backends["tenshu-tiny"].llm
+    blocks = llm.block_manager
+    return not llm.requests and blocks.num_free_blocks == blocks.num_blocks
+
+
+def test_a_client_that_disconnects_mid_stream_frees_the_engine(server):
+    body = {"model": "tenshu-tiny", "prompt": "mochi " * 40, "max_tokens": 400,
+            "temperature": 1.0, "stream": True, "ignore_eos": True}
+
+    async def main():
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, headers=server.headers(),
+                              timeout=60) as client,
+            client.stream("POST", "/v1/completions", json=body) as response,
+        ):
+            seen = 0
+            async for line in response.aiter_lines():
+                seen += line.startswith("data: ")
+                if seen >= 3:
+                    assert server.gateway.backends["tenshu-tiny"].llm.requests  # still running
+                    break  # leave mid-stream: the connection is closed
+        for _ in range(200):
+            if _engine_idle(server):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert asyncio.run(main())
+
+
+def test_a_full_queue_answers_429_with_retry_after(tmp_path):
+    long = {"model": "tenshu-tiny", "prompt": "mochi " * 10, "max_tokens": 300,
+            "ignore_eos": True, "stream": True}
+    with live_server(tmp_path / "s.db", key_name=None, embedder=False, max_num_seqs=1,
+                     max_queue=0) as live:
+
+        async def main():
+            async with (
+                httpx.AsyncClient(base_url=live.base_url, timeout=60) as client,
+                client.stream("POST", "/v1/completions", json=long) as running,
+            ):
+                assert running.status_code == 200
+                refused = await client.post("/v1/chat/completions", json=chat_body("hi"))
+                ollama = await client.post("/api/generate", json={
+                    "model": "tenshu-tiny", "prompt": "hi", "stream": False})
+                anthropic = await client.post("/v1/messages", json={
+                    "model": "tenshu-tiny", "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}]})
+                return refused, ollama, anthropic
+
+        refused, ollama, anthropic = asyncio.run(main())
+    assert refused.status_code == ollama.status_code == anthropic.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "retry" in ollama.json()["error"]
+    assert anthropic.json()["error"]["type"] == "rate_limit_error"

@@ -1,0 +1,62 @@
+"""Server settings: tenshu.toml, flags over the file, and one clear error per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenshu.config import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_PORT,
+    ModelSpec,
+    ServerSettings,
+    load_server_settings,
+    parse_model_arg,
+)
+
+
+def test_defaults_serve_the_built_in_model_on_loopback(tmp_path):
+    settings = load_server_settings(None)
+    assert settings.host == "127.0.0.1" and settings.port == DEFAULT_PORT
+    assert DEFAULT_PORT not in (11434, 1234, 8000)
+    assert [m.name for m in settings.served_models()] == [DEFAULT_MODEL_NAME]
+
+
+def test_file_then_flags(tmp_path):
+    file = tmp_path / "tenshu.toml"
+    file.write_text('[server]\nport = 9001\ncors_origins = ["http://localhost:3000"]\n'
+                    '[[models]]\nname = "qwen"\npath = "/models/Qwen3-0.6B"\n')
+    settings = load_server_settings(file, port=9002, host=None)
+    assert settings.port == 9002  # the flag wins
+    assert settings.cors_origins == ("http://localhost:3000",)
+    assert settings.models == (ModelSpec("qwen", "/models/Qwen3-0.6B"),)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[server]\nport = 70000\n", "server.port"),
+    ("[server]\nprot = 1\n", "prot"),
+    ("[server]\nmax_queue = -1\n", "server.max_queue"),
+    ('[server]\ncors_origins = "*"\n', "server.cors_origins"),
+    ("[[models]]\nname = 'x'\n", "models[0]"),
+    ("[server\n", "not valid TOML"),
+])
+def test_a_bad_file_is_one_error_naming_the_key(tmp_path, text, key):
+    file = tmp_path / "tenshu.toml"
+    file.write_text(text)
+    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_server_settings(file)
+
+
+def test_a_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_server_settings(tmp_path / "nope.toml")
+
+
+def test_keys_cannot_be_turned_off_beyond_loopback():
+    with pytest.raises(ValueError, match="required beyond loopback"):
+        ServerSettings(host="0.0.0.0", require_keys=False)
+    assert ServerSettings(host="127.0.0.1", require_keys=False).loopback
+
+
+def test_model_arguments(tmp_path):
+    assert parse_model_arg(f"{tmp_path}/Qwen3-0.6B").name == "Qwen3-0.6B"
+    assert parse_model_arg("q=/m/x") == ModelSpec("q", "/m/x")
