@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
 
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, first_event, with_heartbeat
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, with_heartbeat
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import ChatEvent, MessageStart
 from tenshu.gateway import Gateway, RequestContext
@@ -56,15 +55,18 @@ _STREAM = {
 
 
 @router.post("/v1/messages", response_model=MessageOut, responses={**_ERRORS, 200: _STREAM})
-async def create_message(body: MessagesRequest, ctx: Context, gateway: GatewayDep):
+async def create_message(body: MessagesRequest, http: Request, ctx: Context,
+                         gateway: GatewayDep):
     request = parse_request(body)
     message_id = "msg_" + ctx.request_id.removeprefix("req_")
     events = gateway.chat(request, ctx)
     if not body.stream:
+        collected = await collect_unless_gone(http, events)
+        if collected is None:
+            return Response(status_code=499)  # the client left; the reply was cancelled
         builder = MessageBuilder(message_id)
-        async with aclosing(events):
-            async for event in events:
-                builder.add(event)
+        for event in collected:
+            builder.add(event)
         return builder.message()
     events = await first_event(events)  # errors up front stay plain HTTP errors
     return StreamingResponse(

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ from pydantic import BaseModel
 
 from tenshu import __version__
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, first_event
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.core.request import ChatRequest
@@ -207,8 +206,11 @@ async def _reply(request: Request, ctx: RequestContext, chat_request: ChatReques
     if chat_request.stream:
         return StreamingResponse(_ndjson(events, encoder), media_type=NDJSON,
                                  headers=SSE_HEADERS)
-    if not await _run_unless_gone(request, events, encoder):
+    collected = await collect_unless_gone(request, events)
+    if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    for event in collected:
+        encoder.chunks(event)
     return JSONResponse(encoder.response())
 
 
@@ -233,37 +235,6 @@ async def _ndjson(events: AsyncIterator[ChatEvent], encoder: ollama_encode.Reply
 
 def _line(chunk: dict) -> bytes:
     return json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
-async def _run_unless_gone(request: Request, events: AsyncIterator[ChatEvent],
-                           encoder: ollama_encode.ReplyEncoder) -> bool:
-    """Run a `stream: false` reply to its end, or stop it when the client disconnects first
-    (so the engine aborts it instead of finishing a reply nobody will read). Errors raise."""
-
-    async def consume():
-        try:
-            async for event in events:
-                encoder.chunks(event)
-        finally:
-            await events.aclose()
-
-    async def disconnected():
-        # The body has been read, so the next ASGI message is the disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    work, gone = asyncio.ensure_future(consume()), asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-    if work.cancelled():
-        return False
-    work.result()  # re-raise the reply's error, if it failed
-    return True
 
 
 # Embeddings.

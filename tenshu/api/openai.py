@@ -7,7 +7,6 @@ encodes the events with protocols/openai_encode.py. Streams are SSE `data:` line
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, first_event
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event
 from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.gateway import RequestContext
@@ -132,25 +131,11 @@ async def embeddings(body: EmbeddingRequest, request: Request, ctx: Context):
 
 
 async def _respond(events: AsyncIterator[ChatEvent], request: Request, encode) -> Response:
-    """A non-streaming answer: every event, encoded as one JSON body. If the client hangs up
-    first, the request is cancelled (so the engine stops working on it) and 499 is logged."""
-
-    async def drain() -> list[ChatEvent]:
-        return [event async for event in events]
-
-    async def hang_up() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    work, watch = asyncio.ensure_future(drain()), asyncio.ensure_future(hang_up())
-    try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if work.done():
-            return JSONResponse(encode(work.result()))
+    """A non-streaming answer: every event, encoded as one JSON body (499 if the client left)."""
+    collected = await collect_unless_gone(request, events)
+    if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; no one reads it
-    finally:
-        watch.cancel()
-        work.cancel()
+    return JSONResponse(encode(collected))
 
 
 async def _stream(events: AsyncIterator[ChatEvent], encoder: ChatStream) -> Response:

@@ -67,3 +67,30 @@ async def with_heartbeat(events: AsyncIterator[ChatEvent], interval: float):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):  # the stream is closing
             await task
+
+
+async def collect_unless_gone(request, events: AsyncIterator[ChatEvent]) -> list[ChatEvent] | None:
+    """Every event of a non-streaming reply, or None if the client disconnected first: then the
+    reply is cancelled, so the engine stops working on an answer nobody will read. The reply's
+    own errors are raised."""
+
+    async def collect() -> list[ChatEvent]:
+        try:
+            return [event async for event in events]
+        finally:
+            await events.aclose()
+
+    async def gone() -> None:
+        # The body has been read, so the next ASGI message can only be the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            continue
+
+    work, watch = asyncio.ensure_future(collect()), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    return None if work.cancelled() else work.result()

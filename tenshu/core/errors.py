@@ -101,3 +101,20 @@ class ShuttingDownError(TenshuError):
 
     status = 503
     kind = "overloaded_error"
+
+
+_BY_STATUS: dict[int, type[TenshuError]] = {
+    400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
+    404: NotFoundError, 413: RequestTooLargeError, 422: InvalidRequestError, 429: OverloadedError,
+}
+
+
+def error_for_status(status: int, message: str, field: str | None = None) -> TenshuError:
+    """The core error for an upstream's HTTP status (what upstream clients raise). A failure
+    that is not the client's (5xx, or a status with no meaning here) keeps a 5xx status: 502
+    when the upstream answered something unexpected."""
+    cls = _BY_STATUS.get(status, TenshuError)
+    error = cls(message, field=field) if issubclass(cls, InvalidRequestError) else cls(message)
+    if cls is TenshuError:
+        error.status = status if status >= 500 else 502
+    return error

@@ -13,14 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from tenshu.core.errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    NotFoundError,
-    OverloadedError,
-    PermissionDeniedError,
-    TenshuError,
-)
+from tenshu.core.errors import InvalidRequestError, TenshuError, error_for_status
 from tenshu.core.events import (
     BlockDelta,
     BlockStart,
@@ -200,19 +193,10 @@ def _core_logprobs(wire: list[dict] | None) -> list[TokenLogprob] | None:
                           for t in lp.get("top_logprobs") or []]) for lp in wire]
 
 
-_ERRORS_BY_STATUS: dict[int, type[TenshuError]] = {
-    400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
-    404: NotFoundError, 429: OverloadedError,
-}
-
-
 def parse_error(status: int, body: str) -> TenshuError:
     """An upstream Ollama error response -> the core error for its status."""
     try:
         message = json.loads(body).get("error", body)
     except (ValueError, AttributeError):
         message = body
-    error = _ERRORS_BY_STATUS.get(status, TenshuError)(f"upstream Ollama: {message}")
-    if type(error) is TenshuError:
-        error.status = status if status >= 500 else 502
-    return error
+    return error_for_status(status, f"upstream Ollama: {message}")

@@ -11,15 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tenshu.core.errors import (
-    AuthenticationError,
-    ContextLengthError,
-    InvalidRequestError,
-    NotFoundError,
-    OverloadedError,
-    PermissionDeniedError,
-    TenshuError,
-)
+from tenshu.core.errors import ContextLengthError, TenshuError, error_for_status
 from tenshu.core.events import (
     BlockDelta,
     BlockStart,
@@ -142,14 +134,7 @@ def error_from_body(body: Any, status: int | None = None) -> TenshuError:
     status = status or _STATUS_OF_TYPE.get(error.get("type"), 500)
     if error.get("code") == "context_length_exceeded":
         return ContextLengthError(message, field=param)
-    if status in (400, 422):
-        return InvalidRequestError(message, field=param)
-    kinds = {401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
-             429: OverloadedError}
-    exc = kinds.get(status, TenshuError)(message)
-    if status >= 500:
-        exc.status = status
-    return exc
+    return error_for_status(status, message, field=param)
 
 
 class StreamDecoder:
