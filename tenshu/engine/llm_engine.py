@@ -148,7 +148,7 @@ class LLMEngine:
             self.tokenizer,
             ids,
             params.skip_special_tokens,
-            params.stop_strings,
+            params.stop_strings if params.constraint is None else (),
             params.include_stop_str_in_output,
         )
 
@@ -200,9 +200,17 @@ class LLMEngine:
 
     def _check_finish(self, seq: Sequence, token: int, detok: Detokenizer | None) -> None:
         params = seq.params
-        if not params.ignore_eos and token in self.eos_token_ids:
+        if seq.constraint is not None and not seq.constraint.accept(token):
+            # the mask allowed nothing better (the grammar is broken or cannot continue):
+            # end it as incomplete rather than report output that does not match as done
+            seq.finish_reason = FinishReason.LENGTH
+        elif seq.constraint is not None and seq.constraint.finished():
             seq.finish_reason = FinishReason.STOP
-        elif token in params.stop_token_ids:
+            if token not in self.eos_token_ids and detok is not None:
+                detok.add(token)
+        elif not params.ignore_eos and token in self.eos_token_ids:
+            seq.finish_reason = FinishReason.STOP
+        elif token in params.stop_token_ids and seq.constraint is None:
             seq.finish_reason, seq.stop_reason = FinishReason.STOP, token
         else:
             stop = detok.add(token) if detok is not None else None

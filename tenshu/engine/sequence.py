@@ -47,6 +47,8 @@ class Sequence:
         self.params = params
         self.max_tokens = max_tokens  # params.max_tokens resolved against the context window
         self.generator = generator
+        # each of a request's sequences walks the grammar on its own
+        self.constraint = params.constraint.new() if params.constraint is not None else None
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0  # tokens whose K/V are in the cache
         self.num_cached_tokens = 0  # prompt tokens found in the prefix cache at admission

@@ -103,7 +103,8 @@ def test_stop_token_ids_end_the_sequence(llm):
 
 def _row(params: SamplingParams, tokens: list[int], prompt_len: int, seed: int | None = None):
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    return SimpleNamespace(params=params, generator=g, token_ids=tokens, num_prompt_tokens=prompt_len)
+    return SimpleNamespace(params=params, generator=g, token_ids=tokens, num_prompt_tokens=prompt_len,
+                           constraint=None)
 
 
 def test_truncation_keeps_only_allowed_tokens():
