@@ -2,13 +2,24 @@
 
 The template comes from the checkpoint's tokenizer config, so every model is prompted the way it
 was trained. Messages are first lowered to the dicts Hugging Face templates expect (string
-content, `tool_calls` on assistant turns, `role: tool` for results).
+content, `tool_calls` on assistant turns, `role: tool` for results). A template that knows no
+tools gets them in tenshu's generic format instead (see tools.py): described in the system
+message, calls and results written into the turns as text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
+from tenshu.chat.tools import (
+    GENERIC,
+    MISTRAL,
+    call_text,
+    describe_tools,
+    detect_format,
+    result_text,
+)
 from tenshu.core.errors import InvalidRequestError
 from tenshu.core.messages import (
     ImageBlock,
@@ -78,9 +89,71 @@ def to_hf_tools(tools: list[ToolSpec]) -> list[dict] | None:
     ]
 
 
+def to_generic_messages(messages: list[Message], tools: list[ToolSpec]) -> list[dict]:
+    """Lower core messages for a template that knows no tools: the tools are described in the
+    system message, calls and results become text in the generic syntax. A template without
+    tools knows no tool role either, so results go back in the user turn that carries them."""
+    out: list[dict] = []
+    for message in messages:
+        parts: list[str] = []
+        text: list[str] = []
+        calls: list[tuple[str, dict]] = []
+        for block in message.content:
+            if isinstance(block, TextBlock):
+                text.append(strip_client_noise(block.text) if message.role == "system"
+                            else block.text)
+            elif isinstance(block, ToolUseBlock):
+                calls.append((block.name, block.input))
+            elif isinstance(block, ToolResultBlock):
+                if text:
+                    parts.append("".join(text))
+                    text = []
+                parts.append(result_text(block.text if not block.is_error
+                                         else f"Error: {block.text}"))
+            elif isinstance(block, ImageBlock):
+                raise InvalidRequestError(
+                    "this model reads text only; remove the image content", field="messages"
+                )
+        if text:
+            parts.append("".join(text))
+        if calls:
+            parts.append(call_text(GENERIC, calls))
+        if parts or not message.content:
+            out.append({"role": message.role, "content": "\n".join(parts)})
+    if tools:
+        described = describe_tools(tools)
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{described}"
+        else:
+            out.insert(0, {"role": "system", "content": described})
+    return out
+
+
+def _mistral_ids(hf: list[dict]) -> list[dict]:
+    """Mistral's templates accept only 9-character alphanumeric call ids; each id is replaced by
+    a hash of it, so a conversation renders the same on every request (prefix caching)."""
+
+    def short(call_id: str) -> str:
+        return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+    for entry in hf:
+        for call in entry.get("tool_calls", ()):
+            call["id"] = short(call["id"])
+        if "tool_call_id" in entry:
+            entry["tool_call_id"] = short(entry["tool_call_id"])
+    return hf
+
+
+def template_text(tokenizer) -> str:
+    """The chat template's source; a tokenizer may carry several named templates."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "\n".join(template.values()) if isinstance(template, dict) else template
+
+
 def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = ()) -> list[int]:
     """The prompt's token ids. A final assistant message is continued, not closed (Anthropic's
-    prefill); otherwise the template adds the assistant's opening."""
+    prefill); otherwise the template adds the assistant's opening. `tools` are rendered whatever
+    the tool_choice: the history may hold calls, and the caller decides whether to pass them."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError(
             "this model has no chat template; use the completions endpoint instead",
@@ -88,18 +161,26 @@ def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = ()
         )
     if not messages:
         raise InvalidRequestError("messages must not be empty", field="messages")
-    hf = to_hf_messages(messages)
-    prefill = hf and hf[-1]["role"] == "assistant" and not hf[-1].get("tool_calls")
+    tools = list(tools)
+    fmt = detect_format(template_text(tokenizer))
+    if fmt.in_template:
+        hf = to_hf_messages(messages)
+        if fmt is MISTRAL:
+            hf = _mistral_ids(hf)
+        hf_tools = to_hf_tools(tools)
+    else:
+        hf, hf_tools = to_generic_messages(messages, tools), None
+    prefill = bool(hf) and hf[-1]["role"] == "assistant" and not any(
+        isinstance(b, ToolUseBlock) for b in messages[-1].content)
     try:
         text = tokenizer.apply_chat_template(
             hf,
-            tools=to_hf_tools(list(tools)),
+            tools=hf_tools,
             tokenize=False,
             add_generation_prompt=not prefill,
-            continue_final_message=bool(prefill),
+            continue_final_message=prefill,
         )
     except Exception as exc:  # a template's own raise_exception(), e.g. roles out of order
         raise InvalidRequestError(f"the model's chat template rejected the messages: {exc}",
                                   field="messages") from exc
     return tokenizer.encode(text, add_special_tokens=False)
-
