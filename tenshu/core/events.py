@@ -66,8 +66,13 @@ class BlockDelta:
 
 @dataclass
 class BlockStop:
+    """`input`, on a tool call's stop, is its arguments as the backend parsed them. Encoders
+    that need an object use it rather than re-parsing the deltas, which may not be a whole
+    document when max_tokens cut the call short."""
+
     index: int
     choice: int = 0
+    input: dict | None = None
 
 
 @dataclass

@@ -7,6 +7,8 @@ three: a message is a role and a list of typed blocks, tool results are blocks i
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,3 +88,17 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # e.g. 1e999: valid JSON, beyond a double
+        return sys.float_info.max if value > 0 else -sys.float_info.max
+    return value
+
+
+def loads_arguments(text: str) -> Any:
+    """A tool call's JSON arguments. Numbers beyond a double's range (a model may write 1e999,
+    which is valid JSON) become the largest finite double, since no JSON encoder can send an
+    infinity back to a client."""
+    return json.loads(text, parse_float=_finite)

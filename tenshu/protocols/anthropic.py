@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -122,7 +123,10 @@ class MessageParam(_Wire):
 class ToolParam(_Wire):
     name: str
     description: str = ""
-    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    # chat templates loop over `properties`, so a tool without a schema gets an empty one
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
 
 
 class ToolChoiceParam(_Wire):
@@ -157,19 +161,25 @@ class MessagesRequest(CountTokensRequest):
     # bounded: the engine's sampler holds top_k in an int64 tensor
     top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
     metadata: MetadataParam | None = None
+    # structured outputs: {"format": {"type": "json_schema", "schema": {...}}}; its `effort`
+    # is accepted and ignored (the local models do not think on demand)
+    output_config: dict[str, Any] | None = None
+    output_format: dict[str, Any] | None = None  # the beta's name for output_config.format
 
 
 def parse_request(body: CountTokensRequest) -> ChatRequest:
     """The ChatRequest a Messages (or count_tokens) body asks for."""
+    _check_tool_pairs(body.messages)
     messages = []
     if body.system:
         messages.append(Message("system", [TextBlock(b.text) for b in body.system]))
     messages += [Message(m.role, _parse_content(m.content)) for m in body.messages]
+    tools = [ToolSpec(t.name, t.description, t.input_schema) for t in body.tools or []]
     request = ChatRequest(
         model=body.model,
         messages=messages,
-        tools=[ToolSpec(t.name, t.description, t.input_schema) for t in body.tools or []],
-        tool_choice=_parse_tool_choice(body.tool_choice),
+        tools=tools,
+        tool_choice=_parse_tool_choice(body.tool_choice, tools),
         thinking=body.thinking,
     )
     if isinstance(body, MessagesRequest):
@@ -180,7 +190,25 @@ def parse_request(body: CountTokensRequest) -> ChatRequest:
         if body.metadata is not None:
             request.metadata = body.metadata.model_dump(exclude_none=True)
             request.user = body.metadata.user_id
+        request.response_format = _response_format(body)
     return request
+
+
+def _response_format(body: MessagesRequest) -> dict | None:
+    """Anthropic's structured output format, in the OpenAI shape ChatRequest carries."""
+    fmt, field = (body.output_config or {}).get("format"), "output_config.format"
+    if fmt is None:
+        fmt, field = body.output_format, "output_format"
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise InvalidRequestError(f"{field}.type: must be 'json_schema'", field=f"{field}.type")
+    if not isinstance(fmt.get("schema"), dict):
+        raise InvalidRequestError(
+            f"{field}.schema: required, the JSON Schema the reply must match",
+            field=f"{field}.schema",
+        )
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt["schema"]}}
 
 
 def _parse_content(content: list) -> list[Block]:
@@ -210,12 +238,65 @@ def parse_block(b) -> Block:
     return RedactedThinkingBlock("", b.data)
 
 
-def _parse_tool_choice(choice: ToolChoiceParam | None) -> ToolChoice | None:
+def _check_tool_pairs(messages: list[MessageParam]) -> None:
+    """Anthropic's rule, in its words: each tool_use of an assistant turn is answered by a
+    tool_result at the start of the next turn, and a tool_result answers only a tool_use of the
+    turn just before it. Consecutive messages of one role are one turn (Anthropic merges them);
+    the errors name the message as it was sent."""
+    turns: list[tuple[str, list[tuple[int, int, Any]]]] = []  # (role, [(message, index, block)])
+    for i, m in enumerate(messages):
+        blocks = [(i, j, b) for j, b in enumerate(m.content)]
+        if turns and turns[-1][0] == m.role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((m.role, blocks))
+    for k, (role, blocks) in enumerate(turns):
+        if role == "assistant":
+            if k + 1 == len(turns):
+                continue  # the last turn: nothing has answered it yet
+            leading = takewhile(lambda x: isinstance(x[2], ToolResultParam), turns[k + 1][1])
+            answered = {b.tool_use_id for _, _, b in leading}
+            missing = [
+                (i, b.id)
+                for i, _, b in blocks
+                if isinstance(b, ToolUseParam) and b.id not in answered
+            ]
+            if missing:
+                raise InvalidRequestError(
+                    f"messages.{missing[0][0]}: `tool_use` ids were found without `tool_result` "
+                    f"blocks immediately after: {', '.join(tool_id for _, tool_id in missing)}. Each "
+                    "`tool_use` block must have a corresponding `tool_result` block in the next "
+                    "message.",
+                    field=f"messages.{missing[0][0]}",
+                )
+            continue
+        before = turns[k - 1][1] if k else []
+        called = {b.id for _, _, b in before if isinstance(b, ToolUseParam)}
+        for i, j, b in blocks:
+            if isinstance(b, ToolResultParam) and b.tool_use_id not in called:
+                raise InvalidRequestError(
+                    f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` "
+                    f"blocks: {b.tool_use_id}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message.",
+                    field=f"messages.{i}.content.{j}",
+                )
+
+
+def _parse_tool_choice(choice: ToolChoiceParam | None, tools: list[ToolSpec]) -> ToolChoice | None:
     if choice is None:
         return None
     if choice.type == "tool" and not choice.name:
         raise InvalidRequestError(
             "tool_choice.name: required when tool_choice.type is 'tool'", field="tool_choice.name"
+        )
+    if choice.type == "tool" and choice.name not in {t.name for t in tools}:
+        raise InvalidRequestError(
+            f"tool_choice.name: {choice.name!r} is not one of the tools in `tools`",
+            field="tool_choice.name",
+        )
+    if choice.type == "any" and not tools:
+        raise InvalidRequestError(
+            "tool_choice: 'any' requires at least one tool in `tools`", field="tool_choice"
         )
     mode = {"any": "required"}.get(choice.type, choice.type)
     return ToolChoice(

@@ -24,7 +24,14 @@ from tenshu.core.events import (
     MessageStart,
     Usage,
 )
-from tenshu.core.messages import Block, ImageBlock, TextBlock, ThinkingBlock, ToolUseBlock
+from tenshu.core.messages import (
+    Block,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
+    loads_arguments,
+)
 from tenshu.protocols.anthropic import RedactedThinkingBlock, error_body
 
 
@@ -87,8 +94,10 @@ class MessageBuilder:
                 self.json[event.index] = self.json.get(event.index, "") + event.partial_json
         elif isinstance(event, BlockStop):
             block = self.blocks[event.index]
-            if isinstance(block, ToolUseBlock) and self.json.get(event.index):
-                block.input = json.loads(self.json[event.index])
+            if isinstance(block, ToolUseBlock) and event.input is not None:
+                block.input = event.input
+            elif isinstance(block, ToolUseBlock) and self.json.get(event.index):
+                block.input = _input(block, self.json[event.index])
         elif isinstance(event, MessageFinish):
             self.finish = event
 
@@ -104,6 +113,21 @@ class MessageBuilder:
             "stop_sequence": finish.stop_sequence,
             "usage": encode_usage(finish.usage),
         }
+
+
+def _input(block: ToolUseBlock, arguments: str) -> dict:
+    """A tool call's arguments as the `input` object Anthropic clients expect."""
+    try:
+        value = loads_arguments(arguments)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        # the backend's fault, not the client's: a 500 that says what went wrong
+        raise TenshuError(
+            f"the model's call of tool {block.name!r} has arguments that are not a JSON object: "
+            f"{arguments[:200]!r}"
+        )
+    return value
 
 
 def _copy(block: Block) -> Block:
@@ -134,6 +158,7 @@ class StreamEncoder:
     def __init__(self, message_id: str):
         self.id = message_id
         self.open: dict[int, Block] = {}
+        self.argued: set[int] = set()  # the tool_use blocks that sent some input
 
     def encode(self, event: ChatEvent) -> list[SSEvent]:
         if isinstance(event, MessageStart):
@@ -172,6 +197,10 @@ class StreamEncoder:
         if isinstance(event, BlockStop):
             block = self.open.pop(event.index, None)
             out = []
+            if isinstance(block, ToolUseBlock) and block.input and event.index not in self.argued:
+                # input known from the start (an upstream's whole reply) still reaches the client
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(block.input)}
+                out.append(_event("content_block_delta", index=event.index, delta=delta))
             if (
                 isinstance(block, ThinkingBlock)
                 and block.signature
@@ -194,6 +223,7 @@ class StreamEncoder:
         if isinstance(block, ToolUseBlock):
             if not event.partial_json:
                 return []
+            self.argued.add(event.index)
             return [{"type": "input_json_delta", "partial_json": event.partial_json}]
         if not event.text:  # logprobs alone: Anthropic has no place for them
             return []

@@ -156,9 +156,10 @@ class ShowBody(_Wire):
 def parse_chat(body: ChatBody) -> ChatRequest:
     request = _base_request(body)
     request.messages = parse_messages(body.messages)
+    # no parameters: a function of none (`properties` spelled out, as chat templates loop on it)
     request.tools = [
         ToolSpec(t.function.name, t.function.description or "",
-                 t.function.parameters or {"type": "object"})
+                 t.function.parameters or {"type": "object", "properties": {}})
         for t in body.tools or []
     ]
     return request

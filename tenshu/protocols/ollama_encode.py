@@ -8,7 +8,6 @@ gathers the whole reply for `stream: false`; the listing functions write /api/ta
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from tenshu.core.events import (
     MessageFinish,
     TokenLogprob,
 )
-from tenshu.core.messages import ThinkingBlock, ToolUseBlock
+from tenshu.core.messages import ThinkingBlock, ToolUseBlock, loads_arguments
 
 if TYPE_CHECKING:
     from tenshu.backends.base import ModelInfo
@@ -78,7 +77,10 @@ class ReplyEncoder:
         elif isinstance(event, BlockStop):
             block = self._blocks.get(event.index)
             if isinstance(block, ToolUseBlock):
-                call = _wire_tool_call(block, "".join(self._args[event.index]))
+                arguments = "".join(self._args[event.index])
+                if event.input is not None:  # parsed by the backend, even when cut short
+                    block, arguments = ToolUseBlock(block.id, block.name, event.input), ""
+                call = _wire_tool_call(block, arguments, len(self.tool_calls))
                 self.tool_calls.append(call)
                 return [self._chunk(tool_calls=[call])]
         elif isinstance(event, MessageFinish):
@@ -143,14 +145,17 @@ def load_reply(model: str, kind: Literal["chat", "generate"], reason: str) -> di
     return {**body, "done": True, "done_reason": reason}
 
 
-def _wire_tool_call(block: ToolUseBlock, partial_json: str) -> dict:
+def _wire_tool_call(block: ToolUseBlock, partial_json: str, index: int) -> dict:
+    """One call as Ollama writes it: arguments as an object, `index` its place in the reply
+    (and the `id` newer Ollama releases add, which tool results may answer by)."""
     arguments: Any = block.input
     if partial_json:
         try:
-            arguments = json.loads(partial_json)
+            arguments = loads_arguments(partial_json)
         except ValueError:
             arguments = partial_json  # a backend's malformed JSON, shown rather than dropped
-    return {"id": block.id, "function": {"name": block.name, "arguments": arguments}}
+    return {"id": block.id,
+            "function": {"index": index, "name": block.name, "arguments": arguments}}
 
 
 def _wire_logprobs(logprobs: list[TokenLogprob] | None) -> list[dict] | None:
@@ -227,9 +232,8 @@ def running_entry(info: ModelInfo) -> dict:
 
 def show_response(info: ModelInfo) -> dict:
     arch = info.family or "unknown"
-    capabilities = ["embedding"] if info.kind == "embedding" else ["completion"]
-    if info.kind != "embedding" and "tools" in info.chat_template:
-        capabilities.append("tools")  # as Ollama does: the template can render tools
+    # every chat model takes tools: one whose template knows none gets tenshu's generic format
+    capabilities = ["embedding"] if info.kind == "embedding" else ["completion", "tools"]
     model_info: dict[str, Any] = {"general.architecture": arch,
                                   "general.basename": info.name,
                                   f"{arch}.context_length": info.context_window}

@@ -91,7 +91,8 @@ INPUT_SCHEMA = {"anyOf": [_STR, {"type": "array", "items": _STR, "minItems": 1,
 RESPONSE_FORMAT_SCHEMA = {"anyOf": [
     _obj(["type"], type={"enum": ["text", "json_object"]}),
     _obj(["type", "json_schema"], type={"const": "json_schema"}, json_schema=_obj(
-        ["name"], name=_STR, schema={"type": "object"}, strict={"type": "boolean"})),
+        ["name", "schema"], name={"type": "string", "minLength": 1},
+        schema={"type": "object", "description": "a JSON Schema"}, strict={"type": "boolean"})),
     {"type": "null"}]}
 
 
@@ -369,8 +370,11 @@ def _arguments(arguments: str | dict, field: str) -> dict:
 
 
 def _tool_spec(tool: ToolDef) -> ToolSpec:
+    # No parameters is a function of none. `properties` is spelled out: chat templates loop
+    # over it.
     f = tool.function
-    return ToolSpec(f.name, f.description or "", f.parameters or {"type": "object"})
+    return ToolSpec(f.name, f.description or "",
+                    f.parameters or {"type": "object", "properties": {}})
 
 
 def _tool_choice(body: ChatCompletionRequest, tools: list[ToolSpec]) -> ToolChoice | None:
@@ -400,10 +404,28 @@ def _response_format(value: dict | None) -> dict | None:
         raise InvalidRequestError(
             "response_format.type must be 'text', 'json_object' or 'json_schema'",
             field="response_format.type")
-    if kind == "json_schema" and not isinstance(value.get("json_schema"), dict):
-        raise InvalidRequestError("response_format json_schema needs a json_schema object",
-                                  field="response_format.json_schema")
+    if kind == "json_schema":
+        _json_schema(value.get("json_schema"))
     return value
+
+
+def _json_schema(spec) -> None:
+    """response_format.json_schema: a `name`, the JSON Schema itself, and optionally `strict`."""
+    field = "response_format.json_schema"
+    if not isinstance(spec, dict):
+        raise InvalidRequestError(
+            f"{field} must be an object with a name and a schema", field=field)
+    if not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise InvalidRequestError(f"{field}.name is required: a name for the schema",
+                                  field=f"{field}.name")
+    if not isinstance(spec.get("schema"), dict):
+        raise InvalidRequestError(
+            f"{field}.schema is required: the JSON Schema the reply must match, as an object "
+            '(for any JSON object, send response_format {"type": "json_object"})',
+            field=f"{field}.schema")
+    if spec.get("strict") is not None and not isinstance(spec["strict"], bool):
+        raise InvalidRequestError(f"{field}.strict must be true or false",
+                                  field=f"{field}.strict")
 
 
 def embedding_inputs(body: EmbeddingRequest) -> list[str]:

@@ -17,6 +17,7 @@ from tenshu.core.errors import TenshuError
 from tenshu.core.events import (
     BlockDelta,
     BlockStart,
+    BlockStop,
     ChatEvent,
     MessageFinish,
     MessageStart,
@@ -322,6 +323,7 @@ class ChatStream:
         self.start: MessageStart | None = None
         self.blocks: dict[tuple[int, int], Any] = {}  # (choice, block index) -> block
         self.calls: dict[tuple[int, int], int] = {}  # (choice, block index) -> tool call index
+        self.argued: set[tuple[int, int]] = set()  # the calls that sent some arguments
         self.finishes: list[MessageFinish] = []
 
     def chunk(self, choices: list[dict], **extra) -> dict:
@@ -351,6 +353,12 @@ class ChatStream:
             return [self.chunk([self.choice(event.choice, {"tool_calls": [call]})])]
         if isinstance(event, BlockDelta):
             return self.delta(event, self.blocks.get(key))
+        if isinstance(event, BlockStop) and key in self.calls and key not in self.argued:
+            # a call that streamed no arguments still ends with a JSON object, as it would
+            # in the whole response
+            arguments = json.dumps(self.blocks[key].input)
+            call = {"index": self.calls[key], "function": {"arguments": arguments}}
+            return [self.chunk([self.choice(event.choice, {"tool_calls": [call]})])]
         if isinstance(event, MessageFinish):
             self.finishes.append(event)
             return [self.chunk([self.choice(event.choice, {}, finish=event)])]
@@ -360,6 +368,7 @@ class ChatStream:
         if isinstance(block, ToolUseBlock):
             if not event.partial_json:
                 return []
+            self.argued.add((event.choice, event.index))
             call = {"index": self.calls[(event.choice, event.index)],
                     "function": {"arguments": event.partial_json}}
             return [self.chunk([self.choice(event.choice, {"tool_calls": [call]})])]

@@ -118,6 +118,7 @@ def test_every_content_block_kind_is_read():
                     "name": "get_weather",
                     "input": {"city": "Paris"},
                 },
+                {"type": "tool_use", "id": "toolu_2", "name": "snapshot", "input": {}},
             ],
         },
         {
@@ -128,8 +129,12 @@ def test_every_content_block_kind_is_read():
                     "type": "tool_result",
                     "tool_use_id": "toolu_2",
                     "is_error": True,
-                    "content": [{"type": "text", "text": "timeout"}],
+                    "content": [
+                        {"type": "text", "text": "timeout"},
+                        {"type": "image", "source": {"type": "url", "url": "https://x/s.png"}},
+                    ],
                 },
+                {"type": "text", "text": "go on"},
             ],
         },
     ]
@@ -139,14 +144,100 @@ def test_every_content_block_kind_is_read():
         ImageBlock(media_type="image/png", data="iVBORw0KGgo="),
         ImageBlock(url="https://example.com/a.png"),
     ]
-    thinking, redacted, call = assistant.content
+    thinking, redacted, call, snapshot = assistant.content
     assert thinking == ThinkingBlock("hmm", "sig")
     assert isinstance(redacted, ThinkingBlock) and redacted.signature == "opaque"
     assert call == ToolUseBlock("toolu_1", "get_weather", {"city": "Paris"})
+    assert snapshot == ToolUseBlock("toolu_2", "snapshot", {})
     assert results.content == [
         ToolResultBlock("toolu_1", [TextBlock("sunny")]),
-        ToolResultBlock("toolu_2", [TextBlock("timeout")], is_error=True),
+        ToolResultBlock(
+            "toolu_2", [TextBlock("timeout"), ImageBlock(url="https://x/s.png")], is_error=True
+        ),
+        TextBlock("go on"),
     ]
+
+
+def call(*ids: str) -> dict:
+    return {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": i, "name": "f", "input": {}} for i in ids],
+    }
+
+
+def results(*ids: str) -> dict:
+    return {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": i, "content": "ok"} for i in ids],
+    }
+
+
+HI = {"role": "user", "content": "hi"}
+TEXT = {"role": "user", "content": "and?"}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [HI, call("a", "b"), results("b", "a"), TEXT],
+        [HI, call("a", "b"), results("a"), results("b")],  # consecutive user turns are one
+        [HI, call("a")],  # a last assistant turn waits for nothing
+        [HI, {"role": "assistant", "content": "calling"}, call("a"), results("a")],
+    ],
+)
+def test_tool_results_that_answer_the_turn_before_are_accepted(messages):
+    parse_request(body(messages=messages))
+
+
+@pytest.mark.parametrize(
+    ("messages", "field", "message"),
+    [
+        (
+            [results("a")],
+            "messages.0.content.0",
+            "messages.0.content.0: unexpected `tool_use_id` found in `tool_result` blocks: a. "
+            "Each `tool_result` block must have a corresponding `tool_use` block in the previous "
+            "message.",
+        ),
+        (
+            [HI, call("a"), results("a", "z")],
+            "messages.2.content.1",
+            "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: z. "
+            "Each `tool_result` block must have a corresponding `tool_use` block in the previous "
+            "message.",
+        ),
+        (  # the result of an older call is not an answer to this turn
+            [HI, call("a"), results("a"), call("b"), results("b"), TEXT, results("a")],
+            "messages.6.content.0",
+            None,
+        ),
+        (
+            [HI, call("a", "b", "c"), results("b"), TEXT],
+            "messages.1",
+            "messages.1: `tool_use` ids were found without `tool_result` blocks immediately "
+            "after: a, c. Each `tool_use` block must have a corresponding `tool_result` block in "
+            "the next message.",
+        ),
+        ([HI, call("a"), TEXT, results("a")], "messages.1", None),
+        (  # the results must come first in the turn
+            [
+                HI,
+                call("a"),
+                {"role": "user", "content": [{"type": "text", "text": "here"}]},
+                results("a"),
+            ],
+            "messages.1",
+            None,
+        ),
+    ],
+)
+def test_tool_results_that_answer_no_call_before_them_are_refused(messages, field, message):
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request(body(messages=messages))
+    assert err.value.field == field
+    if message:
+        assert str(err.value) == message
+    assert wire.error_body(err.value)["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize(
@@ -172,10 +263,26 @@ def test_tools_and_tool_choice(choice, expected):
     assert request.tool_choice == expected
 
 
-def test_a_named_tool_choice_without_a_name_is_refused_naming_the_field():
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
+        (
+            {"tool_choice": {"type": "tool", "name": "g"}, "tools": [{"name": "f"}]},
+            "tool_choice.name",
+        ),
+        ({"tool_choice": {"type": "any"}}, "tool_choice"),
+    ],
+)
+def test_a_tool_choice_that_cannot_be_met_is_refused_naming_the_field(fields, field):
     with pytest.raises(InvalidRequestError) as err:
-        parse_request(body(tool_choice={"type": "tool"}))
-    assert err.value.field == "tool_choice.name"
+        parse_request(body(**fields))
+    assert err.value.field == field
+
+
+def test_a_tool_without_a_schema_takes_no_input():
+    request = parse_request(body(tools=[{"name": "now"}]))
+    assert request.tools == [ToolSpec("now", "", {"type": "object", "properties": {}})]
 
 
 def test_unknown_fields_and_thinking_are_accepted():
@@ -201,6 +308,37 @@ def test_unknown_fields_and_thinking_are_accepted():
     )
     assert request.thinking == {"type": "adaptive", "display": "omitted"}
     assert request.messages == [Message.of("user", "hi")]
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": SCHEMA}}},
+        {"output_format": {"type": "json_schema", "schema": SCHEMA}},  # the beta's name
+    ],
+)
+def test_a_structured_output_format_becomes_the_response_format(fields):
+    assert parse_request(body(**fields)).response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": SCHEMA},
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"output_config": {"format": {"type": "json_schema"}}}, "output_config.format.schema"),
+        ({"output_config": {"format": {"type": "xml"}}}, "output_config.format.type"),
+        ({"output_format": {"type": "json_schema", "schema": "{}"}}, "output_format.schema"),
+    ],
+)
+def test_a_bad_output_format_is_refused_naming_the_field(fields, field):
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request(body(**fields))
+    assert err.value.field == field
 
 
 def test_max_tokens_is_required_for_messages_but_not_for_counting():
@@ -315,6 +453,68 @@ def test_the_stream_is_anthropics_event_sequence():
     finish = sent[-2][1]
     assert finish["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "\n\n"}
     assert finish["usage"]["output_tokens"] == 12
+
+
+def test_the_anthropic_sdk_reads_tool_calls_from_the_stream_and_the_body():
+    pytest.importorskip("anthropic")
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import Message as SDKMessage
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    reply = events("tool_use")
+    reply[10:14] = [  # two calls in parallel: the weather, then a second one
+        *reply[10:14],
+        BlockStart(3, ToolUseBlock("toolu_10", "get_time")),
+        BlockDelta(3, partial_json='{"tz": "CET"}'),
+        BlockStop(3),
+    ]
+    read, encoder = TypeAdapter(RawMessageStreamEvent), StreamEncoder("msg_1")
+    snapshot, buffers = None, {}
+    for event in reply:
+        for _, data in encoder.encode(event):
+            snapshot = accumulate_event(
+                event=read.validate_python(data), current_snapshot=snapshot, json_bufs=buffers
+            )
+    builder = MessageBuilder("msg_1")
+    for event in reply:
+        builder.add(event)
+    whole = SDKMessage.model_validate(builder.message())
+    for message in (snapshot, whole):
+        assert message.stop_reason == "tool_use"
+        assert [b.type for b in message.content] == ["thinking", "text", "tool_use", "tool_use"]
+        assert [(b.id, b.name, b.input) for b in message.content[2:]] == [
+            ("toolu_9", "get_weather", {"city": "Paris"}),
+            ("toolu_10", "get_time", {"tz": "CET"}),
+        ]
+
+
+def test_a_call_whose_input_came_whole_streams_it_before_its_stop():
+    encoder = StreamEncoder("msg_1")
+    encoder.encode(MessageStart("r", "tiny", Usage(), created=0))
+    start = encoder.encode(BlockStart(0, ToolUseBlock("toolu_1", "f", {"a": 1})))
+    assert start[0][1]["content_block"]["input"] == {}
+    assert [data for _, data in encoder.encode(BlockStop(0))] == [
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'},
+        },
+        {"type": "content_block_stop", "index": 0},
+    ]
+
+
+def test_a_call_whose_arguments_are_not_an_object_is_the_servers_error():
+    builder = MessageBuilder("msg_1")
+    for event in [
+        MessageStart("r", "tiny", Usage(), created=0),
+        BlockStart(0, ToolUseBlock("toolu_1", "f")),
+        BlockDelta(0, partial_json='{"a": '),
+    ]:
+        builder.add(event)
+    with pytest.raises(TenshuError, match="not a JSON object") as err:
+        builder.add(BlockStop(0))
+    assert err.value.status == 500
 
 
 def test_sse_text_names_each_event():

@@ -210,7 +210,7 @@ def test_reply_round_trips_through_chunks():
     chunks = [c for e in REPLY for c in encoder.chunks(e)]
     assert chunks[1]["message"]["content"] == "Hel" and chunks[1]["logprobs"][0]["token"] == "Hel"
     assert chunks[3]["message"]["tool_calls"] == [
-        {"id": "t1", "function": {"name": "zoom", "arguments": {"factor": 2}}}]
+        {"id": "t1", "function": {"index": 0, "name": "zoom", "arguments": {"factor": 2}}}]
     final = chunks[-1]
     assert final["done"] is True and final["done_reason"] == "stop"
     assert (final["total_duration"], final["load_duration"], final["prompt_eval_duration"],
@@ -229,6 +229,42 @@ def test_reply_round_trips_through_chunks():
     whole = encoder.response()
     assert whole["message"]["content"] == "Hello" and whole["message"]["thinking"] == "let me see"
     assert summary(ollama_client.StreamDecoder().decode(whole)) == summary(REPLY)
+
+
+def test_parallel_calls_come_each_in_a_chunk_of_their_own_as_ollama_sends_them():
+    calls = [
+        MessageStart("r1", "m", Usage(5, 0), 0),
+        BlockStart(0, ToolUseBlock("t1", "weather")),
+        BlockDelta(0, partial_json='{"city": '),
+        BlockDelta(0, partial_json='"Paris"}'),
+        BlockStop(0),
+        BlockStart(1, ToolUseBlock("t2", "clock")),
+        BlockDelta(1, partial_json="{}"),
+        BlockStop(1),
+        MessageFinish("tool_use", Usage(5, 9)),
+    ]
+    encoder = ollama_encode.ReplyEncoder("m", "chat")
+    chunks = [c for e in calls for c in encoder.chunks(e)]
+    assert [(c["done"], c["message"]["content"], c["message"].get("tool_calls")) for c in chunks] == [
+        (False, "", [{"id": "t1", "function": {"index": 0, "name": "weather",
+                                               "arguments": {"city": "Paris"}}}]),
+        (False, "", [{"id": "t2", "function": {"index": 1, "name": "clock", "arguments": {}}}]),
+        (True, "", None),
+    ]
+    assert chunks[-1]["done_reason"] == "stop"  # Ollama has no reason of its own for calls
+    whole = encoder.response()
+    assert [c["function"]["name"] for c in whole["message"]["tool_calls"]] == ["weather", "clock"]
+
+    sdk = pytest.importorskip("ollama")
+    for body in [*chunks, whole]:
+        sdk.ChatResponse.model_validate(body)
+    assert sdk.ChatResponse.model_validate(whole).message.tool_calls[0].function.arguments == {
+        "city": "Paris"}
+
+
+def test_a_tool_without_parameters_takes_none():
+    request = chat(tools=[{"type": "function", "function": {"name": "now"}}])
+    assert request.tools == [ToolSpec("now", "", {"type": "object", "properties": {}})]
 
 
 def test_generate_replies_use_response_and_report_length():
@@ -270,7 +306,7 @@ def test_listing_entries():
                                 "quantization_level": "BF16"}
     assert ollama_encode.running_entry(INFO)["context_length"] == 512
     show = ollama_encode.show_response(INFO)
-    assert show["template"] == "{{ messages }}" and show["capabilities"] == ["completion"]
+    assert show["template"] == "{{ messages }}" and show["capabilities"] == ["completion", "tools"]
     assert show["model_info"]["llama.context_length"] == 512
     assert 'TEMPLATE """{{ messages }}"""' in show["modelfile"]
 

@@ -185,12 +185,53 @@ def test_sampling_fields_tools_and_formats_are_carried():
     ({"messages": [{"role": "system", "content": [{"type": "text"}]}]}, "messages.0.content.0"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
     ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "answer"}}},
+     "response_format.json_schema.schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": "{\"type\": \"object\"}"}}},
+     "response_format.json_schema.schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+     "response_format.json_schema.name"),
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": {}, "strict": "yes"}}}, "response_format.json_schema.strict"),
 ])
 def test_bad_chat_requests_name_the_field(body, field):
     with pytest.raises(InvalidRequestError) as err:
         chat(**body)
     assert err.value.field == field
+
+
+def test_a_tool_without_parameters_takes_none():
+    request = chat(tools=[{"type": "function", "function": {"name": "now"}}])
+    assert request.tools == [ToolSpec("now", "", {"type": "object", "properties": {}})]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({}, None),
+    ({"tool_choice": "none"}, ToolChoice("none")),
+    ({"tool_choice": "auto"}, ToolChoice("auto")),
+    ({"tool_choice": "required"}, ToolChoice("required")),
+    ({"tool_choice": {"type": "function", "function": {"name": "look"}}}, ToolChoice("tool", "look")),
+    ({"parallel_tool_calls": False}, ToolChoice("auto", parallel=False)),
+    ({"tool_choice": "required", "parallel_tool_calls": True}, ToolChoice("required")),
+])
+def test_tool_choice_and_parallel_tool_calls(body, expected):
+    tools = [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}]
+    assert chat(tools=tools, **body).tool_choice == expected
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+    {"type": "array", "items": {"type": "string"}},
+    {"anyOf": [{"type": "string"}, {"type": "null"}]},
+])
+def test_a_json_schema_response_format_takes_any_schema(schema):
+    value = {"type": "json_schema",
+             "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    assert chat(response_format=value).response_format == value
 
 
 def test_completion_prompts():
@@ -236,6 +277,59 @@ def test_chat_completion_response():
     first = text["logprobs"]["content"][0]
     assert first["token"] == "Hel" and first["bytes"] == list(b"Hel")
     assert first["top_logprobs"][1] == {"token": "He", "logprob": -2.5, "bytes": list(b"He")}
+
+
+def test_a_reply_of_calls_alone_has_null_content():
+    calls_only = [START, *TOOL[4:]]  # TOOL without its text block
+    body = encode_chat_completion(calls_only, "chatcmpl-1")
+    ChatCompletion.model_validate(body)
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert [c["function"]["arguments"] for c in message["tool_calls"]] == [
+        '{"city": "Paris"}', "{}"]
+    # text before the calls is the content, beside them (as OpenAI and vLLM answer)
+    both = encode_chat_completion(TOOL, "chatcmpl-1")["choices"][0]["message"]
+    assert both["content"] == "Let me look." and len(both["tool_calls"]) == 2
+
+
+def test_parallel_tool_calls_stream_as_the_openai_sdk_reads_them():
+    encoder = ChatStream("chatcmpl-1")
+    chunks = [c for e in TOOL for c in encoder.encode(e)]
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Let me look."},
+        # the first delta of a call carries its id, type and name, with empty arguments
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "weather", "arguments": ""}}]},
+        # then only the call's index and fragments of its arguments
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+        {"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
+                         "function": {"name": "time", "arguments": ""}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 7 + ["tool_calls"]
+
+    sdk = pytest.importorskip("openai.lib.streaming.chat")
+    from openai.types.chat import ChatCompletionChunk
+    state = sdk.ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    (choice,) = state.get_final_completion().choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me look."
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
+        ("call_1", "weather", '{"city": "Paris"}'), ("call_2", "time", "{}")]
+
+
+def test_a_call_that_streams_no_arguments_still_ends_with_an_object():
+    events = [START, BlockStart(0, ToolUseBlock("call_1", "now")), BlockStop(0),
+              MessageFinish("tool_use", Usage(5, 3, 2))]
+    encoder = ChatStream("chatcmpl-1")
+    deltas = [c["choices"][0]["delta"] for e in events for c in encoder.encode(e)]
+    assert deltas[2] == {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}
+    whole = encode_chat_completion(events, "chatcmpl-1")["choices"][0]["message"]
+    assert whole["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
 def test_chat_stream_chunks():
