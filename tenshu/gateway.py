@@ -23,7 +23,8 @@ from tenshu.core.errors import (
     TenshuError,
 )
 from tenshu.core.events import BlockDelta, ChatEvent, MessageFinish
-from tenshu.core.request import ChatRequest
+from tenshu.core.messages import ToolResultBlock
+from tenshu.core.request import ChatRequest, ToolChoice
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,26 @@ class RequestContext:
     protocol: str  # "openai", "anthropic" or "ollama"
     route: str
     key_id: int | None = None
+    # the x-tenshu-tool-choice header: "required" or a tool's name (see force_tool_choice)
+    tool_choice: str | None = None
+
+
+def force_tool_choice(request: ChatRequest, choice: str | None) -> None:
+    """Apply the x-tenshu-tool-choice header, for agents that cannot set tool_choice themselves
+    (Claude Code) in front of a local model that will not call tools on its own.
+
+    "required" forces one call of any offered tool, a tool's name forces that tool. It applies
+    only to turns that start from the user's words: right after tool results the model answers
+    freely, so an agent's loop still ends. A request that does not offer the tool is left alone.
+    """
+    if not choice or not request.tools or not request.messages:
+        return
+    if any(isinstance(b, ToolResultBlock) for b in request.messages[-1].content):
+        return
+    if choice == "required":
+        request.tool_choice = ToolChoice("required", parallel=False)
+    elif choice in {t.name for t in request.tools}:
+        request.tool_choice = ToolChoice("tool", choice)
 
 
 class Observer(Protocol):
@@ -118,6 +139,7 @@ class Gateway:
 
     async def chat(self, request: ChatRequest, ctx: RequestContext) -> AsyncIterator[ChatEvent]:
         backend = self.backend_for(request.model)
+        force_tool_choice(request, ctx.tool_choice)
         self.admit()
         self.in_flight += 1
         start = time.perf_counter()

@@ -62,6 +62,7 @@ def request_context(request: Request) -> RequestContext:
         protocol=protocol_of(request.scope),
         route=route,
         key_id=key_id,
+        tool_choice=request.headers.get("x-tenshu-tool-choice") or None,
     )
 
 

@@ -7,6 +7,7 @@ sequence every protocol encodes.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -14,19 +15,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tenshu.backends.base import BackendStats, ModelInfo
+from tenshu.chat.reply import OutputShape, Reply, output_shape
+from tenshu.chat.structured import GrammarCompiler
 from tenshu.chat.template import render_prompt
+from tenshu.chat.tools import detect_format
 from tenshu.core.errors import ContextLengthError, InvalidRequestError, ShuttingDownError
 from tenshu.core.events import (
-    BlockDelta,
-    BlockStart,
-    BlockStop,
     ChatEvent,
     MessageFinish,
     MessageStart,
     TokenLogprob,
     Usage,
 )
-from tenshu.core.messages import TextBlock
 from tenshu.core.request import ChatRequest
 from tenshu.engine import AsyncEngine, EngineConfig, RequestOutputKind, SamplingParams
 
@@ -39,6 +39,9 @@ class EmbeddedBackend:
         self.engine = AsyncEngine(config)
         self.llm = self.engine.engine
         self.defaults = _generation_defaults(Path(config.model))
+        tokenizer = self.llm.tokenizer
+        self.grammars = GrammarCompiler(tokenizer, self.llm.vocab_size, _eos_ids(self.llm))
+        self.tool_format = detect_format(getattr(tokenizer, "chat_template", None) or "")
         self.info = _model_info(name, config, self.llm)
         self._prompt_tokens = 0
         self._cached_tokens = 0
@@ -47,14 +50,17 @@ class EmbeddedBackend:
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         ids = self.prompt_ids(request)
-        params, clamped = self.sampling_params(request, len(ids))
+        shape = OutputShape()
+        if request.tools or request.response_format:
+            shape = await asyncio.to_thread(self.output_shape, request)
+        params, clamped = self.sampling_params(request, len(ids), shape)
         request_id = f"{self.info.name}-{next(_ids)}"
         start = time.perf_counter_ns()
         first_token_at = 0
-        outputs = {}  # choice -> tokens so far
-        opened: set[int] = set()
+        counts: dict[int, int] = {}  # choice -> tokens so far
+        replies: dict[int, Reply] = {}
         async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params):
-            if not outputs:
+            if not counts:
                 self._prompt_tokens += len(ids)
                 self._cached_tokens += out.num_cached_tokens
                 usage = Usage(len(ids), 0, out.num_cached_tokens)
@@ -62,20 +68,22 @@ class EmbeddedBackend:
             for c in out.outputs:
                 if c.finish_reason == "abort":
                     raise ShuttingDownError("the server is shutting down; the reply was cut short")
-                count = outputs[c.index] = outputs.get(c.index, 0) + len(c.token_ids)
+                count = counts[c.index] = counts.get(c.index, 0) + len(c.token_ids)
                 if count and not first_token_at:
                     first_token_at = time.perf_counter_ns()
-                if c.index not in opened and (c.text or c.finish_reason):
-                    opened.add(c.index)
-                    yield BlockStart(0, TextBlock(""), choice=c.index)
-                if c.text or (request.logprobs and c.token_ids):
-                    yield BlockDelta(0, text=c.text, logprobs=_logprobs(c, request),
-                                     choice=c.index)
+                reply = replies.get(c.index)
+                if reply is None:
+                    reply = replies[c.index] = Reply(c.index, shape.parser())
+                logprobs = _logprobs(c, request)
+                if c.text or logprobs:
+                    for event in reply.add(c.text, logprobs):
+                        yield event
                 if c.finish_reason:
-                    yield BlockStop(0, choice=c.index)
+                    for event in reply.close():
+                        yield event
                     now = time.perf_counter_ns()
                     yield MessageFinish(
-                        stop_reason=_stop_reason(c),
+                        stop_reason=_stop_reason(c, reply.calls),
                         stop_sequence=c.stop_reason if isinstance(c.stop_reason, str) else None,
                         usage=Usage(len(ids), count, out.num_cached_tokens),
                         choice=c.index,
@@ -83,6 +91,12 @@ class EmbeddedBackend:
                         decode_ns=now - (first_token_at or now),
                         clamped=clamped,
                     )
+
+    def output_shape(self, request: ChatRequest) -> OutputShape:
+        """What the reply must look like: the grammar it follows and how tool calls are read
+        out of it. Compiling can take a while on a large vocabulary, so callers run this off
+        the event loop."""
+        return output_shape(request, self.grammars, self.tool_format)
 
     async def count_tokens(self, request: ChatRequest) -> int:
         return len(self.prompt_ids(request))
@@ -129,7 +143,9 @@ class EmbeddedBackend:
             return min(request.num_ctx, self.info.context_window)
         return self.info.context_window
 
-    def sampling_params(self, request: ChatRequest, num_prompt: int) -> tuple[SamplingParams, bool]:
+    def sampling_params(
+        self, request: ChatRequest, num_prompt: int, shape: OutputShape | None = None
+    ) -> tuple[SamplingParams, bool]:
         """The engine's SamplingParams, and whether max_tokens was lowered to fit the window."""
         room = self.window(request) - num_prompt
         max_tokens, clamped = request.max_tokens, False
@@ -156,12 +172,17 @@ class EmbeddedBackend:
             ignore_eos=request.ignore_eos,
             logprobs=request.top_logprobs if request.logprobs else None,
             output_kind=RequestOutputKind.DELTA,
+            constraint=shape.grammar if shape else None,
+            # tool-call markers can be special tokens ([TOOL_CALLS], <|python_tag|>)
+            skip_special_tokens=not (shape and shape.tools),
         ), clamped
 
 
-def _stop_reason(c) -> str:
+def _stop_reason(c, calls: int) -> str:
     if c.finish_reason == "length":
         return "max_tokens"
+    if calls:
+        return "tool_use"
     return "stop_sequence" if isinstance(c.stop_reason, str) else "end_turn"
 
 
@@ -181,6 +202,12 @@ def _logprobs(c, request: ChatRequest) -> list[TokenLogprob] | None:
 
 def _text(entry) -> str:
     return entry.decoded_token or ""
+
+
+def _eos_ids(llm) -> list[int]:
+    """The end-of-sequence ids, the tokenizer's own first (the end of a chat turn)."""
+    first = getattr(llm.tokenizer, "eos_token_id", None)
+    return sorted(llm.eos_token_ids, key=lambda t: (t != first, t))
 
 
 def _generation_defaults(path: Path) -> dict:

@@ -238,51 +238,6 @@ def test_an_unknown_model_is_not_found(client, stream):
     assert error["type"] == "not_found_error" and MODEL in error["message"]
 
 
-def test_a_tool_use_and_its_result_are_accepted(client):
-    tools = [
-        {
-            "name": "get_weather",
-            "description": "The weather in a city.",
-            "input_schema": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        }
-    ]
-    messages = [
-        {"role": "user", "content": "What is the weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "text", "text": "Let me look."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_01",
-                    "name": "get_weather",
-                    "input": {"city": "Paris"},
-                },
-            ],
-        },
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny, 22 C"},
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "toolu_02",
-                    "is_error": True,
-                    "content": [{"type": "text", "text": "timed out"}],
-                },
-            ],
-        },
-    ]
-    message = client.messages.create(
-        model=MODEL, max_tokens=20, tools=tools, tool_choice={"type": "auto"}, messages=messages
-    )
-    assert message.content[0].type == "text"
-
-
 BILLING = "x-anthropic-billing-header: cc_version=2.1.330.572; cc_entrypoint=sdk-cli; cch=5d1e2;"
 
 

@@ -58,7 +58,7 @@ def test_show_gives_the_template_context_and_capabilities(client):
     assert "<|im_start|>" in shown.template
     assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["llama.context_length"] == 512
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]  # the generic tool format
     assert client.show("all-minilm-l6-v2:latest").capabilities == ["embedding"]
 
 
