@@ -43,9 +43,12 @@ def force_tool_choice(request: ChatRequest, choice: str | None) -> None:
 
     "required" forces one call of any offered tool, a tool's name forces that tool. It applies
     only to turns that start from the user's words: right after tool results the model answers
-    freely, so an agent's loop still ends. A request that does not offer the tool is left alone.
+    freely, so an agent's loop still ends. A request that does not offer the tool, or whose
+    client asked for no calls (tool_choice none), is left alone.
     """
     if not choice or not request.tools or not request.messages:
+        return
+    if request.tool_choice is not None and request.tool_choice.mode == "none":
         return
     if any(isinstance(b, ToolResultBlock) for b in request.messages[-1].content):
         return

@@ -18,6 +18,9 @@ import openai
 import pytest
 
 from tenshu.config import ModelSpec
+from tenshu.core.messages import Message, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.gateway import force_tool_choice
 from tests.api.live import live_server
 from tests.chat.conftest import TEMPLATES
 
@@ -339,3 +342,21 @@ def test_a_forced_call_cut_by_max_tokens_says_so_in_every_protocol(tool_server, 
     assert reply.done_reason == "length"
     (call,) = reply.message.tool_calls
     assert isinstance(call.function.arguments, dict)
+
+
+def test_the_tool_choice_header_forces_only_fresh_turns_that_allow_calls():
+    tools = [ToolSpec("Read", "", {"type": "object"})]
+
+    def forced(messages, header="Read", choice=None) -> ToolChoice | None:
+        request = ChatRequest("m", messages, tools=tools, tool_choice=choice)
+        force_tool_choice(request, header)
+        return request.tool_choice
+
+    ask = [Message.of("user", "read it")]
+    assert forced(ask) == ToolChoice("tool", "Read")
+    assert forced(ask, "required") == ToolChoice("required", parallel=False)
+    assert forced(ask, "Write") is None  # not offered: left alone
+    assert forced(ask, choice=ToolChoice("none")) == ToolChoice("none")
+    answered = [*ask, Message("assistant", [ToolUseBlock("t1", "Read", {})]),
+                Message("user", [ToolResultBlock("t1", [TextBlock("...")])])]
+    assert forced(answered) is None  # after results the model answers freely
