@@ -99,13 +99,14 @@ class GrammarCompiler:
         return self._memo[key]
 
     def json_schema(self, schema: Any, *, field: str = "response_format") -> Grammar:
-        """A grammar for JSON documents valid under `schema`. A schema using a keyword that
-        cannot be enforced is refused (400) with the keyword and where it is."""
+        """A grammar for JSON documents valid under `schema`, objects closed as `closed_objects`
+        says. A schema using a keyword that cannot be enforced is refused (400) with the keyword
+        and where it is."""
         if not isinstance(schema, dict | bool):
             raise InvalidRequestError("the JSON schema must be an object", field=field)
         try:
             text = llguidance.LLMatcher.grammar_from_json_schema(
-                json.dumps(schema), defaults=JSON_OPTIONS
+                json.dumps(closed_objects(schema)), defaults=JSON_OPTIONS
             )
         except ValueError as exc:
             raise InvalidRequestError(f"the JSON schema is not valid: {exc}", field=field) from exc
@@ -134,6 +135,37 @@ class GrammarCompiler:
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return grammar
+
+
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+_OPEN_KEYS = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists its
+    properties and says nothing about others (a copy; the client's schema is not changed).
+
+    JSON Schema allows unlisted keys by default, and a model allowed them will write them: a
+    chatty small model forced to call `nap(minutes)` went on past the minutes with an invented
+    key until max_tokens. Generated JSON keeps to the keys the schema names, as xgrammar's and
+    OpenAI's strict modes do; a schema that wants more says so with additionalProperties.
+    """
+    if isinstance(schema, list):
+        return [closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_objects(s) for name, s in out[key].items()}
+    for key in (*_SUBSCHEMA_LISTS, *_SUBSCHEMAS):
+        if isinstance(out.get(key), dict | list):
+            out[key] = closed_objects(out[key])
+    if "properties" in out and not any(k in out for k in _OPEN_KEYS):
+        out["additionalProperties"] = False
+    return out
 
 
 def _explain(error: str, schema: Any) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 
 import llguidance
 
+from tenshu.chat.structured import closed_objects
 from tenshu.core.errors import InvalidRequestError
 from tenshu.core.messages import ToolSpec
 from tenshu.core.request import ToolChoice
@@ -166,7 +167,7 @@ def _compiles(schema_json: str) -> bool:
 
 def _call_schema(fmt: ToolFormat, tool: ToolSpec) -> str:
     """The JSON Schema of one call of `tool`: its name first, so the name streams first."""
-    params = tool.parameters or _ANY_OBJECT
+    params = closed_objects(tool.parameters or _ANY_OBJECT)
     path = f"#/properties/{fmt.args_key}"
 
     def schema(args: dict) -> str:

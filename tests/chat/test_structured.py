@@ -112,3 +112,21 @@ def test_the_compiler_caches_and_names_what_it_cannot_enforce(grammars):
     assert err.value.field == "format"
     with pytest.raises(InvalidRequestError, match="must be an object"):
         grammars.json_schema(["not", "a", "schema"])
+
+
+def test_objects_keep_to_the_keys_their_schema_names(llm, grammars):
+    """JSON Schema would allow unlisted keys; a model allowed them writes them (a chatty one
+    until max_tokens). Objects that list properties and say nothing of others are closed."""
+    schema = {"type": "object", "properties": {
+        "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
+        "where": {"type": "object", "properties": {"room": {"enum": ["den", "attic"]}}}},
+        "required": ["minutes"]}
+    grammar = grammars.json_schema(schema)
+    outs = llm.generate(["nap"] * 16, [SamplingParams(temperature=1.0, seed=s, max_tokens=60,
+                                                      constraint=grammar) for s in range(16)])
+    for out in outs:
+        doc = json.loads(out.outputs[0].text)
+        assert set(doc) <= {"minutes", "where"} and set(doc.get("where", {})) <= {"room"}
+    assert "additionalProperties" not in schema  # the client's schema is left as it was
+    opened = grammars.json_schema({**schema, "additionalProperties": {"type": "integer"}})
+    assert opened is not grammar
