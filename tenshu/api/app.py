@@ -48,6 +48,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
             allow_headers=["*"],
             expose_headers=["request-id", "x-request-id", "Retry-After"],
         )
+    app.add_middleware(ollama.JsonBodies)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(SecurityMiddleware, settings=settings)
     return app

@@ -35,6 +35,24 @@ NDJSON = "application/x-ndjson"
 Context = Annotated[RequestContext, Depends(request_context)]
 
 
+class JsonBodies:
+    """ASGI middleware: bodies sent to /api/* are JSON whatever their Content-Type says.
+
+    Ollama reads every body as JSON, and its documented examples post with `curl -d`, which
+    labels the body form-encoded. Relabelling is safe: a browser page on another origin that
+    posts a form is refused by the Origin check (api/security.py), which runs first.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 # Response documents, for /openapi.json (the encoders in protocols/ollama.py write them).
 
 

@@ -224,6 +224,19 @@ def test_bad_input_is_400_naming_the_field(server, client):
     assert bad_format.status_code == 400 and "format" in bad_format.json()["error"]
 
 
+def test_bodies_posted_the_way_ollamas_docs_do_are_read_as_json(server):
+    """Ollama's own examples use `curl URL -d '{...}'`, which labels the body form-encoded."""
+    body = json.dumps({"model": "tenshu-tiny", "messages": HI, "stream": False,
+                       "options": {"num_predict": 4}})
+    for label in (None, "application/x-www-form-urlencoded", "text/plain"):
+        headers = {**server.headers(), **({"content-type": label} if label else {})}
+        reply = httpx.post(f"{server.base_url}/api/chat", headers=headers, content=body)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["done"] is True
+    bad = httpx.post(f"{server.base_url}/api/chat", headers=server.headers(), content="{oops")
+    assert bad.status_code == 400 and "error" in bad.json()
+
+
 def test_a_missing_key_is_401(server):
     with ollama.Client(host=server.base_url) as anonymous, \
             pytest.raises(ollama.ResponseError) as err:
