@@ -17,8 +17,7 @@ from pathlib import Path
 from tenshu.backends.base import BackendStats, ModelInfo
 from tenshu.chat.reply import OutputShape, Reply, output_shape
 from tenshu.chat.structured import GrammarCompiler
-from tenshu.chat.template import render_prompt
-from tenshu.chat.tools import detect_format
+from tenshu.chat.template import render_prompt, tool_format
 from tenshu.core.errors import ContextLengthError, InvalidRequestError, ShuttingDownError
 from tenshu.core.events import (
     ChatEvent,
@@ -41,7 +40,7 @@ class EmbeddedBackend:
         self.defaults = _generation_defaults(Path(config.model))
         tokenizer = self.llm.tokenizer
         self.grammars = GrammarCompiler(tokenizer, self.llm.vocab_size, _eos_ids(self.llm))
-        self.tool_format = detect_format(getattr(tokenizer, "chat_template", None) or "")
+        self.tool_format = tool_format(tokenizer)
         self.info = _model_info(name, config, self.llm)
         self._prompt_tokens = 0
         self._cached_tokens = 0
@@ -126,7 +125,7 @@ class EmbeddedBackend:
             prompt = request.prompt
             ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         else:
-            ids = render_prompt(tokenizer, request.messages, request.tools)
+            ids = render_prompt(tokenizer, request.messages, request.tools, self.tool_format)
         if not ids:
             raise InvalidRequestError("the prompt is empty", field="prompt")
         window = self.window(request)

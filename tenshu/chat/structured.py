@@ -64,11 +64,6 @@ class Grammar:
     def new(self) -> Matcher:
         return Matcher(self._prototype.deep_copy())
 
-    def matches(self, token_ids: list[int]) -> bool:
-        """Whether these tokens are a complete sentence of the grammar."""
-        m = self._prototype.deep_copy()
-        return m.try_consume_tokens(token_ids) == len(token_ids) and m.is_accepting()
-
 
 class GrammarCompiler:
     """Grammars for one tokenizer. Building llguidance's view of a large vocabulary takes about

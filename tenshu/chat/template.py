@@ -15,6 +15,7 @@ import re
 from tenshu.chat.tools import (
     GENERIC,
     MISTRAL,
+    ToolFormat,
     call_text,
     describe_tools,
     detect_format,
@@ -41,6 +42,20 @@ def strip_client_noise(text: str) -> str:
     return _BILLING_LINE.sub("", text)
 
 
+def _text(role: str, block: TextBlock) -> str:
+    # strip per block: Claude Code sends the billing line as a block of its own
+    return strip_client_noise(block.text) if role == "system" else block.text
+
+
+def _result(block: ToolResultBlock) -> str:
+    return block.text if not block.is_error else f"Error: {block.text}"
+
+
+def _text_only() -> InvalidRequestError:
+    return InvalidRequestError("this model reads text only; remove the image content",
+                               field="messages")
+
+
 def to_hf_messages(messages: list[Message]) -> list[dict]:
     """Lower core messages to Hugging Face chat-template dicts."""
     out: list[dict] = []
@@ -49,9 +64,7 @@ def to_hf_messages(messages: list[Message]) -> list[dict]:
         calls: list[dict] = []
         for block in message.content:
             if isinstance(block, TextBlock):
-                # strip per block: Claude Code sends the billing line as a block of its own
-                texts.append(strip_client_noise(block.text) if message.role == "system"
-                             else block.text)
+                texts.append(_text(message.role, block))
             elif isinstance(block, ToolUseBlock):
                 calls.append({
                     "id": block.id,
@@ -62,12 +75,10 @@ def to_hf_messages(messages: list[Message]) -> list[dict]:
                 out.append({
                     "role": "tool",
                     "tool_call_id": block.tool_use_id,
-                    "content": block.text if not block.is_error else f"Error: {block.text}",
+                    "content": _result(block),
                 })
             elif isinstance(block, ImageBlock):
-                raise InvalidRequestError(
-                    "this model reads text only; remove the image content", field="messages"
-                )
+                raise _text_only()
             elif isinstance(block, ThinkingBlock):
                 pass  # earlier reasoning is not replayed to the model (as Anthropic does)
         text = "".join(texts)
@@ -100,20 +111,16 @@ def to_generic_messages(messages: list[Message], tools: list[ToolSpec]) -> list[
         calls: list[tuple[str, dict]] = []
         for block in message.content:
             if isinstance(block, TextBlock):
-                text.append(strip_client_noise(block.text) if message.role == "system"
-                            else block.text)
+                text.append(_text(message.role, block))
             elif isinstance(block, ToolUseBlock):
                 calls.append((block.name, block.input))
             elif isinstance(block, ToolResultBlock):
                 if text:
                     parts.append("".join(text))
                     text = []
-                parts.append(result_text(block.text if not block.is_error
-                                         else f"Error: {block.text}"))
+                parts.append(result_text(_result(block)))
             elif isinstance(block, ImageBlock):
-                raise InvalidRequestError(
-                    "this model reads text only; remove the image content", field="messages"
-                )
+                raise _text_only()
         if text:
             parts.append("".join(text))
         if calls:
@@ -150,10 +157,17 @@ def template_text(tokenizer) -> str:
     return "\n".join(template.values()) if isinstance(template, dict) else template
 
 
-def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = ()) -> list[int]:
+def tool_format(tokenizer) -> ToolFormat:
+    """The call syntax the tokenizer's chat template teaches (read once per model)."""
+    return detect_format(template_text(tokenizer))
+
+
+def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = (),
+                  fmt: ToolFormat | None = None) -> list[int]:
     """The prompt's token ids. A final assistant message is continued, not closed (Anthropic's
     prefill); otherwise the template adds the assistant's opening. `tools` are rendered whatever
-    the tool_choice: the history may hold calls, and the caller decides whether to pass them."""
+    the tool_choice: the history may hold calls, and the caller decides whether to pass them.
+    `fmt` is the template's tool format (`tool_format`); a server passes the one it keeps."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError(
             "this model has no chat template; use the completions endpoint instead",
@@ -162,7 +176,7 @@ def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = ()
     if not messages:
         raise InvalidRequestError("messages must not be empty", field="messages")
     tools = list(tools)
-    fmt = detect_format(template_text(tokenizer))
+    fmt = fmt or tool_format(tokenizer)
     if fmt.in_template:
         hf = to_hf_messages(messages)
         if fmt is MISTRAL:
