@@ -9,9 +9,13 @@
     ├── NotFoundError              404 not_found_error
     │   └── ModelNotFoundError     404 model_not_found          (lists the models there are)
     ├── OverloadedError            429 rate_limit_error          (carries retry_after seconds)
+    │   └── QuotaExceededError     429 rate_limit_error          (an upstream's quota or billing)
     ├── ModelLoadError             500 model_load_error
     │   └── UnsupportedModelError  400 unsupported_model        (also a ValueError)
     ├── EngineDeadError            503 engine_dead
+    ├── UpstreamError              502 upstream_error            (an upstream server failed)
+    │   └── UpstreamTimeoutError   504 timeout_error             (no connection, first token or
+    │                                                             next token in time)
     └── ShuttingDownError          503 overloaded_error
 
 Protocols map `kind` to their own error formats; the message is written for the person who
@@ -80,6 +84,11 @@ class OverloadedError(TenshuError):
         self.retry_after = retry_after
 
 
+class QuotaExceededError(OverloadedError):
+    """An upstream refused for quota or billing (OpenAI's insufficient_quota, Anthropic's
+    credit balance): unlike a rate limit, waiting a second will not help."""
+
+
 class ModelLoadError(TenshuError):
     kind = "model_load_error"
 
@@ -103,6 +112,22 @@ class ShuttingDownError(TenshuError):
     kind = "overloaded_error"
 
 
+class UpstreamError(TenshuError):
+    """An upstream server failed in a way that is not the client's fault: refused the
+    connection, broke off a stream, answered 5xx, or refused tenshu's own credentials.
+    `status` is the upstream's 5xx when it sent one."""
+
+    status = 502
+    kind = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """No connection, no first token, or no next token within the configured time."""
+
+    status = 504
+    kind = "timeout_error"
+
+
 _BY_STATUS: dict[int, type[TenshuError]] = {
     400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
     404: NotFoundError, 413: RequestTooLargeError, 422: InvalidRequestError, 429: OverloadedError,
@@ -112,9 +137,10 @@ _BY_STATUS: dict[int, type[TenshuError]] = {
 def error_for_status(status: int, message: str, field: str | None = None) -> TenshuError:
     """The core error for an upstream's HTTP status (what upstream clients raise). A failure
     that is not the client's (5xx, or a status with no meaning here) keeps a 5xx status: 502
-    when the upstream answered something unexpected."""
-    cls = _BY_STATUS.get(status, TenshuError)
+    when the upstream answered something unexpected, 503 for Anthropic's 529 (overloaded),
+    which no other client knows."""
+    cls = _BY_STATUS.get(status, UpstreamError)
     error = cls(message, field=field) if issubclass(cls, InvalidRequestError) else cls(message)
-    if cls is TenshuError:
-        error.status = status if status >= 500 else 502
+    if cls is UpstreamError:
+        error.status = 503 if status == 529 else status if 500 <= status < 600 else 502
     return error

@@ -24,6 +24,7 @@ from tenshu.core.errors import (
     PermissionDeniedError,
     RequestTooLargeError,
     TenshuError,
+    UpstreamError,
 )
 from tenshu.core.events import (
     BlockDelta,
@@ -104,7 +105,7 @@ def decode_block(wire: dict) -> Block:
     try:
         return parse_block(MessageParam(role="user", content=[wire]).content[0])
     except ValidationError as exc:
-        raise TenshuError(
+        raise UpstreamError(
             f"the upstream sent a content block tenshu cannot read ({wire.get('type')!r})"
         ) from exc
 
@@ -230,7 +231,7 @@ def error_from_wire(body: dict) -> TenshuError:
     """Anthropic's error body -> the core error a backend raises."""
     error = body.get("error") or {}
     message = error.get("message") or "the upstream Anthropic API failed"
-    cls = _FROM_WIRE.get(error.get("type"), TenshuError)
+    cls = _FROM_WIRE.get(error.get("type"), UpstreamError)  # api_error and the unknown
     if cls is InvalidRequestError and "prompt is too long" in message:
         cls = ContextLengthError
     return cls(message)

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from tenshu.core.errors import InvalidRequestError, TenshuError, error_for_status
+from tenshu.core.errors import InvalidRequestError, TenshuError, UpstreamError, error_for_status
 from tenshu.core.events import (
     BlockDelta,
     BlockStart,
@@ -122,7 +122,7 @@ class StreamDecoder:
 
     def decode(self, chunk: dict) -> list[ChatEvent]:
         if "error" in chunk:
-            raise TenshuError(f"upstream Ollama error: {chunk['error']}")
+            raise UpstreamError(f"upstream Ollama error: {chunk['error']}")
         events: list[ChatEvent] = []
         if not self.started:
             self.started = True
