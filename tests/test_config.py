@@ -36,7 +36,7 @@ def test_file_then_flags(tmp_path):
     ("[server]\nprot = 1\n", "prot"),
     ("[server]\nmax_queue = -1\n", "server.max_queue"),
     ('[server]\ncors_origins = "*"\n', "server.cors_origins"),
-    ("[[models]]\nname = 'x'\n", "models[0]"),
+    ("[[models]]\nname = 'x'\n", "models.x: needs a path"),
     ("[server\n", "not valid TOML"),
 ])
 def test_a_bad_file_is_one_error_naming_the_key(tmp_path, text, key):

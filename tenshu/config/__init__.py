@@ -1,7 +1,8 @@
 """Where tenshu keeps things, and which model it uses when none is named.
 
-This is the one module that reads the environment (TENSHU_HOME, XDG_DATA_HOME), and the one that
-parses tenshu.toml into validated, frozen settings.
+This package is the one place that reads the environment (TENSHU_HOME, XDG_DATA_HOME, and the
+variables named by `api_key_env` for upstream keys), and the one that parses tenshu.toml into
+validated, frozen settings: [server] here, the models, tiers, routes and budgets in routing.py.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tenshu.config.routing import (
+    BudgetSpec,
+    ModelSpec,
+    RouterSettings,
+    RouteSpec,
+    RoutingSettings,
+    parse_routing,
+)
+
 # The built-in chat model: a tiny model tenshu's own trainer built (`tenshu train tiny`),
 # shipped inside the package so everything works offline on a fresh machine.
 DEFAULT_MODEL_NAME = "tenshu-tiny"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / DEFAULT_MODEL_NAME
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / DEFAULT_MODEL_NAME
 
 
 def tenshu_home() -> Path:
@@ -43,12 +53,6 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    path: str
-
-
-@dataclass(frozen=True)
 class ServerSettings:
     """Everything `tenshu serve` needs, validated once.
 
@@ -64,6 +68,10 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     models: tuple[ModelSpec, ...] = ()
+    tiers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+    budgets: tuple[BudgetSpec, ...] = ()
+    router: RouterSettings = RouterSettings()
     embedder: bool = True
     require_keys: bool | None = None
     cors_origins: tuple[str, ...] = ()
@@ -95,9 +103,7 @@ class ServerSettings:
             raise bad("max_num_seqs", "must be >= 1")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise bad("log_level", "must be one of critical, error, warning, info, debug")
-        names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"models: two models share a name: {', '.join(names)}")
+        _ = self.routing  # checks the models, tiers, routes and budgets against each other
         if self.require_keys is False and not self.loopback:
             raise ValueError(
                 f"server.require_keys is false but the server would listen on {self.host}: "
@@ -115,6 +121,16 @@ class ServerSettings:
     def served_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, or the built-in default when there are none."""
         return self.models or (ModelSpec(DEFAULT_MODEL_NAME, str(DEFAULT_MODEL_DIR)),)
+
+    @property
+    def routing(self) -> RoutingSettings:
+        return RoutingSettings(self.served_models(), self.tiers, self.routes, self.budgets,
+                               self.router)
+
+
+def credential(env_name: str) -> str | None:
+    """The secret in the environment variable an upstream model's `api_key_env` names."""
+    return os.environ.get(env_name) or None if env_name else None
 
 
 def config_path() -> Path:
@@ -156,10 +172,13 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
         raise ValueError(f"{file}: {exc}") from exc
 
 
+_ROUTING_KEYS = ("models", "tiers", "routes", "budgets", "router")
+
+
 def _server_table(file: Path, data: dict) -> dict:
-    known = {f.name: f.type for f in fields(ServerSettings) if f.name != "models"}
+    known = {f.name: f.type for f in fields(ServerSettings) if f.name not in _ROUTING_KEYS}
     server = data.get("server", {})
-    unknown = (set(data) - {"server", "models"}) | (set(server) - set(known))
+    unknown = (set(data) - {"server", *_ROUTING_KEYS}) | (set(server) - set(known))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
     values = {}
@@ -173,17 +192,21 @@ def _server_table(file: Path, data: dict) -> dict:
         elif isinstance(value, bool) and key != "embedder":
             raise ValueError(f"{file}: server.{key} must not be a boolean")
         values[key] = value
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{file}: models must be an array of tables ([[models]])")
     models = []
-    for i, entry in enumerate(data.get("models", [])):
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise ValueError(f"{file}: models[{i}] needs a path (a checkpoint directory)")
-        extra = set(entry) - {"name", "path"}
-        if extra:
-            raise ValueError(f"{file}: models[{i}]: unknown key(s) {', '.join(sorted(extra))}")
-        spec = parse_model_arg(entry["path"])
-        models.append(ModelSpec(entry.get("name") or spec.name, spec.path))
-    if models:
-        values["models"] = tuple(models)
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            # a checkpoint: the name defaults to its directory's, and ~ is expanded
+            entry = {**entry, "path": (spec := parse_model_arg(entry["path"])).path}
+            entry.setdefault("name", spec.name)
+        models.append(entry)
+    try:
+        routing = parse_routing(data, models)
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from None
+    values.update({k: v for k, v in routing.items() if v or k == "router"})
     return values
 
 
