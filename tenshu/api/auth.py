@@ -3,6 +3,10 @@
 Both header forms go through one function, so no path can accept a key the other refuses. Keys
 are required when the settings say so, or (automatically) as soon as one key exists. When both
 headers are sent they must agree. Keys never appear in logs or error messages.
+
+Where keys are not required, a valid key that is sent anyway still counts: the request is its
+key's (in the audit log, and for a private key, kept on the machine); anything else that is
+sent (a client's placeholder) is ignored.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from tenshu.core.errors import AuthenticationError
+from tenshu.store import KeyRecord
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/api/version"})
 
@@ -24,10 +29,12 @@ class Authenticator:
             return self.required
         return self.keys is not None and self.keys.any_active()
 
-    def check(self, request: Request) -> int | None:
-        """The key's id, None for an anonymous request that is allowed; raises otherwise."""
-        if request.url.path in OPEN_PATHS or not self.is_required():
+    def check(self, request: Request) -> KeyRecord | None:
+        """The key's record, None for an anonymous request that is allowed; raises otherwise."""
+        if request.url.path in OPEN_PATHS:
             return None
+        if not self.is_required():
+            return self._optional(request)
         presented = _presented_keys(request)
         if not presented:
             raise AuthenticationError(
@@ -38,7 +45,16 @@ class Authenticator:
         record = self.keys.verify(presented[0]) if self.keys is not None else None
         if record is None:
             raise AuthenticationError("invalid API key (unknown or revoked)")
-        return record.id
+        return record
+
+    def _optional(self, request: Request) -> KeyRecord | None:
+        if self.keys is None or not self.keys.any_active():
+            return None
+        try:
+            presented = set(_presented_keys(request))
+        except AuthenticationError:
+            return None
+        return self.keys.verify(presented.pop()) if len(presented) == 1 else None
 
 
 def _presented_keys(request: Request) -> list[str]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tenshu.cli import bench, chat, keys, run, serve, train
+from tenshu.cli import bench, chat, config, keys, routes, run, serve, trace, train
 from tenshu.core.errors import TenshuError
 
 COMMANDS = {"serve": serve, "chat": chat, "run": run, "train": train, "bench": bench,
-            "keys": keys}
+            "keys": keys, "config": config, "trace": trace, "routes": routes}
 
 
 def build_parser() -> argparse.ArgumentParser:

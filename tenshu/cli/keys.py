@@ -1,7 +1,9 @@
 """Create, list and revoke the API keys that clients use to reach the server.
 
   tenshu keys create --name laptop    make a key; it is printed once, alone on stdout
-  tenshu keys list                    every key: name, prefix, created, last used, status
+  tenshu keys create --name notes --private
+                                      a private key: its requests never leave this machine
+  tenshu keys list                    every key: name, prefix, created, last used, private, status
   tenshu keys revoke laptop           revoke a key by its name or its prefix (tsk-AbCdEfGh)
 
 Only a hash of each key is kept (in $TENSHU_HOME/state.db), so a lost key cannot be shown
@@ -22,6 +24,9 @@ def add_arguments(parser) -> None:
     create = actions.add_parser("create", help="make a new key and print it (once)")
     create.add_argument("--name", required=True,
                         help="who or what uses the key (unique among active keys)")
+    create.add_argument("--private", action="store_true",
+                        help="its requests are served only by local models, never sent to a "
+                             "cloud upstream")
     actions.add_parser("list", help="show every key, revoked ones too")
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("target", metavar="NAME_OR_PREFIX", help="the key's name or prefix")
@@ -30,10 +35,13 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     with open_store() as store:
         if args.action == "create":
-            record, key = store.keys.create(args.name)
+            record, key = store.keys.create(args.name, private=args.private)
             print(key)
             print(f"tenshu keys: this is the only time the key {record.name!r} is shown; keep "
                   "it somewhere safe (it can be revoked, not recovered)", file=sys.stderr)
+            if record.private:
+                print("tenshu keys: it is private: its requests never leave this machine",
+                      file=sys.stderr)
         elif args.action == "list":
             print_table(store.keys.list())
         else:
@@ -46,9 +54,10 @@ def print_table(records: list[KeyRecord]) -> None:
     if not records:
         print("no API keys yet: tenshu keys create --name NAME")
         return
-    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "STATUS")
+    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "PRIVATE", "STATUS")
     rows = [(r.name, r.prefix, _when(r.created_at), _when(r.last_used_at),
-             "active" if r.active else "revoked") for r in records]
+             "yes" if r.private else "no", "active" if r.active else "revoked")
+            for r in records]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -5,21 +5,28 @@
     record, key = store.keys.create("laptop")
     store.keys.verify(key)                    # -> record, or None once revoked
     writer = store.audit_writer(); await writer.start(); writer.record(...); await writer.close()
+    store.audit.find("chatcmpl-...")          # one request's record, by any id a client saw
+    store.thresholds.set("code", 0.42, "share 0.30", samples=250)
 """
 
-from tenshu.store.audit import AuditRecord, AuditWriter
+from tenshu.store.audit import AuditLog, AuditRecord, AuditWriter, RouteStats, Spend
 from tenshu.store.database import Store, open_store
 from tenshu.store.keys import KeyRecord, KeyStore
 from tenshu.store.migrations import MIGRATIONS, applied_migrations, migrate
 from tenshu.store.sql import create_engine_for
+from tenshu.store.thresholds import ThresholdStore
 
 __all__ = [
     "MIGRATIONS",
+    "AuditLog",
     "AuditRecord",
     "AuditWriter",
     "KeyRecord",
     "KeyStore",
+    "RouteStats",
+    "Spend",
     "Store",
+    "ThresholdStore",
     "applied_migrations",
     "create_engine_for",
     "migrate",

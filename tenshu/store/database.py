@@ -1,8 +1,8 @@
 """Opening the state database: `open_store()` gives a `Store` with its tables up to date.
 
-The store is where tenshu keeps durable state (API keys, the audit log; later users,
-conversations, feedback). SQLite at $TENSHU_HOME/state.db by default; any SQLAlchemy URL
-(postgresql://...) to scale out.
+The store is where tenshu keeps durable state (API keys, the audit log, the sentinel's
+calibrated thresholds; later users, conversations, feedback). SQLite at $TENSHU_HOME/state.db
+by default; any SQLAlchemy URL (postgresql://...) to scale out.
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from tenshu.config import state_db_path
-from tenshu.store.audit import AuditWriter
+from tenshu.store.audit import AuditLog, AuditWriter
 from tenshu.store.keys import KeyStore
 from tenshu.store.migrations import MIGRATIONS, Migration, migrate
 from tenshu.store.sql import create_engine_for
+from tenshu.store.thresholds import ThresholdStore
 
 
 class Store:
-    """One database: its engine, the API keys in it, and audit writers for it."""
+    """One database: its engine, the API keys in it, its audit log (read here, written through
+    an audit writer) and the sentinel's thresholds."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.keys = KeyStore(engine)
+        self.audit = AuditLog(engine)
+        self.thresholds = ThresholdStore(engine)
 
     def audit_writer(self, **options) -> AuditWriter:
         """A writer for the audit log (options: max_queue, batch_size, interval)."""

@@ -15,10 +15,11 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     Integer,
@@ -47,9 +48,10 @@ keys = table(
     column("id", Integer), column("name", String), column("prefix", String),
     column("key_hash", String), column("created_at", UTCDateTime()),
     column("revoked_at", UTCDateTime()), column("last_used_at", UTCDateTime()),
+    column("private", Boolean),
 )
 _RECORD = (keys.c.id, keys.c.name, keys.c.prefix, keys.c.created_at, keys.c.revoked_at,
-           keys.c.last_used_at)
+           keys.c.last_used_at, keys.c.private)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class KeyRecord:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    private: bool  # its requests never leave the machine
 
     @property
     def active(self) -> bool:
@@ -98,12 +101,13 @@ class KeyStore:
         self._any_active = (answer, now + self._cache_ttl)
         return answer
 
-    def create(self, name: str) -> tuple[KeyRecord, str]:
-        """A new key named `name`: its record, and the key itself, which is not kept."""
+    def create(self, name: str, *, private: bool = False) -> tuple[KeyRecord, str]:
+        """A new key named `name`: its record, and the key itself, which is not kept. A
+        private key's requests are never sent off the machine."""
         name = _check_name(name)
         key = KEY_PREFIX + secrets.token_urlsafe(30)  # 30 bytes -> 40 characters
         values = dict(name=name, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),
-                      created_at=utcnow())
+                      created_at=utcnow(), private=bool(private))
         try:
             with begin_write(self._engine) as conn:
                 key_id = conn.execute(insert(keys).values(**values).returning(keys.c.id)).scalar()
@@ -114,7 +118,8 @@ class KeyStore:
             ) from None
         self._any_active = (True, 0.0)
         record = KeyRecord(id=key_id, name=name, prefix=values["prefix"],
-                           created_at=values["created_at"], revoked_at=None, last_used_at=None)
+                           created_at=values["created_at"], revoked_at=None, last_used_at=None,
+                           private=values["private"])
         return record, key
 
     def list(self) -> list[KeyRecord]:
@@ -147,8 +152,7 @@ class KeyStore:
         with self._lock:
             self._cache.clear()  # in this process, at once; elsewhere, within cache_ttl
             self._any_active = (False, 0.0)
-        return KeyRecord(record.id, record.name, record.prefix, record.created_at, revoked_at,
-                         record.last_used_at)
+        return replace(record, revoked_at=revoked_at)
 
     def verify(self, key: str) -> KeyRecord | None:
         """The record of an active key, or None for anything else. Never writes."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -22,9 +23,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    false,
     insert,
     select,
+    text,
 )
+from sqlalchemy.schema import CreateColumn
 
 from tenshu.store.sql import UTCDateTime, begin_write, utcnow
 
@@ -82,7 +87,45 @@ def m002_audit(conn: Connection) -> None:
     audit.create(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_keys, m002_audit]
+def m003_routing(conn: Connection) -> None:
+    """Routing across tiers: private keys, where each request went and what it cost, and the
+    sentinel's calibrated thresholds."""
+    # A private key's requests never leave the machine.
+    _add_column(conn, "keys", Column("private", Boolean, nullable=False, server_default=false()))
+    for added in (
+        Column("routed", String),  # the route's name, or the model asked for
+        Column("tier", String),
+        Column("backend", String),  # the deployment that answered
+        Column("fallbacks", Integer, nullable=False, server_default=text("0")),
+        Column("cost_usd", Float, nullable=False, server_default=text("0")),
+        Column("score", Float),  # the sentinel's score, when it was asked
+        Column("trace", Text),  # Trace.to_json(): the reason, attempts, why it stayed private
+    ):
+        _add_column(conn, "audit", added)
+    audit = Table("audit", MetaData(), Column("routed", String), Column("ts", UTCDateTime()))
+    Index("ix_audit_routed_ts", audit.c.routed, audit.c.ts).create(conn)
+
+    Table(
+        "sentinel_thresholds", MetaData(),
+        Column("route", String(200), primary_key=True),
+        Column("threshold", Float, nullable=False),
+        Column("method", String, nullable=False),  # how it was found, for people to read
+        Column("samples", Integer, nullable=False),  # the scores or labels it was found from
+        Column("created_at", UTCDateTime(), nullable=False),
+    ).create(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing]
+
+
+def _add_column(conn: Connection, table: str, added: Column) -> None:
+    """ALTER TABLE ... ADD COLUMN, with the column rendered by the database's own dialect (so a
+    boolean default is `0` on SQLite and `false` on PostgreSQL). A NOT NULL column needs a
+    server default, which fills the rows already there."""
+    Table(table, MetaData(), added)  # CreateColumn renders a column of a table
+    spec = CreateColumn(added).compile(dialect=conn.dialect)
+    quoted = conn.dialect.identifier_preparer.quote(table)
+    conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {spec}")
 
 
 def applied_migrations(engine: Engine) -> list[str]:

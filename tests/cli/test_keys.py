@@ -32,8 +32,8 @@ def test_create_list_revoke(tenshu, tmp_path):
     listed = tenshu("list")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["NAME", "PREFIX", "CREATED", "LAST", "USED", "STATUS"]
-    assert row.split()[:2] == ["ci", key[:12]] and row.endswith("active")
+    assert header.split() == ["NAME", "PREFIX", "CREATED", "LAST", "USED", "PRIVATE", "STATUS"]
+    assert row.split()[:2] == ["ci", key[:12]] and row.split()[-2:] == ["no", "active"]
     assert "never" in row
     assert key not in listed.stdout
 
@@ -58,3 +58,14 @@ def test_a_duplicate_name_is_a_clear_error(tenshu):
     assert result.returncode == 1
     assert result.stdout == ""
     assert "already named 'ci'" in result.stderr
+
+
+def test_a_private_key(tenshu):
+    created = tenshu("create", "--name", "notes", "--private")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip().startswith("tsk-")
+    assert "never leave this machine" in created.stderr
+    assert tenshu("create", "--name", "laptop").returncode == 0
+    rows = tenshu("list").stdout.splitlines()[1:]
+    assert [(row.split()[0], row.split()[-2]) for row in rows] == [("notes", "yes"),
+                                                                   ("laptop", "no")]

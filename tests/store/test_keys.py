@@ -39,6 +39,16 @@ def test_create_verify_list_revoke(store):
     assert [(r.name, r.active) for r in store.keys.list()] == [("laptop", False), ("ci", True)]
 
 
+def test_a_private_key(store):
+    record, key = store.keys.create("notes", private=True)
+    public, _ = store.keys.create("laptop")
+    assert record.private and not public.private
+    assert store.keys.verify(key).private  # the server sees it on each request
+    assert [(r.name, r.private) for r in store.keys.list()] == [("notes", True),
+                                                                ("laptop", False)]
+    assert store.keys.revoke("notes").private
+
+
 def test_revoke_by_prefix(store):
     record, key = store.keys.create("phone")
     assert store.keys.revoke(record.prefix).name == "phone"

@@ -8,6 +8,7 @@ import pytest
 
 import tenshu.store
 from tenshu.store import MIGRATIONS, applied_migrations, create_engine_for, migrate, open_store
+from tenshu.store.keys import hash_key
 
 
 def recorded(path) -> list[tuple[str, str]]:
@@ -22,8 +23,9 @@ def tables(path) -> set[str]:
 
 def test_public_names():
     assert sorted(tenshu.store.__all__) == sorted([
-        "MIGRATIONS", "AuditRecord", "AuditWriter", "KeyRecord", "KeyStore", "Store",
-        "applied_migrations", "create_engine_for", "migrate", "open_store",
+        "MIGRATIONS", "AuditLog", "AuditRecord", "AuditWriter", "KeyRecord", "KeyStore",
+        "RouteStats", "Spend", "Store", "ThresholdStore", "applied_migrations",
+        "create_engine_for", "migrate", "open_store",
     ])
 
 
@@ -31,8 +33,8 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
     path = tmp_path / "deep" / "dir" / "state.db"  # parents are created
     with open_store(path) as store:
         assert applied_migrations(store.engine) == [m.__name__ for m in MIGRATIONS]
-    assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit"]
-    assert {"_migrations", "keys", "audit"} <= tables(path)
+    assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing"]
+    assert {"_migrations", "keys", "audit", "sentinel_thresholds"} <= tables(path)
 
 
 def test_reopening_applies_nothing(tmp_path):
@@ -54,23 +56,23 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
     first = recorded(path)[0]
 
     engine = create_engine_for(path)
-    assert migrate(engine) == ["m002_audit"]
+    assert migrate(engine) == ["m002_audit", "m003_routing"]
     engine.dispose()
     assert recorded(path)[0] == first
-    assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit"]
+    assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing"]
     assert "audit" in tables(path)
 
 
 def test_a_failed_migration_leaves_nothing_behind(tmp_path):
-    def m003_broken(conn):
+    def m999_broken(conn):
         conn.exec_driver_sql("CREATE TABLE half_done (id INTEGER)")
         raise RuntimeError("boom")
 
     path = tmp_path / "state.db"
     with pytest.raises(RuntimeError, match="boom"):
-        open_store(path, migrations=[*MIGRATIONS, m003_broken])
+        open_store(path, migrations=[*MIGRATIONS, m999_broken])
     assert "half_done" not in tables(path)  # its transaction was rolled back, DDL included
-    assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit"]
+    assert [name for name, _ in recorded(path)] == [m.__name__ for m in MIGRATIONS]
 
 
 def test_a_database_from_a_newer_tenshu_is_a_clear_error(tmp_path):
@@ -78,6 +80,37 @@ def test_a_database_from_a_newer_tenshu_is_a_clear_error(tmp_path):
     open_store(path).close()
     with pytest.raises(ValueError, match="newer tenshu.*m002_audit"):
         open_store(path, migrations=MIGRATIONS[:1])
+
+
+def test_routing_upgrades_a_database_and_keeps_its_rows(tmp_path):
+    """m003_routing on a database that tenshu with m001 and m002 has been using."""
+    path = tmp_path / "state.db"
+    open_store(path, migrations=MIGRATIONS[:2]).close()
+    key = "tsk-" + "k" * 40
+    with sqlite3.connect(path) as db:  # rows as the older tenshu wrote them
+        db.execute("INSERT INTO keys (name, prefix, key_hash, created_at) "
+                   "VALUES ('laptop', ?, ?, '2025-01-02 03:04:05.000000')",
+                   (key[:12], hash_key(key)))
+        db.execute("INSERT INTO audit (ts, request_id, key_id, protocol, route, model, status, "
+                   "input_tokens, output_tokens, ttft_ms, duration_ms) VALUES "
+                   "('2025-01-02 03:05:00.000000', 'req_old', 1, 'openai', "
+                   "'/v1/chat/completions', 'tenshu-tiny', 200, 12, 34, 5.5, 60.0)")
+
+    with open_store(path) as store:
+        assert applied_migrations(store.engine)[-1] == "m003_routing"
+        (laptop,) = store.keys.list()
+        assert (laptop.name, laptop.private, laptop.active) == ("laptop", False, True)
+        assert store.keys.verify(key) == laptop  # an old key still opens the door
+        (old,) = store.audit.recent()
+        assert (old.request_id, old.model, old.input_tokens, old.output_tokens) == \
+            ("req_old", "tenshu-tiny", 12, 34)
+        assert (old.routed, old.tier, old.backend, old.score, old.trace) == (None,) * 5
+        assert (old.fallbacks, old.cost_usd) == (0, 0.0)
+        # new rows and keys take the new columns
+        notes, _ = store.keys.create("notes", private=True)
+        assert [k.private for k in store.keys.list()] == [False, True] and notes.private
+        store.thresholds.set("code", 0.4, "share 0.30", 40)
+        assert store.thresholds.all() == {"code": 0.4}
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):
