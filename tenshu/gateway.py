@@ -1,30 +1,37 @@
 """The gateway: the one pipeline every protocol's request goes through.
 
 api/<protocol>.py parses a request into a ChatRequest and hands it here; the gateway finds the
-model, admits the request (or refuses it when the queue is full or the server is draining),
-runs it on its backend, observes it for /metrics and queues its audit record, and hands the
-ChatEvent stream back to be encoded. Routing across tiers (router/) will slot in where
-`backend_for` picks the backend today.
+candidates (router/), admits the request (or refuses it when the queue is full or the server is
+draining), runs it on the first candidate that answers, falling back while nothing has been
+sent, observes it for /metrics, queues its audit record with its trace, and hands the ChatEvent
+stream back to be encoded.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tenshu.backends.base import Backend, Embedder, ModelInfo
+from tenshu.backends.upstream import estimate_tokens
+from tenshu.config.routing import RouteSpec
 from tenshu.core.errors import (
+    ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
     ShuttingDownError,
     TenshuError,
+    UpstreamError,
 )
-from tenshu.core.events import BlockDelta, ChatEvent, MessageFinish
+from tenshu.core.events import BlockDelta, ChatEvent, MessageFinish, MessageStart
 from tenshu.core.messages import ToolResultBlock
 from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.router.health import Deployment, should_fall_back
+from tenshu.router.router import Router
+from tenshu.router.trace import Attempt, Trace
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,10 @@ class RequestContext:
     key_id: int | None = None
     # the x-tenshu-tool-choice header: "required" or a tool's name (see force_tool_choice)
     tool_choice: str | None = None
+    key_name: str | None = None
+    key_private: bool = False  # the key's setting: its requests never leave the machine
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
+    trace: Trace = field(default_factory=Trace)  # filled in as the request is routed
 
 
 def force_tool_choice(request: ChatRequest, choice: str | None) -> None:
@@ -72,49 +83,68 @@ class AuditSink(Protocol):
 class Gateway:
     def __init__(
         self,
-        backends: dict[str, Backend],
+        router: Router,
         embedders: dict[str, Embedder] | None = None,
         *,
         max_queue: int = 256,
         observer: Observer | None = None,
         audit: AuditSink | None = None,
     ):
-        if not backends:
+        if not router.deployments:
             raise ValueError("the gateway needs at least one model")
-        self.backends = backends
+        self.router = router
+        # every deployment's backend by its name (a model's name, [i] for replicas)
+        self.backends: dict[str, Backend] = {
+            d.name: d.backend for group in router.deployments.values() for d in group}
         self.embedders = embedders or {}
         self.max_queue = max_queue
         self.observer = observer
         self.audit = audit
         self.in_flight = 0
         self.draining = False
+        self.created = int(time.time())
 
     # -- models -------------------------------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        return [b.info for b in self.backends.values()] + [e.info for e in self.embedders.values()]
+        """Every name a client may ask for: models, routes, embedders."""
+        chat = [replace(group[0].backend.info, name=name)
+                for name, group in self.router.deployments.items()]
+        routes = [self._route_info(r) for r in self.router.routes]
+        return chat + routes + [e.info for e in self.embedders.values()]
+
+    def _route_info(self, route: RouteSpec, name: str | None = None) -> ModelInfo:
+        return ModelInfo(name=name or route.name, created=self.created, owned_by="tenshu",
+                         context_window=self.router.context_window(route), family="route")
 
     def model_info(self, model: str) -> ModelInfo:
-        """Any served model (chat or embedding) by name; raises ModelNotFoundError."""
+        """Any served model (chat or embedding) or route by name; raises ModelNotFoundError."""
         name = _canonical(model)
-        found = self.backends.get(name) or self.embedders.get(name)
-        if found is None:
-            raise ModelNotFoundError(model, [m.name for m in self.models()])
-        return found.info
+        if name in self.router.deployments:
+            return replace(self.router.deployments[name][0].backend.info, name=name)
+        if (route := self.router.route_for(name)) is not None:
+            return self._route_info(route, name)
+        if name in self.embedders:
+            return self.embedders[name].info
+        raise ModelNotFoundError(model, [m.name for m in self.models()])
 
     def backend_for(self, model: str) -> Backend:
-        backend = self.backends.get(_canonical(model))
-        if backend is None:
-            if _canonical(model) in self.embedders:
-                raise InvalidRequestError(
-                    f"{model!r} is an embedding model; it cannot chat", field="model")
-            raise ModelNotFoundError(model, list(self.backends))
-        return backend
+        """The backend a model (or a route's default tier) runs on first."""
+        name = _canonical(model)
+        if name in self.router.deployments:
+            return self.router.deployments[name][0].backend
+        if (route := self.router.route_for(name)) is not None:
+            first = self.router.tiers[route.tier][0]
+            return self.router.deployments[first][0].backend
+        if name in self.embedders:
+            raise InvalidRequestError(f"{model!r} is an embedding model; it cannot chat",
+                                      field="model")
+        raise ModelNotFoundError(model, self.router.names())
 
     def embedder_for(self, model: str) -> Embedder:
         embedder = self.embedders.get(_canonical(model))
         if embedder is None:
-            if _canonical(model) in self.backends:
+            if self.router.known(_canonical(model)):
                 raise InvalidRequestError(
                     f"{model!r} is a chat model; embeddings come from "
                     f"{', '.join(self.embedders) or 'no model here'}", field="model")
@@ -141,22 +171,40 @@ class Gateway:
         return max(0, self.in_flight - running)
 
     async def chat(self, request: ChatRequest, ctx: RequestContext) -> AsyncIterator[ChatEvent]:
-        backend = self.backend_for(request.model)
+        """The request's events from the first candidate that answers. A candidate that fails
+        before its first token is set aside for the next; after that, its failure is raised
+        from the stream (the protocol's in-stream error)."""
+        request.model = _canonical(request.model)
+        if request.model in self.embedders:
+            self.backend_for(request.model)  # raises: an embedding model cannot chat
         force_tool_choice(request, ctx.tool_choice)
+        trace = ctx.trace
+        candidates = await self.router.plan(
+            request, trace, key_name=ctx.key_name, key_private=ctx.key_private,
+            headers=ctx.headers, prompt_tokens=estimate_tokens(request))
         self.admit()
         self.in_flight += 1
         start = time.perf_counter()
         first = last = None
         usage = None
         error: TenshuError | None = None
+        served: Deployment | None = None
         try:
-            async for event in backend.chat(request):
-                if isinstance(event, BlockDelta) and (event.text or event.partial_json):
-                    last = time.perf_counter()
-                    first = first or last
-                elif isinstance(event, MessageFinish):
-                    usage = _add_usage(usage, event)
-                yield event
+            served, events = await self._first_answer(request, candidates, trace)
+            try:
+                async for event in events:
+                    if isinstance(event, BlockDelta) and (event.text or event.partial_json):
+                        last = time.perf_counter()
+                        first = first or last
+                    elif isinstance(event, MessageFinish):
+                        usage = _add_usage(usage, event)
+                    yield event
+            except TenshuError as exc:
+                served.failed(exc, self.router.settings.router)
+                raise
+            finally:
+                served.release()
+                await events.aclose()
         except TenshuError as exc:
             error = exc
             raise
@@ -165,7 +213,59 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
-            self._done(request, ctx, start, first, last, usage, error)
+            self._done(request, ctx, served, start, first, last, usage, error)
+
+    async def _first_answer(self, request: ChatRequest, candidates: list[Deployment],
+                            trace: Trace) -> tuple[Deployment, AsyncIterator[ChatEvent]]:
+        """Try candidates in order until one sends its first content event; return it with a
+        stream that replays what it sent so far. The caller releases the deployment."""
+        error: TenshuError | None = None
+        too_long_at = 0  # a candidate's window the prompt did not fit
+        for deployment in candidates:
+            window = deployment.backend.info.context_window
+            if too_long_at and window and window <= too_long_at:
+                trace.attempts.append(Attempt(deployment.name, "skipped",
+                                              "its context window is no larger"))
+                continue
+            if not deployment.can_take():
+                trace.attempts.append(Attempt(deployment.name, "skipped",
+                                              "at its concurrency limit"))
+                error = error or OverloadedError(
+                    f"{deployment.name} is at its limit of {deployment.spec.max_concurrency} "
+                    "requests at once; retry shortly")
+                continue
+            began = time.perf_counter()
+            deployment.acquire()
+            events = deployment.backend.chat(request)
+            head: list[ChatEvent] = []
+            try:
+                async for event in events:
+                    head.append(event)
+                    if not isinstance(event, MessageStart):
+                        break
+            except TenshuError as exc:
+                deployment.release()
+                deployment.failed(exc, self.router.settings.router)
+                await events.aclose()
+                trace.attempts.append(Attempt(deployment.name, "error", f"{exc.kind}: {exc}",
+                                              _ms(began)))
+                if not should_fall_back(exc):
+                    raise
+                if isinstance(exc, ContextLengthError):
+                    too_long_at = window or too_long_at
+                error = exc
+                continue
+            except BaseException:
+                deployment.release()
+                await events.aclose()
+                raise
+            deployment.succeeded()
+            trace.attempts.append(Attempt(deployment.name, "ok", ms=_ms(began)))
+            trace.backend = deployment.name
+            return deployment, _replay(head, events)
+        if error is None:
+            raise UpstreamError(f"no model could take the request for {request.model!r}")
+        raise error
 
     async def count_tokens(self, request: ChatRequest) -> int:
         return await self.backend_for(request.model).count_tokens(request)
@@ -187,18 +287,30 @@ class Gateway:
         for backend in self.backends.values():
             await backend.abort_all()
 
+    async def aclose(self) -> None:
+        for backend in [*self.backends.values(), *self.embedders.values()]:
+            backend.close()
+            if (aclose := getattr(backend, "aclose", None)) is not None:
+                await aclose()
+
     def close(self) -> None:
         for backend in [*self.backends.values(), *self.embedders.values()]:
             backend.close()
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _done(self, request, ctx, start, first, last, usage, error) -> None:
+    def _done(self, request, ctx, served, start, first, last, usage, error) -> None:
         usage_in, usage_out, cached = usage or (0, 0, 0)
         ttft = first - start if first else None
         per_token = (last - first) / (usage_out - 1) if first and usage_out > 1 else None
+        trace = ctx.trace
+        model = served.model if served else request.model
+        if served is not None:
+            trace.cost_usd = served.spec.cost(usage_in, usage_out)
+            self.router.budgets.add(ctx.key_name, served.model, usage_in + usage_out,
+                                    trace.cost_usd)
         if self.observer is not None:
-            self.observer.request_done(request.model, usage_in, usage_out, cached, ttft, per_token)
+            self.observer.request_done(model, usage_in, usage_out, cached, ttft, per_token)
         if self.audit is not None:
             self.audit.record(
                 request_id=ctx.request_id, key_id=ctx.key_id, protocol=ctx.protocol,
@@ -207,7 +319,21 @@ class Gateway:
                 ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
                 duration_ms=round((time.perf_counter() - start) * 1000, 3),
                 error_kind=error.kind if error else None,
+                routed=trace.route, tier=trace.tier, backend=trace.backend,
+                fallbacks=trace.fallbacks, cost_usd=trace.cost_usd, score=trace.score,
+                trace=trace.to_json(),
             )
+
+
+async def _replay(head: list[ChatEvent], events: AsyncIterator[ChatEvent]):
+    for event in head:
+        yield event
+    async for event in events:
+        yield event
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
 
 
 class _ClientClosed(TenshuError):

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tenshu.api.app import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, with_heartbeat
@@ -67,12 +67,12 @@ async def create_message(body: MessagesRequest, http: Request, ctx: Context,
         builder = MessageBuilder(message_id)
         for event in collected:
             builder.add(event)
-        return builder.message()
+        return JSONResponse(builder.message(), headers=ctx.trace.headers())
     events = await first_event(events)  # errors up front stay plain HTTP errors
     return StreamingResponse(
         _stream(events, StreamEncoder(message_id)),
         media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        headers={**SSE_HEADERS, **ctx.trace.headers()},
     )
 
 

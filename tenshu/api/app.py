@@ -46,7 +46,8 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=["request-id", "x-request-id", "Retry-After"],
+            expose_headers=["request-id", "x-request-id", "Retry-After", "x-tenshu-route",
+                            "x-tenshu-backend", "x-tenshu-fallbacks"],
         )
     app.add_middleware(ollama.JsonBodies)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -56,14 +57,20 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
 
 def request_context(request: Request) -> RequestContext:
     """A FastAPI dependency: authenticate the request and describe it for the gateway."""
-    key_id = request.app.state.auth.check(request)
+    key = request.app.state.auth.check(request)
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
         request_id=request.scope["state"]["request_id"],
         protocol=protocol_of(request.scope),
         route=route,
-        key_id=key_id,
+        key_id=key.id if key else None,
         tool_choice=request.headers.get("x-tenshu-tool-choice") or None,
+        key_name=key.name if key else None,
+        key_private=key.private if key else False,
+        # Without the API key: nothing past authentication needs it, and headers passed on (to
+        # an upstream, into a log) must never carry it.
+        headers={name.lower(): value for name, value in request.headers.items()
+                 if name.lower() not in ("authorization", "x-api-key")},
     )
 
 

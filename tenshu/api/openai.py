@@ -98,10 +98,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: C
     id = "chatcmpl-" + ctx.request_id.removeprefix("req_")
     events = gateway_of(request).chat(chat, ctx)
     if not chat.stream:
-        return await _respond(events, request,
+        return await _respond(events, request, ctx,
                               lambda result: encode_chat_completion(result, id, chat.n))
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _stream(events, ChatStream(id, chat.n, include_usage=usage))
+    return await _stream(events, ctx, ChatStream(id, chat.n, include_usage=usage))
 
 
 @router.post("/v1/completions", response_model=Completion, responses={**_ERRORS, **_SSE})
@@ -111,10 +111,10 @@ async def completions(body: CompletionRequest, request: Request, ctx: Context):
     echo = chat.prompt if chat.echo else ""
     events = gateway_of(request).chat(chat, ctx)
     if not chat.stream:
-        return await _respond(events, request, lambda result: encode_completion(
+        return await _respond(events, request, ctx, lambda result: encode_completion(
             result, id, chat.n, echo, chat.logprobs))
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _stream(events, CompletionStream(id, chat.n, usage, echo, chat.logprobs))
+    return await _stream(events, ctx, CompletionStream(id, chat.n, usage, echo, chat.logprobs))
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=_ERRORS)
@@ -130,18 +130,20 @@ async def embeddings(body: EmbeddingRequest, request: Request, ctx: Context):
 # -- plumbing -----------------------------------------------------------------------------------
 
 
-async def _respond(events: AsyncIterator[ChatEvent], request: Request, encode) -> Response:
+async def _respond(events: AsyncIterator[ChatEvent], request: Request, ctx: RequestContext,
+                   encode) -> Response:
     """A non-streaming answer: every event, encoded as one JSON body (499 if the client left)."""
     collected = await collect_unless_gone(request, events)
     if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; no one reads it
-    return JSONResponse(encode(collected))
+    return JSONResponse(encode(collected), headers=ctx.trace.headers())
 
 
-async def _stream(events: AsyncIterator[ChatEvent], encoder: ChatStream) -> Response:
+async def _stream(events: AsyncIterator[ChatEvent], ctx: RequestContext,
+                  encoder: ChatStream) -> Response:
     events = await first_event(events)  # a failure before the first event is a plain HTTP error
     return StreamingResponse(_sse(events, encoder), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+                             headers={**SSE_HEADERS, **ctx.trace.headers()})
 
 
 async def _sse(events: AsyncIterator[ChatEvent], encoder: ChatStream) -> AsyncIterator[str]:

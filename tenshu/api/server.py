@@ -1,7 +1,7 @@
 """Build and run the whole server: models, gateway, state store, app, and uvicorn.
 
-`build_server(settings)` loads every configured model (or the built-in default) and returns a
-Server whose `app` any ASGI server can run; `run(server)` runs it with uvicorn and shuts down
+`build_server(settings)` loads every configured model (or the built-in default), connects the
+upstream ones, builds the router over them, and returns a Server whose `app` any ASGI server can run; `run(server)` runs it with uvicorn and shuts down
 gracefully: on SIGTERM/SIGINT it stops accepting, lets requests in flight finish for
 `grace_seconds`, then ends those still running with the protocol's error event and exits.
 """
@@ -22,9 +22,14 @@ from tenshu.api.auth import Authenticator
 from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
-from tenshu.config import ServerSettings, state_db_path
+from tenshu.backends.upstream import Timeouts, upstream_backend
+from tenshu.config import ModelSpec, ServerSettings, credential, state_db_path
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
+from tenshu.router.budget import Budgets, start_of_today
+from tenshu.router.health import Deployment
+from tenshu.router.router import Router
+from tenshu.router.sentinel import EmbeddingSentinel, ModelSentinel
 from tenshu.store import open_store
 
 log = logging.getLogger("tenshu.server")
@@ -48,19 +53,13 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
             f"refusing to listen on {settings.host} without API keys: anyone who can reach "
             "this address could use the server. Create a key first (`tenshu keys create "
             "--name NAME`), or bind to 127.0.0.1")
-    backends = {}
-    for spec in settings.served_models():
-        log.info("loading %s from %s", spec.name, spec.path)
-        backends[spec.name] = EmbeddedBackend(spec.name, EngineConfig(
-            model=spec.path, dtype=settings.dtype, device=settings.device,
-            kv_cache_memory_gib=settings.kv_cache_memory_gib,
-            max_num_seqs=settings.max_num_seqs))
     embedders = {}
     if settings.embedder and (path := default_embedder_path()) is not None:
         embedders[DEFAULT_EMBEDDER] = SentenceEmbedder(DEFAULT_EMBEDDER, path)
+    router = build_router(settings, store, embedders)
     metrics = Metrics()
     audit = store.audit_writer()
-    gateway = Gateway(backends, embedders, max_queue=settings.max_queue, observer=metrics,
+    gateway = Gateway(router, embedders, max_queue=settings.max_queue, observer=metrics,
                       audit=audit)
     metrics.attach(gateway)
     app = create_app(settings, gateway, auth, metrics)
@@ -72,11 +71,58 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
             yield
         finally:
             await audit.close()
-            gateway.close()
+            await gateway.aclose()
             store.close()
 
     app.router.lifespan_context = lifespan
     return Server(settings, gateway, store, metrics, app)
+
+
+def build_router(settings: ServerSettings, store, embedders: dict) -> Router:
+    """Every configured model's deployments, the sentinel, today's spend and the calibrated
+    thresholds, as one Router."""
+    routing = settings.routing
+    deployments = {spec.name: _deployments(spec, settings) for spec in routing.models}
+    sentinel = None
+    if any(r.simple_tier for r in routing.routes):
+        if routing.router.sentinel == "embedder":
+            embedder = embedders.get(DEFAULT_EMBEDDER)
+            if embedder is None and (path := default_embedder_path()) is not None:
+                embedder = SentenceEmbedder(DEFAULT_EMBEDDER, path)
+            sentinel = EmbeddingSentinel(embedder) if embedder is not None else None
+        elif routing.router.sentinel:
+            sentinel = ModelSentinel(deployments[routing.router.sentinel][0].backend)
+        if sentinel is None:
+            log.warning("no sentinel: routes with a simple_tier use their default tier")
+    budgets = Budgets(routing)
+    budgets.load(store.audit.spend_since(start_of_today()),
+                 {k.id: k.name for k in store.keys.list()})
+    return Router(routing, deployments, sentinel=sentinel, budgets=budgets,
+                  thresholds=store.thresholds.all())
+
+
+def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
+    if spec.backend == "embedded":
+        log.info("loading %s from %s", spec.name, spec.path)
+        backend = EmbeddedBackend(spec.name, EngineConfig(
+            model=spec.path, dtype=settings.dtype, device=settings.device,
+            kv_cache_memory_gib=settings.kv_cache_memory_gib,
+            max_num_seqs=settings.max_num_seqs))
+        return [Deployment(spec.name, spec, backend)]
+    key = credential(spec.api_key_env)
+    if spec.api_key_env and key is None:
+        log.warning("%s: the environment variable %s is not set; %s will refuse requests "
+                    "until it is", spec.name, spec.api_key_env, spec.endpoints[0])
+    timeouts = Timeouts(spec.connect_timeout, spec.first_token_timeout, spec.idle_timeout)
+    out = []
+    for i, endpoint in enumerate(spec.endpoints):
+        name = spec.name if len(spec.endpoints) == 1 else f"{spec.name}[{i}]"
+        backend = upstream_backend(
+            spec.backend, name, endpoint, upstream_model=spec.upstream_model or spec.name,
+            api_key=key, api_key_env=spec.api_key_env, context_window=spec.context_window,
+            timeouts=timeouts, max_concurrency=spec.max_concurrency)
+        out.append(Deployment(name, spec, backend))
+    return out
 
 
 class _GracefulServer(uvicorn.Server):

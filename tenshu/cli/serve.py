@@ -10,8 +10,8 @@ Point clients at it:
   Claude Code     ANTHROPIC_BASE_URL=http://127.0.0.1:7311
   Ollama clients  OLLAMA_HOST=http://127.0.0.1:7311
 
-Settings come from $TENSHU_HOME/tenshu.toml ([server] and [[models]] tables, see
-docs/serve.md), then these flags. API keys: `tenshu keys create --name NAME`; once one exists,
+Settings come from $TENSHU_HOME/tenshu.toml ([server], and the models, tiers, routes and
+budgets of docs/config.md; `tenshu config check` validates it), then these flags. API keys: `tenshu keys create --name NAME`; once one exists,
 every request needs one. Stop with Ctrl-C or SIGTERM: requests in flight get --grace seconds.
 """
 
@@ -55,7 +55,7 @@ def main(args) -> int:
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
     for spec in settings.served_models():
-        if not Path(spec.path).is_dir():
+        if spec.backend == "embedded" and not Path(spec.path).is_dir():
             raise ValueError(f"model {spec.name}: {spec.path} is not a directory")
     server = build_server(settings)
     names = ", ".join(m.name for m in server.gateway.models())

@@ -1,0 +1,51 @@
+"""Trace: where one request went and why, filled in by the router and the gateway.
+
+The router writes its decision (route, tier, the reason, the sentinel's score, why a request
+was kept private); the gateway adds one Attempt per candidate it tried or skipped, and who
+served in the end. The API layer turns it into response headers (`x-tenshu-route`,
+`x-tenshu-backend`, `x-tenshu-fallbacks`); the audit log keeps it (`tenshu trace ID`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Attempt:
+    backend: str  # the deployment: a model's name (with [i] for its i-th replica)
+    outcome: str  # "ok", "error", or "skipped" (cooling down, busy, over budget, ...)
+    error: str | None = None  # "kind: message" for an error, the reason for a skip
+    ms: float = 0.0  # until the first token (ok) or the failure (error)
+
+
+@dataclass
+class Trace:
+    route: str | None = None  # the route's name, or the model asked for when it named one
+    tier: str | None = None
+    reason: str = ""  # why this tier: "model", "rule 2: thinking", "sentinel", "default", ...
+    score: float | None = None  # the sentinel's complexity score, when it was asked
+    private: str | None = None  # why the request may not leave the machine, when it may not
+    attempts: list[Attempt] = field(default_factory=list)
+    backend: str | None = None  # the deployment that answered
+    cost_usd: float = 0.0
+
+    @property
+    def fallbacks(self) -> int:
+        """Candidates that failed before one answered."""
+        return sum(a.outcome == "error" for a in self.attempts)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-tenshu-fallbacks": str(self.fallbacks)}
+        if self.route:
+            headers["x-tenshu-route"] = self.route
+        if self.backend:
+            headers["x-tenshu-backend"] = self.backend
+        return headers
+
+    def to_json(self) -> str:
+        """What the audit log keeps beyond its own columns."""
+        data = {"reason": self.reason, "private": self.private,
+                "attempts": [asdict(a) for a in self.attempts]}
+        return json.dumps(data, separators=(",", ":"))
