@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install claude-code run test lint bench default-model clean
+.PHONY: install claude-code run test lint bench bench-router default-model clean
 
 install: $(STAMP)
 
@@ -41,6 +41,18 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/tenshu bench engine
 
+# The gateway-overhead benchmark against the LiteLLM proxy (docs/benchmarks.md). LiteLLM pins
+# its own fastapi/pydantic/uvicorn, so it lives in its own venv; its certifi floor is one day
+# newer than the package index's newest certifi, hence the override.
+LITELLM_VERSION := 1.108.7
+bench-router: install
+	test -x .venv-litellm/bin/python || $(PY) -m venv .venv-litellm
+	.venv-litellm/bin/python -m pip install --quiet uv
+	echo 'certifi>=2026.10.18' > .venv-litellm/overrides.txt
+	.venv-litellm/bin/uv pip install --quiet --python .venv-litellm/bin/python --compile-bytecode \
+		--override .venv-litellm/overrides.txt 'litellm[proxy]==$(LITELLM_VERSION)'
+	$(BIN)/python benchmarks/router.py
+
 # Rebuild the built-in default model with the default recipe (about 10 minutes on 2 CPU cores),
 # then copy the checkpoint, its model card, loss curve and evaluation into the package.
 MODEL_FILES := config.json generation_config.json model.safetensors tokenizer.json \
@@ -51,4 +63,4 @@ default-model: install
 	cd build/tenshu-tiny && cp $(MODEL_FILES) ../../tenshu/assets/tenshu-tiny/
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-litellm build *.egg-info

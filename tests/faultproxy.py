@@ -69,7 +69,8 @@ def error_body(path: str, status: int) -> dict:
     """The error body an upstream speaking the path's protocol sends with this status."""
     message = f"fault injected by the test proxy: HTTP {status}"
     if path.startswith("/v1/messages"):  # Anthropic
-        kind = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        kind = _ANTHROPIC_ERRORS.get(status, fallback)
         return {"type": "error", "error": {"type": kind, "message": message}}
     if path.startswith("/api/"):  # Ollama
         return {"error": message}
