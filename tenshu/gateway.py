@@ -244,8 +244,8 @@ class Gateway:
                     if not isinstance(event, MessageStart):
                         break
             except TenshuError as exc:
+                deployment.failed(exc, self.router.settings.router)  # before release: a probe
                 deployment.release()
-                deployment.failed(exc, self.router.settings.router)
                 await events.aclose()
                 trace.attempts.append(Attempt(deployment.name, "error", f"{exc.kind}: {exc}",
                                               _ms(began)))
@@ -326,10 +326,14 @@ class Gateway:
 
 
 async def _replay(head: list[ChatEvent], events: AsyncIterator[ChatEvent]):
-    for event in head:
-        yield event
-    async for event in events:
-        yield event
+    """`head`, then the rest of `events`; closing it closes `events` (which aborts the work)."""
+    try:
+        for event in head:
+            yield event
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()
 
 
 def _ms(since: float) -> float:
