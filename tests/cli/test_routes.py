@@ -3,7 +3,6 @@ audit writer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 
@@ -16,33 +15,15 @@ from tenshu.store import open_store
 from tenshu.store.sql import utcnow
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TENSHU_HOME", str(tmp_path))
-    return tmp_path
-
-
-def log(home, *records: dict) -> None:
-    async def write(store):
-        writer = store.audit_writer(interval=60)
-        await writer.start()
-        for fields in records:
-            writer.record(**fields)
-        await writer.close()
-
-    with open_store(home / "state.db") as store:
-        asyncio.run(write(store))
-
-
 def request(i: int, **fields) -> dict:
     return {"request_id": f"req_{i}", "protocol": "openai", "route": "/v1/chat/completions",
             "model": "auto", "input_tokens": 100, "output_tokens": 20, "ttft_ms": 50.0,
             "duration_ms": 400.0, **fields}
 
 
-def test_stats_table(home, capsys):
+def test_stats_table(home, log, capsys):
     now = utcnow()
-    log(home,
+    log(
         *(request(i, routed="code", tier="cloud", backend="gpt", cost_usd=0.02, score=0.7)
           for i in range(3)),
         request(3, routed="code", tier="local", backend="qwen", fallbacks=1, duration_ms=900.0),
@@ -78,9 +59,9 @@ def test_a_bad_window_is_refused(home, capsys):
     assert "'yesterday' is not a window" in capsys.readouterr().err
 
 
-def test_calibrate_from_logged_scores(home, capsys):
+def test_calibrate_from_logged_scores(home, log, capsys):
     scores = [i / 40 for i in range(40)]
-    log(home, *(request(i, routed="code", score=s) for i, s in enumerate(scores)),
+    log(*(request(i, routed="code", score=s) for i, s in enumerate(scores)),
         request(99, routed="chat", score=0.99))
     expected = threshold_for_share(scores, 0.3)
 
@@ -99,8 +80,8 @@ def test_calibrate_from_logged_scores(home, capsys):
         assert store.thresholds.all() == {"code": pytest.approx(expected)}
 
 
-def test_calibrate_needs_enough_scores(home, capsys):
-    log(home, *(request(i, routed="code", score=0.5) for i in range(19)))
+def test_calibrate_needs_enough_scores(home, log, capsys):
+    log(*(request(i, routed="code", score=0.5) for i in range(19)))
     assert main(["routes", "calibrate", "--route", "code", "--strong-share", "0.3"]) == 1
     err = capsys.readouterr().err
     assert "route 'code' has 19 logged sentinel scores" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -10,25 +9,6 @@ import pytest
 from tenshu.cli import main
 from tenshu.router.trace import Attempt, Trace
 from tenshu.store import open_store
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TENSHU_HOME", str(tmp_path))
-    return tmp_path
-
-
-def log(home, *records: dict) -> None:
-    """Write records through the real audit writer, into the home's state database."""
-    async def write(store):
-        writer = store.audit_writer(interval=60)
-        await writer.start()
-        for fields in records:
-            writer.record(**fields)
-        await writer.close()
-
-    with open_store(home / "state.db") as store:
-        asyncio.run(write(store))
 
 
 def routed_request(key_id: int | None) -> dict:
@@ -43,10 +23,10 @@ def routed_request(key_id: int | None) -> dict:
                 trace=trace.to_json())
 
 
-def test_trace_shows_where_a_request_went(home, capsys):
+def test_trace_shows_where_a_request_went(home, log, capsys):
     with open_store(home / "state.db") as store:
         laptop, _ = store.keys.create("laptop")
-    log(home, routed_request(laptop.id))
+    log(routed_request(laptop.id))
 
     assert main(["trace", "chatcmpl-4f1c0a9e"]) == 0
     out = capsys.readouterr().out
@@ -65,10 +45,10 @@ def test_trace_shows_where_a_request_went(home, capsys):
     assert "private" not in lines
 
 
-def test_trace_of_a_private_failed_request(home, capsys):
+def test_trace_of_a_private_failed_request(home, log, capsys):
     trace = Trace(route="chat", tier="local", reason="default", private="the key is private",
                   attempts=[Attempt("qwen-local", "error", "internal: out of memory", 30.0)])
-    log(home, dict(request_id="req_77", protocol="anthropic", route="/v1/messages",
+    log(dict(request_id="req_77", protocol="anthropic", route="/v1/messages",
                    model="claude-sonnet", status=500, error_kind="internal", duration_ms=31.0,
                    routed="chat", tier="local", fallbacks=1, trace=trace.to_json()))
     assert main(["trace", "msg_77"]) == 0
@@ -80,8 +60,8 @@ def test_trace_of_a_private_failed_request(home, capsys):
     assert "key        none (anonymous)" in out
 
 
-def test_trace_json(home, capsys):
-    log(home, routed_request(None))
+def test_trace_json(home, log, capsys):
+    log(routed_request(None))
     assert main(["trace", "4f1c0a9e", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["request_id"] == "req_4f1c0a9e" and data["backend"] == "qwen-local"
@@ -90,8 +70,8 @@ def test_trace_json(home, capsys):
     assert data["key_name"] is None and data["ts"].endswith("+00:00")
 
 
-def test_an_unknown_id_is_a_clear_error(home, capsys):
-    log(home, routed_request(None))
+def test_an_unknown_id_is_a_clear_error(home, log, capsys):
+    log(routed_request(None))
     assert main(["trace", "req_nope"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
