@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from tenshu import __version__
 from tenshu.api import errors, health
@@ -20,6 +21,7 @@ from tenshu.api.metrics import Metrics, MetricsMiddleware
 from tenshu.api.security import SecurityMiddleware
 from tenshu.config import ServerSettings
 from tenshu.gateway import Gateway, RequestContext
+from tenshu.store import CacheMiss
 
 
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
@@ -55,9 +57,16 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     return app
 
 
-def request_context(request: Request) -> RequestContext:
-    """A FastAPI dependency: authenticate the request and describe it for the gateway."""
-    key = request.app.state.auth.check(request)
+async def request_context(request: Request) -> RequestContext:
+    """A FastAPI dependency: authenticate the request and describe it for the gateway.
+
+    Async, so a request does not hop through the thread pool: the key is checked against the
+    cache on the event loop, and only a miss (a database read) goes to a thread."""
+    auth = request.app.state.auth
+    try:
+        key = auth.check(request, cached_only=True)
+    except CacheMiss:
+        key = await run_in_threadpool(auth.check, request)
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
         request_id=request.scope["state"]["request_id"],

@@ -24,17 +24,18 @@ class Authenticator:
         self.keys = keys  # a store.KeyStore, or None when there is no state database
         self.required = required
 
-    def is_required(self) -> bool:
+    def is_required(self, *, cached_only: bool = False) -> bool:
         if self.required is not None:
             return self.required
-        return self.keys is not None and self.keys.any_active()
+        return self.keys is not None and self.keys.any_active(cached_only=cached_only)
 
-    def check(self, request: Request) -> KeyRecord | None:
-        """The key's record, None for an anonymous request that is allowed; raises otherwise."""
-        if request.url.path in OPEN_PATHS:
+    def check(self, request: Request, *, cached_only: bool = False) -> KeyRecord | None:
+        """The key's record, None for an anonymous request that is allowed; raises otherwise.
+        With `cached_only`, raises store.CacheMiss where the answer needs the database."""
+        if request.scope["path"] in OPEN_PATHS:
             return None
-        if not self.is_required():
-            return self._optional(request)
+        if not self.is_required(cached_only=cached_only):
+            return self._optional(request, cached_only)
         presented = _presented_keys(request)
         if not presented:
             raise AuthenticationError(
@@ -42,19 +43,22 @@ class Authenticator:
                 "(create one with `tenshu keys create --name NAME`)")
         if len(set(presented)) > 1:
             raise AuthenticationError("Authorization and x-api-key carry different keys")
-        record = self.keys.verify(presented[0]) if self.keys is not None else None
+        record = (self.keys.verify(presented[0], cached_only=cached_only)
+                  if self.keys is not None else None)
         if record is None:
             raise AuthenticationError("invalid API key (unknown or revoked)")
         return record
 
-    def _optional(self, request: Request) -> KeyRecord | None:
-        if self.keys is None or not self.keys.any_active():
+    def _optional(self, request: Request, cached_only: bool) -> KeyRecord | None:
+        if self.keys is None or not self.keys.any_active(cached_only=cached_only):
             return None
         try:
             presented = set(_presented_keys(request))
         except AuthenticationError:
             return None
-        return self.keys.verify(presented.pop()) if len(presented) == 1 else None
+        if len(presented) != 1:
+            return None
+        return self.keys.verify(presented.pop(), cached_only=cached_only)
 
 
 def _presented_keys(request: Request) -> list[str]:

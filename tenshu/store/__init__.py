@@ -11,7 +11,7 @@
 
 from tenshu.store.audit import AuditLog, AuditRecord, AuditWriter, RouteStats, Spend
 from tenshu.store.database import Store, open_store
-from tenshu.store.keys import KeyRecord, KeyStore
+from tenshu.store.keys import CacheMiss, KeyRecord, KeyStore
 from tenshu.store.migrations import MIGRATIONS, applied_migrations, migrate
 from tenshu.store.sql import create_engine_for
 from tenshu.store.thresholds import ThresholdStore
@@ -21,6 +21,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "AuditWriter",
+    "CacheMiss",
     "KeyRecord",
     "KeyStore",
     "RouteStats",

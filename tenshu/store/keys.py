@@ -54,6 +54,11 @@ _RECORD = (keys.c.id, keys.c.name, keys.c.prefix, keys.c.created_at, keys.c.revo
            keys.c.last_used_at, keys.c.private)
 
 
+class CacheMiss(LookupError):
+    """The answer needs the database, and the caller asked for the cache only (`cached_only`):
+    the event loop answers from the cache and sends only the misses to a thread."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     id: int
@@ -88,13 +93,16 @@ class KeyStore:
         self._lock = threading.Lock()
         self._any_active: tuple[bool, float] = (False, 0.0)  # (answer, expiry)
 
-    def any_active(self) -> bool:
+    def any_active(self, *, cached_only: bool = False) -> bool:
         """Whether at least one key is active (then the server requires keys). Cached like
-        verify's answers: at most cache_ttl old, and dropped at once by create/revoke here."""
+        verify's answers: at most cache_ttl old, and dropped at once by create/revoke here.
+        With `cached_only`, raises CacheMiss rather than read the database."""
         now = time.monotonic()
         answer, expiry = self._any_active
         if expiry > now:
             return answer
+        if cached_only:
+            raise CacheMiss("any_active")
         with self._engine.connect() as conn:
             found = conn.execute(select(keys.c.id).where(keys.c.revoked_at.is_(None)).limit(1))
             answer = found.first() is not None
@@ -154,8 +162,9 @@ class KeyStore:
             self._any_active = (False, 0.0)
         return replace(record, revoked_at=revoked_at)
 
-    def verify(self, key: str) -> KeyRecord | None:
-        """The record of an active key, or None for anything else. Never writes."""
+    def verify(self, key: str, *, cached_only: bool = False) -> KeyRecord | None:
+        """The record of an active key, or None for anything else. Never writes. With
+        `cached_only`, raises CacheMiss rather than read the database."""
         if not isinstance(key, str) or len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
             return None
         digest = hash_key(key)
@@ -164,6 +173,8 @@ class KeyStore:
             cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
             record = cached[0]
+        elif cached_only:
+            raise CacheMiss("verify")
         else:
             record = self._lookup(digest)
             # Unknown keys are not cached: guessing must not grow or churn the cache.

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tenshu.store import KeyStore, open_store
+from tenshu.store import CacheMiss, KeyStore, open_store
 
 
 @pytest.fixture
@@ -116,6 +116,24 @@ def test_verify_never_writes(store, tmp_path):
             assert uncached.verify("tsk-" + "x" * 40) is None
         # data_version changes when another connection commits a change
         assert db.execute("PRAGMA data_version").fetchone()[0] == version
+
+
+def test_cached_only_answers_from_the_cache_or_says_it_cannot(store):
+    """What the event loop asks: an answer without touching the database, or CacheMiss (then
+    a thread asks again)."""
+    record, key = store.keys.create("laptop")
+    keys = KeyStore(store.engine)
+    with pytest.raises(CacheMiss):
+        keys.any_active(cached_only=True)
+    assert keys.any_active() is True
+    assert keys.any_active(cached_only=True) is True
+    with pytest.raises(CacheMiss):
+        keys.verify(key, cached_only=True)
+    assert keys.verify(key) == record
+    assert keys.verify(key, cached_only=True) == record
+    with pytest.raises(CacheMiss):  # unknown keys are never cached: always the database's
+        keys.verify("tsk-" + "x" * 40, cached_only=True)
+    assert keys.verify("not a key", cached_only=True) is None  # refused by its shape alone
 
 
 def test_verify_from_many_threads(store):

@@ -23,8 +23,8 @@ def tables(path) -> set[str]:
 
 def test_public_names():
     assert sorted(tenshu.store.__all__) == sorted([
-        "MIGRATIONS", "AuditLog", "AuditRecord", "AuditWriter", "KeyRecord", "KeyStore",
-        "RouteStats", "Spend", "Store", "ThresholdStore", "applied_migrations",
+        "MIGRATIONS", "AuditLog", "AuditRecord", "AuditWriter", "CacheMiss", "KeyRecord",
+        "KeyStore", "RouteStats", "Spend", "Store", "ThresholdStore", "applied_migrations",
         "create_engine_for", "migrate", "open_store",
     ])
 
