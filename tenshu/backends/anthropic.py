@@ -15,8 +15,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 
-import httpx
-
+from tenshu.backends.http import HttpError, HttpResponse
 from tenshu.backends.upstream import UpstreamBackend, estimate_tokens, loads_object, sse_data
 from tenshu.core.errors import TenshuError, UpstreamError
 from tenshu.core.events import ChatEvent
@@ -46,10 +45,10 @@ class AnthropicBackend(UpstreamBackend):
             headers["x-api-key"] = self.api_key
         return headers
 
-    async def decode(self, response: httpx.Response, request: ChatRequest
+    async def decode(self, response: HttpResponse, request: ChatRequest
                      ) -> AsyncIterator[list[ChatEvent]]:
         if response.headers.get("content-type", "").startswith("application/json"):
-            yield decode_message(loads_object(await response.aread()))  # stream was ignored
+            yield decode_message(loads_object(await response.read()))  # stream was ignored
             return
         decoder = StreamDecoder(created=int(time.time()))
         async for data in sse_data(response):
@@ -69,12 +68,12 @@ class AnthropicBackend(UpstreamBackend):
             wire = encode_request(signed_thinking_only(request))
             body = {key: wire[key] for key in _COUNTED if key in wire}
             async with asyncio.timeout(self.timeouts.first_token):
-                response = await self.client.post(
-                    f"{self.endpoint}/v1/messages/count_tokens", json=body,
-                    headers=self.headers(request))
-            if response.status_code == 200:
-                return int(response.json()["input_tokens"])
-        except (TenshuError, httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError):
+                async with self.client.stream(
+                        "POST", f"{self.endpoint}/v1/messages/count_tokens", json=body,
+                        headers=self.headers(request)) as response:
+                    if response.status == 200:
+                        return int(loads_object(await response.read())["input_tokens"])
+        except (TenshuError, HttpError, TimeoutError, ValueError, KeyError, TypeError):
             pass
         return estimate_tokens(request)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 
-import httpx
-
+from tenshu.backends.http import HttpResponse
 from tenshu.backends.upstream import UpstreamBackend, loads_object
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import ChatEvent
@@ -43,10 +42,10 @@ class OllamaBackend(UpstreamBackend):
             headers["x-tenshu-tool-choice"] = choice.name if choice.mode == "tool" else "required"
         return headers
 
-    async def decode(self, response: httpx.Response, request: ChatRequest
+    async def decode(self, response: HttpResponse, request: ChatRequest
                      ) -> AsyncIterator[list[ChatEvent]]:
         decoder = StreamDecoder(f"{self.name}-{next(_ids)}")
-        async for line in response.aiter_lines():
+        async for line in response.lines():
             if line:
                 yield decoder.decode(loads_object(line))
 

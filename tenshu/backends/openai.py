@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-import httpx
-
+from tenshu.backends.http import HttpResponse
 from tenshu.backends.upstream import UpstreamBackend, loads_object, sse_data
 from tenshu.core.errors import TenshuError, UpstreamError
 from tenshu.core.events import ChatEvent
@@ -36,17 +35,21 @@ class OpenAIBackend(UpstreamBackend):
     def headers(self, request: ChatRequest) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    async def decode(self, response: httpx.Response, request: ChatRequest
+    async def decode(self, response: HttpResponse, request: ChatRequest
                      ) -> AsyncIterator[list[ChatEvent]]:
         if response.headers.get("content-type", "").startswith("application/json"):
-            yield decode_response(loads_object(await response.aread()))  # stream was ignored
+            yield decode_response(loads_object(await response.read()))  # stream was ignored
             return
         decoder = StreamDecoder()
+        done = False
         async for data in sse_data(response):
+            if done:
+                continue  # nothing should follow [DONE]; reading to the end reuses the connection
             if data == "[DONE]":
+                done = True
                 yield decoder.end()
-                return
-            yield decoder.feed(loads_object(data))
+            else:
+                yield decoder.feed(loads_object(data))
 
     def error_body(self, status: int, text: str) -> TenshuError:
         try:

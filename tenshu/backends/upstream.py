@@ -1,5 +1,5 @@
 """Upstream backends: a ChatRequest forwarded to another server (OpenAI, Anthropic or Ollama
-wire format) over httpx, its reply read back as the core ChatEvent sequence.
+wire format) over HTTP (backends/http.py), its reply read back as the core ChatEvent sequence.
 
 The router picks a backend; this module is what runs when that backend is remote. The shared
 work lives here: one streamed attempt per request (always streamed, so the timeouts hold even
@@ -21,9 +21,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
-
 from tenshu.backends.base import Backend, BackendStats, ModelInfo
+from tenshu.backends.http import (
+    ConnectError,
+    ConnectTimeout,
+    HttpClient,
+    HttpError,
+    HttpResponse,
+)
 from tenshu.core.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -59,10 +64,9 @@ from tenshu.core.request import ChatRequest
 _IMAGE_TOKENS = 1600  # what Anthropic bills for an image at the largest size it keeps
 _DRAIN_SECONDS = 1.0  # after the final event, how long the rest of the body may take
 # What one attempt can fail with: core errors (HTTP statuses, in-stream error events, timeouts),
-# httpx's, and a reply that does not decode (JSON errors are ValueErrors; a missing field a
-# KeyError, and so on).
-_FAILURES = (TenshuError, httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, ValueError,
-             KeyError, TypeError, AttributeError, IndexError)
+# the HTTP client's, and a reply that does not decode (JSON errors are ValueErrors; a missing
+# field a KeyError, and so on).
+_FAILURES = (TenshuError, HttpError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,6 @@ def upstream_backend(
     context_window: int = 0,
     timeouts: Timeouts = Timeouts(),  # noqa: B008 (frozen, so sharing the default is safe)
     max_concurrency: int = 0,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Backend:
     """The backend that forwards to `endpoint`, given as that protocol's official SDK takes it:
     OpenAI's with /v1, Anthropic's and Ollama's without."""
@@ -104,7 +107,6 @@ def upstream_backend(
     return classes[protocol](
         name, endpoint, upstream_model=upstream_model, api_key=api_key, api_key_env=api_key_env,
         context_window=context_window, timeouts=timeouts, max_concurrency=max_concurrency,
-        transport=transport,
     )
 
 
@@ -150,7 +152,6 @@ class UpstreamBackend:
         context_window: int = 0,
         timeouts: Timeouts = Timeouts(),  # noqa: B008
         max_concurrency: int = 0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.name = name
         self.endpoint = endpoint.rstrip("/")
@@ -163,13 +164,9 @@ class UpstreamBackend:
                               owned_by=self.protocol, kind="chat")
         self.in_flight = 0
         self._watchdogs: set[_Watchdog] = set()
-        self.client = httpx.AsyncClient(
-            transport=transport,
-            # Only connecting is httpx's to time; reads are timed per event (see _Watchdog).
-            timeout=httpx.Timeout(None, connect=timeouts.connect),
-            limits=httpx.Limits(max_connections=max_concurrency or None,
-                                max_keepalive_connections=max_concurrency or 64),
-        )
+        # Only connecting is the client's to time; reads are timed per event (see _Watchdog).
+        self.client = HttpClient(connect_timeout=timeouts.connect,
+                                 max_connections=max_concurrency)
 
     # -- what each protocol provides ----------------------------------------------------------
 
@@ -181,7 +178,7 @@ class UpstreamBackend:
     def headers(self, request: ChatRequest) -> dict[str, str]:
         raise NotImplementedError
 
-    def decode(self, response: httpx.Response, request: ChatRequest
+    def decode(self, response: HttpResponse, request: ChatRequest
                ) -> AsyncIterator[list[ChatEvent]]:
         """The reply's events, in the batches its wire messages give."""
         raise NotImplementedError
@@ -206,8 +203,8 @@ class UpstreamBackend:
                 async with self.client.stream("POST", self.endpoint + path, json=body,
                                               headers=headers) as response:
                     answered = True
-                    if response.status_code >= 400:
-                        await response.aread()
+                    if response.status >= 400:
+                        await response.read()
                         raise self.http_error(response)
                     arguments: dict[tuple[int, int], list[str]] = {}
                     async for events in self.decode(response, request):
@@ -227,6 +224,8 @@ class UpstreamBackend:
                             complete = True
                             watchdog.idle = min(watchdog.idle, _DRAIN_SECONDS)
                         watchdog.resume(len(events) > 1 or not isinstance(events[0], MessageStart))
+                    if complete:
+                        await response.drain()
             if not complete:
                 raise self.cut_short()
         except _FAILURES as exc:
@@ -264,26 +263,24 @@ class UpstreamBackend:
         """Any failure of one attempt as a core error; `answered`: the response had begun."""
         if isinstance(exc, TenshuError):
             return self.core_error(exc)
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, ConnectTimeout):
             return UpstreamTimeoutError(
                 f"cannot reach {self.name} at {self.endpoint}: no connection within "
                 f"{self.timeouts.connect:g} s (timeouts.connect)")
-        if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL)):
-            return UpstreamError(f"cannot reach {self.name} at {self.endpoint}: {_reason(exc)}")
-        if isinstance(exc, (httpx.TransportError, httpx.StreamError)):
+        if isinstance(exc, ConnectError):
+            return UpstreamError(f"cannot reach {self.name} at {self.endpoint}: {exc}")
+        if isinstance(exc, HttpError):
             if not answered:
                 return UpstreamError(f"{self.name} at {self.endpoint} closed the connection "
-                                     f"without answering: {_reason(exc)}")
+                                     f"without answering: {exc}")
             return self.cut_short()
-        if isinstance(exc, httpx.HTTPError):
-            return UpstreamError(f"{self.name} at {self.endpoint} failed: {_reason(exc)}")
         return UpstreamError(f"{self.name} sent a reply tenshu cannot read "
                              f"({type(exc).__name__}: {str(exc)[:200]})")
 
-    def http_error(self, response: httpx.Response) -> TenshuError:
+    def http_error(self, response: HttpResponse) -> TenshuError:
         """The core error for an error response: the client's own mistakes (400, 413) keep
         their kind; everything else says what went wrong between tenshu and the upstream."""
-        status, text = response.status_code, response.text
+        status, text = response.status, response.text
         error = self.error_body(status, text)
         message = str(error)
         if status == 402 or _is_quota(text):
@@ -363,14 +360,10 @@ def _retry_after(value: str | None) -> int:
         return 1
 
 
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+async def sse_data(response: HttpResponse) -> AsyncIterator[str]:
     """The `data` of each server-sent event; comments, `event:` and `id:` lines are skipped."""
     data: list[str] = []
-    async for line in response.aiter_lines():
+    async for line in response.lines():
         if not line:
             if data:
                 yield data[0] if len(data) == 1 else "\n".join(data)
