@@ -1,7 +1,7 @@
 """The Backend interface: what the gateway needs from anything that can answer a ChatRequest.
 
 The embedded engine implements it (backends/embedded.py); upstream clients (OpenAI, Anthropic,
-Ollama over httpx) will too. Every backend emits the ChatEvent sequence described in
+Ollama over HTTP) will too. Every backend emits the ChatEvent sequence described in
 core/events.py and raises only core errors.
 """
 
