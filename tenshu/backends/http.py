@@ -35,6 +35,12 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
+from tenshu import __version__
+
+# Idle connections are dropped after this long: a little before the 5 s after which uvicorn
+# (vLLM, another tenshu) and Node close theirs, so a request is never sent down a connection the
+# server is closing at that moment (a POST that hits one is not retried).
+KEEPALIVE_SECONDS = 4.0
 
 class HttpError(Exception):
     """A request that failed below HTTP."""
@@ -131,7 +137,9 @@ class HttpClient:
             # Made on first use: a session belongs to the event loop that made it, and the
             # backends are built before the server's loop runs.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                connector=aiohttp.TCPConnector(limit=self.max_connections,
+                                               keepalive_timeout=KEEPALIVE_SECONDS),
+                headers={"User-Agent": f"tenshu/{__version__}"},
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                               sock_connect=self.connect_timeout),
                 auto_decompress=True,
