@@ -97,38 +97,56 @@ class RawServer:
     heads: list[bytes] = field(default_factory=list)
 
 
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request off the connection: its head and its body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return head, await reader.readexactly(int(length.group(1))) if length else b""
+
+
 @asynccontextmanager
-async def raw_server(respond):
-    """A loopback HTTP server that reads each request, then hands the writer to
-    `respond(writer)`, which writes whatever bytes the test needs (or nothing, ever)."""
+async def loopback_server(serve):
+    """Run `serve(reader, writer)` for each connection made to a loopback port, and close the
+    connection when it returns (or the client leaves); yields the server's URL. At the end,
+    handlers still running are cancelled."""
     handlers: set[asyncio.Task] = set()
-    server_info = RawServer("")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         handlers.add(asyncio.current_task())
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            body = await reader.readexactly(int(length.group(1))) if length else b""
-            server_info.heads.append(head)
-            server_info.bodies.append(body)
-            await respond(writer)
-            await writer.drain()
+            await serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    server_info.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        yield server_info
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+@asynccontextmanager
+async def raw_server(respond):
+    """A loopback HTTP server that reads each request, then hands the writer to
+    `respond(writer)`, which writes whatever bytes the test needs (or nothing, ever)."""
+    server_info = RawServer("")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        head, body = await read_request(reader)
+        server_info.heads.append(head)
+        server_info.bodies.append(body)
+        await respond(writer)
+        await writer.drain()
+
+    async with loopback_server(serve) as url:
+        server_info.url = url
+        yield server_info
 
 
 def head(status: int = 200, content_type: str = "text/event-stream", extra: str = "") -> bytes:

@@ -6,13 +6,12 @@ every failure below HTTP is one of the module's own errors."""
 from __future__ import annotations
 
 import asyncio
-import re
 from contextlib import asynccontextmanager
 
 import pytest
 
 from tenshu.backends.http import ConnectError, ConnectionLost, HttpClient
-from tests.backends.conftest import free_port
+from tests.backends.conftest import free_port, loopback_server, read_request
 
 
 @asynccontextmanager
@@ -21,40 +20,23 @@ async def keepalive_server(body_parts: list[bytes]):
     `body_parts` (one chunk each, flushed apart), and keeps the connection open. Yields its
     URL and the request heads received, one list per connection accepted."""
     connections: list[list[bytes]] = []
-    tasks: set[asyncio.Task] = set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        tasks.add(asyncio.current_task())
-        requests: list[bytes] = []
-        connections.append(requests)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-                await reader.readexactly(int(length.group(1)) if length else 0)
-                requests.append(head)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                             b"transfer-encoding: chunked\r\n\r\n")
-                for part in body_parts:
-                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
-                    await writer.drain()
-                    await asyncio.sleep(0.01)  # separate reads on the client's side
-                writer.write(b"0\r\n\r\n")
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        heads: list[bytes] = []
+        connections.append(heads)
+        while True:
+            heads.append((await read_request(reader))[0])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
+            for part in body_parts:
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+                await asyncio.sleep(0.01)  # separate reads on the client's side
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+    async with loopback_server(serve) as url:
+        yield url, connections
 
 
 async def lines_of(client: HttpClient, url: str) -> list[str]:
