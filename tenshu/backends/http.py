@@ -3,8 +3,8 @@
     client = HttpClient(connect_timeout=5, max_connections=0)
     async with client.stream("POST", url, json=body, headers=h) as response:
         response.status, response.headers.get("content-type")
-        async for line in response.lines(): ...      # or: await response.read()
-        await response.drain()                       # the rest of the body, so the connection is reused
+        async for line in response.lines(): ...  # or: await response.read()
+        await response.drain()  # what is left of the body, so the connection is reused
     await client.aclose()
 
 Why aiohttp here when tenshu's other clients use httpx: this is the gateway's hot path, one
@@ -41,6 +41,7 @@ from tenshu import __version__
 # (vLLM, another tenshu) and Node close theirs, so a request is never sent down a connection the
 # server is closing at that moment (a POST that hits one is not retried).
 KEEPALIVE_SECONDS = 4.0
+
 
 class HttpError(Exception):
     """A request that failed below HTTP."""
