@@ -150,6 +150,7 @@ class StreamDecoder:
         self.calls: dict[tuple[int, int], int] = {}  # (choice, tool call index) -> block index
         self.finished: dict[int, tuple[str, str | None]] = {}  # choice -> (reason, stop string)
         self.usage: dict | None = None
+        self.choices: set[int] = set()  # every choice a chunk has named
         self.done = False
 
     def feed(self, chunk: dict) -> list[ChatEvent]:
@@ -162,6 +163,7 @@ class StreamDecoder:
                                        Usage(), int(chunk.get("created") or 0)))
         for c in chunk.get("choices") or []:
             i = int(c.get("index", 0))
+            self.choices.add(i)
             delta = c.get("delta") or c.get("message") or {}
             if "text" in c:  # a legacy completion
                 delta = {"content": c["text"]}
@@ -172,7 +174,10 @@ class StreamDecoder:
                 self.finished[i] = (c["finish_reason"], stop if isinstance(stop, str) else None)
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-            events += self.end()
+            # Usage normally comes alone, after the last finish; with continuous usage stats
+            # (vLLM) a running count rides on every chunk, and only the last one may end it.
+            if not chunk.get("choices") or self.choices <= set(self.finished):
+                events += self.end()
         return events
 
     def end(self) -> list[ChatEvent]:

@@ -413,6 +413,18 @@ def test_events_survive_the_stream(events):
     assert comparable(stream_round_trip(events)) == comparable(events)
 
 
+def test_usage_on_every_chunk_does_not_end_the_stream_early():
+    """vLLM's continuous usage stats put the running usage on every chunk, not only on one
+    after the last finish."""
+    encoder = ChatStream("chatcmpl-1", n=1, include_usage=True)
+    chunks = [chunk for event in TEXT for chunk in encoder.encode(event)] + encoder.end()
+    usage = chunks[-1]["usage"]
+    decoder, out = StreamDecoder(), []
+    for chunk in chunks:
+        out += decoder.feed({**chunk, "usage": usage} if chunk["choices"] else chunk)
+    assert comparable(out + decoder.end()) == comparable(TEXT)
+
+
 def test_interleaved_choices_survive_the_stream():
     out = stream_round_trip(TWO_CHOICES, n=2)
     for choice in (0, 1):
