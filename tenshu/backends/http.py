@@ -4,7 +4,6 @@
     async with client.stream("POST", url, json=body, headers=h) as response:
         response.status, response.headers.get("content-type")
         async for line in response.lines(): ...  # or: await response.read()
-        await response.drain()  # what is left of the body, so the connection is reused
     await client.aclose()
 
 Why aiohttp here when tenshu's other clients use httpx: this is the gateway's hot path, one
@@ -92,13 +91,6 @@ class HttpResponse:
         pending += decoder.decode(b"", final=True)
         if pending:
             yield pending.removesuffix("\r")
-
-    async def drain(self) -> None:
-        """Read the rest of the body and drop it, so the connection can serve the next request
-        (a body left unread closes its connection)."""
-        with _translated():
-            while await self._response.content.readany():
-                pass
 
 
 class HttpClient:

@@ -224,8 +224,6 @@ class UpstreamBackend:
                             complete = True
                             watchdog.idle = min(watchdog.idle, _DRAIN_SECONDS)
                         watchdog.resume(len(events) > 1 or not isinstance(events[0], MessageStart))
-                    if complete:
-                        await response.drain()
             if not complete:
                 raise self.cut_short()
         except _FAILURES as exc:
