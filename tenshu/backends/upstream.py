@@ -83,20 +83,10 @@ class Timeouts:
                 raise ValueError(f"timeouts.{name} must be a positive number of seconds")
 
 
-def upstream_backend(
-    protocol: str,
-    name: str,
-    endpoint: str,
-    *,
-    upstream_model: str | None = None,
-    api_key: str | None = None,
-    api_key_env: str = "",
-    context_window: int = 0,
-    timeouts: Timeouts = Timeouts(),  # noqa: B008 (frozen, so sharing the default is safe)
-    max_concurrency: int = 0,
-) -> Backend:
+def upstream_backend(protocol: str, name: str, endpoint: str, **options: Any) -> Backend:
     """The backend that forwards to `endpoint`, given as that protocol's official SDK takes it:
-    OpenAI's with /v1, Anthropic's and Ollama's without."""
+    OpenAI's with /v1, Anthropic's and Ollama's without. `options` are UpstreamBackend's
+    keyword arguments (upstream_model, api_key, timeouts, ...)."""
     from tenshu.backends.anthropic import AnthropicBackend
     from tenshu.backends.ollama import OllamaBackend
     from tenshu.backends.openai import OpenAIBackend
@@ -104,10 +94,7 @@ def upstream_backend(
     classes = {"openai": OpenAIBackend, "anthropic": AnthropicBackend, "ollama": OllamaBackend}
     if protocol not in classes:
         raise ValueError(f"unknown upstream protocol {protocol!r}; use one of {sorted(classes)}")
-    return classes[protocol](
-        name, endpoint, upstream_model=upstream_model, api_key=api_key, api_key_env=api_key_env,
-        context_window=context_window, timeouts=timeouts, max_concurrency=max_concurrency,
-    )
+    return classes[protocol](name, endpoint, **options)
 
 
 def estimate_tokens(request: ChatRequest) -> int:
@@ -150,7 +137,7 @@ class UpstreamBackend:
         api_key: str | None = None,
         api_key_env: str = "",
         context_window: int = 0,
-        timeouts: Timeouts = Timeouts(),  # noqa: B008
+        timeouts: Timeouts = Timeouts(),  # noqa: B008 (frozen, so sharing the default is safe)
         max_concurrency: int = 0,
     ):
         self.name = name
