@@ -55,6 +55,11 @@ def test_keys_cannot_be_turned_off_beyond_loopback():
     with pytest.raises(ValueError, match="required beyond loopback"):
         ServerSettings(host="0.0.0.0", require_keys=False)
     assert ServerSettings(host="127.0.0.1", require_keys=False).loopback
+    # beyond loopback they are required whatever exists; on loopback, as configured
+    assert ServerSettings(host="0.0.0.0").keys_required is True
+    assert ServerSettings(host="192.168.1.2", require_keys=None).keys_required is True
+    assert ServerSettings().keys_required is None
+    assert ServerSettings(require_keys=False).keys_required is False
 
 
 def test_model_arguments(tmp_path):

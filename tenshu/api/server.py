@@ -46,8 +46,9 @@ class Server:
 
 
 def build_server(settings: ServerSettings, state_db=None) -> Server:
-    store = open_store(state_db or state_db_path())
-    auth = Authenticator(store.keys, settings.require_keys)
+    state_db = state_db or state_db_path()
+    store = open_store(state_db)
+    auth = Authenticator(store.keys, settings.keys_required)
     if not settings.loopback and not store.keys.any_active():
         store.close()
         raise ValueError(

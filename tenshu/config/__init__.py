@@ -123,6 +123,13 @@ class ServerSettings:
         return self.models or (ModelSpec(DEFAULT_MODEL_NAME, str(DEFAULT_MODEL_DIR)),)
 
     @property
+    def keys_required(self) -> bool | None:
+        """What the server's authentication follows: True beyond loopback, for the server's
+        whole life (revoking the last key must not open it to the network); on loopback,
+        require_keys (None: required while at least one key exists)."""
+        return True if not self.loopback else self.require_keys
+
+    @property
     def routing(self) -> RoutingSettings:
         return RoutingSettings(self.served_models(), self.tiers, self.routes, self.budgets,
                                self.router)

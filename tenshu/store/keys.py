@@ -2,17 +2,18 @@
 
 A key is `tsk-` + 40 random URL-safe characters (240 bits), shown once when it is made. The
 database keeps its sha256 and a 12-character display prefix, never the key itself. `verify` is
-on the request path: one indexed SELECT by hash (so comparing keys takes no secret-dependent
-time), behind a cache whose entries live at most a second, so `tenshu keys revoke` run from
-another process takes effect on a running server within a second. It never writes; the audit
-writer records when a key was last used (`touch_many`), in its own batches.
+on the request path: it hashes the key and looks the hash up (so comparing keys takes no
+secret-dependent time) in a snapshot of the active keys, read whole from the database at most
+once a second. So `tenshu keys revoke` run from another process takes effect on a running
+server within a second, and a wrong key costs what a right one does: no database read (one
+per request, in the thread pool, made guessing a cheap way to load the server). It never
+writes; the audit writer records when a key was last used (`touch_many`), in its own batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -79,35 +80,38 @@ def hash_key(key: str) -> str:
 
 
 class KeyStore:
-    """The API keys in one database. Thread-safe: the engine pools connections and the cache
-    is behind a lock."""
+    """The API keys in one database. Thread-safe: the engine pools connections, and the
+    snapshot of active keys is replaced whole, never changed in place."""
 
-    def __init__(self, engine: Engine, *, cache_ttl: float = MAX_CACHE_TTL,
-                 cache_size: int = 1024) -> None:
+    def __init__(self, engine: Engine, *, cache_ttl: float = MAX_CACHE_TTL) -> None:
         if not 0 <= cache_ttl <= MAX_CACHE_TTL:
             raise ValueError(f"cache_ttl must be between 0 and {MAX_CACHE_TTL} s, not {cache_ttl}")
         self._engine = engine
         self._cache_ttl = cache_ttl
-        self._cache_size = cache_size
-        self._cache: dict[str, tuple[KeyRecord, float]] = {}  # key hash -> (record, expiry)
-        self._lock = threading.Lock()
-        self._any_active: tuple[bool, float] = (False, 0.0)  # (answer, expiry)
+        # the active keys by hash, and until when (monotonic) that may be believed
+        self._active: tuple[dict[str, KeyRecord], float] = ({}, 0.0)
 
     def any_active(self, *, cached_only: bool = False) -> bool:
-        """Whether at least one key is active (then the server requires keys). Cached like
-        verify's answers: at most cache_ttl old, and dropped at once by create/revoke here.
-        With `cached_only`, raises CacheMiss rather than read the database."""
+        """Whether at least one key is active (then the server requires keys). With
+        `cached_only`, raises CacheMiss rather than read the database."""
+        return bool(self._snapshot(cached_only))
+
+    def _snapshot(self, cached_only: bool) -> dict[str, KeyRecord]:
+        """The active keys by hash: at most cache_ttl old, and renewed at once after a create or
+        revoke in this process."""
+        active, expiry = self._active
         now = time.monotonic()
-        answer, expiry = self._any_active
         if expiry > now:
-            return answer
+            return active
         if cached_only:
-            raise CacheMiss("any_active")
+            raise CacheMiss("keys")
         with self._engine.connect() as conn:
-            found = conn.execute(select(keys.c.id).where(keys.c.revoked_at.is_(None)).limit(1))
-            answer = found.first() is not None
-        self._any_active = (answer, now + self._cache_ttl)
-        return answer
+            rows = conn.execute(select(keys.c.key_hash, *_RECORD)
+                                .where(keys.c.revoked_at.is_(None)))
+            active = {row[0]: KeyRecord(*row[1:]) for row in rows}
+        if self._cache_ttl > 0:
+            self._active = (active, now + self._cache_ttl)
+        return active
 
     def create(self, name: str, *, private: bool = False) -> tuple[KeyRecord, str]:
         """A new key named `name`: its record, and the key itself, which is not kept. A
@@ -124,7 +128,7 @@ class KeyStore:
                 f"an active key is already named {name!r}: revoke it first "
                 f"(`tenshu keys revoke {name}`) or choose another name"
             ) from None
-        self._any_active = (True, 0.0)
+        self._active = ({}, 0.0)  # read again on the next check
         record = KeyRecord(id=key_id, name=name, prefix=values["prefix"],
                            created_at=values["created_at"], revoked_at=None, last_used_at=None,
                            private=values["private"])
@@ -157,9 +161,7 @@ class KeyStore:
             record = active[0]
             revoked_at = utcnow()
             conn.execute(update(keys).where(keys.c.id == record.id).values(revoked_at=revoked_at))
-        with self._lock:
-            self._cache.clear()  # in this process, at once; elsewhere, within cache_ttl
-            self._any_active = (False, 0.0)
+        self._active = ({}, 0.0)  # in this process, at once; elsewhere, within cache_ttl
         return replace(record, revoked_at=revoked_at)
 
     def verify(self, key: str, *, cached_only: bool = False) -> KeyRecord | None:
@@ -167,23 +169,7 @@ class KeyStore:
         `cached_only`, raises CacheMiss rather than read the database."""
         if not isinstance(key, str) or len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX):
             return None
-        digest = hash_key(key)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            record = cached[0]
-        elif cached_only:
-            raise CacheMiss("verify")
-        else:
-            record = self._lookup(digest)
-            # Unknown keys are not cached: guessing must not grow or churn the cache.
-            if record is not None and self._cache_ttl > 0:
-                with self._lock:
-                    if len(self._cache) >= self._cache_size:
-                        self._cache.clear()
-                    self._cache[digest] = (record, now + self._cache_ttl)
-        return record if record is not None and record.active else None
+        return self._snapshot(cached_only).get(hash_key(key))
 
     def touch_many(self, uses: Iterable[tuple[int, datetime]], *,
                    conn: Connection | None = None) -> None:
@@ -204,11 +190,6 @@ class KeyStore:
             return
         with begin_write(self._engine) as conn:
             conn.execute(stmt, params)
-
-    def _lookup(self, digest: str) -> KeyRecord | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(*_RECORD).where(keys.c.key_hash == digest)).first()
-        return KeyRecord(*row) if row is not None else None
 
 
 def _check_name(name: str) -> str:
