@@ -3,8 +3,8 @@
     SecurityMiddleware   request id, Host/Origin checks, body size limit
     MetricsMiddleware    requests by route and status
     CORSMiddleware       only when origins are configured
-    routers              health, openai, anthropic, ollama  (each parses, calls the gateway,
-                         encodes; no logic of their own)
+    routers              health, docs, openai, anthropic, ollama  (each parses, calls the
+                         gateway, encodes; no logic of their own)
 """
 
 from __future__ import annotations
@@ -14,33 +14,35 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from tenshu import __version__
-from tenshu.api import errors, health
+from tenshu.api import errors
 from tenshu.api.auth import Authenticator
 from tenshu.api.errors import protocol_of
 from tenshu.api.metrics import Metrics, MetricsMiddleware
 from tenshu.api.security import SecurityMiddleware
 from tenshu.config import ServerSettings
 from tenshu.gateway import Gateway, RequestContext
-from tenshu.store import CacheMiss
+from tenshu.store import CacheMiss, KeyRecord
 
 
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
                metrics: Metrics) -> FastAPI:
-    from tenshu.api import anthropic, ollama, openai
+    from tenshu.api import anthropic, docs, health, ollama, openai
 
     app = FastAPI(
         title="tenshu",
         version=__version__,
         description="OpenAI, Anthropic and Ollama APIs over local models.",
-        docs_url="/docs",
+        # FastAPI's own pages need no key and load Swagger UI from a CDN: docs.py replaces them
+        docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.auth = auth
     app.state.metrics = metrics
     errors.install(app)
-    for module in (health, openai, anthropic, ollama):
+    for module in (health, docs, openai, anthropic, ollama):
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
@@ -57,16 +59,21 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     return app
 
 
-async def request_context(request: Request) -> RequestContext:
-    """A FastAPI dependency: authenticate the request and describe it for the gateway.
+async def authenticate(request: Request) -> KeyRecord | None:
+    """The request's key (None: anonymous, and allowed); raises when it may not go on.
 
-    Async, so a request does not hop through the thread pool: the key is checked against the
-    cache on the event loop, and only a miss (a database read) goes to a thread."""
+    The key is checked against the cache on the event loop, and only a miss (a database read)
+    goes to a thread, so most requests do not hop through the thread pool."""
     auth = request.app.state.auth
     try:
-        key = auth.check(request, cached_only=True)
+        return auth.check(request, cached_only=True)
     except CacheMiss:
-        key = await run_in_threadpool(auth.check, request)
+        return await run_in_threadpool(auth.check, request)
+
+
+async def request_context(request: Request) -> RequestContext:
+    """A FastAPI dependency: authenticate the request and describe it for the gateway."""
+    key = await authenticate(request)
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
         request_id=request.scope["state"]["request_id"],

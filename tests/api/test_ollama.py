@@ -245,7 +245,8 @@ def test_a_missing_key_is_401(server):
 
 
 def test_openapi_documents_the_ndjson_stream(server):
-    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+    document = httpx.get(f"{server.base_url}/openapi.json", headers=server.headers())
+    paths = document.json()["paths"]
     ok = paths["/api/chat"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "application/x-ndjson"} <= set(ok)
     assert "400" in paths["/api/embed"]["post"]["responses"]

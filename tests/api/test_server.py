@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from tenshu.config import DEFAULT_MODEL_DIR
 from tests.api.live import live_server
 
 CHAT = "/v1/chat/completions"
@@ -19,9 +20,12 @@ def chat_body(text: str, **extra) -> dict:
             "temperature": 0, "max_tokens": 24, **extra}
 
 
-def test_health_and_ready_need_no_key(server):
+def test_health_and_ready_need_no_key_but_only_a_key_sees_the_models(server):
     assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
-    ready = httpx.get(server.base_url + "/ready").json()
+    assert httpx.get(server.base_url + "/ready").json() == {"status": "ready"}
+    wrong = httpx.get(server.base_url + "/ready", headers={"x-api-key": "tsk-" + "w" * 40})
+    assert wrong.json() == {"status": "ready"}
+    ready = httpx.get(server.base_url + "/ready", headers=server.headers()).json()
     assert ready["status"] == "ready" and "tenshu-tiny" in ready["models"]
 
 
@@ -213,3 +217,28 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert "retry" in ollama.json()["error"]
     assert anthropic.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_the_api_description_needs_a_key_and_loads_nothing_from_elsewhere(server):
+    for path in ("/openapi.json", "/docs"):
+        assert httpx.get(server.base_url + path).status_code == 401, path
+    document = httpx.get(server.base_url + "/openapi.json", headers=server.headers())
+    assert document.status_code == 200 and "/v1/chat/completions" in document.json()["paths"]
+    page = httpx.get(server.base_url + "/docs", headers=server.headers())
+    assert page.status_code == 200
+    sources = [part.split('"')[1] for part in page.text.split("src=")[1:]] + \
+        [part.split('"')[1] for part in page.text.split("href=")[1:]]
+    assert sources and all(s.startswith("/docs/assets/") for s in sources), sources
+    assert "validatorUrl" in page.text and "cdn" not in page.text.lower()
+    for source in sources:
+        asset = httpx.get(server.base_url + source)  # the library's files are public
+        assert asset.status_code == 200 and len(asset.content) > 500, source
+    assert httpx.get(server.base_url + "/docs/assets/../../etc/passwd").status_code == 404
+
+
+def test_show_does_not_reveal_where_the_model_lives(server):
+    shown = httpx.post(server.base_url + "/api/show", json={"model": "tenshu-tiny"},
+                       headers=server.headers())
+    assert shown.status_code == 200 and "FROM tenshu-tiny" in shown.json()["modelfile"]
+    assert str(DEFAULT_MODEL_DIR) not in shown.text
+    assert str(DEFAULT_MODEL_DIR.parent) not in shown.text
