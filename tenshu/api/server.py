@@ -20,6 +20,7 @@ import uvicorn
 
 from tenshu.api.app import create_app
 from tenshu.api.auth import Authenticator
+from tenshu.api.connection import ConnectionLimits, protocol_for
 from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
@@ -171,6 +172,7 @@ def uvicorn_server(server: Server, sock=None) -> uvicorn.Server:
     s = server.settings
     config = uvicorn.Config(
         server.app, host=s.host, port=s.port, log_level=s.log_level,
+        http=protocol_for(ConnectionLimits.of(s)), timeout_keep_alive=s.keep_alive,
         timeout_graceful_shutdown=s.grace_seconds + 5,  # after the grace, streams end quickly
         proxy_headers=False, server_header=False, access_log=s.log_level == "debug",
     )

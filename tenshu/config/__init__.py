@@ -61,8 +61,16 @@ class ServerSettings:
     cors_origins: browser origins allowed to call the API ("*" allows any).
     allowed_hosts: extra Host header names accepted while bound to loopback (besides localhost,
         127.0.0.1 and ::1); the check stops DNS-rebinding attacks from web pages.
-    max_queue: requests that may wait for the engine before new ones get 429 + Retry-After.
+    max_queue: requests that may wait for each local model's engine before new ones get 429 +
+        Retry-After (requests that go upstream wait at the upstream, not here).
     grace_seconds: on SIGTERM/SIGINT, how long in-flight requests may run before they are ended.
+    max_connections: open HTTP connections at once; one more is answered 503 and closed.
+    max_header_kib: the request line and headers of one request; more is a 431.
+    header_timeout: seconds from a connection's first byte (or its opening) until the request's
+        headers are complete; slower (slowloris) or silent connections are closed.
+    body_timeout, body_min_kib_per_s: a body must arrive within body_timeout seconds, extended
+        by one second per body_min_kib_per_s KiB received (Apache's mod_reqtimeout MinRate).
+    keep_alive: seconds an idle connection is kept open between requests.
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +87,12 @@ class ServerSettings:
     max_body_mib: float = 16.0
     max_queue: int = 256
     grace_seconds: float = 10.0
+    max_connections: int = 512
+    max_header_kib: float = 64.0
+    header_timeout: float = 10.0
+    body_timeout: float = 20.0
+    body_min_kib_per_s: float = 64.0
+    keep_alive: float = 5.0
     kv_cache_memory_gib: float = 2.0
     max_num_seqs: int = 64
     dtype: str = "auto"
@@ -97,6 +111,12 @@ class ServerSettings:
             raise bad("max_queue", "must be >= 0")
         if self.grace_seconds < 0:
             raise bad("grace_seconds", "must be >= 0")
+        if self.max_connections < 1:
+            raise bad("max_connections", "must be >= 1")
+        for key in ("max_header_kib", "header_timeout", "body_timeout", "body_min_kib_per_s",
+                    "keep_alive"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "must be > 0")
         if self.kv_cache_memory_gib <= 0:
             raise bad("kv_cache_memory_gib", "must be > 0")
         if self.max_num_seqs < 1:
