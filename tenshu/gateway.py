@@ -1,10 +1,10 @@
 """The gateway: the one pipeline every protocol's request goes through.
 
 api/<protocol>.py parses a request into a ChatRequest and hands it here; the gateway finds the
-candidates (router/), admits the request (or refuses it when the queue is full or the server is
-draining), runs it on the first candidate that answers, falling back while nothing has been
-sent, observes it for /metrics, queues its audit record with its trace, and hands the ChatEvent
-stream back to be encoded.
+candidates (router/), admits the request (or refuses it while the server is draining), runs it
+on the first candidate that answers and has room (each deployment's limit bounds its queue),
+falling back while nothing has been sent, observes it for /metrics, queues its audit record
+with its trace, and hands the ChatEvent stream back to be encoded.
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class Gateway:
         router: Router,
         embedders: dict[str, Embedder] | None = None,
         *,
-        max_queue: int = 256,
         observer: Observer | None = None,
         audit: AuditSink | None = None,
     ):
@@ -97,7 +96,6 @@ class Gateway:
         self.backends: dict[str, Backend] = {
             d.name: d.backend for group in router.deployments.values() for d in group}
         self.embedders = embedders or {}
-        self.max_queue = max_queue
         self.observer = observer
         self.audit = audit
         self.in_flight = 0
@@ -154,21 +152,15 @@ class Gateway:
     # -- requests -----------------------------------------------------------------------------
 
     def admit(self) -> None:
-        """Refuse a request the server cannot take now (raises); check before any work."""
+        """Refuse a request while the server is draining (raises); check before any work. A
+        full queue is each deployment's to refuse (Deployment.can_take)."""
         if self.draining:
             raise ShuttingDownError("the server is shutting down; retry against another one")
-        stats = [b.stats() for b in self.backends.values()]
-        if self.in_flight >= sum(s.max_running for s in stats) + self.max_queue:
-            raise OverloadedError(
-                f"{self.queue_depth()} requests are already waiting for the engine (the queue "
-                f"holds {self.max_queue}); retry shortly",
-                retry_after=1,
-            )
 
     def queue_depth(self) -> int:
-        """Requests admitted but not yet running in an engine."""
-        running = sum(b.stats().running for b in self.backends.values())
-        return max(0, self.in_flight - running)
+        """Requests handed to a deployment but not yet running there (waiting for an engine)."""
+        return sum(max(0, d.in_flight - d.backend.stats().running)
+                   for group in self.router.deployments.values() for d in group)
 
     async def chat(self, request: ChatRequest, ctx: RequestContext) -> AsyncIterator[ChatEvent]:
         """The request's events from the first candidate that answers. A candidate that fails
@@ -228,11 +220,8 @@ class Gateway:
                                               "its context window is no larger"))
                 continue
             if not deployment.can_take():
-                trace.attempts.append(Attempt(deployment.name, "skipped",
-                                              "at its concurrency limit"))
-                error = error or OverloadedError(
-                    f"{deployment.name} is at its limit of {deployment.spec.max_concurrency} "
-                    "requests at once; retry shortly")
+                trace.attempts.append(Attempt(deployment.name, "skipped", "at its limit"))
+                error = error or OverloadedError(deployment.full(), retry_after=1)
                 continue
             began = time.perf_counter()
             deployment.acquire()
@@ -272,9 +261,12 @@ class Gateway:
 
     async def embed(self, model: str, inputs: list[str]) -> tuple[list[list[float]], int]:
         embedder = self.embedder_for(model)
-        if self.draining:
-            raise ShuttingDownError("the server is shutting down; retry against another one")
-        return await embedder.embed(inputs)
+        self.admit()
+        self.in_flight += 1  # so a stop waits for it, then ends it after the grace period
+        try:
+            return await embedder.embed(inputs)
+        finally:
+            self.in_flight -= 1
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -286,6 +278,8 @@ class Gateway:
         """End every running request now (their streams close with a shutdown error)."""
         for backend in self.backends.values():
             await backend.abort_all()
+        for embedder in self.embedders.values():
+            embedder.abort_all()
 
     async def aclose(self) -> None:
         for backend in [*self.backends.values(), *self.embedders.values()]:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from tenshu import __version__
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.core.request import ChatRequest
@@ -268,7 +268,10 @@ async def embed(body: ollama.EmbedBody, request: Request, ctx: Context) -> dict:
         return {"model": body.model, "embeddings": []}
     # `truncate` is not passed on: the embedder always truncates to its window (Ollama's
     # default); truncate: false with an over-long input is embedded truncated, not refused.
-    vectors, tokens = await gateway.embed(body.model, inputs)
+    embedded = await unless_gone(request, gateway.embed(body.model, inputs))
+    if embedded is None:
+        return Response(status_code=499)  # the client left; the embedding was stopped
+    vectors, tokens = embedded
     return {"model": body.model,
             "embeddings": [ollama_encode.shorten(v, body.dimensions) for v in vectors],
             "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
@@ -281,5 +284,7 @@ async def embeddings(body: ollama.EmbeddingsBody, request: Request, ctx: Context
     if not body.prompt:  # the older endpoint's load call
         gateway.embedder_for(body.model)
         return {"embedding": []}
-    vectors, _ = await gateway.embed(body.model, [body.prompt])
-    return {"embedding": vectors[0]}
+    embedded = await unless_gone(request, gateway.embed(body.model, [body.prompt]))
+    if embedded is None:
+        return Response(status_code=499)
+    return {"embedding": embedded[0][0]}

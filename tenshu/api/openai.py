@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
 from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.gateway import RequestContext
@@ -119,7 +119,11 @@ async def completions(body: CompletionRequest, request: Request, ctx: Context):
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=_ERRORS)
 async def embeddings(body: EmbeddingRequest, request: Request, ctx: Context):
-    vectors, tokens = await gateway_of(request).embed(body.model, embedding_inputs(body))
+    embedded = await unless_gone(request, gateway_of(request).embed(body.model,
+                                                                   embedding_inputs(body)))
+    if embedded is None:
+        return Response(status_code=499)  # the client left; the embedding was stopped
+    vectors, tokens = embedded
     if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
         raise InvalidRequestError(
             f"{body.model} makes {len(vectors[0])}-dimensional vectors and cannot shorten "

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 import uvicorn
@@ -62,8 +64,7 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
     router = build_router(settings, store, embedders)
     metrics = Metrics()
     audit = store.audit_writer()
-    gateway = Gateway(router, embedders, max_queue=settings.max_queue, observer=metrics,
-                      audit=audit)
+    gateway = Gateway(router, embedders, observer=metrics, audit=audit)
     metrics.attach(gateway)
     app = create_app(settings, gateway, auth, metrics)
 
@@ -111,7 +112,13 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
             model=spec.path, dtype=settings.dtype, device=settings.device,
             kv_cache_memory_gib=settings.kv_cache_memory_gib,
             max_num_seqs=settings.max_num_seqs))
-        return [Deployment(spec.name, spec, backend)]
+        # what the engine runs at once, and the queue that may wait for it
+        limit = settings.max_num_seqs + settings.max_queue
+        source = (f"server.max_num_seqs {settings.max_num_seqs} + server.max_queue "
+                  f"{settings.max_queue}")
+        if spec.max_concurrency and spec.max_concurrency < limit:
+            limit, source = spec.max_concurrency, f"max_concurrency {spec.max_concurrency}"
+        return [Deployment(spec.name, spec, backend, limit=limit, limit_source=source)]
     key = credential(spec.api_key_env)
     if spec.api_key_env and key is None:
         log.warning("%s: the environment variable %s is not set; %s will refuse requests "
@@ -124,7 +131,8 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
             spec.backend, name, endpoint, upstream_model=spec.upstream_model or spec.name,
             api_key=key, api_key_env=spec.api_key_env, context_window=spec.context_window,
             timeouts=timeouts, max_concurrency=spec.max_concurrency)
-        out.append(Deployment(name, spec, backend))
+        out.append(Deployment(name, spec, backend, limit=spec.max_concurrency,
+                              limit_source=f"max_concurrency {spec.max_concurrency}"))
     return out
 
 
@@ -182,6 +190,29 @@ def uvicorn_server(server: Server, sock=None) -> uvicorn.Server:
 def run(server: Server) -> None:
     settle_heap()
     uvicorn_server(server).run()
+    _exit_if_work_lingers(LINGER_SECONDS)
+
+
+LINGER_SECONDS = 3.0
+
+
+def _exit_if_work_lingers(seconds: float) -> None:
+    """The last guarantee that a stop ends the process. By now uvicorn has stopped, requests have
+    been ended and state written; what may remain is work in a worker thread nobody waits for
+    (a long tokenization, an embedding batch), which Python would otherwise wait for at exit,
+    however long it takes. Such work gets a few seconds to notice the stop, then the process
+    exits without it."""
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    if lingering:
+        log.warning("exiting with work still running in %s", ", ".join(lingering))
+        logging.shutdown()
+        os._exit(0)
 
 
 def settle_heap() -> None:

@@ -3,19 +3,22 @@
 `first_event` pulls a stream's first event before any byte is sent, so a request that fails up
 front (bad model, prompt too long, queue full) gets a plain HTTP error with the right status;
 only failures after that become in-stream error events. `with_heartbeat` interleaves None ticks
-while a stream is silent (Anthropic's ping events during a long prefill).
+while a stream is silent (Anthropic's ping events during a long prefill). `unless_gone` runs
+non-streaming work (a whole reply, an embedding) until it is done or its client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from tenshu.core.events import ChatEvent
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _END = object()
+T = TypeVar("T")
 
 
 async def first_event(events: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEvent]:
@@ -80,17 +83,24 @@ async def collect_unless_gone(request, events: AsyncIterator[ChatEvent]) -> list
         finally:
             await events.aclose()
 
+    return await unless_gone(request, collect())
+
+
+async def unless_gone(request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None if the client disconnected first: then `work` is cancelled (an
+    engine request aborted, an embedding stopped between batches). Its own errors are raised."""
+
     async def gone() -> None:
         # The body has been read, so the next ASGI message can only be the disconnect.
         while (await request.receive())["type"] != "http.disconnect":
             continue
 
-    work, watch = asyncio.ensure_future(collect()), asyncio.ensure_future(gone())
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(gone())
     try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-    return None if work.cancelled() else work.result()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()

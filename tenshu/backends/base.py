@@ -65,7 +65,12 @@ class Embedder(Protocol):
     info: ModelInfo
 
     async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
-        """One vector per input, and the number of tokens read."""
+        """One vector per input, and the number of tokens read. Cancelling the call stops the
+        work soon after (between batches), not only the wait for it."""
+        ...
+
+    def abort_all(self) -> None:
+        """Stop every embedding in progress (shutdown, after the grace period)."""
         ...
 
     def close(self) -> None: ...

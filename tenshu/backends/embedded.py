@@ -3,6 +3,13 @@
 Templating (chat/), sampling defaults from the checkpoint's generation_config, fitting
 max_tokens to the context window, and turning the engine's RequestOutputs into the ChatEvent
 sequence every protocol encodes.
+
+Rendering and tokenizing a prompt can take seconds for one of a few MB, so it
+runs in a worker thread, never on the event loop. A prompt that cannot fit the window is refused
+before it is tokenized in full: first by its length in characters (no token of the vocabulary is
+longer than `max_token_chars`, so a prompt of n characters has at least n / max_token_chars
+tokens), then, for a prompt long for its window, by counting it in pieces and stopping once the
+count passes the window.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 from tenshu.backends.base import BackendStats, ModelInfo
 from tenshu.chat.reply import OutputShape, Reply, output_shape
 from tenshu.chat.structured import GrammarCompiler
-from tenshu.chat.template import render_prompt, tool_format
+from tenshu.chat.template import prompt_text, tool_format
 from tenshu.core.errors import ContextLengthError, InvalidRequestError, ShuttingDownError
 from tenshu.core.events import (
     ChatEvent,
@@ -26,6 +33,7 @@ from tenshu.core.events import (
     TokenLogprob,
     Usage,
 )
+from tenshu.core.messages import TextBlock, ToolResultBlock
 from tenshu.core.request import ChatRequest
 from tenshu.engine import AsyncEngine, EngineConfig, RequestOutputKind, SamplingParams
 
@@ -42,13 +50,14 @@ class EmbeddedBackend:
         self.grammars = GrammarCompiler(tokenizer, self.llm.vocab_size, _eos_ids(self.llm))
         self.tool_format = tool_format(tokenizer)
         self.info = _model_info(name, config, self.llm)
+        self.max_token_chars = _max_token_chars(tokenizer)
         self._prompt_tokens = 0
         self._cached_tokens = 0
 
     # -- the Backend interface ----------------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        ids = self.prompt_ids(request)
+        ids = await asyncio.to_thread(self.prompt_ids, request)
         shape = OutputShape()
         if request.tools or request.response_format:
             shape = await asyncio.to_thread(self.output_shape, request)
@@ -98,7 +107,7 @@ class EmbeddedBackend:
         return output_shape(request, self.grammars, self.tool_format)
 
     async def count_tokens(self, request: ChatRequest) -> int:
-        return len(self.prompt_ids(request))
+        return len(await asyncio.to_thread(self.prompt_ids, request))
 
     def stats(self) -> BackendStats:
         scheduler, blocks = self.llm.scheduler, self.llm.block_manager
@@ -120,22 +129,37 @@ class EmbeddedBackend:
     # -- request -> engine --------------------------------------------------------------------
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids; raises ContextLengthError when they cannot fit the window.
+        Slow for a large prompt: not for the event loop."""
         tokenizer = self.llm.tokenizer
-        if request.is_completion:
-            prompt = request.prompt
-            ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        window = self.window(request)
+        self._check_fits(_least_chars(request) // self.max_token_chars, window, request)
+        if request.is_completion and not isinstance(request.prompt, str):
+            ids = list(request.prompt)
         else:
-            ids = render_prompt(tokenizer, request.messages, request.tools, self.tool_format)
+            if request.is_completion:
+                text, special = request.prompt, True
+            else:
+                text, special = prompt_text(tokenizer, request.messages, request.tools,
+                                            self.tool_format), False
+            if len(text) > window * _CHARS_PER_TOKEN:  # long for the window: count first
+                self._check_fits(_count_at_least(tokenizer, text, window, special), window,
+                                 request)
+            ids = tokenizer.encode(text, add_special_tokens=special)
         if not ids:
             raise InvalidRequestError("the prompt is empty", field="prompt")
-        window = self.window(request)
-        if len(ids) >= window:
+        self._check_fits(len(ids), window, request, exact=True)
+        return ids
+
+    def _check_fits(self, tokens: int, window: int, request: ChatRequest, *,
+                    exact: bool = False) -> None:
+        if tokens >= window:
             raise ContextLengthError(
-                f"the prompt has {len(ids)} tokens, but {self.info.name}'s context window is "
-                f"{window} tokens and must also hold the reply; shorten the conversation",
+                f"the prompt has {'' if exact else 'at least '}{tokens} tokens, but "
+                f"{self.info.name}'s context window is {window} tokens and must also hold the "
+                "reply; shorten the conversation",
                 field="messages" if not request.is_completion else "prompt",
             )
-        return ids
 
     def window(self, request: ChatRequest) -> int:
         if request.num_ctx:
@@ -175,6 +199,48 @@ class EmbeddedBackend:
             # tool-call markers can be special tokens ([TOOL_CALLS], <|python_tag|>)
             skip_special_tokens=not (shape and shape.tools),
         ), clamped
+
+
+# Past this many characters per token of the window, a prompt is counted in pieces before it is
+# tokenized whole: text averages 3-5 characters per token, so a prompt that long rarely fits.
+_CHARS_PER_TOKEN = 8
+_PIECE_CHARS = 16_384
+
+
+def _max_token_chars(tokenizer) -> int:
+    """The most characters any one token can stand for: a byte-level token's text has one
+    character per byte, a SentencePiece token's one per character (▁ for a space), so none
+    decodes to more characters than its vocabulary entry has."""
+    if tokenizer is None:
+        return 1
+    return max(1, max((len(token) for token in tokenizer.get_vocab()), default=1))
+
+
+def _least_chars(request: ChatRequest) -> int:
+    """Characters the prompt holds at least: its text, its tool results (the template adds
+    more, the tools' descriptions among them)."""
+    if request.is_completion:
+        return len(request.prompt) if isinstance(request.prompt, str) else 0
+    return sum(len(block.text) for message in request.messages for block in message.content
+               if isinstance(block, (TextBlock, ToolResultBlock)))
+
+
+def _count_at_least(tokenizer, text: str, limit: int, special: bool) -> int:
+    """The tokens of `text`, counted piece by piece until the count reaches `limit`. Pieces end
+    where a word does (before a space that follows a non-space), where byte-level tokenizers'
+    pre-tokenizers split anyway, so the count is the whole text's (within a token per piece for
+    SentencePiece's)."""
+    count, start = 0, 0
+    while start < len(text) and count < limit:
+        end = min(len(text), start + _PIECE_CHARS)
+        if end < len(text):
+            cut = text.rfind(" ", start + 1, end)
+            while cut > start and text[cut - 1].isspace():
+                cut = text.rfind(" ", start + 1, cut)
+            end = cut if cut > start else end
+        count += len(tokenizer.encode(text[start:end], add_special_tokens=special and not start))
+        start = end
+    return count
 
 
 def _stop_reason(c, calls: int) -> str:

@@ -164,10 +164,18 @@ def tool_format(tokenizer) -> ToolFormat:
 
 def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = (),
                   fmt: ToolFormat | None = None) -> list[int]:
-    """The prompt's token ids. A final assistant message is continued, not closed (Anthropic's
-    prefill); otherwise the template adds the assistant's opening. `tools` are rendered whatever
-    the tool_choice: the history may hold calls, and the caller decides whether to pass them.
-    `fmt` is the template's tool format (`tool_format`); a server passes the one it keeps."""
+    """The prompt's token ids: `prompt_text`, tokenized."""
+    return tokenizer.encode(prompt_text(tokenizer, messages, tools, fmt),
+                            add_special_tokens=False)
+
+
+def prompt_text(tokenizer, messages: list[Message], tools: list[ToolSpec] = (),
+                fmt: ToolFormat | None = None) -> str:
+    """The prompt as the model's chat template writes it (its special tokens as text). A final
+    assistant message is continued, not closed (Anthropic's prefill); otherwise the template
+    adds the assistant's opening. `tools` are rendered whatever the tool_choice: the history may
+    hold calls, and the caller decides whether to pass them. `fmt` is the template's tool
+    format (`tool_format`); a server passes the one it keeps."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError(
             "this model has no chat template; use the completions endpoint instead",
@@ -197,4 +205,4 @@ def render_prompt(tokenizer, messages: list[Message], tools: list[ToolSpec] = ()
     except Exception as exc:  # a template's own raise_exception(), e.g. roles out of order
         raise InvalidRequestError(f"the model's chat template rejected the messages: {exc}",
                                   field="messages") from exc
-    return tokenizer.encode(text, add_special_tokens=False)
+    return text

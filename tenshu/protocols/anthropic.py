@@ -371,7 +371,7 @@ def error_body(exc: TenshuError) -> dict:
 
 
 # ContextLengthError carries its numbers only in its words (backends/embedded.py, engine/).
-_PROMPT_TOKENS = re.compile(r"prompt has (\d+) tokens")
+_PROMPT_TOKENS = re.compile(r"prompt has (?:at least )?(\d+) tokens")
 _WINDOW = re.compile(r"context window is (\d+) tokens")
 
 

@@ -1,7 +1,10 @@
 """Deployments and their health: cooldowns, concurrency limits, least-busy replicas.
 
 A deployment is one place a model runs: the embedded engine, or one endpoint of an upstream
-(a model with three vLLM replicas has three). The gateway asks `can_take` before it tries one
+(a model with three vLLM replicas has three). Each may hold a `limit` of requests at once: an
+upstream's max_concurrency, or for the embedded engine the sequences it runs plus the queue
+that may wait for it (server.max_num_seqs + server.max_queue). The gateway asks `can_take`
+before it tries one
 and reports each outcome; a deployment that fails `cooldown_failures` times within
 `cooldown_window` seconds rests for `cooldown` seconds, then takes one probe request: success
 brings it back, failure sends it to rest again. A 429 rests it for its Retry-After; a quota or
@@ -48,6 +51,8 @@ class Deployment:
     name: str  # the model's name, with [i] for the i-th of several endpoints
     spec: ModelSpec
     backend: Backend
+    limit: int = 0  # requests at once, running or waiting; 0 = no limit
+    limit_source: str = ""  # the settings the limit comes from, for the 429's message
     in_flight: int = 0
     failures: deque = field(default_factory=deque)  # monotonic times of recent failures
     resting_until: float = 0.0  # cooling down until then (monotonic); 0 = healthy
@@ -58,8 +63,12 @@ class Deployment:
         return self.spec.name
 
     def can_take(self) -> bool:
-        limit = self.spec.max_concurrency
-        return not limit or self.in_flight < limit
+        return not self.limit or self.in_flight < self.limit
+
+    def full(self) -> str:
+        """Why can_take says no, in words for the client."""
+        return (f"{self.name} already has {self.in_flight} requests running or waiting, its "
+                f"limit ({self.limit_source or 'max_concurrency'}); retry shortly")
 
     def resting(self, now: float | None = None) -> float:
         """Seconds of cooldown left (0 when it may be tried: healthy, or due for its probe)."""

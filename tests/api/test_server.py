@@ -1,16 +1,22 @@
 """The server as a whole: health and readiness, auth in both header forms, Host/Origin/size
-refusals, /metrics, many concurrent streams, and client disconnects freeing the engine."""
+refusals, /metrics, many concurrent streams, client disconnects freeing the engine and
+stopping embeddings, the queue bound, a free event loop while prompts are tokenized, and the
+API description behind the key."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import httpx
 import pytest
 
-from tenshu.config import DEFAULT_MODEL_DIR
+from tenshu.config import DEFAULT_MODEL_DIR, ModelSpec
+from tests.api import raw
 from tests.api.live import live_server
+from tests.backends.test_embedding import SENTENCES, Paused
 
 CHAT = "/v1/chat/completions"
 
@@ -191,11 +197,16 @@ def test_a_client_that_disconnects_mid_stream_frees_the_engine(server):
     assert asyncio.run(main())
 
 
-def test_a_full_queue_answers_429_with_retry_after(tmp_path):
+@pytest.mark.parametrize("upstream", [False, True], ids=["alone", "with-an-upstream"])
+def test_a_full_queue_answers_429_with_retry_after(tmp_path, upstream):
+    """The local model's queue holds whatever else is configured (each upstream once added
+    1,024 to the limit, so nothing was refused)."""
     long = {"model": "tenshu-tiny", "prompt": "mochi " * 10, "max_tokens": 300,
             "ignore_eos": True, "stream": True}
+    models = (ModelSpec("tenshu-tiny", str(DEFAULT_MODEL_DIR)),
+              ModelSpec("remote", backend="openai", endpoints=("http://127.0.0.1:9/v1",)))
     with live_server(tmp_path / "s.db", key_name=None, embedder=False, max_num_seqs=1,
-                     max_queue=0) as live:
+                     max_queue=0, models=models if upstream else ()) as live:
 
         async def main():
             async with (
@@ -215,8 +226,68 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
     assert refused.status_code == ollama.status_code == anthropic.status_code == 429
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "server.max_queue" in refused.json()["error"]["message"]
     assert "retry" in ollama.json()["error"]
     assert anthropic.json()["error"]["type"] == "rate_limit_error"
+
+
+@pytest.fixture
+def paused_tokenizer(server, monkeypatch):
+    """Stops the built-in model's tokenizer on any text holding MARKER until `go` is set;
+    `entered` is set when it stops, `seen` counts the texts with MARKER it was given."""
+    tokenizer = server.gateway.backends["tenshu-tiny"].llm.tokenizer
+    encode = tokenizer.encode
+    state = {"entered": threading.Event(), "go": threading.Event(), "seen": []}
+
+    def paused(text, *args, **kwargs):
+        if isinstance(text, str) and MARKER in text:
+            state["seen"].append(len(text))
+            state["entered"].set()
+            state["go"].wait(60)
+        return encode(text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "encode", paused)
+    yield state
+    state["go"].set()
+
+
+MARKER = "zqxj-marker"
+
+
+def test_tokenizing_a_prompt_leaves_the_event_loop_free(server, paused_tokenizer):
+    """While a prompt is being tokenized (paused here, as a 2 MB prompt takes seconds), the
+    server answers everything else."""
+    body = chat_body(f"{MARKER} hello", max_tokens=2)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(response=httpx.post(
+        server.base_url + CHAT, json=body, headers=server.headers(), timeout=120)))
+    thread.start()
+    try:
+        assert paused_tokenizer["entered"].wait(60)
+        assert httpx.get(server.base_url + "/health", timeout=10).status_code == 200
+        models = httpx.get(server.base_url + "/v1/models", headers=server.headers(), timeout=10)
+        assert models.status_code == 200
+        assert "response" not in result  # still paused in the tokenizer
+    finally:
+        paused_tokenizer["go"].set()
+        thread.join(120)
+    assert result["response"].status_code == 200
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_it_is_tokenized(server, paused_tokenizer):
+    huge = MARKER + " mochi" * 500_000  # 3 MB for a 512-token window
+    chat = httpx.post(server.base_url + CHAT, json=chat_body(huge), headers=server.headers(),
+                      timeout=60)
+    assert chat.status_code == 400
+    assert "at least" in chat.json()["error"]["message"]
+    assert chat.json()["error"]["code"] == "context_length_exceeded"
+    count = httpx.post(server.base_url + "/v1/messages/count_tokens", headers=server.headers(),
+                       json={"model": "tenshu-tiny",
+                             "messages": [{"role": "user", "content": huge}]}, timeout=60)
+    assert count.status_code == 400
+    assert count.json()["error"]["message"].startswith("prompt is too long: ")
+    assert paused_tokenizer["seen"] == []  # the tokenizer never saw it
+    assert not paused_tokenizer["entered"].is_set()
 
 
 def test_the_api_description_needs_a_key_and_loads_nothing_from_elsewhere(server):
@@ -242,3 +313,21 @@ def test_show_does_not_reveal_where_the_model_lives(server):
     assert shown.status_code == 200 and "FROM tenshu-tiny" in shown.json()["modelfile"]
     assert str(DEFAULT_MODEL_DIR) not in shown.text
     assert str(DEFAULT_MODEL_DIR.parent) not in shown.text
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/api/embed"])
+def test_an_embedding_stops_when_its_client_leaves(server, monkeypatch, path):
+    paused = Paused(server.gateway.embedders["all-minilm-l6-v2"], monkeypatch)
+    body = json.dumps({"model": "all-minilm-l6-v2", "input": SENTENCES * 8}).encode()
+    with raw.connect(server.base_url) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
+                     f"\r\nAuthorization: Bearer {server.key}\r\nContent-Length: {len(body)}"
+                     "\r\n\r\n".encode() + body)
+        assert paused.entered.wait(60)
+    # the client is gone; the server notices, and the embedding stops after this batch
+    deadline = time.monotonic() + 30
+    while server.gateway.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    paused.go.set()
+    assert paused.finished.wait(60)
+    assert paused.calls == 1

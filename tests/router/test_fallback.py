@@ -234,7 +234,7 @@ def test_a_deployment_at_its_concurrency_limit_is_passed_over(front, proxies):
         assert quick.headers["x-tenshu-backend"] == "local"
         attempts = json.loads(trace_of(front, quick).trace)["attempts"]
         assert attempts[0] == {"backend": "solo", "outcome": "skipped",
-                               "error": "at its concurrency limit", "ms": 0.0}
+                               "error": "at its limit", "ms": 0.0}
         assert slow.result().headers["x-tenshu-backend"] == "solo"
 
 
