@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +23,7 @@ from tenshu.api.errors import protocol_of
 from tenshu.api.metrics import Metrics, MetricsMiddleware
 from tenshu.api.security import SecurityMiddleware
 from tenshu.config import ServerSettings
+from tenshu.core.errors import InvalidRequestError
 from tenshu.gateway import Gateway, RequestContext
 from tenshu.store import CacheMiss, KeyRecord
 
@@ -72,8 +76,11 @@ async def authenticate(request: Request) -> KeyRecord | None:
 
 
 async def request_context(request: Request) -> RequestContext:
-    """A FastAPI dependency: authenticate the request and describe it for the gateway."""
+    """A FastAPI dependency: authenticate the request, check its text, and describe it for the
+    gateway."""
     key = await authenticate(request)
+    if request.method == "POST":
+        _check_text(await request.body())  # read once: FastAPI has it already
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
         request_id=request.scope["state"]["request_id"],
@@ -88,6 +95,51 @@ async def request_context(request: Request) -> RequestContext:
         headers={name.lower(): value for name, value in request.headers.items()
                  if name.lower() not in ("authorization", "x-api-key")},
     )
+
+
+# A UTF-16 surrogate (U+D800-U+DFFF), as a JSON escape or as the bytes UTF-8 would give it
+# (json.loads decodes bodies with "surrogatepass"): the only ways a body can carry a string
+# that is not text.
+_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
+
+
+def _check_text(body: bytes) -> None:
+    """Refuse a body whose strings hold a lone surrogate (`"\\ud800"`): JSON lets it through,
+    but it is no character, and every tokenizer, encoder and database after this would fail
+    on it. A valid pair (an emoji written as two escapes) is one character and passes."""
+    if not _SURROGATE.search(body):
+        return
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return  # not JSON: the body's own validation says so
+    if (where := _lone_surrogate(data)) is not None:
+        raise InvalidRequestError(
+            f"{where or 'the body'}: the text holds a lone UTF-16 surrogate (such as \\ud800), "
+            "which is not a character; send valid Unicode", field=where or None)
+
+
+def _lone_surrogate(value, where: str = "") -> str | None:
+    """The path (`messages.0.content`) of the first string holding a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and _lone_surrogate(key) is not None:
+            return path
+        if (found := _lone_surrogate(item, path)) is not None:
+            return found
+    return None
 
 
 def gateway_of(request: Request) -> Gateway:

@@ -83,12 +83,23 @@ def install(app) -> None:
         elif exc.status_code == 405:
             err = InvalidRequestError(f"{request.method} is not allowed on {request.url.path}")
             err.status = 405
+        elif exc.status_code < 500:  # e.g. FastAPI's 400 for a body it could not parse
+            err = InvalidRequestError(str(exc.detail))
+            err.status = exc.status_code
         else:
             err = TenshuError(str(exc.detail))
             err.status = exc.status_code
         response = error_response(request.scope, err)
         response.headers.update(exc.headers or {})  # Allow, on a 405
         return response
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError):
+        # Only a request nested hundreds of levels deep (a tool schema, say) recurses this far:
+        # the client's mistake. Handled here, not as an unexpected error, so the connection
+        # stays usable.
+        return error_response(request.scope, InvalidRequestError(
+            "the request is nested too deeply to be read; flatten it", field=None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

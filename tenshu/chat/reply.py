@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tenshu.chat.structured import Grammar, GrammarCompiler
+from tenshu.chat.structured import Grammar, GrammarCompiler, check_finite
 from tenshu.chat.tool_parser import CallArgs, CallEnd, CallStart, TextPiece, ToolCallParser
 from tenshu.chat.tools import ToolFormat, special_marker_ids, tool_call_grammar
 from tenshu.core.errors import InvalidRequestError
@@ -37,6 +37,9 @@ def output_shape(request: ChatRequest, grammars: GrammarCompiler, fmt: ToolForma
     choice = request.tool_choice or ToolChoice("auto")
     tools = request.tools if choice.mode != "none" else []
     if tools and choice.mode in ("required", "tool"):
+        for i, tool in enumerate(tools):  # a forced call must be able to end
+            if choice.mode == "required" or tool.name == choice.name:
+                check_finite(tool.parameters, f"tools.{i}")
         special = grammars.memo(("markers", fmt), lambda: special_marker_ids(
             fmt, grammars.hf_tokenizer, grammars.tokenizer))
         grammar = grammars.lark(tool_call_grammar(fmt, tools, choice, special), field="tools")

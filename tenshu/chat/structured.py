@@ -99,6 +99,7 @@ class GrammarCompiler:
         and where it is."""
         if not isinstance(schema, dict | bool):
             raise InvalidRequestError("the JSON schema must be an object", field=field)
+        check_finite(schema, field)
         try:
             text = llguidance.LLMatcher.grammar_from_json_schema(
                 json.dumps(closed_objects(schema)), defaults=JSON_OPTIONS
@@ -124,12 +125,114 @@ class GrammarCompiler:
         matcher = llguidance.LLMatcher(self.tokenizer, text, log_level=0)
         if matcher.is_error():
             raise InvalidRequestError(_explain(matcher.get_error(), schema), field=field)
+        _check_can_start(matcher, field)
         grammar = Grammar(matcher, text)
         with self._lock:
             self._cache[text] = grammar
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return grammar
+
+
+def _check_can_start(matcher: llguidance.LLMatcher, field: str) -> None:
+    """Refuse a grammar that allows no first token (it would answer with nothing at all, as
+    `{"$ref": "#"}` did): llguidance finds out when it computes the first mask."""
+    probe = matcher.deep_copy()
+    probe.compute_bitmask()
+    if probe.is_error() or (probe.is_stopped() and not probe.is_accepting()):
+        why = probe.get_error() if probe.is_error() else "it allows no output"
+        raise InvalidRequestError(f"the grammar cannot be satisfied: {why}", field=field)
+
+
+def check_finite(schema: Any, field: str) -> None:
+    """Refuse a JSON schema that no finite document satisfies: one that requires itself with no
+    way out (`{"type": "array", "items": {"$ref": "#"}, "minItems": 1}` is `[[[[...` forever).
+    The model would write until max_tokens and the reply would not be JSON."""
+    if not _finite_schema(schema):
+        raise InvalidRequestError(
+            "the JSON schema is satisfied by no finite JSON document: it requires what no "
+            "document has (false, an empty anyOf), or requires itself through $ref with no way "
+            "out; make the recursive part optional (not required, minItems 0, or an "
+            "alternative in anyOf)", field=field)
+
+
+_FINITE_BUDGET = 100_000
+
+
+class _TooLarge(Exception):
+    """The schema is too large (or too tangled) to judge within the budget."""
+
+
+def _finite_schema(root: Any) -> bool:
+    """Whether some finite JSON document can satisfy `root`, as far as its structure tells: a
+    least fixpoint over its $ref targets, each unproductive until shown otherwise. Keywords
+    that do not force more structure (string formats, bounds) are taken as satisfiable; the
+    grammar compiler refuses the contradictions among those itself."""
+    productive: dict[str, bool] = {}  # $ref -> shown to have a finite instance
+    budget = [_FINITE_BUDGET]  # subschemas left to look at: a huge schema is not judged here
+
+    def target(ref: str) -> Any:
+        node = root
+        for part in ref.removeprefix("#").split("/")[1:]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return True  # not resolvable here: the compiler says what is wrong with it
+        return node
+
+    def finite(s: Any) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLarge
+        if s is False:
+            return False
+        if not isinstance(s, dict):
+            return True
+        ref = s.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            productive.setdefault(ref, False)
+            if not productive[ref]:
+                return False
+        for key in ("anyOf", "oneOf"):
+            if isinstance(s.get(key), list) and not any(finite(x) for x in s[key]):
+                return False
+        if isinstance(s.get("allOf"), list) and not all(finite(x) for x in s["allOf"]):
+            return False
+        kinds = s.get("type")
+        kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+        if kinds == {"array"}:
+            prefix = s.get("prefixItems") if isinstance(s.get("prefixItems"), list) else []
+            least = s.get("minItems", 0) if isinstance(s.get("minItems"), int) else 0
+            if not all(finite(x) for x in prefix[:least]):
+                return False
+            if least > len(prefix) and not finite(s.get("items", True)):
+                return False
+        if kinds == {"object"} and isinstance(s.get("required"), list):
+            properties = s.get("properties") if isinstance(s.get("properties"), dict) else {}
+            other = s.get("additionalProperties", True)
+            if not all(finite(properties.get(name, other)) for name in s["required"]):
+                return False
+        return True
+
+    try:
+        return _least_fixpoint(root, productive, finite, target)
+    except (_TooLarge, RecursionError):
+        return True  # the grammar compiler's own limits apply
+
+
+def _least_fixpoint(root, productive: dict, finite, target) -> bool:
+    while True:
+        answer = finite(root)
+        seen = len(productive)
+        # a snapshot: looking at a target may meet $refs not seen before, looked at next round
+        grown = [ref for ref, known in list(productive.items())
+                 if not known and finite(target(ref))]
+        if not grown and len(productive) == seen:
+            return answer
+        productive.update(dict.fromkeys(grown, True))
 
 
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")

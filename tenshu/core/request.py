@@ -9,7 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tenshu.core.errors import InvalidRequestError
 from tenshu.core.messages import Message, ToolSpec
+
+# Stop strings are matched against the reply after every token, each at a cost that grows with
+# its length, so a request may carry only so many (OpenAI allows 4; its protocol keeps to that).
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+
+
+def stop_strings(value: str | list[str] | None, field: str, most: int = MAX_STOPS) -> list[str]:
+    """A request's stop strings, checked: at most `most`, each at most MAX_STOP_CHARS long.
+    Empty strings are dropped (one would end every reply at once)."""
+    stops = [value] if isinstance(value, str) else list(value or [])
+    stops = [s for s in stops if s]
+    if len(stops) > most:
+        raise InvalidRequestError(f"{field}: at most {most} stop sequences, not {len(stops)}",
+                                  field=field)
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise InvalidRequestError(
+            f"{field}: a stop sequence may be at most {MAX_STOP_CHARS} characters long",
+            field=field)
+    return stops
 
 
 @dataclass

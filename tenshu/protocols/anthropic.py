@@ -26,7 +26,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
-from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.core.request import ChatRequest, ToolChoice, stop_strings
 
 # -- the request body ---------------------------------------------------------------------------
 
@@ -56,8 +56,9 @@ def Blocks(item):  # noqa: N802 (a type alias with a parameter)
 
 
 class _Wire(BaseModel):
-    # Real clients send many fields we do not use (cache_control, citations, betas...).
-    model_config = ConfigDict(extra="allow")
+    # Real clients send many fields we do not use (cache_control, citations, betas...). Types
+    # are strict, as Anthropic's API is: "10" is not a max_tokens.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextParam(_Wire):
@@ -139,6 +140,18 @@ class MetadataParam(_Wire):
     user_id: str | None = None
 
 
+class ThinkingEnabled(_Wire):
+    type: Literal["enabled"]
+    budget_tokens: int = Field(ge=1)
+
+
+class ThinkingOther(_Wire):
+    type: Literal["disabled", "adaptive"]  # adaptive: the model decides (Claude Code sends it)
+
+
+ThinkingConfig = Annotated[ThinkingEnabled | ThinkingOther, Field(discriminator="type")]
+
+
 class CountTokensRequest(_Wire):
     """POST /v1/messages/count_tokens: the prompt part of a Messages request."""
 
@@ -147,7 +160,7 @@ class CountTokensRequest(_Wire):
     system: Blocks(TextParam) = Field(default_factory=list)
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoiceParam | None = None
-    thinking: dict[str, Any] | None = None  # accepted; the local models do not think on demand
+    thinking: ThinkingConfig | None = None  # checked; the local models do not think on demand
 
 
 class MessagesRequest(CountTokensRequest):
@@ -180,11 +193,11 @@ def parse_request(body: CountTokensRequest) -> ChatRequest:
         messages=messages,
         tools=tools,
         tool_choice=_parse_tool_choice(body.tool_choice, tools),
-        thinking=body.thinking,
+        thinking=body.thinking.model_dump() if body.thinking is not None else None,
     )
     if isinstance(body, MessagesRequest):
         request.max_tokens = body.max_tokens
-        request.stop = list(body.stop_sequences or [])
+        request.stop = stop_strings(body.stop_sequences, "stop_sequences")
         request.stream = body.stream
         request.temperature, request.top_p, request.top_k = body.temperature, body.top_p, body.top_k
         if body.metadata is not None:

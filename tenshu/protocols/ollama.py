@@ -25,7 +25,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
-from tenshu.core.request import ChatRequest
+from tenshu.core.request import ChatRequest, stop_strings
 
 # The Ollama version /api/version reports. Clients gate features on it (VS Code's Copilot wants
 # at least 0.6.4; tools, structured outputs, `think` and `tool_name` all predate 0.12), and this
@@ -37,7 +37,8 @@ OLLAMA_VERSION = "0.12.0"
 
 class _Wire(BaseModel):
     # Real clients send fields tenshu has no use for; NaN and infinity are never a valid number.
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    # Types are strict, as Ollama's (Go's) decoding is: "10" is not a num_predict.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 class OllamaOptions(_Wire):
@@ -309,8 +310,7 @@ def apply_options(request: ChatRequest, options: OllamaOptions | None) -> None:
     request.top_k = max(o.top_k, 0) if o.top_k is not None else None  # <= 0: disabled
     request.seed = o.seed if o.seed is not None and o.seed >= 0 else None  # -1: random
     request.num_ctx = o.num_ctx if o.num_ctx and o.num_ctx > 0 else None
-    stop = [o.stop] if isinstance(o.stop, str) else o.stop or []
-    request.stop = [s for s in stop if s]
+    request.stop = stop_strings(o.stop, "options.stop")
 
 
 # Embeddings.

@@ -31,9 +31,10 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
-from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.core.request import ChatRequest, ToolChoice, stop_strings
 
 MAX_N = 8
+MAX_STOPS = 4  # OpenAI's limit
 MAX_LOGPROBS = 20  # the engine's limit (engine/sampling.py)
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +43,9 @@ MAX_LOGPROBS = 20  # the engine's limit (engine/sampling.py)
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")  # real clients send many fields we do not use
+    # Real clients send many fields we do not use. Types are strict, as OpenAI's own API is:
+    # "10" or true is not a max_tokens, "yes" is not a stream.
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 # What /openapi.json documents for the fields that are validated here, in parse_*, rather than
@@ -271,8 +274,7 @@ def parse_completion_request(body: CompletionRequest) -> ChatRequest:
 def _sampling(body: _Sampling, request: ChatRequest) -> ChatRequest:
     if body.logit_bias:
         raise InvalidRequestError("logit_bias is not supported", field="logit_bias")
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    stop = [s for s in stop if s]  # an empty stop string would end every reply at once
+    stop = stop_strings(body.stop, "stop", MAX_STOPS)
     for name in ("max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty",
                  "frequency_penalty", "repetition_penalty", "seed", "user"):
         setattr(request, name, getattr(body, name))

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from tenshu import LLM, SamplingParams
-from tenshu.chat.structured import GrammarCompiler
+from tenshu.chat.structured import GrammarCompiler, check_finite
 from tenshu.core.errors import InvalidRequestError
 
 SCHEMA = {
@@ -131,3 +131,41 @@ def test_objects_keep_to_the_keys_their_schema_names(llm, grammars):
     assert "additionalProperties" not in schema  # the client's schema is left as it was
     opened = grammars.json_schema({**schema, "additionalProperties": {"type": "integer"}})
     assert opened is not grammar
+
+
+FINITE = [
+    {"type": "object", "properties": {"next": {"$ref": "#"}}},  # recursion that may stop
+    {"type": "array", "items": {"$ref": "#"}},  # [] ends it
+    {"$defs": {"node": {"anyOf": [{"type": "null"}, {"type": "array", "minItems": 1,
+                                                     "items": {"$ref": "#/$defs/node"}}]}},
+     "$ref": "#/$defs/node"},
+    {"type": ["object", "null"], "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
+    {"$ref": "#/definitions/missing"},  # not this check's to judge: the compiler says
+    {"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/c"}, {"$ref": "#/$defs/a"}]},
+               "c": {"type": "string"}}, "$ref": "#/$defs/a"},  # c is met late, and ends it
+]
+NOT_FINITE = [
+    {"$ref": "#"},
+    False,
+    {"anyOf": []},
+    {"type": "array", "minItems": 2, "items": {"$ref": "#"}},
+    {"type": "array", "prefixItems": [{"$ref": "#"}], "minItems": 1},
+    {"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]},
+    {"type": "object", "required": ["a"], "additionalProperties": {"$ref": "#"}},
+    {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+     "$ref": "#/$defs/a"},
+    {"type": "object", "properties": {"a": {"anyOf": [False, {"$ref": "#"}]}},
+     "required": ["a"]},
+]
+
+
+@pytest.mark.parametrize("schema", FINITE, ids=range(len(FINITE)))
+def test_schemas_with_a_finite_document_pass(schema):
+    check_finite(schema, "response_format")
+
+
+@pytest.mark.parametrize("schema", NOT_FINITE, ids=range(len(NOT_FINITE)))
+def test_schemas_no_finite_document_satisfies_are_refused(schema):
+    with pytest.raises(InvalidRequestError, match="no finite JSON document") as refused:
+        check_finite(schema, "response_format.json_schema.schema")
+    assert refused.value.field == "response_format.json_schema.schema"
