@@ -12,8 +12,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, fields, is_dataclass
 
-from tenshu.core.messages import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from tenshu.core.messages import (
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 from tenshu.core.request import ChatRequest
 
 MATCHERS: tuple[str, ...] = ("secrets", "private_keys", "emails", "cards")
@@ -140,19 +147,50 @@ def validate_matchers(matchers: Iterable[str]) -> tuple[str, ...]:
 
 
 def _texts(request: ChatRequest) -> Iterator[tuple[str, str]]:
-    """(where, text) for everything in the request that would be sent upstream."""
+    """(where, text) for everything in the request that could be sent upstream: the prompt, every
+    block of every message (ids, names and signatures too), the tools' names, descriptions and
+    schemas, and every other field (stop sequences, user, metadata, response format, ...). Any
+    field a protocol adds to ChatRequest is scanned without a change here; only the model name
+    is not, since an upstream is sent its own name for the model."""
     if isinstance(request.prompt, str):
         yield "the prompt", request.prompt
     for n, message in enumerate(request.messages, 1):
         for block in message.content:
-            if isinstance(block, TextBlock):
-                yield f"message {n} ({message.role})", block.text
-            elif isinstance(block, ToolResultBlock):
-                yield f"message {n} (a tool result)", block.text
-            elif isinstance(block, ToolUseBlock):
-                yield f"message {n} (a tool call)", json.dumps(block.input, ensure_ascii=False)
-            elif isinstance(block, ThinkingBlock):
-                yield f"message {n} (thinking)", block.thinking
+            yield from _block_texts(block, f"message {n}", message.role)
+    for i, tool in enumerate(request.tools, 1):
+        yield f"tool {i} ({tool.name[:40]})", _json(tool)
+    for f in fields(request):
+        if f.name not in ("model", "prompt", "messages", "tools"):
+            value = getattr(request, f.name)
+            if isinstance(value, str):
+                yield f"the {f.name} field", value
+            elif isinstance(value, dict | list) and value or is_dataclass(value):
+                yield f"the {f.name} field", _json(value)
+
+
+def _block_texts(block, where: str, role: str) -> Iterator[tuple[str, str]]:
+    if isinstance(block, TextBlock):
+        yield f"{where} ({role})", block.text
+    elif isinstance(block, ToolResultBlock):
+        yield f"{where} (a tool result)", block.tool_use_id
+        for part in block.content:
+            yield from _block_texts(part, where, "a tool result")
+    elif isinstance(block, ToolUseBlock):
+        yield f"{where} (a tool call)", _json({"id": block.id, "name": block.name,
+                                                "input": block.input})
+    elif isinstance(block, ThinkingBlock):
+        yield f"{where} (thinking)", block.thinking
+        if block.signature:
+            yield f"{where} (thinking)", block.signature
+    elif isinstance(block, ImageBlock):
+        yield f"{where} (an image)", " ".join(filter(None, (block.url, block.media_type)))
+    else:  # a block type added later: every field but binary data
+        yield f"{where} ({role})", _json({k: v for k, v in asdict(block).items() if k != "data"})
+
+
+def _json(value) -> str:
+    return json.dumps(asdict(value) if is_dataclass(value) else value, ensure_ascii=False,
+                      default=lambda o: asdict(o) if is_dataclass(o) else str(o))
 
 
 def private_reason(request: ChatRequest, matchers: Iterable[str]) -> str | None:

@@ -263,6 +263,38 @@ def test_private_requests_never_reach_the_cloud(front, proxies, how):
     assert json.loads(record.trace)["private"]
 
 
+SECRET = "sk-ant-api03-" + "q" * 40
+
+
+@pytest.mark.parametrize(("where", "extra"), [
+    ("tool description", {"tools": [{"name": "deploy", "description": f"uses {SECRET}",
+                                     "input_schema": {"type": "object"}}]}),
+    ("tool schema", {"tools": [{"name": "deploy", "input_schema": {
+        "type": "object", "properties": {"token": {"type": "string", "default": SECRET}}}}]}),
+    ("metadata.user_id", {"metadata": {"user_id": f"ops password={SECRET}"}}),
+    ("stop sequence", {"stop_sequences": [SECRET]}),
+    ("system", {"system": f"the key is {SECRET}"}),
+])
+def test_a_secret_anywhere_in_the_request_keeps_it_local(front, proxies, where, extra):
+    body = {"model": "auto", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hello"}], **extra}
+    r = httpx.post(f"{front.base_url}/v1/messages", json=body, timeout=60, headers={
+        "x-api-key": front.key, "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tenshu-backend"] == "local", where
+    assert proxies["anthropic"].requests == []  # the cloud never saw it
+
+
+def test_openai_user_with_a_secret_stays_local(front, proxies):
+    r = httpx.post(f"{front.base_url}/v1/chat/completions", timeout=60,
+                   headers={"Authorization": f"Bearer {front.key}"},
+                   json={"model": "auto", "max_tokens": 8, "user": f"token {SECRET}",
+                         "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tenshu-backend"] == "local"
+    assert proxies["anthropic"].requests == []
+
+
 def test_a_private_request_for_a_cloud_model_is_refused(front, proxies):
     r = post_messages(front, model="cloud", headers={"x-tenshu-private": "1"})
     assert r.status_code == 403

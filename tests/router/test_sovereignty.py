@@ -11,7 +11,15 @@ import uuid
 
 import pytest
 
-from tenshu.core.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from tenshu.core.messages import (
+    ImageBlock,
+    Message,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
 from tenshu.core.request import ChatRequest
 from tenshu.router.sovereignty import DEFAULT_MATCHERS, MATCHERS, private_reason
 
@@ -211,3 +219,30 @@ def test_tool_input_is_scanned_as_json():
     request = in_tool_input(key)
     assert json.dumps({"body": key}).count("\\n") > 3  # its newlines arrive escaped
     assert private_reason(request, ["private_keys"]) == "a private key in message 2 (a tool call)"
+
+
+def test_every_field_sent_upstream_is_scanned():
+    """Not only the messages: tools, the user and metadata fields, the response format, stop
+    sequences, tool-call ids and image URLs reach an upstream too."""
+    key = "AKIA" + rand(16, string.ascii_uppercase + string.digits)
+    base = [Message.of("user", "hello")]
+    cases = {
+        "tool 1 (deploy)": ChatRequest("m", base, tools=[ToolSpec("deploy", f"uses {key}")]),
+        "tool 2 (push)": ChatRequest("m", base, tools=[
+            ToolSpec("ls"), ToolSpec("push", "", {"type": "object", "properties": {
+                "token": {"type": "string", "enum": [key]}}})]),
+        "the user field": ChatRequest("m", base, user=f"ops {key}"),
+        "the metadata field": ChatRequest("m", base, metadata={"user_id": key}),
+        "the response_format field": ChatRequest("m", base, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"const": key}}}),
+        "the stop field": ChatRequest("m", base, stop=[key]),
+        "message 2 (a tool call)": ChatRequest("m", [*base, Message("assistant", [
+            ToolUseBlock(f"call_{key}", "f", {})])]),
+        "message 1 (an image)": ChatRequest("m", [Message("user", [
+            ImageBlock(url=f"https://example.com/i.png?k={key}")])]),
+    }
+    for where, request in cases.items():
+        assert private_reason(request, DEFAULT_MATCHERS) == f"an AWS access key in {where}"
+    assert private_reason(ChatRequest("m", base, tools=[ToolSpec("ls", "lists files")],
+                                      user="alice", metadata={"user_id": "u-1"}),
+                          DEFAULT_MATCHERS) is None
