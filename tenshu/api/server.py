@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -27,7 +28,7 @@ from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
 from tenshu.backends.upstream import Timeouts, upstream_backend
-from tenshu.config import ModelSpec, ServerSettings, credential, state_db_path
+from tenshu.config import ModelSpec, ServerSettings, credential, state_db_path, tenshu_home
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
 from tenshu.router.budget import Budgets, start_of_today
@@ -63,7 +64,7 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
         embedders[DEFAULT_EMBEDDER] = SentenceEmbedder(DEFAULT_EMBEDDER, path)
     router = build_router(settings, store, embedders)
     metrics = Metrics()
-    audit = store.audit_writer()
+    audit = store.audit_writer(journal=journal_path(state_db))
     gateway = Gateway(router, embedders, observer=metrics, audit=audit)
     metrics.attach(gateway)
     app = create_app(settings, gateway, auth, metrics)
@@ -80,6 +81,12 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
 
     app.router.lifespan_context = lifespan
     return Server(settings, gateway, store, metrics, app)
+
+
+def journal_path(state_db) -> Path:
+    """The audit log's write-ahead journal: beside a SQLite state database, else in the home."""
+    text = str(state_db)
+    return (tenshu_home() if "://" in text else Path(text).expanduser().parent) / "audit.journal"
 
 
 def build_router(settings: ServerSettings, store, embedders: dict) -> Router:

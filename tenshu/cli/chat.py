@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from tenshu.cli.chat_sessions import LocalSession, RemoteSession
-from tenshu.config import api_key_from_env, tenshu_home
+from tenshu.config import api_key_from_env, private_file, tenshu_home
 
 HELP = """/model [NAME]   list the models, or switch to NAME
 /system [TEXT]  set the system message (no text: remove it)
@@ -119,9 +119,8 @@ def _enable_history() -> None:
         return
     path = tenshu_home() / "chat_history"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            readline.read_history_file(path)
+        private_file(path)  # what was said is its owner's alone
+        readline.read_history_file(path)
     except OSError:
         return
     readline.set_history_length(1000)

@@ -41,6 +41,37 @@ def state_db_path() -> Path:
     return tenshu_home() / "state.db"
 
 
+# -- owner-only files: the home holds key hashes, the audit log and traces --------------------
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only its owner may enter: made (with its parents) if missing,
+    tightened if it lets anyone else in."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _owner_only(path)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """`path` as a file only its owner may read: made empty (in a private parent, if that is
+    the tenshu home) if missing, tightened if it is readable by others."""
+    if path.parent == tenshu_home():
+        private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        _owner_only(path)
+    return path
+
+
+def _owner_only(path: Path) -> None:
+    if os.name != "posix":
+        return  # Windows: the profile directory's ACL already keeps other users out
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+
+
 def resolve_model(model: str | None) -> str:
     """A model the user named (a checkpoint directory), or the built-in default."""
     return str(model) if model else str(DEFAULT_MODEL_DIR)
@@ -135,19 +166,19 @@ class ServerSettings:
         return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
     @property
+    def keys_required(self) -> bool | None:
+        """What the server's authentication follows: True beyond loopback, for the server's
+        whole life (revoking the last key must not open it to the network); on loopback,
+        require_keys (None: required while at least one key exists)."""
+        return True if not self.loopback else self.require_keys
+
+    @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mib * 1024 * 1024)
 
     def served_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, or the built-in default when there are none."""
         return self.models or (ModelSpec(DEFAULT_MODEL_NAME, str(DEFAULT_MODEL_DIR)),)
-
-    @property
-    def keys_required(self) -> bool | None:
-        """What the server's authentication follows: True beyond loopback, for the server's
-        whole life (revoking the last key must not open it to the network); on loopback,
-        require_keys (None: required while at least one key exists)."""
-        return True if not self.loopback else self.require_keys
 
     @property
     def routing(self) -> RoutingSettings:

@@ -14,6 +14,8 @@ from sqlalchemy import Connection, DateTime, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.types import TypeDecorator
 
+from tenshu.config import private_dir, private_file
+
 # How long a writer waits for another process's write lock before "database is locked".
 BUSY_TIMEOUT_MS = 5_000
 
@@ -22,14 +24,21 @@ _WRITE = "tenshu_write"  # execution option: this transaction is going to write
 
 def create_engine_for(path_or_url: str | Path) -> Engine:
     """An engine for a database URL (anything with "://"), else for a SQLite file at that path,
-    whose parent directory is created if needed."""
+    whose parent directory is created if needed. A SQLite file is its owner's alone (0600, as
+    SQLite then makes its -wal and -shm files), and one left readable by others is tightened."""
     text = str(path_or_url)
     if "://" in text:
         url = make_url(text)
     else:
         url = URL.create("sqlite+pysqlite", database=str(Path(text).expanduser()))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(url.database)
+        if not database.parent.exists():
+            private_dir(database.parent)
+        for path in (database, database.with_name(database.name + "-wal"),
+                     database.with_name(database.name + "-shm")):
+            if path == database or path.exists():
+                private_file(path)
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)

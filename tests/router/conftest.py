@@ -8,27 +8,17 @@ tenshu does when it fails.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tenshu.config import DEFAULT_MODEL_DIR, load_server_settings
-from tests.api.live import free_port, live_server
+from tests.api import process
+from tests.api.live import live_server
 
 UPSTREAM_MODEL = "up"
 NARROW_MODEL = "narrow"  # the built-in tenshu-tiny: a 512-token window
-
-
-class Upstream:
-    def __init__(self, url: str, process: subprocess.Popen):
-        self.url = url
-        self.process = process
 
 
 @pytest.fixture(scope="session")
@@ -43,35 +33,9 @@ def upstream(tmp_path_factory, wide_checkpoint):
     and `narrow` (512)."""
     home = tmp_path_factory.mktemp("upstream-home")
     (home / "tenshu.toml").write_text("[server]\nembedder = false\nlog_level = \"warning\"\n")
-    port = free_port()
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tenshu", "serve", "--model",
-         f"{UPSTREAM_MODEL}={wide_checkpoint}", "--model", f"{NARROW_MODEL}={DEFAULT_MODEL_DIR}",
-         "--port", str(port), "--kv-cache-gib", "0.25"],
-        env={**os.environ, "TENSHU_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("the upstream tenshu did not start:\n"
-                               + (home / "serve.log").read_text()[-3000:])
-        time.sleep(0.2)
-    try:
-        yield Upstream(url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with process.running(home, "--model", f"{UPSTREAM_MODEL}={wide_checkpoint}", "--model",
+                         f"{NARROW_MODEL}={DEFAULT_MODEL_DIR}", "--kv-cache-gib", "0.25") as up:
+        yield up
 
 
 def routing_settings(tmp_path: Path, text: str) -> dict:
