@@ -36,6 +36,10 @@ backend = "anthropic"
 endpoint = "PROXY"
 upstream_model = "{UPSTREAM_MODEL}"
 locality = "cloud"
+# A loaded machine prefills Claude Code's prompt slowly: the first turn must not time out and
+# fall back locally, which would look like the upstream failing.
+first_token_timeout = 900
+idle_timeout = 900
 
 [tiers]
 small = ["local"]
@@ -52,10 +56,19 @@ fallback = ["small"]
     with FaultProxy(upstream.url) as proxy, \
             front_server(tmp_path, config.replace("PROXY", proxy.url)) as front:
         def served_by() -> list[str]:
-            """Who answered each of the session's requests, oldest first."""
-            time.sleep(1.5)  # the audit writer flushes every half second
-            rows = front.server.store.audit.recent(200)
-            return [r.backend for r in reversed(rows) if r.model == MODEL and r.status == 200]
+            """Who answered each of the session's requests, oldest first, once every answered
+            request is in the log (the audit writer flushes every half second): nothing in
+            flight, and the log unchanged for a second."""
+            last = None
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                rows = front.server.store.audit.recent(200)
+                served = [r.backend for r in reversed(rows) if r.model == MODEL and r.status == 200]
+                if served == last and not front.gateway.in_flight:
+                    break
+                last = served
+                time.sleep(1.0)
+            return served
 
         first = claude(front, MODEL, "say hello", home)
         assert first.returncode == 0, first.stdout + first.stderr
