@@ -43,6 +43,10 @@ class SentenceEmbedder:
                               size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")))
         self._model = None
         self._lock = threading.Lock()
+        # One call into the model at a time: the tokenizer's padding is state that a concurrent
+        # call changes (counting turns it off, encoding on), so two threads would corrupt each
+        # other's batches. Taken per batch, so concurrent requests take turns.
+        self._work = threading.Lock()
         self._running: set[threading.Event] = set()  # one per embedding in progress
         self._closed = False
 
@@ -74,7 +78,8 @@ class SentenceEmbedder:
 
     def _embed(self, inputs: list[str], stop: threading.Event) -> tuple[list[list[float]], int]:
         model = self._load()
-        tokens = sum(len(ids) for ids in model.tokenizer(inputs)["input_ids"])
+        with self._work:
+            tokens = sum(len(ids) for ids in model.tokenizer(inputs)["input_ids"])
         if tokens > MAX_TOKENS:
             raise InvalidRequestError(
                 f"the inputs hold {tokens:,} tokens, more than the {MAX_TOKENS:,} one request "
@@ -86,8 +91,9 @@ class SentenceEmbedder:
             if stop.is_set() or self._closed:
                 raise _Stopped
             batch = order[start:start + BATCH]
-            encoded = model.encode([inputs[i] for i in batch], batch_size=BATCH,
-                                   normalize_embeddings=True, convert_to_numpy=True)
+            with self._work:
+                encoded = model.encode([inputs[i] for i in batch], batch_size=BATCH,
+                                       normalize_embeddings=True, convert_to_numpy=True)
             for i, vector in zip(batch, encoded.tolist(), strict=True):
                 vectors[i] = vector
         return vectors, tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -93,3 +94,30 @@ async def test_closing_stops_embeddings_in_progress(embedder, monkeypatch):
         await task
     assert paused.calls == 1
 
+
+
+async def test_concurrent_embeddings_take_turns_with_the_model(embedder, monkeypatch):
+    """The tokenizer's padding is state that each call sets: unserialized, one request's token
+    count (no padding) broke another's batch (padding) with "Unable to create tensor" (seen on
+    a loaded machine). Each call into the model is held a moment here, so two at once show."""
+    model = embedder._load()
+    tokenizer = type(model.tokenizer)
+    calls = {"now": 0, "most": 0}
+
+    def one_at_a_time(call):
+        def held(*args, **kwargs):
+            calls["now"] += 1
+            calls["most"] = max(calls["most"], calls["now"])
+            time.sleep(0.005)
+            try:
+                return call(*args, **kwargs)
+            finally:
+                calls["now"] -= 1
+        return held
+
+    monkeypatch.setattr(tokenizer, "__call__", one_at_a_time(tokenizer.__call__))
+    texts = [[f"{'word ' * ((i + j) % 17 + 1)}{j}" for j in range(BATCH + 3)] for i in range(8)]
+    results = await asyncio.gather(*(embedder.embed(t) for t in texts))
+    assert calls["most"] == 1
+    alone = await embedder.embed(texts[5])
+    assert np.allclose(np.array(results[5][0]), np.array(alone[0]), atol=1e-6)
