@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install claude-code run test lint bench bench-router default-model clean
+.PHONY: install system-packages claude-code run test lint bench bench-router default-model clean
 
 install: $(STAMP)
 
@@ -16,7 +16,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory claude-code
+	$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
+
+# What some tests run beside tenshu: a PostgreSQL server (the store on PostgreSQL) and strace
+# (no connection leaves the machine). Installed with apt where it is there and we may; elsewhere
+# those tests skip and say what to install.
+system-packages:
+	@missing=""; \
+	test -x "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n1)/pg_ctl" || missing="postgresql"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "apt-get not found: install$$missing for the tests that use them (they skip)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "not root: install$$missing for the tests that use them (they skip)"; exit 0; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+		--no-install-recommends $$missing >/dev/null || \
+		echo "could not install$$missing: the tests that use them skip"
 
 # Claude Code, for the compatibility tests (they are skipped where npm is missing).
 CLAUDE_CODE_VERSION := 2.1.330

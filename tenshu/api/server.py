@@ -28,7 +28,8 @@ from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
 from tenshu.backends.upstream import Timeouts, upstream_backend
-from tenshu.config import ModelSpec, ServerSettings, credential, state_db_path, tenshu_home
+from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
+from tenshu.conversations import ConversationStage
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
 from tenshu.router.budget import Budgets, start_of_today
@@ -50,7 +51,7 @@ class Server:
 
 
 def build_server(settings: ServerSettings, state_db=None) -> Server:
-    state_db = state_db or state_db_path()
+    state_db = state_db or settings.store
     store = open_store(state_db)
     auth = Authenticator(store.keys, settings.keys_required)
     if not settings.loopback and not store.keys.any_active():
@@ -64,18 +65,20 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
         embedders[DEFAULT_EMBEDDER] = SentenceEmbedder(DEFAULT_EMBEDDER, path)
     router = build_router(settings, store, embedders)
     metrics = Metrics()
-    audit = store.audit_writer(journal=journal_path(state_db))
-    gateway = Gateway(router, embedders, observer=metrics, audit=audit)
+    writer = store.writer(journal=journal_path(state_db))
+    conversations = ConversationStage(store.conversations, writer)
+    gateway = Gateway(router, embedders, observer=metrics, audit=writer,
+                      conversations=conversations)
     metrics.attach(gateway)
-    app = create_app(settings, gateway, auth, metrics)
+    app = create_app(settings, gateway, auth, metrics, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        await audit.start()
+        await writer.start()
         try:
             yield
         finally:
-            await audit.close()
+            await writer.close()
             await gateway.aclose()
             store.close()
 

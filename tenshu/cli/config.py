@@ -33,6 +33,7 @@ def main(args) -> int:
     warnings = []
     print(f"{file}: valid")
     print(f"\nserver: {settings.host}:{settings.port}")
+    print(f"store: {_shown(settings.store)}")
     print("\nmodels:")
     for m in routing.models:
         where = m.path if m.backend == "embedded" else ", ".join(m.endpoints)
@@ -69,3 +70,12 @@ def main(args) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _shown(url: str) -> str:
+    """A store URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    if "://" not in url:
+        return url
+    return make_url(url).render_as_string(hide_password=True)

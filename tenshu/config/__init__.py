@@ -102,6 +102,8 @@ class ServerSettings:
     body_timeout, body_min_kib_per_s: a body must arrive within body_timeout seconds, extended
         by one second per body_min_kib_per_s KiB received (Apache's mod_reqtimeout MinRate).
     keep_alive: seconds an idle connection is kept open between requests.
+    store_url: the state database, from [store] url: a SQLite path or a postgresql:// URL;
+        empty: state.db in the home.
     """
 
     host: str = "127.0.0.1"
@@ -129,6 +131,7 @@ class ServerSettings:
     dtype: str = "auto"
     device: str = "auto"
     log_level: str = "info"
+    store_url: str = ""
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str) -> ValueError:
@@ -171,6 +174,11 @@ class ServerSettings:
         whole life (revoking the last key must not open it to the network); on loopback,
         require_keys (None: required while at least one key exists)."""
         return True if not self.loopback else self.require_keys
+
+    @property
+    def store(self) -> str:
+        """Where the state database is: [store] url, else state.db in the home."""
+        return self.store_url or str(state_db_path())
 
     @property
     def max_body_bytes(self) -> int:
@@ -233,10 +241,41 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
 _ROUTING_KEYS = ("models", "tiers", "routes", "budgets", "router")
 
 
+def store_location(file: Path | None = None) -> str:
+    """Where the state database is, for commands that open it without a server: tenshu.toml's
+    [store] url, else state.db in the home."""
+    file = file or config_path()
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{file}: not valid TOML: {exc}") from exc
+        if url := _store_url(file, data):
+            return url
+    return str(state_db_path())
+
+
+def _store_url(file: Path, data: dict) -> str:
+    store = data.get("store", {})
+    if not isinstance(store, dict) or set(store) - {"url"}:
+        raise ValueError(f"{file}: [store] takes one key, url")
+    url = store.get("url", "")
+    if not isinstance(url, str):
+        raise ValueError(f"{file}: store.url must be a string")
+    if "://" in url and not url.startswith(("postgresql://", "postgresql+psycopg://",
+                                            "sqlite://")):
+        raise ValueError(f"{file}: store.url must be a SQLite path or a postgresql:// URL, "
+                         f"not {url.split('://')[0]}://...")
+    if url.startswith("postgresql://"):  # psycopg 3 is the driver tenshu installs
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return str(Path(url).expanduser()) if url and "://" not in url else url
+
+
 def _server_table(file: Path, data: dict) -> dict:
-    known = {f.name: f.type for f in fields(ServerSettings) if f.name not in _ROUTING_KEYS}
+    known = {f.name: f.type for f in fields(ServerSettings)
+             if f.name not in (*_ROUTING_KEYS, "store_url")}
     server = data.get("server", {})
-    unknown = (set(data) - {"server", *_ROUTING_KEYS}) | (set(server) - set(known))
+    unknown = (set(data) - {"server", "store", *_ROUTING_KEYS}) | (set(server) - set(known))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
     values = {}
@@ -265,6 +304,8 @@ def _server_table(file: Path, data: dict) -> dict:
     except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
     values.update({k: v for k, v in routing.items() if v or k == "router"})
+    if url := _store_url(file, data):
+        values["store_url"] = url
     return values
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 
@@ -88,6 +88,42 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+def to_dict(message: Message) -> dict:
+    """A message as plain JSON data ({"role", "content": [blocks, each with its "type"]}), as
+    recorded conversations keep it. (By hand, not dataclasses.asdict: this runs for every
+    recorded request, and asdict's deep copies cost several times more.)"""
+    return {"role": message.role, "content": [_block_dict(b) for b in message.content]}
+
+
+def _block_dict(block: Block) -> dict:
+    kind = type(block)
+    if kind is TextBlock:
+        return {"text": block.text, "type": "text"}
+    if kind is ToolUseBlock:
+        return {"id": block.id, "name": block.name, "input": block.input, "type": "tool_use"}
+    if kind is ToolResultBlock:
+        return {"tool_use_id": block.tool_use_id, "is_error": block.is_error,
+                "content": [_block_dict(b) for b in block.content], "type": "tool_result"}
+    return asdict(block)  # images, thinking, and any subclass
+
+
+def from_dict(data: dict) -> Message:
+    """The message `to_dict` wrote."""
+    return Message(data["role"], [_block(b) for b in data.get("content", ())])
+
+
+def _block(data: dict) -> Block:
+    values = {k: v for k, v in data.items() if k != "type"}
+    kind = data.get("type")
+    if kind == "tool_result":
+        values["content"] = [_block(b) for b in values.get("content", ())]
+    cls = {"text": TextBlock, "image": ImageBlock, "tool_use": ToolUseBlock,
+           "tool_result": ToolResultBlock, "thinking": ThinkingBlock}.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown content block type {kind!r}")
+    return cls(**values)
 
 
 def _finite(text: str) -> float:

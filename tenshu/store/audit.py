@@ -1,19 +1,6 @@
-"""The audit / usage log: one row per request, written in batches off the request path, and
-read back by `tenshu trace`, `tenshu routes` and the budgets the server loads at start.
-
-The gateway calls `AuditWriter.record(...)` on the event loop for every request; it appends
-the record to the write-ahead journal (store/journal.py: one write to the operating system)
-and to an in-memory queue. A flusher writes what is queued in one transaction per batch, at
-most `interval` seconds after a record arrives or as soon as `batch_size` are waiting, and sets
-keys.last_used_at in the same transaction. A process killed before a flush loses no record of
-an answered request: the next start writes what the journal holds and the log does not.
-
-The flusher is an asyncio task rather than a thread: every record is made on the event loop, so
-a task on the same loop shares the queue without locks, can be woken by an asyncio.Event when a
-batch fills, and lives exactly as long as the server (`await start()` at startup, `await
-close()` at shutdown). Only the database work leaves the loop, through asyncio.to_thread, so
-the loop never waits on SQLite. The queue is bounded: when it is full, a record is dropped and
-counted in `dropped`; a request is never slowed down to keep its log row.
+"""The audit / usage log: one row per request, written in batches off the request path (by the
+record writer, store/writer.py), and read back by `tenshu trace`, `tenshu routes` and the
+budgets the server loads at start.
 
 `AuditLog` holds the reads. They do database I/O and may scan a day or a month of rows, so
 they are for the CLI, startup, or asyncio.to_thread, never the event loop itself.
@@ -21,22 +8,24 @@ they are for the CLI, startup, or asyncio.to_thread, never the event loop itself
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections import deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Float, Integer, String, column, func, insert, select, table
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    column,
+    func,
+    select,
+    table,
+)
 
-from tenshu.store.journal import Journal
-from tenshu.store.keys import KeyStore
-from tenshu.store.sql import UTCDateTime, begin_write, utcnow
-
-log = logging.getLogger(__name__)
+from tenshu.store.keys import touch_keys
+from tenshu.store.sql import UTCDateTime, insert_many, utcnow
 
 
 @dataclass(slots=True)
@@ -71,137 +60,25 @@ _TYPES = {"id": Integer, "ts": UTCDateTime(), "key_id": Integer, "status": Integ
           "duration_ms": Float, "fallbacks": Integer, "cost_usd": Float, "score": Float}
 # The columns this module reads and writes; their types and indexes are in migrations.py.
 audit = table("audit", *(column(name, _TYPES.get(name, String)) for name in _COLUMNS))
-_WRITTEN = [name for name in _COLUMNS if name != "id"]
+WRITTEN = [name for name in _COLUMNS if name != "id"]  # what a record's row is made of
 
 
-class AuditWriter:
-    """Queues audit records and writes them in batches. Counters: `written` rows, `batches`
-    committed, `dropped` (queue full, or recorded after close), `failed` (a batch the database
-    refused; logged)."""
+def write_audit(conn: Connection, records: list[AuditRecord]) -> None:
+    """Insert records (the record writer's batch), and set their keys' last_used_at."""
+    if not records:
+        return
+    last_used: dict[int, datetime] = {}
+    for r in records:
+        if r.key_id is not None and (r.key_id not in last_used or last_used[r.key_id] < r.ts):
+            last_used[r.key_id] = r.ts
+    insert_many(conn, audit, [{name: getattr(r, name) for name in WRITTEN} for r in records])
+    touch_keys(last_used.items(), conn)
 
-    def __init__(self, engine: Engine, keys: KeyStore, *, max_queue: int = 10_000,
-                 batch_size: int = 256, interval: float = 0.5,
-                 journal: Path | None = None) -> None:
-        if max_queue < 1 or batch_size < 1 or interval <= 0:
-            raise ValueError("max_queue and batch_size must be >= 1, interval > 0")
-        self._engine = engine
-        self._keys = keys
-        self.journal = Journal(journal) if journal is not None else None
-        self.recovered = 0  # records a killed process left in the journal, written at start
-        self.max_queue = max_queue
-        self.batch_size = batch_size
-        self.interval = interval
-        self.written = self.batches = self.dropped = self.failed = 0
-        self._queue: deque[AuditRecord] = deque()
-        self._pending = asyncio.Event()  # the queue has something in it
-        self._full = asyncio.Event()  # a whole batch is waiting
-        self._task: asyncio.Task | None = None
-        self._closing = False
 
-    def record(self, **fields) -> None:
-        """Queue one request's record (AuditRecord's fields). Never blocks, never does I/O."""
-        if self._closing or len(self._queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        record = AuditRecord(**fields)
-        if self.journal is not None:
-            self.journal.append({name: getattr(record, name) for name in _WRITTEN})
-        self._queue.append(record)
-        self._pending.set()
-        if len(self._queue) >= self.batch_size:
-            self._full.set()
-
-    def queued(self) -> int:
-        return len(self._queue)
-
-    async def start(self) -> None:
-        """Write what an earlier process left in the journal, then start the flusher on the
-        running event loop."""
-        if self.journal is not None and self._task is None:
-            self.recovered = await asyncio.to_thread(self._recover)
-            self.journal.open()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tenshu-audit-writer")
-
-    async def close(self) -> None:
-        """Write everything still queued, then stop. Records made after this are dropped."""
-        self._closing = True
-        self._pending.set()
-        self._full.set()
-        if self._task is not None:
-            await self._task
-        else:
-            await self._flush()
-        if self.journal is not None:
-            self.journal.close()
-
-    async def _run(self) -> None:
-        while True:
-            await self._pending.wait()
-            if not self._closing:
-                # Give the batch `interval` seconds to fill, unless it fills first.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.interval)
-            self._pending.clear()
-            self._full.clear()
-            await self._flush()
-            if self._closing:
-                return
-
-    async def _flush(self) -> None:
-        # What is queued now is exactly what the journal holds since the last rotation.
-        aside = self.journal.rotate() if self.journal is not None else None
-        ok = True
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception:
-                ok = False
-                self.failed += len(batch)
-                log.exception("could not write %d audit records", len(batch))
-            else:
-                self.written += len(batch)
-                self.batches += 1
-        if aside is not None:
-            if ok:
-                aside.unlink(missing_ok=True)
-            else:
-                log.error("the records are kept in %s; the next start writes them", aside)
-
-    def _recover(self) -> int:
-        """Write the journal's records that the log does not have (a record is known by its
-        request id); remove the journal's files. Returns how many were written."""
-        files = self.journal.leftovers()
-        records = [AuditRecord(**_from_json(r)) for f in files for r in Journal.read(f)]
-        if records:
-            ids = [r.request_id for r in records]
-            with self._engine.connect() as conn:
-                known = {row[0] for i in range(0, len(ids), 500) for row in conn.execute(
-                    select(audit.c.request_id).where(audit.c.request_id.in_(ids[i:i + 500])))}
-            records = [r for r in records if r.request_id not in known]
-            for i in range(0, len(records), self.batch_size):
-                self._write(records[i:i + self.batch_size])
-        for f in files:
-            f.unlink(missing_ok=True)
-        if records:
-            log.warning("wrote %d audit records that a stopped process had not written yet",
-                        len(records))
-        return len(records)
-
-    def _write(self, batch: list[AuditRecord]) -> None:
-        last_used: dict[int, datetime] = {}
-        for r in batch:
-            if r.key_id is not None and (r.key_id not in last_used or last_used[r.key_id] < r.ts):
-                last_used[r.key_id] = r.ts
-        rows = [{name: getattr(r, name) for name in _WRITTEN} for r in batch]
-        with begin_write(self._engine) as conn:
-            conn.execute(insert(audit), rows)
-            self._keys.touch_many(last_used.items(), conn=conn)
-
-    def query_recent(self, limit: int = 50) -> list[AuditRecord]:
-        """AuditLog.recent: the latest rows written (queued records are not there yet)."""
-        return AuditLog(self._engine).recent(limit)
+def known_requests(conn: Connection, request_ids: list[str]) -> set[str]:
+    """Which of these request ids the log has already (the journal's replay skips them)."""
+    return {row[0] for i in range(0, len(request_ids), 500) for row in conn.execute(
+        select(audit.c.request_id).where(audit.c.request_id.in_(request_ids[i:i + 500])))}
 
 
 class Spend(NamedTuple):
@@ -327,15 +204,6 @@ class AuditLog:
             stmt = stmt.where(audit.c.ts >= since)
         with self._engine.connect() as conn:
             return list(conn.execute(stmt.order_by(*_NEWEST).limit(limit)).scalars())
-
-
-def _from_json(data: dict) -> dict:
-    """A journal line's fields, as AuditRecord takes them."""
-    known = {f.name for f in fields(AuditRecord)}
-    data = {k: v for k, v in data.items() if k in known}
-    if isinstance(data.get("ts"), str):
-        data["ts"] = datetime.fromisoformat(data["ts"])
-    return data
 
 
 def _percentile(values: list[float], q: float) -> float | None:

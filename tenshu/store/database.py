@@ -1,8 +1,9 @@
 """Opening the state database: `open_store()` gives a `Store` with its tables up to date.
 
-The store is where tenshu keeps durable state (API keys, the audit log, the sentinel's
-calibrated thresholds; later users, conversations, feedback). SQLite at $TENSHU_HOME/state.db
-by default; any SQLAlchemy URL (postgresql://...) to scale out.
+The store is where tenshu keeps durable state: users and their API keys, conversations and
+their turns, feedback, the audit log, the sentinel's calibrated thresholds. SQLite at
+$TENSHU_HOME/state.db by default; PostgreSQL (`[store] url = "postgresql://..."` in
+tenshu.toml) to scale out, through the same migrations.
 """
 
 from __future__ import annotations
@@ -12,27 +13,36 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tenshu.config import state_db_path
-from tenshu.store.audit import AuditLog, AuditWriter
+from tenshu.config import store_location
+from tenshu.store.audit import AuditLog
+from tenshu.store.conversations import ConversationStore
+from tenshu.store.feedback import FeedbackStore
 from tenshu.store.keys import KeyStore
 from tenshu.store.migrations import MIGRATIONS, Migration, migrate
+from tenshu.store.people import UserStore
 from tenshu.store.sql import create_engine_for
 from tenshu.store.thresholds import ThresholdStore
+from tenshu.store.writer import RecordWriter
 
 
 class Store:
-    """One database: its engine, the API keys in it, its audit log (read here, written through
-    an audit writer) and the sentinel's thresholds."""
+    """One database: its engine, its users and their keys, conversations and feedback, the
+    audit log (read here; audit records and turns are written through a record writer) and the
+    sentinel's thresholds."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.keys = KeyStore(engine)
+        self.users = UserStore(engine, changed=self.keys.forget)
+        self.conversations = ConversationStore(engine)
+        self.feedback = FeedbackStore(engine)
         self.audit = AuditLog(engine)
         self.thresholds = ThresholdStore(engine)
 
-    def audit_writer(self, **options) -> AuditWriter:
-        """A writer for the audit log (options: max_queue, batch_size, interval)."""
-        return AuditWriter(self.engine, self.keys, **options)
+    def writer(self, **options) -> RecordWriter:
+        """A writer of audit records and turns (options: max_queue, batch_size, interval,
+        journal)."""
+        return RecordWriter(self.engine, **options)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -46,9 +56,9 @@ class Store:
 
 def open_store(path_or_url: str | Path | None = None, *,
                migrations: Sequence[Migration] = MIGRATIONS) -> Store:
-    """The store at a SQLite path or a database URL (default: $TENSHU_HOME/state.db), with
-    the pending migrations applied."""
-    engine = create_engine_for(path_or_url if path_or_url is not None else state_db_path())
+    """The store at a SQLite path or a database URL (default: tenshu.toml's [store] url, else
+    $TENSHU_HOME/state.db), with the pending migrations applied."""
+    engine = create_engine_for(path_or_url if path_or_url is not None else store_location())
     try:
         migrate(engine, migrations)
     except BaseException:

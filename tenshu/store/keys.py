@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from tenshu.core.errors import NotFoundError
 from tenshu.store.sql import UTCDateTime, begin_write, utcnow
 
 KEY_PREFIX = "tsk-"
@@ -49,10 +50,15 @@ keys = table(
     column("id", Integer), column("name", String), column("prefix", String),
     column("key_hash", String), column("created_at", UTCDateTime()),
     column("revoked_at", UTCDateTime()), column("last_used_at", UTCDateTime()),
-    column("private", Boolean),
+    column("private", Boolean), column("user_id", Integer), column("record", String),
 )
+# The user a key belongs to (m004_people); people.py owns the table, this reads three columns.
+_users = table("users", column("id", Integer), column("name", String), column("role", String),
+               column("record", String))
 _RECORD = (keys.c.id, keys.c.name, keys.c.prefix, keys.c.created_at, keys.c.revoked_at,
-           keys.c.last_used_at, keys.c.private)
+           keys.c.last_used_at, keys.c.private, keys.c.user_id, keys.c.record,
+           _users.c.name, _users.c.role, _users.c.record)
+_JOINED = keys.outerjoin(_users, _users.c.id == keys.c.user_id)
 
 
 class CacheMiss(LookupError):
@@ -69,6 +75,11 @@ class KeyRecord:
     revoked_at: datetime | None
     last_used_at: datetime | None
     private: bool  # its requests never leave the machine
+    user_id: int | None = None  # whose key it is
+    record: str | None = None  # its conversation-recording setting; None: the user's
+    user_name: str | None = None
+    user_role: str | None = None
+    user_record: str | None = None
 
     @property
     def active(self) -> bool:
@@ -91,6 +102,10 @@ class KeyStore:
         # the active keys by hash, and until when (monotonic) that may be believed
         self._active: tuple[dict[str, KeyRecord], float] = ({}, 0.0)
 
+    def forget(self) -> None:
+        """Read the keys (and their users) again on the next check: a user changed here."""
+        self._active = ({}, 0.0)
+
     def any_active(self, *, cached_only: bool = False) -> bool:
         """Whether at least one key is active (then the server requires keys). With
         `cached_only`, raises CacheMiss rather than read the database."""
@@ -106,50 +121,63 @@ class KeyStore:
         if cached_only:
             raise CacheMiss("keys")
         with self._engine.connect() as conn:
-            rows = conn.execute(select(keys.c.key_hash, *_RECORD)
+            rows = conn.execute(select(keys.c.key_hash, *_RECORD).select_from(_JOINED)
                                 .where(keys.c.revoked_at.is_(None)))
             active = {row[0]: KeyRecord(*row[1:]) for row in rows}
         if self._cache_ttl > 0:
             self._active = (active, now + self._cache_ttl)
         return active
 
-    def create(self, name: str, *, private: bool = False) -> tuple[KeyRecord, str]:
-        """A new key named `name`: its record, and the key itself, which is not kept. A
-        private key's requests are never sent off the machine."""
+    def create(self, name: str, *, user: str | None = None, private: bool = False,
+               record: str | None = None) -> tuple[KeyRecord, str]:
+        """A new key named `name` for `user` (default: the local owner, the first admin): its
+        record, and the key itself, which is not kept. A private key's requests are never sent
+        off the machine; `record` overrides the user's conversation-recording setting."""
         name = _check_name(name)
+        if record is not None and record not in ("request", "always", "never"):
+            raise ValueError(f"record must be request, always or never, not {record!r}")
         key = KEY_PREFIX + secrets.token_urlsafe(30)  # 30 bytes -> 40 characters
         values = dict(name=name, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),
-                      created_at=utcnow(), private=bool(private))
+                      created_at=utcnow(), private=bool(private), record=record)
         try:
             with begin_write(self._engine) as conn:
+                owner = select(_users.c.id).where(_users.c.name == user) if user is not None \
+                    else select(_users.c.id).where(_users.c.role == "admin").order_by(
+                        _users.c.id).limit(1)
+                values["user_id"] = conn.execute(owner).scalar()
+                if values["user_id"] is None:
+                    raise ValueError(f"no user named {user!r} (`tenshu users list` shows them)"
+                                     if user is not None else "there is no admin user")
                 key_id = conn.execute(insert(keys).values(**values).returning(keys.c.id)).scalar()
+                row = conn.execute(select(*_RECORD).select_from(_JOINED)
+                                   .where(keys.c.id == key_id)).first()
         except IntegrityError:
             raise ValueError(
                 f"an active key is already named {name!r}: revoke it first "
                 f"(`tenshu keys revoke {name}`) or choose another name"
             ) from None
         self._active = ({}, 0.0)  # read again on the next check
-        record = KeyRecord(id=key_id, name=name, prefix=values["prefix"],
-                           created_at=values["created_at"], revoked_at=None, last_used_at=None,
-                           private=values["private"])
-        return record, key
+        return KeyRecord(*row), key
 
-    def list(self) -> list[KeyRecord]:
-        """Every key, revoked ones too, oldest first."""
+    def list(self, user: str | None = None) -> list[KeyRecord]:
+        """Every key (of `user`, if named), revoked ones too, oldest first."""
+        stmt = select(*_RECORD).select_from(_JOINED).order_by(keys.c.created_at, keys.c.id)
+        if user is not None:
+            stmt = stmt.where(_users.c.name == user)
         with self._engine.connect() as conn:
-            rows = conn.execute(select(*_RECORD).order_by(keys.c.created_at, keys.c.id))
-            return [KeyRecord(*row) for row in rows]
+            return [KeyRecord(*row) for row in conn.execute(stmt)]
 
     def revoke(self, name_or_prefix: str) -> KeyRecord:
         """Revoke the active key with this name or display prefix; return it, revoked."""
         target = name_or_prefix.strip()
         matches = or_(keys.c.name == target, keys.c.prefix == target)
         with begin_write(self._engine) as conn:
-            found = [KeyRecord(*row) for row in conn.execute(select(*_RECORD).where(matches))]
+            found = [KeyRecord(*row) for row in conn.execute(
+                select(*_RECORD).select_from(_JOINED).where(matches))]
             active = [record for record in found if record.active]
             if not found:
-                raise ValueError(f"no API key is named or prefixed {target!r} "
-                                 "(`tenshu keys list` shows them)")
+                raise NotFoundError(f"no API key is named or prefixed {target!r} "
+                                    "(`tenshu keys list` shows them)")
             if not active:
                 when = max(record.revoked_at for record in found)
                 raise ValueError(f"the key {target!r} is already revoked (since "
@@ -171,25 +199,25 @@ class KeyStore:
             return None
         return self._snapshot(cached_only).get(hash_key(key))
 
-    def touch_many(self, uses: Iterable[tuple[int, datetime]], *,
-                   conn: Connection | None = None) -> None:
-        """Set last_used_at for (key id, time) pairs; a time never moves backwards. Pass `conn`
-        to do it inside that transaction (the audit writer's batch)."""
-        params = [{"key_id": key_id, "used_at": used_at} for key_id, used_at in uses]
-        if not params:
-            return
-        used_at = bindparam("used_at", type_=UTCDateTime())
-        stmt = (
-            update(keys)
-            .where(keys.c.id == bindparam("key_id"))
-            .where(or_(keys.c.last_used_at.is_(None), keys.c.last_used_at < used_at))
-            .values(last_used_at=used_at)
-        )
-        if conn is not None:
-            conn.execute(stmt, params)
-            return
+    def touch_many(self, uses: Iterable[tuple[int, datetime]]) -> None:
+        """Set last_used_at for (key id, time) pairs; a time never moves backwards."""
         with begin_write(self._engine) as conn:
-            conn.execute(stmt, params)
+            touch_keys(uses, conn)
+
+
+def touch_keys(uses: Iterable[tuple[int, datetime]], conn: Connection) -> None:
+    """KeyStore.touch_many inside a transaction of the caller's (the record writer's batch)."""
+    params = [{"key_id": key_id, "used_at": used_at} for key_id, used_at in uses]
+    if not params:
+        return
+    used_at = bindparam("used_at", type_=UTCDateTime())
+    stmt = (
+        update(keys)
+        .where(keys.c.id == bindparam("key_id"))
+        .where(or_(keys.c.last_used_at.is_(None), keys.c.last_used_at < used_at))
+        .values(last_used_at=used_at)
+    )
+    conn.execute(stmt, params)
 
 
 def _check_name(name: str) -> str:

@@ -115,7 +115,102 @@ def m003_routing(conn: Connection) -> None:
     ).create(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing]
+def m004_people(conn: Connection) -> None:
+    """Who is asking and what they said: users (every key belongs to one; the keys that exist
+    become the first admin's, named `owner`, who is also whom key-less loopback requests act
+    as), conversations and their turns, feedback on turns, and a log of admins' reads of other
+    users' records. Every table of a person's data carries owner_id, so ownership is checked in
+    the query itself."""
+    users = Table(
+        "users", MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String(64), nullable=False),
+        Column("role", String(16), nullable=False),  # admin | member
+        Column("password_hash", String),  # argon2, for the web UI's login; None: no password
+        Column("record", String(16), nullable=False, server_default="request"),
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ux_users_name", users.c.name, unique=True)
+    users.create(conn)
+    owner = conn.execute(insert(users).values(
+        name="owner", role="admin", record="request", created_at=utcnow())
+        .returning(users.c.id)).scalar()
+    _add_column(conn, "keys", Column("user_id", Integer))
+    _add_column(conn, "keys", Column("record", String(16)))  # None: the user's setting
+    keys = Table("keys", MetaData(), Column("user_id", Integer))
+    conn.execute(keys.update().values(user_id=owner))
+
+    conversations = Table(
+        "conversations", MetaData(),
+        Column("id", String(40), primary_key=True),
+        Column("owner_id", Integer, nullable=False),
+        Column("title", String, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_conversations_owner_updated", conversations.c.owner_id,
+          conversations.c.updated_at)
+    conversations.create(conn)
+
+    turns = Table(
+        "turns", MetaData(),
+        Column("id", String(40), primary_key=True),
+        Column("conversation_id", String(40), nullable=False),
+        Column("owner_id", Integer, nullable=False),
+        Column("seq", Integer, nullable=False),  # its place in the conversation, from 1
+        Column("request_id", String, nullable=False),
+        Column("key_id", Integer),
+        Column("model", String, nullable=False),  # asked for
+        Column("routed", String),
+        Column("backend", String),  # the deployment that answered
+        Column("messages", Text, nullable=False),  # JSON: what the client sent new this turn
+        Column("completion", Text, nullable=False),  # JSON: the answer, one message per choice
+        Column("text", Text, nullable=False),  # the turn's words, for search
+        Column("state_hash", String(64), nullable=False),  # the conversation after this turn
+        Column("input_tokens", Integer, nullable=False),
+        Column("output_tokens", Integer, nullable=False),
+        Column("ttft_ms", Float),
+        Column("duration_ms", Float, nullable=False),
+        Column("trace", Text),
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ux_turns_conversation_seq", turns.c.conversation_id, turns.c.seq, unique=True)
+    Index("ix_turns_owner_state", turns.c.owner_id, turns.c.state_hash)
+    turns.create(conn)
+
+    feedback = Table(
+        "feedback", MetaData(),
+        Column("id", String(40), primary_key=True),
+        Column("owner_id", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),  # rating | correction | preference | comment
+        Column("turn_id", String(40), nullable=False),
+        Column("other_turn_id", String(40)),  # preference: the second answer
+        Column("rating", Integer),  # +1 | -1
+        Column("preference", String(16)),  # a | b | tie | both_bad
+        Column("text", Text),  # the reason, the correction or the comment
+        Column("source", String),  # where it was imported from (openwebui:<id>), if it was
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_feedback_owner_created", feedback.c.owner_id, feedback.c.created_at)
+    Index("ix_feedback_turn", feedback.c.turn_id)
+    Index("ix_feedback_other_turn", feedback.c.other_turn_id)
+    Index("ix_feedback_source", feedback.c.owner_id, feedback.c.source)
+    feedback.create(conn)
+
+    admin_reads = Table(
+        "admin_reads", MetaData(),
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("ts", UTCDateTime(), nullable=False),
+        Column("admin_id", Integer, nullable=False),
+        Column("user_id", Integer, nullable=False),  # whose record it was
+        Column("action", String(32), nullable=False),  # read | delete | rename | export
+        Column("resource", String, nullable=False),  # e.g. conversation conv_...
+    )
+    Index("ix_admin_reads_ts", admin_reads.c.ts)
+    admin_reads.create(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

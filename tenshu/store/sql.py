@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Select,
+    and_,
+    create_engine,
+    event,
+    or_,
+    select,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.types import TypeDecorator
 
@@ -97,3 +108,49 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def insert_many(conn: Connection, table, rows: list[dict]) -> None:
+    """INSERT `rows` (dicts with the same keys) in one executemany through the driver.
+
+    For the record writer's batches: SQLAlchemy's per-row parameter processing costs more than
+    SQLite's insert itself (about 30 of 45 us per turn). Values must be what the driver takes:
+    datetimes are converted here as UTCDateTime would (naive UTC text on SQLite, aware on
+    PostgreSQL); everything else must already be a plain str, int, float, bool or None."""
+    if not rows:
+        return
+    names = list(rows[0])
+    times = [i for i, n in enumerate(names) if isinstance(rows[0][n], datetime)]
+    convert = _sqlite_time if conn.dialect.name == "sqlite" else _utc
+    values = []
+    for row in rows:
+        value = [row[n] for n in names]
+        for i in times:
+            value[i] = convert(value[i])
+        values.append(tuple(value))
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    quote = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
+                         f"VALUES ({', '.join([mark] * len(names))})", values)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass an aware one (UTC)")
+    return value.astimezone(UTC)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """The text SQLAlchemy's SQLite dialect writes (and reads back) for a DATETIME."""
+    return _utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def page_after(conn: Connection, stmt: Select, at: Column, after: str, owner: int) -> Select | None:
+    """`stmt` (newest first by `at`, then by id) continued after the row `after`, one of the
+    owner's: the next page. None when `after` is not an id the owner has."""
+    table = at.table
+    cursor = conn.execute(select(at).where(table.c.id == after,
+                                           table.c.owner_id == owner)).scalar()
+    if cursor is None:
+        return None
+    return stmt.where(or_(at < cursor, and_(at == cursor, table.c.id < after)))

@@ -94,3 +94,18 @@ def test_config_check_fails_with_the_message(tmp_path, capsys):
     file = write(tmp_path, '[router]\nlocal_only = "yes"\n')
     assert main(["config", "check", str(file)]) == 1
     assert "router.local_only: must be true or false" in capsys.readouterr().err
+
+
+def test_store_url_is_read_checked_and_shown_without_its_password(tmp_path, capsys):
+    file = write(tmp_path, '[store]\nurl = "postgresql://tenshu:s3cret@127.0.0.1:5432/tenshu"\n')
+    settings = load_server_settings(file)
+    assert settings.store == "postgresql+psycopg://tenshu:s3cret@127.0.0.1:5432/tenshu"
+    assert main(["config", "check", str(file)]) == 0
+    out = capsys.readouterr().out
+    assert "store: postgresql+psycopg://tenshu:***@127.0.0.1:5432/tenshu" in out
+    assert "s3cret" not in out
+    for bad, says in (('url = "mysql://x/y"', "store.url must be a SQLite path or a postgresql"),
+                      ("url = 5", "store.url must be a string"),
+                      ('path = "x.db"', "[store] takes one key, url")):
+        assert main(["config", "check", str(write(tmp_path, f"[store]\n{bad}\n"))]) == 1
+        assert says in capsys.readouterr().err

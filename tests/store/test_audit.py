@@ -16,8 +16,8 @@ from tenshu.store.sql import utcnow
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "state.db") as store:
+def store(database):
+    with open_store(database) as store:
         yield store
 
 
@@ -35,7 +35,7 @@ async def wait_for(condition, timeout: float = 5.0) -> None:
 
 
 async def test_close_writes_everything_in_batches(store):
-    writer = store.audit_writer(batch_size=4, interval=60)
+    writer = store.writer(batch_size=4, interval=60)
     await writer.start()
     for i in range(10):
         writer.record(**request(i))
@@ -48,7 +48,7 @@ async def test_close_writes_everything_in_batches(store):
 
 
 async def test_a_full_batch_is_written_without_waiting_for_the_interval(store):
-    writer = store.audit_writer(batch_size=4, interval=60)
+    writer = store.writer(batch_size=4, interval=60)
     await writer.start()
     for i in range(4):
         writer.record(**request(i))
@@ -58,7 +58,7 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval(store):
 
 
 async def test_a_partial_batch_is_written_after_the_interval(store):
-    writer = store.audit_writer(batch_size=256, interval=0.2)
+    writer = store.writer(batch_size=256, interval=0.2)
     await writer.start()
     writer.record(**request(0), status=500, error_kind="internal")
     writer.record(**request(1))
@@ -71,7 +71,7 @@ async def test_a_partial_batch_is_written_after_the_interval(store):
 
 
 async def test_record_never_blocks_when_the_queue_is_full(store):
-    writer = store.audit_writer(max_queue=100, batch_size=10)  # not started: nothing drains it
+    writer = store.writer(max_queue=100, batch_size=10)  # not started: nothing drains it
     started = time.perf_counter()
     for i in range(1_000):
         writer.record(**request(i))
@@ -87,7 +87,7 @@ async def test_record_never_blocks_when_the_queue_is_full(store):
 async def test_last_used_is_set_in_the_same_batch(store):
     laptop, _ = store.keys.create("laptop")
     ci, _ = store.keys.create("ci")
-    writer = store.audit_writer()
+    writer = store.writer()
     await writer.start()
     writer.record(**request(0, key_id=laptop.id))
     writer.record(**request(1, key_id=laptop.id))
@@ -101,7 +101,7 @@ async def test_last_used_is_set_in_the_same_batch(store):
 
 
 async def test_the_flusher_survives_a_batch_the_database_refuses(store):
-    writer = store.audit_writer(batch_size=1, interval=60)
+    writer = store.writer(batch_size=1, interval=60)
     await writer.start()
     writer.record(**request(0, model=None))  # NOT NULL column: this batch fails
     writer.record(**request(1))
@@ -112,7 +112,7 @@ async def test_the_flusher_survives_a_batch_the_database_refuses(store):
 
 async def write(store, *records: dict) -> None:
     """Through the real writer, as the gateway does."""
-    writer = store.audit_writer(interval=60)
+    writer = store.writer(interval=60)
     await writer.start()
     for fields in records:
         writer.record(**fields)

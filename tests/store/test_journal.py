@@ -9,10 +9,11 @@ from tenshu.store import open_store
 from tests.store.test_audit import request, wait_for
 
 
-async def test_records_a_killed_process_did_not_write_are_written_at_the_next_start(tmp_path):
+async def test_records_a_killed_process_did_not_write_are_written_at_the_next_start(
+        tmp_path, database):
     journal = tmp_path / "audit.journal"
-    with open_store(tmp_path / "state.db") as store:
-        dead = store.audit_writer(interval=60, journal=journal)
+    with open_store(database) as store:
+        dead = store.writer(interval=60, journal=journal)
         await dead.start()
         for i in range(10):
             dead.record(**request(i))
@@ -22,7 +23,7 @@ async def test_records_a_killed_process_did_not_write_are_written_at_the_next_st
         with journal.open("ab") as f:
             f.write(b'{"request_id": "req-cut", "protoc')  # the kill cut the last line
 
-        writer = store.audit_writer(interval=60, journal=journal)
+        writer = store.writer(interval=60, journal=journal)
         await writer.start()
         assert writer.recovered == 10
         assert sorted(r.request_id for r in writer.query_recent(100)) == \
@@ -33,10 +34,10 @@ async def test_records_a_killed_process_did_not_write_are_written_at_the_next_st
         assert sorted(p.name for p in tmp_path.glob("audit.journal*")) == []
 
 
-async def test_what_was_written_is_not_written_twice(tmp_path):
+async def test_what_was_written_is_not_written_twice(tmp_path, database):
     journal = tmp_path / "audit.journal"
-    with open_store(tmp_path / "state.db") as store:
-        first = store.audit_writer(batch_size=4, interval=60, journal=journal)
+    with open_store(database) as store:
+        first = store.writer(batch_size=4, interval=60, journal=journal)
         await first.start()
         for i in range(4):
             first.record(**request(i))
@@ -47,7 +48,7 @@ async def test_what_was_written_is_not_written_twice(tmp_path):
             f'{{"request_id": "req-{i}", "protocol": "openai", "route": "/x"}}\n'.encode()
             for i in range(6)))
         first._task.cancel()
-        again = store.audit_writer(interval=60, journal=journal)
+        again = store.writer(interval=60, journal=journal)
         await again.start()
         assert again.recovered == 2  # req-4 and req-5; req-0..3 are in the log already
         assert len(again.query_recent(100)) == 6

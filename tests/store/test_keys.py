@@ -8,12 +8,13 @@ import time
 
 import pytest
 
+from tenshu.core.errors import NotFoundError
 from tenshu.store import CacheMiss, KeyStore, open_store
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "state.db") as store:
+def store(database):
+    with open_store(database) as store:
         yield store
 
 
@@ -56,7 +57,7 @@ def test_revoke_by_prefix(store):
 
 
 def test_revoke_errors_say_what_is_wrong(store):
-    with pytest.raises(ValueError, match="no API key is named or prefixed 'ghost'"):
+    with pytest.raises(NotFoundError, match="no API key is named or prefixed 'ghost'"):
         store.keys.revoke("ghost")
     store.keys.create("ci")
     store.keys.revoke("ci")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+from sqlalchemy import text
 
 from tenshu.store import open_store
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "state.db") as store:
+def store(database):
+    with open_store(database) as store:
         yield store
 
 
@@ -24,13 +23,13 @@ def test_set_get_all(store):
     assert store.thresholds.all() == {"code": pytest.approx(0.42), "chat": pytest.approx(0.6)}
 
 
-def test_a_new_calibration_replaces_the_old_one(store, tmp_path):
+def test_a_new_calibration_replaces_the_old_one(store):
     store.thresholds.set("code", 0.42, "share 0.30", 250)
     store.thresholds.set("code", 0.35, "share 0.40", 300)
     assert store.thresholds.all() == {"code": pytest.approx(0.35)}
-    with sqlite3.connect(tmp_path / "state.db") as db:  # how it was found is kept with it
-        assert db.execute("SELECT method, samples FROM sentinel_thresholds").fetchall() == \
-            [("share 0.40", 300)]
+    with store.engine.connect() as conn:  # how it was found is kept with it
+        rows = conn.execute(text("SELECT method, samples FROM sentinel_thresholds")).all()
+    assert [tuple(r) for r in rows] == [("share 0.40", 300)]
 
 
 def test_a_threshold_needs_a_route(store):
