@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tenshu.backends.base import Backend, Embedder, ModelInfo
 from tenshu.backends.upstream import estimate_tokens
@@ -33,6 +33,13 @@ from tenshu.router.health import Deployment, should_fall_back
 from tenshu.router.router import Router
 from tenshu.router.trace import Attempt, Trace
 
+if TYPE_CHECKING:
+    from tenshu.conversations import Recording
+    from tenshu.store.conversations import TurnRecord
+    from tenshu.store.people import Principal
+
+CONVERSATION_HEADER = "x-tenshu-conversation"  # the stage's (tenshu/conversations.py HEADER)
+
 
 @dataclass(frozen=True)
 class RequestContext:
@@ -46,6 +53,13 @@ class RequestContext:
     key_private: bool = False  # the key's setting: its requests never leave the machine
     headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
     trace: Trace = field(default_factory=Trace)  # filled in as the request is routed
+    principal: Principal | None = None  # whom the request acts for (its key's user, or owner)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # set by the stages
+
+    def response_headers(self) -> dict[str, str]:
+        """What the response tells about the request: its route and backend, its
+        conversation and turn."""
+        return {**self.trace.headers(), **self.answer_headers}
 
 
 def force_tool_choice(request: ChatRequest, choice: str | None) -> None:
@@ -77,7 +91,17 @@ class Observer(Protocol):
 
 
 class AuditSink(Protocol):
-    def record(self, **fields: Any) -> None: ...
+    """Takes each request's audit record, and the conversation turn it answered, if it was
+    recorded (store/writer.py's RecordWriter)."""
+
+    def record(self, *, turn: TurnRecord | None = None, **fields: Any) -> None: ...
+
+
+class ConversationStages(Protocol):
+    """What the gateway asks of conversations (tenshu/conversations.py implements it)."""
+
+    async def open(self, request: ChatRequest, principal: Principal | None, asked: str | None,
+                   request_id: str) -> Recording | None: ...
 
 
 class Gateway:
@@ -88,6 +112,7 @@ class Gateway:
         *,
         observer: Observer | None = None,
         audit: AuditSink | None = None,
+        conversations: ConversationStages | None = None,
     ):
         if not router.deployments:
             raise ValueError("the gateway needs at least one model")
@@ -98,6 +123,7 @@ class Gateway:
         self.embedders = embedders or {}
         self.observer = observer
         self.audit = audit
+        self.conversations = conversations
         self.in_flight = 0
         self.draining = False
         self.created = int(time.time())
@@ -170,6 +196,12 @@ class Gateway:
         if request.model in self.embedders:
             self.backend_for(request.model)  # raises: an embedding model cannot chat
         force_tool_choice(request, ctx.tool_choice)
+        recording = None
+        if self.conversations is not None:
+            recording = await self.conversations.open(
+                request, ctx.principal, ctx.headers.get(CONVERSATION_HEADER), ctx.request_id)
+            if recording is not None:
+                ctx.answer_headers.update(recording.headers())
         trace = ctx.trace
         candidates = await self.router.plan(
             request, trace, key_name=ctx.key_name, key_private=ctx.key_private,
@@ -190,6 +222,8 @@ class Gateway:
                         first = first or last
                     elif isinstance(event, MessageFinish):
                         usage = _add_usage(usage, event)
+                    if recording is not None:
+                        recording.fold.add(event)
                     yield event
             except TenshuError as exc:
                 served.failed(exc, self.router.settings.router)
@@ -205,7 +239,7 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
-            self._done(request, ctx, served, start, first, last, usage, error)
+            self._done(request, ctx, served, start, first, last, usage, error, recording)
 
     async def _first_answer(self, request: ChatRequest, candidates: list[Deployment],
                             trace: Trace) -> tuple[Deployment, AsyncIterator[ChatEvent]]:
@@ -293,7 +327,7 @@ class Gateway:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _done(self, request, ctx, served, start, first, last, usage, error) -> None:
+    def _done(self, request, ctx, served, start, first, last, usage, error, recording) -> None:
         usage_in, usage_out, cached = usage or (0, 0, 0)
         ttft = first - start if first else None
         per_token = (last - first) / (usage_out - 1) if first and usage_out > 1 else None
@@ -305,17 +339,24 @@ class Gateway:
                                     trace.cost_usd)
         if self.observer is not None:
             self.observer.request_done(model, usage_in, usage_out, cached, ttft, per_token)
-        if self.audit is not None:
+        ttft_ms = round(ttft * 1000, 3) if ttft is not None else None
+        duration_ms = round((time.perf_counter() - start) * 1000, 3)
+        trace_json = trace.to_json()
+        turn = None
+        if recording is not None and error is None and served is not None:
+            turn = recording.turn(
+                ctx.request_id, model=request.model, routed=trace.route,
+                backend=trace.backend, input_tokens=usage_in, output_tokens=usage_out,
+                ttft_ms=ttft_ms, duration_ms=duration_ms, trace=trace_json)
+        if self.audit is not None:  # the turn, if any, goes with the audit record: one write
             self.audit.record(
                 request_id=ctx.request_id, key_id=ctx.key_id, protocol=ctx.protocol,
                 route=ctx.route, model=request.model, status=error.status if error else 200,
-                input_tokens=usage_in, output_tokens=usage_out,
-                ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                error_kind=error.kind if error else None,
+                input_tokens=usage_in, output_tokens=usage_out, ttft_ms=ttft_ms,
+                duration_ms=duration_ms, error_kind=error.kind if error else None,
                 routed=trace.route, tier=trace.tier, backend=trace.backend,
                 fallbacks=trace.fallbacks, cost_usd=trace.cost_usd, score=trace.score,
-                trace=trace.to_json(),
+                trace=trace_json, turn=turn,
             )
 
 

@@ -67,12 +67,12 @@ async def create_message(body: MessagesRequest, http: Request, ctx: Context,
         builder = MessageBuilder(message_id)
         for event in collected:
             builder.add(event)
-        return JSONResponse(builder.message(), headers=ctx.trace.headers())
+        return JSONResponse(builder.message(), headers=ctx.response_headers())
     events = await first_event(events)  # errors up front stay plain HTTP errors
     return StreamingResponse(
         _stream(events, StreamEncoder(message_id)),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **ctx.trace.headers()},
+        headers={**SSE_HEADERS, **ctx.response_headers()},
     )
 
 

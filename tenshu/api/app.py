@@ -4,7 +4,8 @@
     MetricsMiddleware    requests by route and status
     CORSMiddleware       only when origins are configured
     routers              health, docs, openai, anthropic, ollama  (each parses, calls the
-                         gateway, encodes; no logic of their own)
+                         gateway, encodes; no logic of their own), and tenshu (/tenshu/v1: the
+                         caller's record, users and keys, over the store)
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from tenshu.api.errors import protocol_of
 from tenshu.api.metrics import Metrics, MetricsMiddleware
 from tenshu.api.security import SecurityMiddleware
 from tenshu.config import ServerSettings
-from tenshu.core.errors import InvalidRequestError
+from tenshu.core.errors import AuthenticationError, InvalidRequestError
 from tenshu.gateway import Gateway, RequestContext
-from tenshu.store import CacheMiss, KeyRecord
+from tenshu.store import CacheMiss, KeyRecord, Principal
 
 
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
-               metrics: Metrics) -> FastAPI:
-    from tenshu.api import anthropic, docs, health, ollama, openai
+               metrics: Metrics, store=None) -> FastAPI:
+    from tenshu.api import anthropic, docs, health, ollama, openai, tenshu
 
     app = FastAPI(
         title="tenshu",
@@ -45,8 +46,10 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.gateway = gateway
     app.state.auth = auth
     app.state.metrics = metrics
+    app.state.store = store  # the state database (store.Store), for /tenshu/v1
+    app.state.users = store.users if store is not None else None
     errors.install(app)
-    for module in (health, docs, openai, anthropic, ollama):
+    for module in (health, docs, openai, anthropic, ollama, tenshu):
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
@@ -55,7 +58,8 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
             expose_headers=["request-id", "x-request-id", "Retry-After", "x-tenshu-route",
-                            "x-tenshu-backend", "x-tenshu-fallbacks"],
+                            "x-tenshu-backend", "x-tenshu-fallbacks", "x-tenshu-conversation",
+                            "x-tenshu-turn"],
         )
     app.add_middleware(ollama.JsonBodies)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -75,11 +79,30 @@ async def authenticate(request: Request) -> KeyRecord | None:
         return await run_in_threadpool(auth.check, request)
 
 
+async def principal_of(request: Request, key: KeyRecord | None) -> Principal:
+    """Whom the request acts for: its key's user, or (a key-less request, which only loopback
+    without keys allows) the local owner."""
+    if key is not None:
+        if key.user_name is None:
+            raise AuthenticationError("the API key's user no longer exists")
+        return Principal(key.user_id, key.user_name, key.user_role or "member",
+                         record=key.record or key.user_record or "request", key_id=key.id)
+    users = request.app.state.users
+    if users is None:
+        return Principal(0, "owner", "admin")
+    try:
+        owner = users.owner(cached_only=True)
+    except CacheMiss:
+        owner = await run_in_threadpool(users.owner)
+    return Principal.of(owner)
+
+
 async def request_context(request: Request) -> RequestContext:
     """A FastAPI dependency: authenticate the request, check its text, and describe it for the
     gateway."""
     key = await authenticate(request)
-    if request.method == "POST":
+    principal = await principal_of(request, key)
+    if request.method in ("POST", "PATCH"):
         _check_text(await request.body())  # read once: FastAPI has it already
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
@@ -94,6 +117,7 @@ async def request_context(request: Request) -> RequestContext:
         # an upstream, into a log) must never carry it.
         headers={name.lower(): value for name, value in request.headers.items()
                  if name.lower() not in ("authorization", "x-api-key")},
+        principal=principal,
     )
 
 

@@ -223,13 +223,13 @@ async def _reply(request: Request, ctx: RequestContext, chat_request: ChatReques
     events = await first_event(gateway_of(request).chat(chat_request, ctx))
     if chat_request.stream:
         return StreamingResponse(_ndjson(events, encoder), media_type=NDJSON,
-                                 headers={**SSE_HEADERS, **ctx.trace.headers()})
+                                 headers={**SSE_HEADERS, **ctx.response_headers()})
     collected = await collect_unless_gone(request, events)
     if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     for event in collected:
         encoder.chunks(event)
-    return JSONResponse(encoder.response(), headers=ctx.trace.headers())
+    return JSONResponse(encoder.response(), headers=ctx.response_headers())
 
 
 async def _ndjson(events: AsyncIterator[ChatEvent], encoder: ollama_encode.ReplyEncoder):

@@ -140,14 +140,14 @@ async def _respond(events: AsyncIterator[ChatEvent], request: Request, ctx: Requ
     collected = await collect_unless_gone(request, events)
     if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; no one reads it
-    return JSONResponse(encode(collected), headers=ctx.trace.headers())
+    return JSONResponse(encode(collected), headers=ctx.response_headers())
 
 
 async def _stream(events: AsyncIterator[ChatEvent], ctx: RequestContext,
                   encoder: ChatStream) -> Response:
     events = await first_event(events)  # a failure before the first event is a plain HTTP error
     return StreamingResponse(_sse(events, encoder), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **ctx.trace.headers()})
+                             headers={**SSE_HEADERS, **ctx.response_headers()})
 
 
 async def _sse(events: AsyncIterator[ChatEvent], encoder: ChatStream) -> AsyncIterator[str]:

@@ -24,13 +24,13 @@ from tenshu.core.events import (
     MessageStart,
     Usage,
 )
+from tenshu.core.fold import Fold
 from tenshu.core.messages import (
     Block,
     ImageBlock,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
-    loads_arguments,
 )
 from tenshu.protocols.anthropic import RedactedThinkingBlock, error_body
 
@@ -74,73 +74,31 @@ class MessageBuilder:
 
     def __init__(self, message_id: str):
         self.id = message_id
-        self.model = ""
-        self.blocks: dict[int, Block] = {}
-        self.json: dict[int, str] = {}  # tool_use index -> its arguments so far
-        self.finish: MessageFinish | None = None
+        self.fold = Fold()
 
     def add(self, event: ChatEvent) -> None:
-        if isinstance(event, MessageStart):
-            self.model = event.model
-        elif isinstance(event, BlockStart):
-            self.blocks[event.index] = _copy(event.block)
-        elif isinstance(event, BlockDelta):
-            block = self.blocks[event.index]
-            if isinstance(block, TextBlock):
-                block.text += event.text
-            elif isinstance(block, ThinkingBlock):
-                block.thinking += event.text
-            elif event.partial_json:
-                self.json[event.index] = self.json.get(event.index, "") + event.partial_json
-        elif isinstance(event, BlockStop):
-            block = self.blocks[event.index]
-            if isinstance(block, ToolUseBlock) and event.input is not None:
-                block.input = event.input
-            elif isinstance(block, ToolUseBlock) and self.json.get(event.index):
-                block.input = _input(block, self.json[event.index])
-        elif isinstance(event, MessageFinish):
-            self.finish = event
+        self.fold.add(event)
+        if isinstance(event, BlockStop) and (
+                arguments := self.fold.bad_arguments.get((event.choice, event.index))):
+            block = self.fold.blocks[event.choice][event.index]
+            # the backend's fault, not the client's: a 500 that says what went wrong, raised
+            # while the answer is read, so the request is logged as the failure it is
+            raise TenshuError(
+                f"the model's call of tool {block.name!r} has arguments that are not a JSON "
+                f"object: {arguments[:200]!r}")
 
     def message(self) -> dict:
-        finish = self.finish or MessageFinish("end_turn", Usage())
+        finish = self.fold.finish.get(0) or MessageFinish("end_turn", Usage())
         return {
             "id": self.id,
             "type": "message",
             "role": "assistant",
-            "model": self.model,
-            "content": [encode_block(self.blocks[i]) for i in sorted(self.blocks)],
+            "model": self.fold.start.model if self.fold.start else "",
+            "content": [encode_block(b) for b in self.fold.content(0)],
             "stop_reason": finish.stop_reason,
             "stop_sequence": finish.stop_sequence,
             "usage": encode_usage(finish.usage),
         }
-
-
-def _input(block: ToolUseBlock, arguments: str) -> dict:
-    """A tool call's arguments as the `input` object Anthropic clients expect."""
-    try:
-        value = loads_arguments(arguments)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        # the backend's fault, not the client's: a 500 that says what went wrong
-        raise TenshuError(
-            f"the model's call of tool {block.name!r} has arguments that are not a JSON object: "
-            f"{arguments[:200]!r}"
-        )
-    return value
-
-
-def _copy(block: Block) -> Block:
-    """A fresh block to accumulate into (the event's block only names it)."""
-    if isinstance(block, TextBlock):
-        return TextBlock(block.text)
-    if isinstance(block, RedactedThinkingBlock):
-        return block
-    if isinstance(block, ThinkingBlock):
-        return ThinkingBlock(block.thinking, block.signature)
-    if isinstance(block, ToolUseBlock):
-        return ToolUseBlock(block.id, block.name, dict(block.input))
-    return block
 
 
 SSEvent = tuple[str, dict]  # (event name, data)

@@ -6,9 +6,11 @@ it keeps in its home only its owner can read."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import signal
+import sqlite3
 import stat
 import threading
 import time
@@ -150,3 +152,59 @@ def test_a_home_left_open_to_others_is_closed_at_start(tmp_path, monkeypatch):
     with open_store(home / "state.db") as store:
         assert [k.name for k in store.keys.list()] == ["laptop"]
     _check_private(home)
+
+
+def test_kill_9_while_recording_leaves_a_sound_database_and_no_answered_turn_lost(tmp_path):
+    home = tmp_path / "home"
+    server = process.start(home, "--max-queue", "512")
+    answered: list[tuple[str, str]] = []  # (conversation, turn) of each answer received
+    stop = threading.Event()
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        conv = "new"
+        for j in range(1_000):
+            if stop.is_set():
+                return
+            try:
+                r = await http.post("/v1/chat/completions", headers={
+                    "x-tenshu-conversation": conv}, json={
+                    **CHAT, "max_tokens": 2, "messages": [
+                        {"role": "user", "content": f"client {i} turn {j} " + "pad " * 50}]})
+            except httpx.TransportError:
+                return  # killed
+            if r.status_code == 200:
+                conv = r.headers["x-tenshu-conversation"]
+                answered.append((conv, r.headers["x-tenshu-turn"]))
+
+    async def load() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            await asyncio.gather(*(client(i, http) for i in range(16)))
+
+    runner = threading.Thread(target=lambda: asyncio.run(load()))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while len(answered) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.process.kill()  # in the middle of the writes
+    server.process.wait()
+    stop.set()
+    runner.join(60)
+    got = list(answered)
+    assert len(got) >= 60
+    with sqlite3.connect(home / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with process.running(home):  # the next start writes what the journal kept
+        pass
+    with sqlite3.connect(home / "state.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = {row[0]: row for row in db.execute(
+            "SELECT id, conversation_id, seq, messages, completion FROM turns")}
+    for conv, turn in got:  # every answered turn is there, whole
+        row = rows.get(turn)
+        assert row is not None and row[1] == conv, turn
+    for _, _, _, messages, completion in rows.values():  # and nothing is half there
+        assert json.loads(messages)[0]["role"] == "user" and json.loads(completion)
+    per_conversation: dict[str, list[int]] = {}
+    for _, conv, seq, _, _ in rows.values():
+        per_conversation.setdefault(conv, []).append(seq)
+    assert all(sorted(s) == list(range(1, len(s) + 1)) for s in per_conversation.values())

@@ -1,0 +1,195 @@
+"""One user's record is never another's: ben, with his own key in each header form, tries every
+/tenshu/v1 endpoint on ana's conversations, turns and feedback (by id, by guessed ids, through
+list filters and cursors, by naming her) and tries to continue her conversation in a chat
+request of each protocol. Every attempt fails as an id that does not exist fails; ana's record
+is unchanged after; an admin's read of it is logged; members cannot reach the admin endpoints.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import httpx
+import pytest
+
+from tests.api.live import live_server
+
+HEADER = "x-tenshu-conversation"
+CHAT = {"model": "tenshu-tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with live_server(tmp_path_factory.mktemp("isolation") / "state.db",
+                     embedder=False) as live:
+        store = live.server.store
+        for name, role in (("ana", "member"), ("ben", "member"), ("boss", "admin")):
+            store.users.add(name, role=role)
+        keys = {name: store.keys.create(f"{name}-key", user=name)[1]
+                for name in ("ana", "ben", "boss")}
+        ana = {"Authorization": f"Bearer {keys['ana']}"}
+        first = httpx.post(live.base_url + "/v1/chat/completions", timeout=60, json={
+            **CHAT, "messages": [{"role": "user", "content": "ana's diary: the moat key"}]},
+            headers={**ana, HEADER: "new"})
+        conv = first.headers[HEADER]
+        second = httpx.post(live.base_url + "/v1/messages", timeout=60, json=CHAT,
+                            headers={**ana, HEADER: conv})
+        turns = [first.headers["x-tenshu-turn"], second.headers["x-tenshu-turn"]]
+        fb = httpx.post(live.base_url + "/tenshu/v1/feedback", headers=ana, json={
+            "kind": "rating", "rating": 1, "turn_id": turns[0]}).json()["id"]
+        yield {"live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb}
+
+
+def as_(world, who: str, form: str = "bearer") -> dict:
+    key = world["keys"][who]
+    return {"Authorization": f"Bearer {key}"} if form == "bearer" else {"x-api-key": key}
+
+
+def snapshot(world) -> dict:
+    """Everything of ana's, as she reads it."""
+    with httpx.Client(base_url=world["live"].base_url + "/tenshu/v1",
+                      headers=as_(world, "ana")) as c:
+        conv = c.get(f"/conversations/{world['conv']}").json()
+        return {"conversation": conv, "list": c.get("/conversations").json(),
+                "feedback": c.get("/feedback").json(),
+                "export": c.get(f"/conversations/{world['conv']}/export").json()}
+
+
+def attempts(world) -> list[tuple[str, str, dict, str]]:
+    """(method, path, request arguments, what it is) of every way ben can try for ana's record.
+    `{conv}`, `{turn}` and `{feedback}` are filled with ana's ids, or with made-up ones."""
+    body = {"kind": "rating", "rating": -1, "turn_id": "{turn}"}
+    return [
+        ("GET", "/tenshu/v1/conversations/{conv}", {}, "read a conversation"),
+        ("GET", "/tenshu/v1/conversations/{conv}?user=ana", {}, "read it by naming ana"),
+        ("PATCH", "/tenshu/v1/conversations/{conv}", {"json": {"title": "ben was here"}},
+         "rename it"),
+        ("DELETE", "/tenshu/v1/conversations/{conv}", {}, "delete it"),
+        ("GET", "/tenshu/v1/conversations/{conv}/export", {}, "export it as JSON"),
+        ("GET", "/tenshu/v1/conversations/{conv}/export?format=markdown", {},
+         "export it as Markdown"),
+        ("GET", "/tenshu/v1/conversations?user=ana", {}, "list ana's conversations"),
+        ("GET", "/tenshu/v1/feedback?user=ana", {}, "list ana's feedback"),
+        ("POST", "/tenshu/v1/feedback", {"json": body}, "rate her turn"),
+        ("POST", "/tenshu/v1/feedback", {"json": {"kind": "correction", "turn_id": "{turn}",
+                                                  "text": "wrong"}}, "correct her turn"),
+        ("POST", "/tenshu/v1/feedback", {"json": {"kind": "comment", "turn_id": "{turn}",
+                                                  "text": "hm"}}, "comment on her turn"),
+        ("POST", "/tenshu/v1/feedback", {"json": {"kind": "preference", "preference": "a",
+                                                  "turn_id": "{turn}",
+                                                  "other_turn_id": "{turn}"}},
+         "prefer between her turns"),
+        ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {HEADER: "{conv}"}},
+         "continue it (OpenAI)"),
+        ("POST", "/v1/messages", {"json": CHAT, "headers": {HEADER: "{conv}"}},
+         "continue it (Anthropic)"),
+        ("POST", "/api/chat", {"json": {**CHAT, "stream": False}, "headers": {HEADER: "{conv}"}},
+         "continue it (Ollama)"),
+        ("POST", "/api/generate", {"json": {"model": "tenshu-tiny", "prompt": "hi",
+                                            "stream": False}, "headers": {HEADER: "{conv}"}},
+         "continue it (Ollama generate)"),
+    ]
+
+
+def fill(value, ids: dict):
+    if isinstance(value, str):
+        return value.format(**ids)
+    if isinstance(value, dict):
+        return {k: fill(v, ids) for k, v in value.items()}
+    return value
+
+
+def shape(response: httpx.Response, ids: dict) -> tuple:
+    """What a response tells apart: its status and its body with the ids blanked out."""
+    text = response.text
+    for value in ids.values():
+        text = text.replace(value, "ID")
+    return response.status_code, text
+
+
+@pytest.mark.parametrize("form", ["bearer", "x-api-key"])
+def test_ben_cannot_reach_anas_record_by_any_way(world, form):
+    before = snapshot(world)
+    base = world["live"].base_url
+    anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"]}
+    failures = []
+    for method, path, kwargs, what in attempts(world):
+        made_up = {"conv": "conv_" + secrets.token_hex(12),
+                   "turn": "turn_" + secrets.token_hex(12), "feedback": "fb_" + secrets.token_hex(12)}
+        answers = []
+        for ids in (anas, made_up):
+            args = fill(kwargs, ids)
+            headers = {**as_(world, "ben", form), **args.pop("headers", {})}
+            answers.append(httpx.request(method, base + fill(path, ids), headers=headers,
+                                         timeout=60, **args))
+        theirs, nobodys = answers
+        if theirs.status_code < 400 or shape(theirs, anas) != shape(nobodys, made_up):
+            failures.append((what, theirs.status_code, theirs.text[:200]))
+    assert failures == []
+    assert snapshot(world) == before
+
+
+def test_lists_and_cursors_show_ben_only_his_own(world):
+    base = world["live"].base_url + "/tenshu/v1"
+    ben = as_(world, "ben")
+    ben_conv = httpx.post(world["live"].base_url + "/v1/chat/completions", timeout=60,
+                          json=CHAT, headers={**ben, HEADER: "new"}).headers[HEADER]
+    for params in ({}, {"q": "moat"}, {"q": "diary"}, {"after": world["conv"]},
+                   {"limit": 100}):
+        data = httpx.get(base + "/conversations", params=params, headers=ben).json()["data"]
+        assert world["conv"] not in {c["id"] for c in data}, params
+    mine = httpx.get(base + "/conversations", headers=ben).json()["data"]
+    assert [c["id"] for c in mine] == [ben_conv]
+    for params in ({}, {"turn": world["turns"][0]}, {"conversation_id": world["conv"]},
+                   {"after": world["feedback"]}):
+        assert httpx.get(base + "/feedback", params=params, headers=ben).json()["data"] == [], \
+            params
+
+
+def test_members_cannot_use_the_admin_endpoints(world):
+    base = world["live"].base_url + "/tenshu/v1"
+    ben = as_(world, "ben")
+    for method, path, body in (("GET", "/users", None), ("POST", "/users", {"name": "eve"}),
+                               ("GET", "/users/ana", None), ("PATCH", "/users/ben",
+                                                             {"role": "admin"}),
+                               ("DELETE", "/users/ana", None), ("GET", "/keys", None),
+                               ("POST", "/keys", {"name": "ben-2", "user": "ana"}),
+                               ("DELETE", "/keys/ana-key", None), ("GET", "/admin-reads", None)):
+        r = httpx.request(method, base + path, json=body, headers=ben)
+        assert r.status_code == 403, (method, path, r.text)
+    assert world["live"].server.store.users.get("ben").role == "member"
+    assert world["live"].server.store.users.get("eve") is None
+
+
+def test_an_admin_reads_anas_record_and_the_read_is_logged(world):
+    base = world["live"].base_url + "/tenshu/v1"
+    boss = as_(world, "boss")
+    assert httpx.get(base + f"/conversations/{world['conv']}", headers=boss).status_code == 404
+    read = httpx.get(base + f"/conversations/{world['conv']}", params={"user": "ana"},
+                     headers=boss)
+    assert read.status_code == 200 and read.json()["turns"] == 2
+    log = httpx.get(base + "/admin-reads", headers=boss).json()["data"]
+    assert {(r["admin"], r["user"], r["action"], r["resource"]) for r in log} >= {
+        ("boss", "ana", "read", f"conversation {world['conv']}")}
+
+
+def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
+    """A new endpoint must be added to the attempts (or the admin list) above."""
+    paths = world["live"].server.app.openapi()["paths"]
+    endpoints = {(method.upper(), path) for path, ops in paths.items()
+                 if path.startswith("/tenshu/v1") for method in ops}
+    covered = {("GET", "/tenshu/v1/conversations/{conversation_id}"),
+               ("PATCH", "/tenshu/v1/conversations/{conversation_id}"),
+               ("DELETE", "/tenshu/v1/conversations/{conversation_id}"),
+               ("GET", "/tenshu/v1/conversations/{conversation_id}/export"),
+               ("GET", "/tenshu/v1/conversations"), ("GET", "/tenshu/v1/feedback"),
+               ("POST", "/tenshu/v1/feedback"),
+               # the caller's own: there is no other user's to reach
+               ("GET", "/tenshu/v1/me"), ("PATCH", "/tenshu/v1/me"),
+               # admins only (test_members_cannot_use_the_admin_endpoints)
+               ("GET", "/tenshu/v1/users"), ("POST", "/tenshu/v1/users"),
+               ("GET", "/tenshu/v1/users/{name}"), ("PATCH", "/tenshu/v1/users/{name}"),
+               ("DELETE", "/tenshu/v1/users/{name}"), ("GET", "/tenshu/v1/keys"),
+               ("POST", "/tenshu/v1/keys"), ("DELETE", "/tenshu/v1/keys/{name_or_prefix}"),
+               ("GET", "/tenshu/v1/admin-reads")}
+    assert endpoints == covered
