@@ -7,15 +7,20 @@ Offline generation in vLLM's shape:
     print(llm.generate("Hello", SamplingParams(max_tokens=32))[0].outputs[0].text)
 """
 
-from tenshu.engine import (
-    LLM,
-    AsyncEngine,
-    CompletionOutput,
-    EngineConfig,
-    Logprob,
-    RequestOutput,
-    SamplingParams,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tenshu.engine import (
+        LLM,
+        AsyncEngine,
+        CompletionOutput,
+        EngineConfig,
+        Logprob,
+        RequestOutput,
+        SamplingParams,
+    )
 
 __version__ = "0.1.0"
 
@@ -29,3 +34,13 @@ __all__ = [
     "SamplingParams",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """The engine's names, imported when first asked for: importing the engine brings torch
+    (seconds), which commands such as `tenshu users list` do not need."""
+    if name in __all__ and name != "__version__":
+        import tenshu.engine
+
+        return getattr(tenshu.engine, name)
+    raise AttributeError(f"module 'tenshu' has no attribute {name!r}")

@@ -4,22 +4,27 @@ its --help."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from tenshu.cli import bench, chat, config, keys, routes, run, serve, trace, train
 from tenshu.core.errors import TenshuError
 
-COMMANDS = {"serve": serve, "chat": chat, "run": run, "train": train, "bench": bench,
-            "keys": keys, "config": config, "trace": trace, "routes": routes}
+# Each command is a module of this package; their own imports of the engine (torch) happen
+# in main(), so `tenshu users list` or `tenshu --help` starts in a fraction of a second.
+COMMANDS = ("serve", "chat", "run", "train", "bench", "users", "keys", "feedback", "export",
+            "config", "trace", "routes")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `only`, just that command's part (its module alone is imported:
+    some bring the engine, and torch takes seconds to load)."""
     parser = argparse.ArgumentParser(
         prog="tenshu",
         description="tenshu: a sovereign, always-on AI server on your own machine.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for name in (only,) if only else COMMANDS:
+        module = importlib.import_module(f"tenshu.cli.{name}")
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(
             name,
@@ -33,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

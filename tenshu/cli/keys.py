@@ -1,9 +1,13 @@
 """Create, list and revoke the API keys that clients use to reach the server.
 
   tenshu keys create --name laptop    make a key; it is printed once, alone on stdout
+  tenshu keys create --name ana-phone --user ana
+                                      a key of user ana (default: the owner, the first admin)
   tenshu keys create --name notes --private
                                       a private key: its requests never leave this machine
-  tenshu keys list                    every key: name, prefix, created, last used, private, status
+  tenshu keys create --name ci --record never
+                                      a key whose chat requests are never recorded
+  tenshu keys list [--user ana]       every key: name, user, prefix, created, last used, ...
   tenshu keys revoke laptop           revoke a key by its name or its prefix (tsk-AbCdEfGh)
 
 Only a hash of each key is kept (in $TENSHU_HOME/state.db), so a lost key cannot be shown
@@ -16,6 +20,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 
+from tenshu.cli.table import print_table
 from tenshu.store import KeyRecord, open_store
 
 
@@ -24,10 +29,15 @@ def add_arguments(parser) -> None:
     create = actions.add_parser("create", help="make a new key and print it (once)")
     create.add_argument("--name", required=True,
                         help="who or what uses the key (unique among active keys)")
+    create.add_argument("--user", help="whose key it is (default: the owner)")
     create.add_argument("--private", action="store_true",
                         help="its requests are served only by local models, never sent to a "
                              "cloud upstream")
-    actions.add_parser("list", help="show every key, revoked ones too")
+    create.add_argument("--record", choices=["request", "always", "never"],
+                        help="which of its chat requests are recorded (default: its user's "
+                             "setting)")
+    listing = actions.add_parser("list", help="show every key, revoked ones too")
+    listing.add_argument("--user", help="only this user's")
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("target", metavar="NAME_OR_PREFIX", help="the key's name or prefix")
 
@@ -35,7 +45,8 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     with open_store() as store:
         if args.action == "create":
-            record, key = store.keys.create(args.name, private=args.private)
+            record, key = store.keys.create(args.name, user=args.user, private=args.private,
+                                            record=args.record)
             print(key)
             print(f"tenshu keys: this is the only time the key {record.name!r} is shown; keep "
                   "it somewhere safe (it can be revoked, not recovered)", file=sys.stderr)
@@ -43,25 +54,21 @@ def main(args) -> int:
                 print("tenshu keys: it is private: its requests never leave this machine",
                       file=sys.stderr)
         elif args.action == "list":
-            print_table(store.keys.list())
+            print_keys(store.keys.list(args.user))
         else:
             record = store.keys.revoke(args.target)
             print(f"revoked {record.name} ({record.prefix})")
     return 0
 
 
-def print_table(records: list[KeyRecord]) -> None:
+def print_keys(records: list[KeyRecord]) -> None:
     if not records:
         print("no API keys yet: tenshu keys create --name NAME")
         return
-    header = ("NAME", "PREFIX", "CREATED", "LAST USED", "PRIVATE", "STATUS")
-    rows = [(r.name, r.prefix, _when(r.created_at), _when(r.last_used_at),
-             "yes" if r.private else "no", "active" if r.active else "revoked")
-            for r in records]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
+    header = ("NAME", "USER", "PREFIX", "CREATED", "LAST USED", "PRIVATE", "STATUS")
+    print_table(header, [(r.name, r.user_name or "-", r.prefix, _when(r.created_at),
+                          _when(r.last_used_at), "yes" if r.private else "no",
+                          "active" if r.active else "revoked") for r in records])
 
 
 def _when(moment: datetime | None) -> str:

@@ -25,6 +25,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+from tenshu.cli.table import print_table
 from tenshu.cli.trace import format_money, format_ms
 from tenshu.store import RouteStats, Store, open_store
 from tenshu.store.sql import utcnow
@@ -96,15 +97,6 @@ def print_stats(stats: list[RouteStats], window_text: str) -> None:
              str(sum(s.output_tokens for s in stats)), format_money(sum(s.cost_usd for s in stats)))
     print(f"the last {window_text}:")
     print_table(header, [*rows, total], left=2)
-
-
-def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int) -> None:
-    """Columns padded to fit; the first `left` columns are text, the rest numbers (right)."""
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = [cell.ljust(width) if i < left else cell.rjust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells).rstrip())
 
 
 def calibrate(store: Store, args) -> None:

@@ -20,7 +20,7 @@ def log(home):
     """log(*records): write audit records through the real writer, into the home's database."""
 
     async def write(store, records):
-        writer = store.audit_writer(interval=60)
+        writer = store.writer(interval=60)
         await writer.start()
         for fields in records:
             writer.record(**fields)

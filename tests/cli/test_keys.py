@@ -32,8 +32,9 @@ def test_create_list_revoke(tenshu, tmp_path):
     listed = tenshu("list")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["NAME", "PREFIX", "CREATED", "LAST", "USED", "PRIVATE", "STATUS"]
-    assert row.split()[:2] == ["ci", key[:12]] and row.split()[-2:] == ["no", "active"]
+    assert header.split() == ["NAME", "USER", "PREFIX", "CREATED", "LAST", "USED", "PRIVATE",
+                              "STATUS"]
+    assert row.split()[:3] == ["ci", "owner", key[:12]] and row.split()[-2:] == ["no", "active"]
     assert "never" in row
     assert key not in listed.stdout
 
