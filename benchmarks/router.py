@@ -4,6 +4,8 @@ front of the same fast upstream, measured in one run, interleaved, beside the up
   python benchmarks/router.py               # concurrency 1, 16, 64; plain and streaming
   python benchmarks/router.py --quick       # fewer requests, plain only
   python benchmarks/router.py --targets direct,litellm    # leave tenshu out
+  python benchmarks/router.py --targets tenshu,recording --modes plain
+                                            # conversation recording on against off
 
 Three processes serve: benchmarks/fast_upstream.py; `tenshu serve` with one model of backend
 "openai" pointing at it (a temporary TENSHU_HOME, no API keys, no embedder); and the LiteLLM
@@ -12,6 +14,10 @@ with one model "openai/fast" at the same api_base, one worker, logging and datab
 load generator sends the same chat completion to each, with a fixed number of connections
 (the concurrency), each keeping one request in flight, over keep-alive. Targets take turns in
 rounds, so that load from elsewhere on the machine falls on all of them alike.
+
+The `recording` target is a second tenshu, whose every request starts a conversation
+(`x-tenshu-conversation: new`) that is recorded: the cost of recording, against `tenshu`
+beside it (goal: added p50 <= 1 ms, requests/s >= 90%).
 
 Reported per target and concurrency: latency p50 / p99, requests/s, and the CPU the serving
 process spent per request (the gateway's own process for tenshu and LiteLLM, the upstream's for
@@ -43,7 +49,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 LITELLM_VENV = ROOT / ".venv-litellm"
-TARGETS = ("direct", "tenshu", "litellm")
+TARGETS = ("direct", "tenshu", "recording", "litellm")
+DEFAULT_TARGETS = ("direct", "tenshu", "litellm")
 PROMPT = {"model": "fast", "messages": [{"role": "user", "content": "Say hello."}],
           "max_tokens": 16}
 EXPECT = b"fast upstream"  # every answer carries the upstream's text
@@ -87,6 +94,7 @@ def tenshu_config(port: int, upstream: int) -> str:
 
 
 def start_tenshu(port: int, upstream: int, home: Path) -> subprocess.Popen:
+    home.mkdir(parents=True, exist_ok=True)
     config = home / "tenshu.toml"
     config.write_text(tenshu_config(port, upstream))
     env = {**os.environ, "TENSHU_HOME": str(home)}
@@ -203,12 +211,13 @@ class Connection:
         self.reader = self.writer = None
 
 
-def raw_request(port: int, stream: bool) -> bytes:
+def raw_request(port: int, stream: bool, record: bool = False) -> bytes:
     body = dict(PROMPT, stream=True, stream_options={"include_usage": True}) if stream else PROMPT
     data = json.dumps(body).encode()
-    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n"
+    extra = b"x-tenshu-conversation: new\r\n" if record else b""
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n%s"
             b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (port, len(data), data))
+            % (port, extra, len(data), data))
 
 
 async def drive(conns: list[Connection], count: int) -> tuple[list[float], float, int]:
@@ -239,8 +248,8 @@ async def drive(conns: list[Connection], count: int) -> tuple[list[float], float
 
 
 async def measure(port: int, pid: int | None, stream: bool, concurrency: int, count: int,
-                  warmup: int) -> dict:
-    conns = [Connection(port, raw_request(port, stream)) for _ in range(concurrency)]
+                  warmup: int, record: bool = False) -> dict:
+    conns = [Connection(port, raw_request(port, stream, record)) for _ in range(concurrency)]
     try:
         await drive(conns, warmup)
         server_cpu, own_cpu = cpu_seconds(pid) if pid else 0.0, time.process_time()
@@ -282,7 +291,8 @@ async def run_all(ports: dict, pids: dict, modes, concurrencies, count, warmup, 
             for r in range(rounds):
                 for name in names[r % len(names):] + names[: r % len(names)]:
                     parts[name].append(await measure(ports[name], pids[name], mode == "stream",
-                                                     c, count // rounds, warmup))
+                                                     c, count // rounds, warmup,
+                                                     record=name == "recording"))
             for name in names:
                 s = summarize(parts[name])
                 if not s["requests"]:
@@ -320,8 +330,9 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, plain mode only")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="any of direct, tenshu, litellm (default: all)")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="any of direct, tenshu, recording, litellm (default: direct, "
+                             "tenshu, litellm)")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--modes", help="plain, stream or both (default: plain,stream)")
     parser.add_argument("--requests", type=int, help="measured requests per target and cell")
@@ -349,9 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         procs["upstream"] = start_upstream(upstream)
         if "direct" in targets:
             ports["direct"] = upstream
-        starters = {"tenshu": lambda p: start_tenshu(p, upstream, work),
+        starters = {"tenshu": lambda p: start_tenshu(p, upstream, work / "tenshu"),
+                    "recording": lambda p: start_tenshu(p, upstream, work / "recording"),
                     "litellm": lambda p: start_litellm(p, upstream, work)}
-        for name in ("tenshu", "litellm"):
+        for name in ("tenshu", "recording", "litellm"):
             if name in targets:
                 ports[name] = free_port()
                 print(f"starting {name} ...", flush=True)
@@ -398,6 +410,12 @@ def goals(results: dict) -> None:
     if len(best) == 2:
         print(f"goal: max req/s >= 5x LiteLLM's: tenshu {best['tenshu']:.0f}, "
               f"LiteLLM {best['litellm']:.0f}: {best['tenshu'] / best['litellm']:.2f}x")
+    for c, by_t in plain.items():
+        if "recording" in by_t and "tenshu" in by_t:
+            on, off = by_t["recording"], by_t["tenshu"]
+            print(f"goal (c={c}): recording adds <= 1 ms at p50 and keeps >= 90% of req/s: "
+                  f"{on['p50_ms'] - off['p50_ms']:+.2f} ms, "
+                  f"{on['req_per_s'] / off['req_per_s']:.0%}")
 
 
 if __name__ == "__main__":
