@@ -87,7 +87,8 @@ def test_a_database_from_a_newer_tenshu_is_a_clear_error(tmp_path):
 
 
 def test_routing_upgrades_a_database_and_keeps_its_rows(tmp_path):
-    """m003_routing on a database that tenshu with m001 and m002 has been using."""
+    """m003_routing and m004_people on a database that tenshu with m001 and m002 has been
+    using: nothing is lost, and the old key is the owner's."""
     path = tmp_path / "state.db"
     open_store(path, migrations=MIGRATIONS[:2]).close()
     key = "tsk-" + "k" * 40
@@ -105,6 +106,9 @@ def test_routing_upgrades_a_database_and_keeps_its_rows(tmp_path):
         (laptop,) = store.keys.list()
         assert (laptop.name, laptop.private, laptop.active) == ("laptop", False, True)
         assert store.keys.verify(key) == laptop  # an old key still opens the door
+        # m004_people: the keys that were there become the first admin's
+        assert (laptop.user_name, laptop.user_role, laptop.record) == ("owner", "admin", None)
+        assert [u.name for u in store.users.list()] == ["owner"]
         (old,) = store.audit.recent()
         assert (old.request_id, old.model, old.input_tokens, old.output_tokens) == \
             ("req_old", "tenshu-tiny", 12, 34)
