@@ -30,12 +30,8 @@ from tenshu.core.fold import Fold
 from tenshu.core.messages import Message, from_dict, to_dict
 from tenshu.core.request import ChatRequest
 from tenshu.gateway import CONVERSATION_HEADER
-from tenshu.store.conversations import (
-    ConversationStore,
-    Turn,
-    TurnRecord,
-    state_hash,
-)
+from tenshu.store.conversations import ConversationStore, TurnRecord, state_hash
+from tenshu.store.conversations import history as stored_history
 from tenshu.store.people import Principal
 from tenshu.store.writer import RecordWriter
 
@@ -116,7 +112,7 @@ class ConversationStage:
         turns = await asyncio.to_thread(self.store.turns, principal, asked)
         if turns is None:
             raise NotFoundError(f"conversation {asked!r} not found")
-        history = _history(turns)
+        history = stored_history(turns)
         if sent[:len(history)] == history:  # the client sent the whole history again
             new = sent[len(history):]
         else:
@@ -124,15 +120,6 @@ class ConversationStage:
             request.messages = _joined(history, request.messages)
         return Recording(asked, turn_id, principal, new, history)
 
-
-
-def _history(turns: list[Turn]) -> list[dict]:
-    """A conversation's messages so far: each turn's new messages, then its answer."""
-    out: list[dict] = []
-    for turn in turns:
-        out += turn.messages
-        out += turn.completion[:1]
-    return out
 
 
 def _joined(history: list[dict], messages: list[Message]) -> list[Message]:

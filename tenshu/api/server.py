@@ -87,7 +87,8 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
 
 
 def journal_path(state_db) -> Path:
-    """The audit log's write-ahead journal: beside a SQLite state database, else in the home."""
+    """The record writer's write-ahead journal (audit records and turns): beside a SQLite
+    state database, else in the home."""
     text = str(state_db)
     return (tenshu_home() if "://" in text else Path(text).expanduser().parent) / "audit.journal"
 

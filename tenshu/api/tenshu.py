@@ -148,8 +148,7 @@ async def me(request: Request, ctx: Context) -> dict:
 
 @router.patch("/me", responses=_ERRORS)
 async def update_me(body: MeUpdate, request: Request, ctx: Context) -> dict:
-    await _run(store_of(request).users.update, ctx.principal.name,
-                            record=body.record)
+    await _run(store_of(request).users.update, ctx.principal.name, record=body.record)
     return await me(request, ctx)
 
 
@@ -299,7 +298,7 @@ async def list_users(request: Request, ctx: Context) -> dict:
 async def add_user(body: UserIn, request: Request, ctx: Context) -> dict:
     _admin(ctx)
     user = await _run(store_of(request).users.add, body.name, role=body.role,
-                                   password=body.password, record=body.record)
+                      password=body.password, record=body.record)
     return _user_json(user)
 
 
@@ -322,7 +321,7 @@ async def get_user(name: str, request: Request, ctx: Context) -> dict:
 async def update_user(name: str, body: UserUpdate, request: Request, ctx: Context) -> dict:
     _admin(ctx)
     user = await _run(store_of(request).users.update, name, role=body.role,
-                                   record=body.record, password=body.password)
+                      record=body.record, password=body.password)
     return _user_json(user)
 
 

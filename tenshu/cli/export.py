@@ -40,23 +40,12 @@ def main(args) -> int:
 def export_user(store, principal: Principal, user) -> dict:
     """Everything of `user`'s, read as `principal` (an admin, or the user)."""
     name = None if principal.user_id == user.id else user.name
-    conversations, after = [], None
-    while True:
-        page, more = store.conversations.list(principal, user=name, limit=100, after=after)
-        for conversation in page:
-            turns = store.conversations.turns(principal, conversation.id, user=name) or []
-            conversations.append({**conversation.to_json(),
-                                  "messages": [t.to_json() for t in turns]})
-        if not more or not page:
-            break
-        after = page[-1].id
-    feedback, after = [], None
-    while True:
-        page, more = store.feedback.list(principal, user=name, limit=100, after=after)
-        feedback += [f.to_json() for f in page]
-        if not more or not page:
-            break
-        after = page[-1].id
+    conversations = [
+        {**conversation.to_json(), "messages": [
+            t.to_json() for t in store.conversations.turns(principal, conversation.id,
+                                                           user=name) or []]}
+        for conversation in _every(store.conversations.list, principal, name)]
+    feedback = [f.to_json() for f in _every(store.feedback.list, principal, name)]
     return {
         "object": "export",
         "user": {"name": user.name, "role": user.role, "record": user.record,
@@ -67,3 +56,14 @@ def export_user(store, principal: Principal, user) -> dict:
         "conversations": conversations,
         "feedback": feedback,
     }
+
+
+def _every(list_page, principal: Principal, user: str | None) -> list:
+    """Every item of a paged list (a store's `list`), page after page."""
+    items, after = [], None
+    while True:
+        page, more = list_page(principal, user=user, limit=100, after=after)
+        items += page
+        if not more or not page:
+            return items
+        after = page[-1].id

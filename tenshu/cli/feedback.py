@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tenshu.store import Principal, open_store
 from tenshu.store.feedback import export_rows
-from tenshu.store.openwebui import SOURCE, import_ratings
+from tenshu.store.openwebui import import_ratings
 
 
 def add_arguments(parser) -> None:
@@ -59,11 +59,7 @@ def main(args) -> int:
         user = store.users.get(args.user) if args.user else store.users.owner()
         if user is None:
             raise ValueError(f"no user named {args.user!r}")
-        principal = Principal.of(user)
-        sources = [SOURCE + str(e.get("id", "")) for e in entries if isinstance(e, dict)] \
-            if isinstance(entries, list) else []
-        counts = import_ratings(store.engine, principal, entries,
-                                store.feedback.imported(principal, sources))
+        counts = import_ratings(store.engine, Principal.of(user), entries)
         print(f"imported {counts['imported']} rating(s) as {user.name}'s; "
               f"{counts['already']} imported before, {counts['skipped']} skipped")
     return 0

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from tenshu.cli.table import print_table
 from tenshu.store import KeyRecord, open_store
+from tenshu.store.people import RECORDING
 
 
 def add_arguments(parser) -> None:
@@ -33,7 +34,7 @@ def add_arguments(parser) -> None:
     create.add_argument("--private", action="store_true",
                         help="its requests are served only by local models, never sent to a "
                              "cloud upstream")
-    create.add_argument("--record", choices=["request", "always", "never"],
+    create.add_argument("--record", choices=RECORDING,
                         help="which of its chat requests are recorded (default: its user's "
                              "setting)")
     listing = actions.add_parser("list", help="show every key, revoked ones too")

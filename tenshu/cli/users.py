@@ -21,6 +21,7 @@ import sys
 
 from tenshu.cli.table import print_table
 from tenshu.store import open_store
+from tenshu.store.people import RECORDING, ROLES
 
 
 def add_arguments(parser) -> None:
@@ -29,15 +30,15 @@ def add_arguments(parser) -> None:
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="an admin (default: a member)")
     add.add_argument("--password", action="store_true", help="set a password (asked for)")
-    add.add_argument("--record", choices=["request", "always", "never"], default="request",
+    add.add_argument("--record", choices=RECORDING, default="request",
                      help="which chat requests are recorded (default: those that ask)")
     actions.add_parser("list", help="show every user")
     passwd = actions.add_parser("passwd", help="set a user's password")
     passwd.add_argument("name")
     set_ = actions.add_parser("set", help="change a user's role or recording setting")
     set_.add_argument("name")
-    set_.add_argument("--role", choices=["admin", "member"])
-    set_.add_argument("--record", choices=["request", "always", "never"])
+    set_.add_argument("--role", choices=ROLES)
+    set_.add_argument("--record", choices=RECORDING)
     remove = actions.add_parser("remove", help="remove a user and everything that is theirs")
     remove.add_argument("name")
     remove.add_argument("--yes", action="store_true", help="do not ask")

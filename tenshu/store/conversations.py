@@ -152,6 +152,16 @@ _CONVERSATION = (conversations.c.id, conversations.c.title, conversations.c.crea
                  conversations.c.updated_at)
 
 
+def history(turns: Iterable[Turn]) -> list[dict]:
+    """A conversation's messages through these turns: each turn's new messages, then its
+    answer (the first choice)."""
+    out: list[dict] = []
+    for turn in turns:
+        out += turn.messages
+        out += turn.completion[:1]
+    return out
+
+
 def turn_from_row(row) -> Turn:
     values = list(row)
     values[7], values[8] = json.loads(values[7]), json.loads(values[8])
@@ -224,13 +234,6 @@ class ConversationStore:
                 .order_by(turns.c.seq))
             return [turn_from_row(row) for row in rows]
 
-    def turn(self, principal: Principal, turn_id: str, *, user: str | None = None
-             ) -> Turn | None:
-        with access(self._engine, principal, user, "read", f"turn {turn_id}") as (conn, owner):
-            row = conn.execute(select(*TURN_COLUMNS).where(turns.c.id == turn_id,
-                                                    turns.c.owner_id == owner)).first()
-        return turn_from_row(row) if row else None
-
     def continued_by(self, principal: Principal, state: str) -> str | None:
         """The principal's conversation whose latest turn left it in `state` (a client sending
         the whole history again continues it), if any."""
@@ -266,9 +269,8 @@ class ConversationStore:
 
 def delete_conversations(conn: Connection, owner_id: int,
                          ids: list[str] | None) -> dict[str, int]:
-    """Delete the owner's conversations `ids` (None: all of them, and all of the owner's
-    feedback) with their turns, the feedback on those turns, and what ON_DELETE's functions
-    remove. Counts per kind."""
+    """Delete the owner's conversations `ids` (None: all of them) with their turns, the
+    feedback on those turns, and what ON_DELETE's functions remove. Counts per kind."""
     from tenshu.store.feedback import feedback
 
     if ids is None:

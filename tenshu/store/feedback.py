@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Integer,
     String,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 
 from tenshu.core.errors import InvalidRequestError, NotFoundError
-from tenshu.store.conversations import TURN_COLUMNS, new_id, turn_from_row, turns
+from tenshu.store.conversations import TURN_COLUMNS, history, new_id, turn_from_row, turns
 from tenshu.store.people import Principal, access
 from tenshu.store.sql import UTCDateTime, begin_write, page_after, utcnow
 
@@ -124,7 +125,7 @@ class FeedbackStore:
                 if other_turn_id == turn_id:
                     raise InvalidRequestError("a preference is between two different answers",
                                               field="other_turn_id")
-                if _prompt(other) != _prompt(prompt):
+                if json.loads(other) != json.loads(prompt):
                     raise InvalidRequestError("the two answers are to different prompts",
                                               field="other_turn_id")
             # the owner check is in the INSERT itself: no row without the principal's turn
@@ -165,16 +166,12 @@ class FeedbackStore:
             rows = conn.execute(stmt).all()
         return [Feedback(*row) for row in rows[:limit]], len(rows) > limit
 
-    def imported(self, principal: Principal, sources: list[str]) -> set[str]:
-        """Which of these sources (openwebui:<id>) the principal imported already."""
-        with self._engine.connect() as conn:
-            return {row[0] for start in range(0, len(sources), 500) for row in conn.execute(
-                select(feedback.c.source).where(feedback.c.owner_id == principal.user_id,
-                                                feedback.c.source.in_(sources[start:start + 500])))}
 
-
-def _prompt(messages_json: str) -> list:
-    return json.loads(messages_json)
+def imported(conn: Connection, principal: Principal, sources: list[str]) -> set[str]:
+    """Which of these sources (openwebui:<id>) the principal imported already."""
+    return {row[0] for start in range(0, len(sources), 500) for row in conn.execute(
+        select(feedback.c.source).where(feedback.c.owner_id == principal.user_id,
+                                        feedback.c.source.in_(sources[start:start + 500])))}
 
 
 def export_rows(engine: Engine, principal: Principal, *, user: str | None = None):
@@ -198,12 +195,11 @@ def export_rows(engine: Engine, principal: Principal, *, user: str | None = None
                 by_conversation[conv] = [turn_from_row(r) for r in conn.execute(
                     select(*TURN_COLUMNS).where(turns.c.conversation_id == conv,
                                          turns.c.owner_id == owner).order_by(turns.c.seq))]
-            history: list[dict] = []
-            for turn in by_conversation[conv]:
-                if turn.id == turn_id:
-                    return turn, [*history, *turn.messages]
-                history += [*turn.messages, *turn.completion[:1]]
-            return None, None
+            every = by_conversation[conv]
+            at = next((i for i, turn in enumerate(every) if turn.id == turn_id), None)
+            if at is None:
+                return None, None
+            return every[at], [*history(every[:at]), *every[at].messages]
 
         for item in items:
             turn, prompt = context(item.turn_id)

@@ -26,7 +26,7 @@ from tenshu.store.conversations import (
     state_hash,
     write_turns,
 )
-from tenshu.store.feedback import feedback
+from tenshu.store.feedback import feedback, imported
 from tenshu.store.people import Principal
 from tenshu.store.sql import begin_write, utcnow
 
@@ -120,12 +120,14 @@ def _turns(branch: list[dict]) -> list[tuple[list[dict], dict]]:
     return out
 
 
-def import_ratings(engine: Engine, principal: Principal, entries, already: set[str]
-                   ) -> dict[str, int]:
-    """Bring an export's ratings in as the principal's conversations and feedback (records
-    whose source is in `already` are skipped). Counts of what was imported and skipped."""
+def import_ratings(engine: Engine, principal: Principal, entries) -> dict[str, int]:
+    """Bring an export's ratings in as the principal's conversations and feedback (the ones
+    imported before are skipped). Counts of what was imported and skipped."""
     counts = {"imported": 0, "already": 0, "skipped": 0}
-    for rated in read(entries):
+    records = read(entries)
+    with engine.connect() as conn:
+        already = imported(conn, principal, [r.source for r in records if not r.skipped])
+    for rated in records:
         if rated.skipped:
             counts["skipped"] += 1
             continue

@@ -120,14 +120,9 @@ def insert_many(conn: Connection, table, rows: list[dict]) -> None:
     if not rows:
         return
     names = list(rows[0])
-    times = [i for i, n in enumerate(names) if isinstance(rows[0][n], datetime)]
     convert = _sqlite_time if conn.dialect.name == "sqlite" else _utc
-    values = []
-    for row in rows:
-        value = [row[n] for n in names]
-        for i in times:
-            value[i] = convert(value[i])
-        values.append(tuple(value))
+    values = [tuple(convert(v) if type(v) is datetime else v for v in map(row.__getitem__, names))
+              for row in rows]
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     quote = conn.dialect.identifier_preparer.quote
     conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "

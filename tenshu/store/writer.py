@@ -1,8 +1,8 @@
 """The record writer: audit records and conversation turns, written in batches off the request
 path.
 
-The gateway hands it one audit record per request (`record`) and one turn per recorded answer
-(`turn`), on the event loop. Each goes first to the write-ahead journal (store/journal.py: one
+The gateway hands it one audit record per request, with the conversation turn it answered when
+the request was recorded (`record`), on the event loop. Each goes first to the write-ahead journal (store/journal.py: one
 write to the operating system), then to an in-memory queue. A flusher writes what is queued in
 one transaction per batch, at most `interval` seconds after a record arrives or as soon as
 `batch_size` are waiting. A process killed before a flush loses no record of an answered
@@ -72,10 +72,6 @@ class RecordWriter:
         if turn is not None:
             records.append(turn)
         self._add(records)
-
-    def turn(self, record: TurnRecord) -> None:
-        """Queue one answered turn of a conversation."""
-        self._add([record])
 
     def _add(self, records: list[AuditRecord | TurnRecord]) -> None:
         if self._closing or len(self._queue) + len(records) > self.max_queue:

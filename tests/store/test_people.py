@@ -98,6 +98,7 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
     assert store.users.get("ana") is None
     assert [k.name for k in store.keys.list()] == ["kim-laptop"]
     assert store.keys.verify(kim_key) is not None
-    assert store.conversations.turn(Principal.of(kim), kept.id) is not None
+    assert [t.id for t in store.conversations.turns(Principal.of(kim), kept.conversation_id)] \
+        == [kept.id]
     with pytest.raises(NotFoundError):
         store.users.remove("ana")
