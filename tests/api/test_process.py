@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -14,6 +15,7 @@ import sqlite3
 import stat
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,9 +70,13 @@ def test_sigterm_during_a_long_embedding_exits_within_the_grace_period(tmp_path)
         except httpx.TransportError as exc:
             outcome["error"] = exc
 
+    before = cpu_seconds(server.process.pid)
     client = threading.Thread(target=embed)
     client.start()
-    time.sleep(3)  # sent, read, being embedded
+    # sent, read and being embedded: the server has been working on it for a few CPU seconds
+    deadline = time.monotonic() + 120
+    while cpu_seconds(server.process.pid) - before < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "status" not in outcome
     stopped = time.monotonic()
     try:
@@ -85,6 +91,16 @@ def test_sigterm_during_a_long_embedding_exits_within_the_grace_period(tmp_path)
     # work left (the generous bound is for loaded machines)
     assert waited < 45, server.log()[-2000:]
     assert outcome.get("status", 503) == 503
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used, from Linux's /proc (elsewhere, wall-clock time stands
+    in for it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return time.monotonic()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # A connection strace saw: the address family and where it went.
