@@ -3,6 +3,7 @@ ChatEvent stream, and the error tree (core/errors.py)."""
 
 from tenshu.core.errors import (
     AuthenticationError,
+    ConflictError,
     ContextLengthError,
     EngineDeadError,
     InvalidRequestError,
@@ -47,6 +48,7 @@ __all__ = [
     "BlockStop",
     "ChatEvent",
     "ChatRequest",
+    "ConflictError",
     "ContextLengthError",
     "EngineDeadError",
     "ImageBlock",

@@ -2,6 +2,7 @@
 
     TenshuError                    500 internal_error
     ├── InvalidRequestError        400 invalid_request_error   (also a ValueError)
+    │   ├── ConflictError          409 conflict_error           (a name already taken)
     │   ├── ContextLengthError     400 context_length_exceeded
     │   └── RequestTooLargeError   413 request_too_large
     ├── AuthenticationError        401 authentication_error
@@ -37,6 +38,13 @@ class InvalidRequestError(TenshuError, ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class ConflictError(InvalidRequestError):
+    """The request conflicts with what exists (a name already taken)."""
+
+    status = 409
+    kind = "conflict_error"
 
 
 class ContextLengthError(InvalidRequestError):

@@ -59,6 +59,11 @@ turns = table(
     column("output_tokens", Integer), column("ttft_ms", Float), column("duration_ms", Float),
     column("trace", Text), column("created_at", UTCDateTime()),
 )
+# Which memory chunks each answer was given (memory/stage.py), so its ratings reach them.
+turn_sources = table(
+    "turn_sources", column("turn_id", String), column("chunk_id", Integer),
+    column("owner_id", Integer), column("rank", Integer),
+)
 
 # What else a deleted conversation takes with it: functions (conn, owner_id, conversation ids)
 # -> {what: how many}, run in the deleting transaction. Memory and the learning loop add theirs.
@@ -117,6 +122,7 @@ class TurnRecord:
     trace: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     new: bool = False  # the first turn of a conversation the request started: make it too
+    sources: list[int] = field(default_factory=list)  # memory chunks it was given, best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +352,9 @@ def write_turns(conn: Connection, records: list[TurnRecord]) -> None:
             update_["title"] = first
     insert_many(conn, conversations, list(made.values()))
     insert_many(conn, turns, rows)
+    insert_many(conn, turn_sources, [
+        dict(turn_id=r.id, chunk_id=chunk_id, owner_id=r.owner_id, rank=rank)
+        for r in mine for rank, chunk_id in enumerate(r.sources, start=1)])
     if touched:
         conn.execute(update(conversations).where(conversations.c.id == bindparam("cid"))
                      .values(updated_at=bindparam("at"), title=bindparam("title")),

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from tenshu.config import store_location
 from tenshu.store.audit import AuditLog
+from tenshu.store.collections import CollectionStore
 from tenshu.store.conversations import ConversationStore
 from tenshu.store.feedback import FeedbackStore
 from tenshu.store.keys import KeyStore
@@ -26,8 +27,8 @@ from tenshu.store.writer import RecordWriter
 
 
 class Store:
-    """One database: its engine, its users and their keys, conversations and feedback, the
-    audit log (read here; audit records and turns are written through a record writer) and the
+    """One database: its engine, its users and their keys, conversations and feedback, memory
+    collections and their documents, the audit log (read here; audit records and turns are written through a record writer) and the
     sentinel's thresholds."""
 
     def __init__(self, engine: Engine) -> None:
@@ -36,6 +37,7 @@ class Store:
         self.users = UserStore(engine, changed=self.keys.forget)
         self.conversations = ConversationStore(engine)
         self.feedback = FeedbackStore(engine)
+        self.collections = CollectionStore(engine)
         self.audit = AuditLog(engine)
         self.thresholds = ThresholdStore(engine)
 

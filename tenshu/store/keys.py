@@ -51,13 +51,14 @@ keys = table(
     column("key_hash", String), column("created_at", UTCDateTime()),
     column("revoked_at", UTCDateTime()), column("last_used_at", UTCDateTime()),
     column("private", Boolean), column("user_id", Integer), column("record", String),
+    column("memory", String),
 )
 # The user a key belongs to (m004_people); people.py owns the table, this reads three columns.
 _users = table("users", column("id", Integer), column("name", String), column("role", String),
                column("record", String))
 _RECORD = (keys.c.id, keys.c.name, keys.c.prefix, keys.c.created_at, keys.c.revoked_at,
            keys.c.last_used_at, keys.c.private, keys.c.user_id, keys.c.record,
-           _users.c.name, _users.c.role, _users.c.record)
+           _users.c.name, _users.c.role, _users.c.record, keys.c.memory)
 _JOINED = keys.outerjoin(_users, _users.c.id == keys.c.user_id)
 
 
@@ -80,6 +81,7 @@ class KeyRecord:
     user_name: str | None = None
     user_role: str | None = None
     user_record: str | None = None
+    memory: str | None = None  # collections its chat requests retrieve from, comma-separated
 
     @property
     def active(self) -> bool:
@@ -129,16 +131,19 @@ class KeyStore:
         return active
 
     def create(self, name: str, *, user: str | None = None, private: bool = False,
-               record: str | None = None) -> tuple[KeyRecord, str]:
+               record: str | None = None,
+               memory: tuple[str, ...] = ()) -> tuple[KeyRecord, str]:
         """A new key named `name` for `user` (default: the local owner, the first admin): its
         record, and the key itself, which is not kept. A private key's requests are never sent
-        off the machine; `record` overrides the user's conversation-recording setting."""
+        off the machine; `record` overrides the user's conversation-recording setting; `memory`
+        names the collections its chat requests retrieve from."""
         name = _check_name(name)
         if record is not None and record not in ("request", "always", "never"):
             raise ValueError(f"record must be request, always or never, not {record!r}")
         key = KEY_PREFIX + secrets.token_urlsafe(30)  # 30 bytes -> 40 characters
         values = dict(name=name, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),
-                      created_at=utcnow(), private=bool(private), record=record)
+                      created_at=utcnow(), private=bool(private), record=record,
+                      memory=",".join(memory) or None)
         try:
             with begin_write(self._engine) as conn:
                 owner = select(_users.c.id).where(_users.c.name == user) if user is not None \

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -210,7 +211,151 @@ def m004_people(conn: Connection) -> None:
     admin_reads.create(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people]
+def m005_memory(conn: Connection) -> None:
+    """Memory: a user's collections of documents, their chunks, and each chunk's vector in an
+    index of one embedder (a collection's live index; a new embedder's is built beside it and
+    swapped in). Keyword search is SQLite's FTS5 over the chunks, or a tsvector on PostgreSQL;
+    vectors are float32 bytes, and also a pgvector column where PostgreSQL has the extension.
+    turn_sources links an answer to the chunks it was given, so ratings of the answer reach
+    them. A key may turn memory on for its requests (keys.memory)."""
+    collections = Table(
+        "collections", MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("owner_id", Integer, nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("description", Text, nullable=False, server_default=""),
+        Column("cloud", Boolean, nullable=False, server_default=false()),  # may leave the machine
+        Column("index_id", Integer),  # the live index (memory_indexes.id)
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    Index("ux_collections_owner_name", collections.c.owner_id, collections.c.name, unique=True)
+    collections.create(conn)
+
+    shares = Table(
+        "collection_shares", MetaData(),
+        Column("collection_id", Integer, primary_key=True),
+        Column("user_id", Integer, primary_key=True),  # may read it
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_collection_shares_user", shares.c.user_id)
+    shares.create(conn)
+
+    indexes = Table(
+        "memory_indexes", MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("collection_id", Integer, nullable=False),
+        Column("embedder", String, nullable=False),
+        Column("dim", Integer),  # known from the first vector
+        Column("status", String(16), nullable=False),  # building | ready | retired
+        Column("version", Integer, nullable=False, server_default="0"),  # bumped by each write
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_memory_indexes_collection", indexes.c.collection_id)
+    indexes.create(conn)
+
+    documents = Table(
+        "documents", MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("collection_id", Integer, nullable=False),
+        Column("owner_id", Integer, nullable=False),
+        Column("source", String, nullable=False),  # the path or URL as ingested
+        Column("title", String, nullable=False, server_default=""),
+        Column("kind", String(16), nullable=False, server_default=""),
+        Column("content_hash", String(64)),  # of what is indexed; None: nothing yet
+        Column("status", String(16), nullable=False),  # pending | indexing | ready | failed
+        Column("error", Text),
+        Column("chunks", Integer, nullable=False, server_default="0"),
+        Column("bytes", BigInteger, nullable=False, server_default="0"),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    Index("ux_documents_collection_source", documents.c.collection_id, documents.c.source,
+          unique=True)
+    documents.create(conn)
+
+    chunks = Table(
+        "chunks", MetaData(),
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("collection_id", Integer, nullable=False),
+        Column("document_id", Integer),  # None: a correction
+        Column("owner_id", Integer, nullable=False),
+        Column("kind", String(16), nullable=False),  # text | correction
+        Column("corrects", BigInteger),  # a correction: the chunk it corrects
+        Column("turn_id", String(40)),  # a correction: the answer it corrects
+        Column("seq", Integer, nullable=False),  # its place in the document
+        Column("text", Text, nullable=False),
+        Column("title", String, nullable=False),
+        Column("section", String, nullable=False),
+        Column("page", Integer),
+        Column("char_start", Integer, nullable=False),
+        Column("char_end", Integer, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_chunks_document", chunks.c.document_id)
+    Index("ix_chunks_collection", chunks.c.collection_id)
+    Index("ix_chunks_corrects", chunks.c.corrects)
+    chunks.create(conn)
+
+    vectors = Table(
+        "chunk_vectors", MetaData(),
+        Column("index_id", Integer, primary_key=True),
+        Column("chunk_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("vector", LargeBinary, nullable=False),  # float32, little-endian, normalized
+    )
+    Index("ix_chunk_vectors_chunk", vectors.c.chunk_id)
+    vectors.create(conn)
+
+    sources = Table(
+        "turn_sources", MetaData(),
+        Column("turn_id", String(40), primary_key=True),
+        Column("chunk_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("owner_id", Integer, nullable=False),  # whose answer
+        Column("rank", Integer, nullable=False),  # 1: the best match the answer was given
+    )
+    Index("ix_turn_sources_chunk", sources.c.chunk_id)
+    sources.create(conn)
+
+    _add_column(conn, "keys", Column("memory", String))  # collections, comma-separated
+
+    if conn.dialect.name == "sqlite":
+        # External-content FTS5 over chunks: the words are indexed, not stored twice.
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE chunks_fts USING fts5(title, section, text, "
+            "content='chunks', content_rowid='id', tokenize='porter unicode61')")
+        # Triggers keep it in step with chunks, whatever writes them (chunks are never updated,
+        # only inserted and deleted).
+        conn.exec_driver_sql(
+            "CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN "
+            "INSERT INTO chunks_fts(rowid, title, section, text) "
+            "VALUES (new.id, new.title, new.section, new.text); END")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
+            "INSERT INTO chunks_fts(chunks_fts, rowid, title, section, text) "
+            "VALUES ('delete', old.id, old.title, old.section, old.text); END")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "ALTER TABLE chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS ("
+            "setweight(to_tsvector('english', title), 'A') || "
+            "setweight(to_tsvector('english', section), 'B') || "
+            "to_tsvector('english', text)) STORED")
+        conn.exec_driver_sql("CREATE INDEX ix_chunks_tsv ON chunks USING gin (tsv)")
+        _pgvector_column(conn)
+
+
+def _pgvector_column(conn: Connection) -> None:
+    """A pgvector column beside the bytes, where the server has the extension (an HNSW index
+    per memory index is made when the index is; memory/pg.py). Without it, vector search reads
+    the bytes (memory/index.py's ExactVectors), as on SQLite."""
+    available = conn.exec_driver_sql(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").first()
+    if available is None:
+        return
+    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.exec_driver_sql("ALTER TABLE chunk_vectors ADD COLUMN embedding vector")
+
+
+MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

@@ -227,7 +227,9 @@ class UserStore:
 
     def remove(self, name: str) -> dict[str, int]:
         """Remove a user and everything that is theirs: keys, conversations (with what was
-        derived from them), feedback. Returns how many of each were removed."""
+        derived from them), feedback, memory collections. Returns how many of each were
+        removed."""
+        from tenshu.store.collections import delete_user_collections
         from tenshu.store.conversations import delete_conversations
 
         with begin_write(self._engine) as conn:
@@ -238,6 +240,7 @@ class UserStore:
             if user.role == "admin":
                 _keep_an_admin(conn, user.id)
             removed = delete_conversations(conn, user.id, None)
+            removed["collections"] = delete_user_collections(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
             conn.execute(delete(users).where(users.c.id == user.id))
@@ -246,6 +249,7 @@ class UserStore:
 
     def usage(self, name: str) -> dict[str, int]:
         """How much is the user's (what `remove` would remove)."""
+        from tenshu.store.collections import collections
         from tenshu.store.conversations import conversations, turns
         from tenshu.store.feedback import feedback
 
@@ -259,7 +263,9 @@ class UserStore:
                                            ("conversations", conversations,
                                             conversations.c.owner_id),
                                            ("turns", turns, turns.c.owner_id),
-                                           ("feedback", feedback, feedback.c.owner_id))}
+                                           ("feedback", feedback, feedback.c.owner_id),
+                                           ("collections", collections,
+                                            collections.c.owner_id))}
 
     def admin_reads(self, limit: int = 100) -> list[dict]:
         """The latest admin accesses to other users' records, newest first."""

@@ -35,9 +35,11 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
     with open_store(path) as store:
         assert applied_migrations(store.engine) == [m.__name__ for m in MIGRATIONS]
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
-                                                    "m004_people"]
+                                                    "m004_people", "m005_memory"]
     assert {"_migrations", "keys", "audit", "sentinel_thresholds", "users", "conversations",
-            "turns", "feedback", "admin_reads"} <= tables(path)
+            "turns", "feedback", "admin_reads", "collections", "collection_shares",
+            "memory_indexes", "documents", "chunks", "chunk_vectors", "turn_sources",
+            "chunks_fts"} <= tables(path)
 
 
 def test_reopening_applies_nothing(tmp_path):
@@ -59,11 +61,11 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
     first = recorded(path)[0]
 
     engine = create_engine_for(path)
-    assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people"]
+    assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory"]
     engine.dispose()
     assert recorded(path)[0] == first
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
-                                                    "m004_people"]
+                                                    "m004_people", "m005_memory"]
     assert "audit" in tables(path)
 
 

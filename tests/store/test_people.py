@@ -91,10 +91,15 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
     turn = _say(store, ana, "ana's secret")
     store.feedback.add(Principal.of(ana), "rating", turn.id, rating=1)
     kept = _say(store, kim, "kim's")
+    store.collections.create(Principal.of(ana), "notes", embedder="e")
+    store.collections.share(Principal.of(ana), "notes", "kim")
+    store.collections.create(Principal.of(kim), "notes", embedder="e")
     assert store.users.usage("ana") == {"keys": 1, "conversations": 1, "turns": 1,
-                                        "feedback": 1}
+                                        "feedback": 1, "collections": 1}
     removed = store.users.remove("ana")
-    assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "keys": 1}
+    assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "collections": 1,
+                       "keys": 1}
+    assert [c.name for c in store.collections.list(Principal.of(kim))] == ["notes"]
     assert store.users.get("ana") is None
     assert [k.name for k in store.keys.list()] == ["kim-laptop"]
     assert store.keys.verify(kim_key) is not None
