@@ -98,6 +98,20 @@ class SentenceEmbedder:
                 vectors[i] = vector
         return vectors, tokens
 
+    def tokenizer(self):
+        """A tokenizer of the model's own to count tokens with, apart from the one encoding
+        uses (whose padding settings change per call), so counting needs no lock and no model.
+        None when the directory has no tokenizer.json."""
+        from tokenizers import Tokenizer
+
+        file = self.path / "tokenizer.json"
+        if not file.exists():
+            return None
+        tokenizer = Tokenizer.from_file(str(file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
     def abort_all(self) -> None:
         """Stop every embedding in progress at its next batch."""
         for stop in list(self._running):

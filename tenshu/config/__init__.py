@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tenshu.config.memory import MemorySettings
 from tenshu.config.routing import (
     BudgetSpec,
     ModelSpec,
@@ -132,6 +133,7 @@ class ServerSettings:
     device: str = "auto"
     log_level: str = "info"
     store_url: str = ""
+    memory: MemorySettings = MemorySettings()
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str) -> ValueError:
@@ -241,6 +243,27 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
 _ROUTING_KEYS = ("models", "tiers", "routes", "budgets", "router")
 
 
+def load_memory_settings(file: Path | None = None) -> MemorySettings:
+    """[memory] of tenshu.toml, for commands that work without a server (tenshu ingest)."""
+    file = file or config_path()
+    if not file.exists():
+        return MemorySettings()
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: not valid TOML: {exc}") from exc
+    return _memory(file, data)
+
+
+def _memory(file: Path, data: dict) -> MemorySettings:
+    from tenshu.config.routing import _build
+
+    try:
+        return _build(MemorySettings, data.get("memory", {}), "memory")
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from None
+
+
 def store_location(file: Path | None = None) -> str:
     """Where the state database is, for commands that open it without a server: tenshu.toml's
     [store] url, else state.db in the home."""
@@ -273,9 +296,10 @@ def _store_url(file: Path, data: dict) -> str:
 
 def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
-             if f.name not in (*_ROUTING_KEYS, "store_url")}
+             if f.name not in (*_ROUTING_KEYS, "store_url", "memory")}
     server = data.get("server", {})
-    unknown = (set(data) - {"server", "store", *_ROUTING_KEYS}) | (set(server) - set(known))
+    unknown = ((set(data) - {"server", "store", "memory", *_ROUTING_KEYS})
+               | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
     values = {}
@@ -306,6 +330,8 @@ def _server_table(file: Path, data: dict) -> dict:
     values.update({k: v for k, v in routing.items() if v or k == "router"})
     if url := _store_url(file, data):
         values["store_url"] = url
+    if "memory" in data:
+        values["memory"] = _memory(file, data)
     return values
 
 

@@ -140,6 +140,7 @@ class RouteSpec:
     rules: tuple[Rule, ...] = ()
     simple_tier: str | None = None  # set: the sentinel sends "simple" requests here
     threshold: float = 0.5  # sentinel scores at or above it are "complex"
+    memory: tuple[str, ...] = ()  # collections its requests retrieve from (memory/stage.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
