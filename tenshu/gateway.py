@@ -35,6 +35,7 @@ from tenshu.router.trace import Attempt, Trace
 
 if TYPE_CHECKING:
     from tenshu.conversations import Recording
+    from tenshu.memory.stage import Retrieval
     from tenshu.store.conversations import TurnRecord
     from tenshu.store.people import Principal
 
@@ -51,6 +52,7 @@ class RequestContext:
     tool_choice: str | None = None
     key_name: str | None = None
     key_private: bool = False  # the key's setting: its requests never leave the machine
+    key_memory: tuple[str, ...] = ()  # the key's setting: collections to retrieve from
     headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
     trace: Trace = field(default_factory=Trace)  # filled in as the request is routed
     principal: Principal | None = None  # whom the request acts for (its key's user, or owner)
@@ -104,6 +106,14 @@ class ConversationStages(Protocol):
                    request_id: str) -> Recording | None: ...
 
 
+class MemoryStages(Protocol):
+    """What the gateway asks of memory (memory/stage.py implements it)."""
+
+    async def retrieve(self, request: ChatRequest, ctx: RequestContext,
+                       route_memory: tuple[str, ...], *, window: int,
+                       prompt_tokens: int) -> Retrieval | None: ...
+
+
 class Gateway:
     def __init__(
         self,
@@ -113,6 +123,7 @@ class Gateway:
         observer: Observer | None = None,
         audit: AuditSink | None = None,
         conversations: ConversationStages | None = None,
+        memory: MemoryStages | None = None,
     ):
         if not router.deployments:
             raise ValueError("the gateway needs at least one model")
@@ -124,6 +135,7 @@ class Gateway:
         self.observer = observer
         self.audit = audit
         self.conversations = conversations
+        self.memory = memory
         self.in_flight = 0
         self.draining = False
         self.created = int(time.time())
@@ -202,10 +214,12 @@ class Gateway:
                 request, ctx.principal, ctx.headers.get(CONVERSATION_HEADER), ctx.request_id)
             if recording is not None:
                 ctx.answer_headers.update(recording.headers())
+        retrieval = await self._retrieve(request, ctx)
         trace = ctx.trace
         candidates = await self.router.plan(
             request, trace, key_name=ctx.key_name, key_private=ctx.key_private,
-            headers=ctx.headers, prompt_tokens=estimate_tokens(request))
+            headers=ctx.headers, prompt_tokens=estimate_tokens(request),
+            private=retrieval.private if retrieval else None)
         self.admit()
         self.in_flight += 1
         start = time.perf_counter()
@@ -222,6 +236,8 @@ class Gateway:
                         first = first or last
                     elif isinstance(event, MessageFinish):
                         usage = _add_usage(usage, event)
+                    elif isinstance(event, MessageStart) and retrieval is not None:
+                        event = replace(event, sources=retrieval.sources())
                     if recording is not None:
                         recording.fold.add(event)
                     yield event
@@ -239,7 +255,22 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
-            self._done(request, ctx, served, start, first, last, usage, error, recording)
+            self._done(request, ctx, served, start, first, last, usage, error, recording,
+                       retrieval)
+
+    async def _retrieve(self, request: ChatRequest, ctx: RequestContext) -> Retrieval | None:
+        """The memory stage: chunks from the collections the request, its key or its route
+        name, put into the prompt; None when memory is off or found nothing."""
+        if self.memory is None:
+            return None
+        route = self.router.route_for(request.model)
+        window = self.model_info(request.model).context_window
+        retrieval = await self.memory.retrieve(
+            request, ctx, route.memory if route else (), window=window,
+            prompt_tokens=estimate_tokens(request))
+        if retrieval is not None:
+            ctx.answer_headers.update(retrieval.headers())
+        return retrieval
 
     async def _first_answer(self, request: ChatRequest, candidates: list[Deployment],
                             trace: Trace) -> tuple[Deployment, AsyncIterator[ChatEvent]]:
@@ -327,7 +358,8 @@ class Gateway:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _done(self, request, ctx, served, start, first, last, usage, error, recording) -> None:
+    def _done(self, request, ctx, served, start, first, last, usage, error, recording,
+              retrieval) -> None:
         usage_in, usage_out, cached = usage or (0, 0, 0)
         ttft = first - start if first else None
         per_token = (last - first) / (usage_out - 1) if first and usage_out > 1 else None
@@ -347,7 +379,8 @@ class Gateway:
             turn = recording.turn(
                 ctx.request_id, model=request.model, routed=trace.route,
                 backend=trace.backend, input_tokens=usage_in, output_tokens=usage_out,
-                ttft_ms=ttft_ms, duration_ms=duration_ms, trace=trace_json)
+                ttft_ms=ttft_ms, duration_ms=duration_ms, trace=trace_json,
+                sources=[h.chunk_id for h in retrieval.hits] if retrieval else [])
         if self.audit is not None:  # the turn, if any, goes with the audit record: one write
             self.audit.record(
                 request_id=ctx.request_id, key_id=ctx.key_id, protocol=ctx.protocol,

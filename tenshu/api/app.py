@@ -30,8 +30,9 @@ from tenshu.store import CacheMiss, KeyRecord, Principal
 
 
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
-               metrics: Metrics, store=None) -> FastAPI:
+               metrics: Metrics, store=None, memory=None) -> FastAPI:
     from tenshu.api import anthropic, docs, health, ollama, openai, tenshu
+    from tenshu.api import memory as memory_api
 
     app = FastAPI(
         title="tenshu",
@@ -48,8 +49,9 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.metrics = metrics
     app.state.store = store  # the state database (store.Store), for /tenshu/v1
     app.state.users = store.users if store is not None else None
+    app.state.memory = memory  # memory.Memory, for /tenshu/v1/memory
     errors.install(app)
-    for module in (health, docs, openai, anthropic, ollama, tenshu):
+    for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api):
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
@@ -59,7 +61,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
             allow_headers=["*"],
             expose_headers=["request-id", "x-request-id", "Retry-After", "x-tenshu-route",
                             "x-tenshu-backend", "x-tenshu-fallbacks", "x-tenshu-conversation",
-                            "x-tenshu-turn"],
+                            "x-tenshu-turn", "x-tenshu-sources"],
         )
     app.add_middleware(ollama.JsonBodies)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -102,7 +104,8 @@ async def request_context(request: Request) -> RequestContext:
     gateway."""
     key = await authenticate(request)
     principal = await principal_of(request, key)
-    if request.method in ("POST", "PATCH"):
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    if request.method in ("POST", "PATCH") and not multipart:  # a form's files are bytes
         _check_text(await request.body())  # read once: FastAPI has it already
     route = getattr(request.scope.get("route"), "path", request.url.path)
     return RequestContext(
@@ -113,6 +116,7 @@ async def request_context(request: Request) -> RequestContext:
         tool_choice=request.headers.get("x-tenshu-tool-choice") or None,
         key_name=key.name if key else None,
         key_private=key.private if key else False,
+        key_memory=tuple(key.memory.split(",")) if key and key.memory else (),
         # Without the API key: nothing past authentication needs it, and headers passed on (to
         # an upstream, into a log) must never carry it.
         headers={name.lower(): value for name, value in request.headers.items()

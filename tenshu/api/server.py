@@ -32,6 +32,8 @@ from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
 from tenshu.conversations import ConversationStage
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
+from tenshu.memory import Memory
+from tenshu.memory.stage import MemoryStage
 from tenshu.router.budget import Budgets, start_of_today
 from tenshu.router.health import Deployment
 from tenshu.router.router import Router
@@ -67,18 +69,23 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
     metrics = Metrics()
     writer = store.writer(journal=journal_path(state_db))
     conversations = ConversationStage(store.conversations, writer)
+    memory = Memory(store, settings.memory, embedders=embedders)
     gateway = Gateway(router, embedders, observer=metrics, audit=writer,
-                      conversations=conversations)
+                      conversations=conversations, memory=MemoryStage(memory))
     metrics.attach(gateway)
-    app = create_app(settings, gateway, auth, metrics, store)
+    app = create_app(settings, gateway, auth, metrics, store, memory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await writer.start()
+        if failed := await asyncio.to_thread(memory.recover):
+            log.warning("%d uploaded document(s) were not indexed before the server last "
+                        "stopped; they are marked failed, to upload again", failed)
         try:
             yield
         finally:
             await writer.close()
+            await memory.aclose()
             await gateway.aclose()
             store.close()
 

@@ -9,6 +9,8 @@ admins, users and keys. JSON in OpenAI's error shape; in the OpenAPI document.
     DELETE /tenshu/v1/conversations/{id}              it, and what was derived from it
     GET    /tenshu/v1/conversations/{id}/export       ?format=json|markdown
     POST   /tenshu/v1/feedback                        a rating, correction, preference or comment
+                                                      (a correction of an answer that drew on
+                                                      memory becomes a memory item)
     GET    /tenshu/v1/feedback                        the caller's (limit, after, turn_id, ...)
     GET|POST /tenshu/v1/users, GET|PATCH|DELETE /tenshu/v1/users/{name}      admins only
     GET|POST /tenshu/v1/keys, DELETE /tenshu/v1/keys/{name or prefix}        admins only
@@ -259,7 +261,10 @@ async def add_feedback(body: FeedbackIn, request: Request, ctx: Context) -> dict
         store_of(request).feedback.add, ctx.principal, body.kind, turn_id(body.turn_id),
         rating=body.rating, text=body.text, preference=body.preference,
         other_turn_id=turn_id(body.other_turn_id) if body.other_turn_id else None)
-    return item.to_json()
+    memory = request.app.state.memory
+    made = await memory.absorb(ctx.principal, item) if memory is not None else []
+    # a correction of an answer that drew on memory is kept as a memory item of its own
+    return {**item.to_json(), "memory_chunks": made}
 
 
 @router.get("/feedback", responses=_ERRORS)

@@ -37,6 +37,9 @@ def add_arguments(parser) -> None:
     create.add_argument("--record", choices=RECORDING,
                         help="which of its chat requests are recorded (default: its user's "
                              "setting)")
+    create.add_argument("--memory", metavar="COLLECTION", action="append", default=[],
+                        help="its chat requests retrieve from this memory collection "
+                             "(repeatable)")
     listing = actions.add_parser("list", help="show every key, revoked ones too")
     listing.add_argument("--user", help="only this user's")
     revoke = actions.add_parser("revoke", help="revoke a key")
@@ -47,7 +50,7 @@ def main(args) -> int:
     with open_store() as store:
         if args.action == "create":
             record, key = store.keys.create(args.name, user=args.user, private=args.private,
-                                            record=args.record)
+                                            record=args.record, memory=tuple(args.memory))
             print(key)
             print(f"tenshu keys: this is the only time the key {record.name!r} is shown; keep "
                   "it somewhere safe (it can be revoked, not recovered)", file=sys.stderr)

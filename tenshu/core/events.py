@@ -44,6 +44,9 @@ class MessageStart:
     model: str
     usage: Usage
     created: int  # unix seconds
+    # what memory gave the model (memory/stage.py): each {source, title, section, page,
+    # chunk_id, collection}; protocols put it in the reply as `sources`
+    sources: list[dict] | None = None
 
 
 @dataclass

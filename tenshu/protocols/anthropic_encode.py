@@ -89,7 +89,7 @@ class MessageBuilder:
 
     def message(self) -> dict:
         finish = self.fold.finish.get(0) or MessageFinish("end_turn", Usage())
-        return {
+        message = {
             "id": self.id,
             "type": "message",
             "role": "assistant",
@@ -99,6 +99,9 @@ class MessageBuilder:
             "stop_sequence": finish.stop_sequence,
             "usage": encode_usage(finish.usage),
         }
+        if self.fold.start and self.fold.start.sources:
+            message["sources"] = self.fold.start.sources  # tenshu's extension (memory)
+        return message
 
 
 SSEvent = tuple[str, dict]  # (event name, data)
@@ -135,6 +138,7 @@ class StreamEncoder:
                             "stop_reason": None,
                             "stop_sequence": None,
                             "usage": usage,
+                            **({"sources": event.sources} if event.sources else {}),
                         },
                     },
                 )

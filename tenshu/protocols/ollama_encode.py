@@ -21,6 +21,7 @@ from tenshu.core.events import (
     BlockStop,
     ChatEvent,
     MessageFinish,
+    MessageStart,
     TokenLogprob,
 )
 from tenshu.core.messages import ThinkingBlock, ToolUseBlock, loads_arguments
@@ -55,10 +56,13 @@ class ReplyEncoder:
         self.final: dict | None = None
         self._blocks: dict[int, Any] = {}
         self._args: dict[int, list[str]] = {}
+        self.sources: list[dict] | None = None  # what memory gave the model
 
     def chunks(self, event: ChatEvent) -> list[dict]:
         """The NDJSON lines this event becomes (often none)."""
-        if isinstance(event, BlockStart):
+        if isinstance(event, MessageStart):
+            self.sources = event.sources
+        elif isinstance(event, BlockStart):
             self._blocks[event.index] = event.block
             self._args[event.index] = []
         elif isinstance(event, BlockDelta):
@@ -128,6 +132,8 @@ class ReplyEncoder:
             "eval_count": finish.usage.output_tokens,
             "eval_duration": finish.decode_ns,
         }
+        if self.sources:
+            stats["sources"] = self.sources  # tenshu's extension, on the last line
         if self.kind == "generate":
             # Ollama's tokenized history for the next call; tenshu sends none (clients then
             # send the conversation again, which the prefix cache makes cheap).

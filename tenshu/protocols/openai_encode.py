@@ -281,9 +281,12 @@ def encode_chat_completion(events: list[ChatEvent], id: str, n: int = 1) -> dict
         logprobs = {"content": [token_logprob(t) for t in c.logprobs]} if c.logprobs else None
         out.append({"index": index, "message": message, "logprobs": logprobs,
                     **stop_fields(c.finish)})
-    return {"id": id, "object": "chat.completion", "created": start.created,
+    body = {"id": id, "object": "chat.completion", "created": start.created,
             "model": start.model, "choices": out, "system_fingerprint": None,
             "usage": usage_dict(start.usage, _finishes(choices))}
+    if start.sources:
+        body["sources"] = start.sources  # tenshu's extension: what memory gave the model
+    return body
 
 
 def legacy_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
@@ -341,7 +344,8 @@ class ChatStream:
     def encode(self, event: ChatEvent) -> list[dict]:
         if isinstance(event, MessageStart):
             self.start = event
-            return [self.chunk([self.opening(i)]) for i in range(self.n)]
+            extra = {"sources": event.sources} if event.sources else {}
+            return [self.chunk([self.opening(i)], **extra) for i in range(self.n)]
         key = (event.choice, getattr(event, "index", 0))
         if isinstance(event, BlockStart):
             self.blocks[key] = event.block

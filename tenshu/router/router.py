@@ -70,8 +70,9 @@ class Router:
 
     async def plan(self, request: ChatRequest, trace: Trace, *, key_name: str | None = None,
                    key_private: bool = False, headers: Mapping[str, str] | None = None,
-                   prompt_tokens: int = 0) -> list[Deployment]:
-        """The deployments to try, in order (never empty); raises when none may serve."""
+                   prompt_tokens: int = 0, private: str | None = None) -> list[Deployment]:
+        """The deployments to try, in order (never empty); raises when none may serve.
+        `private` is a stage's reason the request must stay on this machine (memory's)."""
         headers = headers or {}
         name = request.model
         if name in self.deployments:
@@ -86,7 +87,7 @@ class Router:
         else:
             raise ModelNotFoundError(name, self.names())
         candidates = [d for m in models for d in least_busy(self.deployments[m])]
-        candidates = self._sovereign(candidates, request, trace, key_private, headers)
+        candidates = self._sovereign(candidates, request, trace, key_private, headers, private)
         candidates = self._within_budget(candidates, trace, key_name)
         candidates = self._fitting(candidates, trace, prompt_tokens)
         candidates = self._seeing(candidates, trace, request)
@@ -117,11 +118,13 @@ class Router:
         trace.tier, trace.reason = route.tier, "default"
         return route.tier
 
-    def _sovereign(self, candidates, request, trace, key_private, headers):
+    def _sovereign(self, candidates, request, trace, key_private, headers, private=None):
         if all(d.spec.is_local for d in candidates):
             return candidates  # nothing could leave the machine: no need to look
         why = None
-        if self.settings.router.local_only:
+        if private:
+            why = private
+        elif self.settings.router.local_only:
             why = "local-only mode ([router] local_only)"
         elif key_private:
             why = "the API key is private"

@@ -37,7 +37,12 @@ def world(tmp_path_factory):
         turns = [first.headers["x-tenshu-turn"], second.headers["x-tenshu-turn"]]
         fb = httpx.post(live.base_url + "/tenshu/v1/feedback", headers=ana, json={
             "kind": "rating", "rating": 1, "turn_id": turns[0]}).json()["id"]
-        yield {"live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb}
+        doc = httpx.post(live.base_url + "/tenshu/v1/memory/collections/diary/documents",
+                         params={"wait": "true"}, headers=ana, timeout=120, files={
+                             "file": ("moat.md", b"# Moat\n\nThe moat key is under the stone.")})
+        assert doc.status_code == 201, doc.text
+        yield {"live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
+               "coll": "diary", "doc": str(doc.json()["id"])}
 
 
 def as_(world, who: str, form: str = "bearer") -> dict:
@@ -52,7 +57,10 @@ def snapshot(world) -> dict:
         conv = c.get(f"/conversations/{world['conv']}").json()
         return {"conversation": conv, "list": c.get("/conversations").json(),
                 "feedback": c.get("/feedback").json(),
-                "export": c.get(f"/conversations/{world['conv']}/export").json()}
+                "export": c.get(f"/conversations/{world['conv']}/export").json(),
+                "collection": c.get("/memory/collections/diary").json(),
+                "documents": c.get("/memory/collections/diary/documents").json(),
+                "shares": c.get("/memory/collections/diary/shares").json()}
 
 
 def attempts(world) -> list[tuple[str, str, dict, str]]:
@@ -79,6 +87,7 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
                                                   "turn_id": "{turn}",
                                                   "other_turn_id": "{turn}"}},
          "prefer between her turns"),
+        *memory_attempts(),
         ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {HEADER: "{conv}"}},
          "continue it (OpenAI)"),
         ("POST", "/v1/messages", {"json": CHAT, "headers": {HEADER: "{conv}"}},
@@ -91,11 +100,43 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
     ]
 
 
+def memory_attempts() -> list[tuple[str, str, dict, str]]:
+    """Every way at ana's memory collection `{coll}` and its document `{doc}`."""
+    at = "/tenshu/v1/memory/collections/{coll}"
+    upload = {"files": {"file": ("x.md", b"# x\n\nben's words")}}
+    return [
+        ("GET", at, {}, "read her collection by its bare name (a name is the caller's)"),
+        ("GET", at + "?owner=ana", {}, "read it by naming ana"),
+        ("PATCH", at + "?owner=ana", {"json": {"cloud": True}}, "open it to the cloud"),
+        ("DELETE", at + "?owner=ana", {}, "delete it"),
+        ("GET", at + "/shares?owner=ana", {}, "list whom it is shared with"),
+        ("PUT", at + "/shares/ben?owner=ana", {}, "share it with himself"),
+        ("DELETE", at + "/shares/ben?owner=ana", {}, "unshare it"),
+        ("GET", at + "/documents?owner=ana", {}, "list its documents"),
+        ("POST", at + "/documents?owner=ana&wait=true", upload, "upload into it"),
+        ("GET", at + "/documents/{doc}?owner=ana", {}, "read a document"),
+        ("DELETE", at + "/documents/{doc}?owner=ana", {}, "delete a document"),
+        ("GET", at + "/review?owner=ana", {}, "review its chunks"),
+        ("POST", "/tenshu/v1/memory/search", {"json": {"query": "moat key",
+                                                       "collection": "ana/{coll}"}},
+         "search it"),
+        ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {
+            "x-tenshu-memory": "ana/{coll}"}}, "chat with it as memory (OpenAI)"),
+        ("POST", "/v1/messages", {"json": CHAT, "headers": {"x-tenshu-memory": "ana/{coll}"}},
+         "chat with it as memory (Anthropic)"),
+        ("POST", "/api/chat", {"json": {**CHAT, "stream": False},
+                               "headers": {"x-tenshu-memory": "ana/{coll}"}},
+         "chat with it as memory (Ollama)"),
+    ]
+
+
 def fill(value, ids: dict):
     if isinstance(value, str):
         return value.format(**ids)
     if isinstance(value, dict):
         return {k: fill(v, ids) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(fill(v, ids) for v in value)
     return value
 
 
@@ -111,11 +152,13 @@ def shape(response: httpx.Response, ids: dict) -> tuple:
 def test_ben_cannot_reach_anas_record_by_any_way(world, form):
     before = snapshot(world)
     base = world["live"].base_url
-    anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"]}
+    anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"],
+            "coll": world["coll"], "doc": world["doc"]}
     failures = []
     for method, path, kwargs, what in attempts(world):
         made_up = {"conv": "conv_" + secrets.token_hex(12),
-                   "turn": "turn_" + secrets.token_hex(12), "feedback": "fb_" + secrets.token_hex(12)}
+                   "turn": "turn_" + secrets.token_hex(12), "feedback": "fb_" + secrets.token_hex(12),
+                   "coll": "c" + secrets.token_hex(6), "doc": str(secrets.randbelow(10**6) + 1000)}
         answers = []
         for ids in (anas, made_up):
             args = fill(kwargs, ids)
@@ -144,6 +187,14 @@ def test_lists_and_cursors_show_ben_only_his_own(world):
                    {"after": world["feedback"]}):
         assert httpx.get(base + "/feedback", params=params, headers=ben).json()["data"] == [], \
             params
+    assert httpx.get(base + "/memory/collections", headers=ben).json()["data"] == []
+    made = httpx.post(base + "/memory/collections", json={"name": "diary"}, headers=ben)
+    assert made.status_code == 201 and made.json()["owner"] == "ben"  # his own, beside hers
+    assert [c["owner"] for c in httpx.get(base + "/memory/collections",
+                                          headers=ben).json()["data"]] == ["ben"]
+    found = httpx.post(base + "/memory/search", headers=ben,
+                       json={"query": "moat key", "collection": "diary"}).json()["hits"]
+    assert found == []
 
 
 def test_members_cannot_use_the_admin_endpoints(world):
@@ -191,5 +242,21 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("GET", "/tenshu/v1/users/{name}"), ("PATCH", "/tenshu/v1/users/{name}"),
                ("DELETE", "/tenshu/v1/users/{name}"), ("GET", "/tenshu/v1/keys"),
                ("POST", "/tenshu/v1/keys"), ("DELETE", "/tenshu/v1/keys/{name_or_prefix}"),
-               ("GET", "/tenshu/v1/admin-reads")}
+               ("GET", "/tenshu/v1/admin-reads"),
+               # memory (memory_attempts)
+               ("GET", "/tenshu/v1/memory/collections/{name}"),
+               ("PATCH", "/tenshu/v1/memory/collections/{name}"),
+               ("DELETE", "/tenshu/v1/memory/collections/{name}"),
+               ("GET", "/tenshu/v1/memory/collections/{name}/shares"),
+               ("PUT", "/tenshu/v1/memory/collections/{name}/shares/{user}"),
+               ("DELETE", "/tenshu/v1/memory/collections/{name}/shares/{user}"),
+               ("GET", "/tenshu/v1/memory/collections/{name}/documents"),
+               ("POST", "/tenshu/v1/memory/collections/{name}/documents"),
+               ("GET", "/tenshu/v1/memory/collections/{name}/documents/{document_id}"),
+               ("DELETE", "/tenshu/v1/memory/collections/{name}/documents/{document_id}"),
+               ("GET", "/tenshu/v1/memory/collections/{name}/review"),
+               ("POST", "/tenshu/v1/memory/search"),
+               # the caller's own list, and making their own (test_lists_and_cursors...)
+               ("GET", "/tenshu/v1/memory/collections"),
+               ("POST", "/tenshu/v1/memory/collections")}
     assert endpoints == covered
