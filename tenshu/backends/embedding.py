@@ -11,6 +11,8 @@ MAX_INPUTS inputs and MAX_TOKENS tokens in all (OpenAI's limits per embeddings r
 from __future__ import annotations
 
 import asyncio
+import functools
+import platform
 import threading
 from pathlib import Path
 
@@ -21,6 +23,19 @@ DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 MAX_INPUTS = 2048
 MAX_TOKENS = 300_000
 BATCH = 16  # inputs per batch: what a cancellation waits for (~6 s at 256 tokens, 2 cores)
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (x86 with AVX512-BF16 or AMX), where a
+    bfloat16 forward pass is faster than float32 rather than an emulation."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def default_embedder_path() -> Path | None:
@@ -59,7 +74,12 @@ class SentenceEmbedder:
                                                   local_files_only=True)
             return self._model
 
-    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+    async def embed(self, inputs: list[str], *,
+                    fast: bool = False) -> tuple[list[list[float]], int]:
+        """Vectors of unit length, and the tokens read. `fast` runs the model in bfloat16
+        where the CPU computes it natively (native_bf16): about 1.5-2x faster, each vector
+        within ~1e-4 cosine of the float32 one, and not bit-for-bit the same across batches.
+        Memory's bulk ingests use it; /v1/embeddings does not."""
         if not inputs:
             raise InvalidRequestError("input must not be empty", field="input")
         if len(inputs) > MAX_INPUTS:
@@ -68,7 +88,8 @@ class SentenceEmbedder:
         stop = threading.Event()
         self._running.add(stop)
         try:
-            return await asyncio.to_thread(self._embed, inputs, stop)
+            return await asyncio.to_thread(self._embed, inputs, stop,
+                                           fast and native_bf16())
         except _Stopped:
             raise ShuttingDownError("the server is shutting down; the embedding was not "
                                     "finished") from None
@@ -76,7 +97,10 @@ class SentenceEmbedder:
             stop.set()  # cancelled (the client left): the thread stops at its next batch
             self._running.discard(stop)
 
-    def _embed(self, inputs: list[str], stop: threading.Event) -> tuple[list[list[float]], int]:
+    def _embed(self, inputs: list[str], stop: threading.Event,
+               bf16: bool = False) -> tuple[list[list[float]], int]:
+        import torch
+
         model = self._load()
         with self._work:
             tokens = sum(len(ids) for ids in model.tokenizer(inputs)["input_ids"])
@@ -91,7 +115,7 @@ class SentenceEmbedder:
             if stop.is_set() or self._closed:
                 raise _Stopped
             batch = order[start:start + BATCH]
-            with self._work:
+            with self._work, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 encoded = model.encode([inputs[i] for i in batch], batch_size=BATCH,
                                        normalize_embeddings=True, convert_to_numpy=True)
             for i, vector in zip(batch, encoded.tolist(), strict=True):

@@ -39,8 +39,11 @@ class MemoryEmbedder:
         """(len(texts), dim) float32, each row of unit length."""
         parts = []
         step = min(BATCH, MAX_INPUTS)
+        # the model in bfloat16 where the CPU has it (backends/embedding.py): documents and
+        # queries alike, so both sides of a comparison are made the same way
+        options = {"fast": True} if isinstance(self.embedder, SentenceEmbedder) else {}
         for start in range(0, len(texts), step):
-            vectors, _ = await self.embedder.embed(list(texts[start:start + step]))
+            vectors, _ = await self.embedder.embed(list(texts[start:start + step]), **options)
             parts.append(np.asarray(vectors, dtype=np.float32))
         if not parts:
             return np.empty((0, 0), np.float32)

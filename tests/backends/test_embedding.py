@@ -121,3 +121,12 @@ async def test_concurrent_embeddings_take_turns_with_the_model(embedder, monkeyp
     assert calls["most"] == 1
     alone = await embedder.embed(texts[5])
     assert np.allclose(np.array(results[5][0]), np.array(alone[0]), atol=1e-6)
+
+
+async def test_the_fast_path_gives_nearly_the_same_vectors(embedder):
+    """bfloat16 where the CPU has it natively (memory's ingests use it): each vector within a
+    hair of the float32 one, so documents and queries still meet."""
+    exact, tokens = await embedder.embed(SENTENCES)
+    fast, fast_tokens = await embedder.embed(SENTENCES, fast=True)
+    cosines = np.sum(np.array(exact) * np.array(fast), axis=1)
+    assert cosines.min() > 0.999 and fast_tokens == tokens
