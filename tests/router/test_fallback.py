@@ -363,3 +363,30 @@ def test_anthropic_sdk_sees_where_it_went_and_the_trace_cli_shows_it(front, prox
     record = trace_of(front, raw.http_response)
     assert record.model == "claude-sonnet-4-5" and record.routed == "auto"
     assert "overloaded" in record.trace or "529" in record.trace or "503" in record.trace
+
+
+def test_memory_not_shared_with_the_cloud_keeps_the_request_local(front, proxies):
+    """A request given chunks of a collection not marked cloud stays on local models; one
+    given chunks of a cloud collection may go to the route's cloud tier, chunks and all."""
+    base = f"{front.base_url}/tenshu/v1/memory/collections"
+    auth = {"x-api-key": front.key}
+    for name, cloud in (("secret-notes", False), ("open-notes", True)):
+        made = httpx.post(base, json={"name": name, "cloud": cloud}, headers=auth)
+        assert made.status_code == 201, made.text
+        up = httpx.post(f"{base}/{name}/documents", params={"wait": "true"}, headers=auth,
+                        timeout=120, files={"file": ("plan.md", b"# Plan\n\nThe launch is on "
+                                                                b"the ninth of March.")})
+        assert up.json()["status"] == "ready", up.text
+    kept = post_messages(front, headers={"x-tenshu-memory": "secret-notes"},
+                         text="When is the launch?")
+    assert kept.status_code == 200, kept.text
+    assert kept.headers["x-tenshu-backend"] == "local"
+    assert proxies["anthropic"].requests == []  # the cloud never saw the chunks
+    assert "secret-notes" in json.loads(trace_of(front, kept).trace)["private"]
+    assert kept.json()["sources"][0]["collection"] == "secret-notes"
+
+    sent = post_messages(front, headers={"x-tenshu-memory": "open-notes"},
+                         text="When is the launch?")
+    assert sent.status_code == 200, sent.text
+    assert sent.headers["x-tenshu-backend"] == "cloud"
+    assert "ninth of March" in json.dumps(proxies["anthropic"].requests[-1].json)
