@@ -270,6 +270,8 @@ class Gateway:
             prompt_tokens=estimate_tokens(request))
         if retrieval is not None:
             ctx.answer_headers.update(retrieval.headers())
+            ctx.trace.memory = {"collections": sorted({h.collection for h in retrieval.hits}),
+                                "chunks": [h.chunk_id for h in retrieval.hits]}
         return retrieval
 
     async def _first_answer(self, request: ChatRequest, candidates: list[Deployment],

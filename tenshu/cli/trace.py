@@ -68,6 +68,10 @@ def describe(record: AuditRecord, key_name: str | None) -> list[tuple[str, str]]
         lines.append(("sentinel", f"score {record.score:.3f}"))
     if details.get("private"):
         lines.append(("private", f"kept on this machine: {details['private']}"))
+    if memory := details.get("memory"):
+        lines.append(("memory", f"{len(memory['chunks'])} chunk(s) from "
+                                f"{', '.join(memory['collections'])}: "
+                                f"{', '.join(map(str, memory['chunks']))}"))
     attempts = [(str(a.get("backend")), str(a.get("outcome")),
                  format_ms(a["ms"]) if a.get("ms") else "", a.get("error") or "")
                 for a in details.get("attempts") or []]

@@ -30,6 +30,7 @@ class Trace:
     attempts: list[Attempt] = field(default_factory=list)
     backend: str | None = None  # the deployment that answered
     cost_usd: float = 0.0
+    memory: dict | None = None  # what memory gave the prompt: {"collections", "chunks"}
 
     @property
     def fallbacks(self) -> int:
@@ -48,4 +49,6 @@ class Trace:
         """What the audit log keeps beyond its own columns."""
         data = {"reason": self.reason, "private": self.private,
                 "attempts": [vars(a) for a in self.attempts]}  # flat: no asdict's deep copy
+        if self.memory is not None:
+            data["memory"] = self.memory
         return json.dumps(data, separators=(",", ":"))

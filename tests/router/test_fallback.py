@@ -382,7 +382,9 @@ def test_memory_not_shared_with_the_cloud_keeps_the_request_local(front, proxies
     assert kept.status_code == 200, kept.text
     assert kept.headers["x-tenshu-backend"] == "local"
     assert proxies["anthropic"].requests == []  # the cloud never saw the chunks
-    assert "secret-notes" in json.loads(trace_of(front, kept).trace)["private"]
+    trace = json.loads(trace_of(front, kept).trace)
+    assert "secret-notes" in trace["private"]
+    assert trace["memory"]["collections"] == ["secret-notes"]  # tenshu trace shows it
     assert kept.json()["sources"][0]["collection"] == "secret-notes"
 
     sent = post_messages(front, headers={"x-tenshu-memory": "open-notes"},
