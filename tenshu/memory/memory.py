@@ -42,6 +42,7 @@ from tenshu.store.collections import (
     DocumentRow,
     reading,
     resolve,
+    split_name,
 )
 from tenshu.store.conversations import history
 from tenshu.store.feedback import Feedback
@@ -102,7 +103,8 @@ class Memory:
         groups: dict[str, list[Collection]] = {}
         for c in found:
             groups.setdefault(c.embedder or self.settings.embedder, []).append(c)
-        vectors = {name: (await self.embedder(name).embed([query]))[0] for name in groups}
+        vectors = {name: (await self.embedder(name).embed([query]))[0] for name in groups} \
+            if self.settings.vector_weight else {}
         return await asyncio.to_thread(self._search, query, found, groups, vectors, k,
                                        source, since, until)
 
@@ -149,8 +151,9 @@ class Memory:
     # -- filling --------------------------------------------------------------------------------
 
     def ingester(self, principal: Principal, name: str, *, create: bool = True) -> Ingester:
-        """An ingester into the principal's collection `name` (made if missing and `create`)."""
-        if create:
+        """An ingester into the principal's collection `name` (made if missing and `create`;
+        another user's is never made: it is found, or answers as missing or read-only)."""
+        if create and split_name(name)[0] in (None, principal.name):
             self.store.collections.create(principal, name, embedder=self.settings.embedder,
                                           exist_ok=True)
         with self.store.engine.connect() as conn:

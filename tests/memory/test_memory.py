@@ -137,6 +137,8 @@ async def test_another_users_collection_does_not_exist_for_them(make_memory, dat
         with pytest.raises(NotFoundError):
             memory.store.collections.documents(ana, name)
     assert memory.store.collections.list(ana) == []
+    with pytest.raises(NotFoundError):  # writing into it finds nothing either
+        await memory.ingest(ana, "owner/notes", [notes])
 
     memory.store.collections.share(me, "notes", "ana")
     hits = await memory.search(ana, "rotate keys", ["owner/notes"], k=1)
