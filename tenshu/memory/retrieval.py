@@ -85,10 +85,12 @@ def corrections_of(conn: Connection, ids: list[int], collection_ids: tuple[int, 
     searched."""
     if not ids:
         return {}
-    rows = conn.execute(select(chunks.c.id, chunks.c.corrects).where(
-        chunks.c.corrects.in_(ids), chunks.c.kind == "correction",
-        chunks.c.collection_id.in_(collection_ids)))
-    return dict(rows.all())
+    # Looked up by `corrects` alone, the one index that narrows it to a few rows (given the
+    # collection too, SQLite may prefer that index and read the whole collection).
+    rows = conn.execute(select(chunks.c.id, chunks.c.corrects, chunks.c.kind,
+                               chunks.c.collection_id).where(chunks.c.corrects.in_(ids)))
+    return {r.id: r.corrects for r in rows
+            if r.kind == "correction" and r.collection_id in collection_ids}
 
 
 def load(conn: Connection, ids: list[int], names: dict[int, str]) -> dict[int, dict]:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     table,
@@ -157,18 +158,21 @@ def visible(principal: Principal):
     return or_(collections.c.owner_id == principal.user_id, shared)
 
 
-def _select():
-    counted = (select(chunks.c.collection_id, func.count().label("n"))
-               .group_by(chunks.c.collection_id).subquery())
-    docs = (select(documents.c.collection_id, func.count().label("n"))
-            .group_by(documents.c.collection_id).subquery())
+def _select(counts: bool = False):
+    """Collections with their owners and embedders; with `counts`, their documents and chunks
+    counted too (for listings: a count reads the collection's index, which the request path,
+    resolving names, has no use for)."""
+    if counts:
+        n_documents = select(func.count()).where(
+            documents.c.collection_id == collections.c.id).scalar_subquery()
+        n_chunks = select(func.count()).where(
+            chunks.c.collection_id == collections.c.id).scalar_subquery()
+    else:
+        n_documents = n_chunks = literal(0)
     return (select(collections, users.c.name.label("owner"), indexes.c.embedder,
-                   func.coalesce(docs.c.n, 0).label("n_documents"),
-                   func.coalesce(counted.c.n, 0).label("n_chunks"))
+                   n_documents.label("n_documents"), n_chunks.label("n_chunks"))
             .join(users, users.c.id == collections.c.owner_id)
-            .outerjoin(indexes, indexes.c.id == collections.c.index_id)
-            .outerjoin(docs, docs.c.collection_id == collections.c.id)
-            .outerjoin(counted, counted.c.collection_id == collections.c.id))
+            .outerjoin(indexes, indexes.c.id == collections.c.index_id))
 
 
 def _collection(row, principal: Principal) -> Collection:
@@ -180,11 +184,11 @@ def _collection(row, principal: Principal) -> Collection:
 
 
 def resolve(conn: Connection, principal: Principal, name: str, *,
-            write: bool = False) -> Collection:
+            write: bool = False, counts: bool = False) -> Collection:
     """The collection `name` as the principal may reach it (NotFoundError when they may not
     read it; PermissionDeniedError when they may read but not write it and `write`)."""
     user, own = split_name(name)
-    stmt = _select().where(collections.c.name == own)
+    stmt = _select(counts).where(collections.c.name == own)
     if user is None or user == principal.name:
         stmt = stmt.where(collections.c.owner_id == principal.user_id)
     else:
@@ -246,12 +250,12 @@ class CollectionStore:
 
     def get(self, principal: Principal, name: str) -> Collection:
         with reading(self._engine, principal, name) as conn:
-            return resolve(conn, principal, name)
+            return resolve(conn, principal, name, counts=True)
 
     def list(self, principal: Principal) -> list[Collection]:
         """The principal's collections, then those shared with them, by name."""
         with self._engine.connect() as conn:
-            rows = conn.execute(_select().where(visible(principal))
+            rows = conn.execute(_select(counts=True).where(visible(principal))
                                 .order_by(collections.c.owner_id != principal.user_id,
                                           users.c.name, collections.c.name))
             return [_collection(row, principal) for row in rows]
