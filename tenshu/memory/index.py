@@ -255,31 +255,41 @@ class ExactVectors:
 
 def _refresh(conn: Connection, index_id: int, version: int, cached: _Matrix | None) -> _Matrix:
     """The index's matrix at `version`: the cached rows that are still there, and the rest read
-    from the store."""
-    rows = select(vectors.c.chunk_id, chunks.c.document_id).join(
-        chunks, chunks.c.id == vectors.c.chunk_id).where(vectors.c.index_id == index_id)
-    present = conn.execute(rows).all()
+    from the store (all of it in one query when nothing is cached)."""
+    if cached is None or not len(cached.ids):
+        rows = conn.execute(select(vectors.c.chunk_id, chunks.c.document_id, vectors.c.vector)
+                            .join(chunks, chunks.c.id == vectors.c.chunk_id)
+                            .where(vectors.c.index_id == index_id)).all()
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        docs = np.fromiter((-1 if r[1] is None else r[1] for r in rows), np.int64, len(rows))
+        return _Matrix(version, ids, docs, _stack([r[2] for r in rows]))
+    present = conn.execute(select(vectors.c.chunk_id, chunks.c.document_id).join(
+        chunks, chunks.c.id == vectors.c.chunk_id).where(vectors.c.index_id == index_id)).all()
     ids = np.fromiter((r[0] for r in present), np.int64, len(present))
     docs = np.fromiter((-1 if r[1] is None else r[1] for r in present), np.int64, len(present))
-    if cached is not None and len(cached.ids):
-        keep = np.isin(cached.ids, ids)
-        have_ids, have = cached.ids[keep], cached.vectors[keep]
-    else:
-        have_ids, have = np.empty(0, np.int64), None
-    missing = np.setdiff1d(ids, have_ids) if len(have_ids) else ids
-    read = {}
+    keep = np.isin(cached.ids, ids)
+    have_ids, have = cached.ids[keep], cached.vectors[keep]
+    missing = np.setdiff1d(ids, have_ids)
+    read_ids, blobs = [], []
     for start in range(0, len(missing), 5000):
         part = [int(i) for i in missing[start:start + 5000]]
         for chunk_id, blob in conn.execute(select(vectors.c.chunk_id, vectors.c.vector).where(
                 vectors.c.index_id == index_id, vectors.c.chunk_id.in_(part))):
-            read[chunk_id] = np.frombuffer(blob, "<f4")
-    dim = have.shape[1] if have is not None else (len(next(iter(read.values()))) if read else 0)
-    matrix = np.empty((len(ids), dim), np.float16)
-    position = {int(i): k for k, i in enumerate(have_ids)}
-    for row, chunk_id in enumerate(ids.tolist()):
-        k = position.get(chunk_id)
-        matrix[row] = have[k] if k is not None else read[chunk_id]
+            read_ids.append(chunk_id)
+            blobs.append(blob)
+    rows = np.concatenate([have_ids, np.asarray(read_ids, np.int64)])
+    stacked = np.concatenate([have, _stack(blobs, have.shape[1])])
+    order = np.argsort(rows, kind="stable")
+    matrix = stacked[order[np.searchsorted(rows[order], ids)]]  # in the order of `ids`
     return _Matrix(version, ids, docs, matrix)
+
+
+def _stack(blobs: list[bytes], dim: int | None = None) -> np.ndarray:
+    """float32 rows' bytes as one float16 matrix: one buffer, no Python loop per row."""
+    if not blobs:
+        return np.empty((0, dim or 0), np.float16)
+    dim = len(blobs[0]) // 4
+    return np.frombuffer(b"".join(blobs), "<f4").reshape(len(blobs), dim).astype(np.float16)
 
 
 def cosine_scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
