@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,7 +46,8 @@ def start(home: Path, *args: str, wrapper: tuple[str, ...] = (), port: int | Non
         env["PYTHONPATH"] = str(checkout)
     process = subprocess.Popen(
         [*wrapper, sys.executable, "-m", "tenshu", "serve", "--port", str(port), *args],
-        env=env, cwd=checkout, stdout=log, stderr=subprocess.STDOUT)
+        env=env, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)  # a group of its own: `running` ends wrapper and server alike
     log.close()
     server = ServerProcess(f"http://127.0.0.1:{port}", process, home)
     deadline = time.monotonic() + ready_timeout
@@ -73,3 +75,7 @@ def running(home: Path, *args: str, **options):
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+        # A wrapper (strace) that is stopped detaches and leaves the server running: end
+        # whatever is left of the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
