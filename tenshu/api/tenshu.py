@@ -25,6 +25,7 @@ so a conversation listed right after an answer has its turn.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -44,6 +45,7 @@ from tenshu.gateway import RequestContext
 from tenshu.store import Store
 
 router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
+log = logging.getLogger("tenshu.api")
 Context = Annotated[RequestContext, Depends(request_context)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 User = Annotated[str | None, Query(description="an admin reads another user's record")]
@@ -261,9 +263,14 @@ async def add_feedback(body: FeedbackIn, request: Request, ctx: Context) -> dict
         store_of(request).feedback.add, ctx.principal, body.kind, turn_id(body.turn_id),
         rating=body.rating, text=body.text, preference=body.preference,
         other_turn_id=turn_id(body.other_turn_id) if body.other_turn_id else None)
-    memory = request.app.state.memory
-    made = await memory.absorb(ctx.principal, item) if memory is not None else []
-    # a correction of an answer that drew on memory is kept as a memory item of its own
+    # a correction of an answer that drew on memory is kept as a memory item of its own; the
+    # feedback is recorded whatever becomes of that (a 500 now would invite a second one)
+    made: list[int] = []
+    if (memory := request.app.state.memory) is not None:
+        try:
+            made = await memory.absorb(ctx.principal, item)
+        except Exception:
+            log.exception("feedback %s: the correction could not be kept in memory", item.id)
     return {**item.to_json(), "memory_chunks": made}
 
 
