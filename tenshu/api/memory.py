@@ -28,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -38,6 +38,8 @@ from tenshu.memory import Memory
 
 router = APIRouter(prefix="/tenshu/v1/memory", tags=["memory"])
 Owner = Annotated[str | None, Query(description="the owner of a collection shared with you")]
+# ids are SQL integers: a larger number is a 422, not an overflow in the database
+DocumentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class CollectionIn(_Body):
@@ -149,7 +151,7 @@ async def list_documents(name: str, request: Request, ctx: Context, owner: Owner
                          status: Annotated[str | None, Query(
                              pattern="^(pending|indexing|ready|failed)$")] = None,
                          limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                         offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> dict:
     docs = await _run(memory_of(request).store.collections.documents, ctx.principal,
                       _name(name, owner), status=status, limit=limit + 1, offset=offset)
     return {"object": "list", "data": [d.to_json() for d in docs[:limit]],
@@ -174,7 +176,7 @@ async def upload_document(name: str, request: Request, ctx: Context,
 
 
 @router.get("/collections/{name}/documents/{document_id}", responses=_ERRORS)
-async def get_document(name: str, document_id: int, request: Request, ctx: Context,
+async def get_document(name: str, document_id: DocumentId, request: Request, ctx: Context,
                        owner: Owner = None) -> dict:
     doc = await _run(memory_of(request).store.collections.document, ctx.principal,
                      _name(name, owner), document_id)
@@ -182,7 +184,7 @@ async def get_document(name: str, document_id: int, request: Request, ctx: Conte
 
 
 @router.delete("/collections/{name}/documents/{document_id}", responses=_ERRORS)
-async def delete_document(name: str, document_id: int, request: Request, ctx: Context,
+async def delete_document(name: str, document_id: DocumentId, request: Request, ctx: Context,
                           owner: Owner = None) -> dict:
     chunks = await _run(memory_of(request).store.collections.delete_document, ctx.principal,
                         _name(name, owner), document_id)
