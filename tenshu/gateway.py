@@ -10,7 +10,7 @@ with its trace, and hands the ChatEvent stream back to be encoded.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,8 +110,9 @@ class MemoryStages(Protocol):
     """What the gateway asks of memory (memory/stage.py implements it)."""
 
     async def retrieve(self, request: ChatRequest, ctx: RequestContext,
-                       route_memory: tuple[str, ...], *, window: int,
-                       prompt_tokens: int) -> Retrieval | None: ...
+                       route_memory: tuple[str, ...], *, window: int, prompt_tokens: int,
+                       count: Callable[[ChatRequest], Awaitable[int]] | None = None
+                       ) -> Retrieval | None: ...
 
 
 class Gateway:
@@ -267,7 +268,7 @@ class Gateway:
         window = self.model_info(request.model).context_window
         retrieval = await self.memory.retrieve(
             request, ctx, route.memory if route else (), window=window,
-            prompt_tokens=estimate_tokens(request))
+            prompt_tokens=estimate_tokens(request), count=self.count_tokens)
         if retrieval is not None:
             ctx.answer_headers.update(retrieval.headers())
             ctx.trace.memory = {"collections": sorted({h.collection for h in retrieval.hits}),

@@ -117,7 +117,8 @@ class SentenceEmbedder:
             batch = order[start:start + BATCH]
             with self._work, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 encoded = model.encode([inputs[i] for i in batch], batch_size=BATCH,
-                                       normalize_embeddings=True, convert_to_numpy=True)
+                                       normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False)
             for i, vector in zip(batch, encoded.tolist(), strict=True):
                 vectors[i] = vector
         return vectors, tokens

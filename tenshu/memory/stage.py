@@ -15,11 +15,12 @@ models (the router's sovereignty check), whatever its route says.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from tenshu.core.errors import NotFoundError
+from tenshu.core.errors import ContextLengthError, NotFoundError
 from tenshu.core.messages import Message, TextBlock
 from tenshu.core.request import ChatRequest
 from tenshu.memory.memory import Memory
@@ -85,10 +86,13 @@ class MemoryStage:
         self.memory = memory
 
     async def retrieve(self, request: ChatRequest, ctx: RequestContext,
-                       route_memory: tuple[str, ...], *, window: int,
-                       prompt_tokens: int) -> Retrieval | None:
+                       route_memory: tuple[str, ...], *, window: int, prompt_tokens: int,
+                       count: Callable[[ChatRequest], Awaitable[int]] | None = None
+                       ) -> Retrieval | None:
         """Search the collections the request, its key or its route name, and add what fits
-        to the request's system message; None when nothing was added."""
+        to the request's system message; None when nothing was added. The budget is first
+        estimated (a quarter of a token per character); `count`, the model's own token count,
+        then has the last excerpts dropped until the prompt and the reply fit the window."""
         names, strict = wanted(ctx.headers, ctx.key_memory, route_memory)
         principal = ctx.principal
         if not names or principal is None or request.is_completion:
@@ -108,9 +112,16 @@ class MemoryStage:
                 return None
         hits = await self.memory.search(principal, query, names)
         hits = _within(hits, budget)
+        original = list(request.messages)
+        while hits:
+            request.messages = list(original)
+            _inject(request, hits)
+            if count is None or not window or await _fits(count, request, window - reserve):
+                break
+            hits = hits[:-1]  # the model's tokenizer counts more than the estimate
         if not hits:
+            request.messages = original
             return None
-        _inject(request, hits)
         closed = sorted({h.collection for h in hits} - await self._cloud(principal, hits))
         private = f"memory from collection(s) {', '.join(closed)}, not shared with cloud " \
             "models" if closed else None
@@ -136,6 +147,14 @@ class MemoryStage:
         found = await asyncio.to_thread(self.memory.resolve, principal,
                                         sorted({h.collection for h in hits}))
         return {c.name for c in found if c.cloud}
+
+
+async def _fits(count: Callable[[ChatRequest], Awaitable[int]], request: ChatRequest,
+                room: int) -> bool:
+    try:
+        return await count(request) <= room
+    except ContextLengthError:  # a backend's count refuses what cannot fit at all
+        return False
 
 
 def _within(hits: list[Hit], budget: int) -> list[Hit]:

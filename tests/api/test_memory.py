@@ -213,3 +213,25 @@ def test_the_memory_api_is_in_the_openapi_document(live):
     paths = httpx.get(live.base_url + "/openapi.json", headers=live.headers()).json()["paths"]
     assert {"/tenshu/v1/memory/search", "/tenshu/v1/memory/collections",
             "/tenshu/v1/memory/collections/{name}/documents"} <= set(paths)
+
+
+def test_excerpts_never_push_the_prompt_past_the_window(live):
+    """Text the model's tokenizer splits finely (hex here: ~1 token per character or two,
+    where the budget guesses four) is cut to what fits tenshu-tiny's 512 tokens."""
+    import secrets
+
+    dense = "\n\n".join(f"## Part {i}\n\nkey material " + " ".join(
+        secrets.token_hex(6) for _ in range(40)) for i in range(8)).encode()
+    r = api(live, "POST", "/collections/dense/documents", params={"wait": "true"},
+            files={"file": ("dense.md", b"# Dense\n\n" + dense)})
+    assert r.json()["status"] == "ready", r.text
+    for max_tokens in (None, 64):
+        body = {"model": "tenshu-tiny", "messages": [{"role": "user",
+                                                      "content": "key material part 3"}]}
+        if max_tokens:
+            body["max_tokens"] = max_tokens
+        reply = httpx.post(live.base_url + "/v1/chat/completions", json=body, timeout=120,
+                           headers={**live.headers(), "x-tenshu-memory": "dense"})
+        assert reply.status_code == 200, reply.text
+        assert len(reply.json().get("sources", [])) == \
+            reply.headers.get("x-tenshu-sources", "").count("chunk=")
