@@ -30,6 +30,7 @@ from tenshu.core.events import BlockDelta, ChatEvent, MessageFinish, MessageStar
 from tenshu.core.messages import ToolResultBlock
 from tenshu.core.request import ChatRequest, ToolChoice
 from tenshu.router.health import Deployment, should_fall_back
+from tenshu.router.policy import route_tiers
 from tenshu.router.router import Router
 from tenshu.router.trace import Attempt, Trace
 
@@ -266,14 +267,32 @@ class Gateway:
             return None
         route = self.router.route_for(request.model)
         window = self.model_info(request.model).context_window
+        local = self._first_local(request.model)
+        if local is not None:  # the window of the model that will serve what stays here
+            window = local.backend.info.context_window or window
         retrieval = await self.memory.retrieve(
             request, ctx, route.memory if route else (), window=window,
-            prompt_tokens=estimate_tokens(request), count=self.count_tokens)
+            prompt_tokens=estimate_tokens(request),
+            # counted by a local model only: counting with a cloud one would send the chunks
+            count=local.backend.count_tokens if local is not None else None)
         if retrieval is not None:
             ctx.answer_headers.update(retrieval.headers())
             ctx.trace.memory = {"collections": sorted({h.collection for h in retrieval.hits}),
                                 "chunks": [h.chunk_id for h in retrieval.hits]}
         return retrieval
+
+    def _first_local(self, model: str) -> Deployment | None:
+        """The first local deployment a request for `model` may go to, in its route's order."""
+        name = _canonical(model)
+        if name in self.router.deployments:
+            names = [name]
+        elif (route := self.router.route_for(name)) is not None:
+            names = [m for t in route_tiers(route, self.router.all_tiers)
+                     for m in self.router.tiers[t]]
+        else:
+            return None
+        return next((d for m in names for d in self.router.deployments[m]
+                     if d.spec.is_local), None)
 
     async def _first_answer(self, request: ChatRequest, candidates: list[Deployment],
                             trace: Trace) -> tuple[Deployment, AsyncIterator[ChatEvent]]:
