@@ -15,6 +15,7 @@ models (the router's sovereignty check), whatever its route says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from tenshu.core.messages import Message, TextBlock
 from tenshu.core.request import ChatRequest
 from tenshu.memory.memory import Memory
 from tenshu.memory.retrieval import Hit
+from tenshu.store.collections import Collection
 from tenshu.store.people import Principal
 
 if TYPE_CHECKING:
@@ -106,11 +108,10 @@ class MemoryStage:
             budget = min(budget, window - prompt_tokens - reserve)
         if budget < MIN_BUDGET:
             return None
-        if not strict:
-            names = await self._existing(principal, names)
-            if not names:
-                return None
-        hits = await self.memory.search(principal, query, names)
+        found = await asyncio.to_thread(self._reachable, principal, names, strict)
+        if not found:
+            return None
+        hits = await self.memory.search(principal, query, [c.name for c in found])
         hits = _within(hits, budget)
         original = list(request.messages)
         while hits:
@@ -122,31 +123,25 @@ class MemoryStage:
         if not hits:
             request.messages = original
             return None
-        closed = sorted({h.collection for h in hits} - await self._cloud(principal, hits))
+        closed = sorted({h.collection for h in hits} - {c.name for c in found if c.cloud})
         private = f"memory from collection(s) {', '.join(closed)}, not shared with cloud " \
             "models" if closed else None
         return Retrieval(hits, private)
 
-    async def _existing(self, principal: Principal, names: list[str]) -> list[str]:
-        import asyncio
-
-        def check() -> list[str]:
-            kept = []
-            for name in names:
-                try:
-                    self.memory.resolve(principal, [name])
-                except NotFoundError:
-                    continue
-                kept.append(name)
-            return kept
-        return await asyncio.to_thread(check)
-
-    async def _cloud(self, principal: Principal, hits: list[Hit]) -> set[str]:
-        import asyncio
-
-        found = await asyncio.to_thread(self.memory.resolve, principal,
-                                        sorted({h.collection for h in hits}))
-        return {c.name for c in found if c.cloud}
+    def _reachable(self, principal: Principal, names: list[str],
+                   strict: bool) -> list[Collection]:
+        """The collections named, as the principal reaches them. Named by the request
+        (`strict`), each must exist (NotFoundError); named by a key or route, a missing one
+        is skipped."""
+        if strict:
+            return self.memory.resolve(principal, names)
+        found = []
+        for name in names:
+            try:
+                found += self.memory.resolve(principal, [name])
+            except NotFoundError:
+                continue
+        return found
 
 
 async def _fits(count: Callable[[ChatRequest], Awaitable[int]], request: ChatRequest,
