@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tenshu.store.people import Principal
 
 CONVERSATION_HEADER = "x-tenshu-conversation"  # the stage's (tenshu/conversations.py HEADER)
+REWIND_HEADER = "x-tenshu-rewind"  # answer again from before a turn (regenerate, edit)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ class Gateway:
         recording = None
         if self.conversations is not None:
             recording = await self.conversations.open(
-                request, ctx.principal, ctx.headers.get(CONVERSATION_HEADER), ctx.request_id)
+                request, ctx.principal, ctx.headers.get(CONVERSATION_HEADER), ctx.request_id,
+                rewind=ctx.headers.get(REWIND_HEADER))
             if recording is not None:
                 ctx.answer_headers.update(recording.headers())
         retrieval = await self._retrieve(request, ctx)
@@ -406,6 +408,7 @@ class Gateway:
         if self.audit is not None:  # the turn, if any, goes with the audit record: one write
             self.audit.record(
                 request_id=ctx.request_id, key_id=ctx.key_id, protocol=ctx.protocol,
+                user_id=ctx.principal.user_id if ctx.principal else None,
                 route=ctx.route, model=request.model, status=error.status if error else 200,
                 input_tokens=usage_in, output_tokens=usage_out, ttft_ms=ttft_ms,
                 duration_ms=duration_ms, error_kind=error.kind if error else None,

@@ -6,6 +6,8 @@
     routers              health, docs, openai, anthropic, ollama  (each parses, calls the
                          gateway, encodes; no logic of their own), and tenshu (/tenshu/v1: the
                          caller's record, users and keys, over the store)
+    web                  the browser UI's pages (tenshu/web), whose scripts call these same
+                         routes with the session cookie instead of a key
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tenshu import __version__
 from tenshu.api import errors
-from tenshu.api.auth import Authenticator
+from tenshu.api.auth import Authenticator, session_of
 from tenshu.api.errors import protocol_of
 from tenshu.api.metrics import Metrics, MetricsMiddleware
 from tenshu.api.security import SecurityMiddleware
@@ -31,7 +33,8 @@ from tenshu.store import CacheMiss, KeyRecord, Principal
 
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
                metrics: Metrics, store=None, memory=None) -> FastAPI:
-    from tenshu.api import anthropic, docs, health, ollama, openai, tenshu
+    from tenshu import web
+    from tenshu.api import admin, anthropic, arena, docs, health, ollama, openai, stats, tenshu
     from tenshu.api import memory as memory_api
 
     app = FastAPI(
@@ -50,9 +53,13 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.store = store  # the state database (store.Store), for /tenshu/v1
     app.state.users = store.users if store is not None else None
     app.state.memory = memory  # memory.Memory, for /tenshu/v1/memory
+    app.state.sessions = store.sessions if store is not None else None  # the web UI's
     errors.install(app)
-    for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api):
+    for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api, stats, arena,
+                   admin):
         app.include_router(module.router)
+    if store is not None:
+        web.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -70,10 +77,14 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
 
 
 async def authenticate(request: Request) -> KeyRecord | None:
-    """The request's key (None: anonymous, and allowed); raises when it may not go on.
+    """The request's key (None: anonymous, and allowed, or a web UI session's: then
+    `request.state.session` holds it); raises when it may not go on.
 
     The key is checked against the cache on the event loop, and only a miss (a database read)
     goes to a thread, so most requests do not hop through the thread pool."""
+    if (session := await session_of(request)) is not None:
+        request.state.session = session
+        return None
     auth = request.app.state.auth
     try:
         return auth.check(request, cached_only=True)
@@ -82,8 +93,10 @@ async def authenticate(request: Request) -> KeyRecord | None:
 
 
 async def principal_of(request: Request, key: KeyRecord | None) -> Principal:
-    """Whom the request acts for: its key's user, or (a key-less request, which only loopback
-    without keys allows) the local owner."""
+    """Whom the request acts for: its key's user, its web session's, or (a key-less request,
+    which only loopback without keys allows) the local owner."""
+    if (session := getattr(request.state, "session", None)) is not None:
+        return session.principal()
     if key is not None:
         if key.user_name is None:
             raise AuthenticationError("the API key's user no longer exists")

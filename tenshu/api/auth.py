@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import secrets
 import threading
 import time
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
-from tenshu.core.errors import AuthenticationError, OverloadedError
-from tenshu.store import KeyRecord
+from tenshu.core.errors import AuthenticationError, OverloadedError, PermissionDeniedError
+from tenshu.store import CacheMiss, KeyRecord
+from tenshu.store.sessions import Session
+
+# The web UI's session cookie (web/login.py sets it) and the header its scripts send the
+# session's CSRF token in.
+SESSION_COOKIE = "tenshu_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Probes that need no key: load balancers and Ollama clients call them before anything else.
 # /ready names the models only to a request that may see them (api/health.py).
@@ -117,6 +126,29 @@ class Authenticator:
         if len(presented) != 1:
             return None
         return self.keys.verify(presented.pop(), cached_only=cached_only)
+
+
+async def session_of(request: Request) -> Session | None:
+    """The web UI session a browser's request carries, or None when it carries none (or sends
+    an API key, which then decides). A cookie whose session has ended is a 401, and a change
+    (any method but GET, HEAD, OPTIONS) without the session's CSRF token a 403: the cookie
+    alone, which a browser attaches by itself, never makes a change."""
+    token = request.cookies.get(SESSION_COOKIE)
+    sessions = request.app.state.sessions
+    if not token or sessions is None or _presented_keys(request):
+        return None
+    try:
+        session = sessions.verify(token, cached_only=True)
+    except CacheMiss:
+        session = await run_in_threadpool(sessions.verify, token)
+    if session is None:
+        raise AuthenticationError("your session has ended (logged out, revoked or expired): "
+                                  "log in again at /login")
+    if request.method not in SAFE_METHODS and not secrets.compare_digest(
+            request.headers.get(CSRF_HEADER, ""), session.csrf):
+        raise PermissionDeniedError(f"a change made from the web UI needs its CSRF token in "
+                                    f"{CSRF_HEADER}; reload the page")
+    return session
 
 
 def _client(request: Request) -> str:

@@ -3,7 +3,8 @@ admins, users and keys. JSON in OpenAI's error shape; in the OpenAPI document.
 
     GET    /tenshu/v1/me                              who is asking, and their recording setting
     PATCH  /tenshu/v1/me                              {"record": "request"|"always"|"never"}
-    GET    /tenshu/v1/conversations                   the caller's, newest first (limit, after, q)
+    GET    /tenshu/v1/conversations                   the caller's, newest first (limit, after, q,
+                                                      kind=chat|arena)
     GET    /tenshu/v1/conversations/{id}              one, with its turns
     PATCH  /tenshu/v1/conversations/{id}              {"title": ...}
     DELETE /tenshu/v1/conversations/{id}              it, and what was derived from it
@@ -43,6 +44,7 @@ from tenshu.core.errors import (
 from tenshu.core.messages import from_dict
 from tenshu.gateway import RequestContext
 from tenshu.store import Store
+from tenshu.store.conversations import current
 
 router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
 log = logging.getLogger("tenshu.api")
@@ -162,11 +164,12 @@ async def update_me(body: MeUpdate, request: Request, ctx: Context) -> dict:
 @router.get("/conversations", responses=_ERRORS)
 async def list_conversations(request: Request, ctx: Context, limit: Limit = 20,
                              after: str | None = None, q: str | None = None,
+                             kind: Literal["chat", "arena"] = "chat",
                              user: User = None) -> dict:
     await _settled(request)
     items, more = await _run(
         store_of(request).conversations.list, ctx.principal, user=user, limit=limit,
-        after=after, query=q)
+        after=after, query=q, kind=kind)
     return _page(items, more)
 
 
@@ -231,7 +234,7 @@ async def export_conversation(conversation_id: str, request: Request, ctx: Conte
 def markdown(conversation, turns) -> str:
     """A conversation as a person would read it: its title, then each message by role."""
     lines = [f"# {conversation.title}", ""]
-    for turn in turns:
+    for turn in current(turns):
         for data in [*turn.messages, *turn.completion[:1]]:
             message = from_dict(data)
             role = "Assistant" if message.role == "assistant" else message.role.title()

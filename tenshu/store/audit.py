@@ -50,12 +50,14 @@ class AuditRecord:
     cost_usd: float = 0.0
     score: float | None = None  # the sentinel's complexity score, when it was asked
     trace: str | None = None  # Trace.to_json(): the reason, each attempt, why it stayed private
+    user_id: int | None = None  # whom it acted for (the key's user, a session's, the owner)
     ts: datetime = field(default_factory=utcnow)
     id: int | None = None
 
 
 _COLUMNS = [f.name for f in fields(AuditRecord)]
-_TYPES = {"id": Integer, "ts": UTCDateTime(), "key_id": Integer, "status": Integer,
+_TYPES = {"id": Integer, "ts": UTCDateTime(), "key_id": Integer, "user_id": Integer,
+          "status": Integer,
           "input_tokens": Integer, "output_tokens": Integer, "ttft_ms": Float,
           "duration_ms": Float, "fallbacks": Integer, "cost_usd": Float, "score": Float}
 # The columns this module reads and writes; their types and indexes are in migrations.py.

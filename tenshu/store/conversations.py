@@ -49,7 +49,9 @@ NEW_TITLE = "New conversation"
 conversations = table(
     "conversations", column("id", String), column("owner_id", Integer), column("title", String),
     column("created_at", UTCDateTime()), column("updated_at", UTCDateTime()),
+    column("kind", String),
 )
+KINDS = ("chat", "arena")  # the arena's answers are conversations of their own kind
 turns = table(
     "turns", column("id", String), column("conversation_id", String),
     column("owner_id", Integer), column("seq", Integer), column("request_id", String),
@@ -58,6 +60,7 @@ turns = table(
     column("text", Text), column("state_hash", String), column("input_tokens", Integer),
     column("output_tokens", Integer), column("ttft_ms", Float), column("duration_ms", Float),
     column("trace", Text), column("created_at", UTCDateTime()),
+    column("superseded_by", String),
 )
 # Which memory chunks each answer was given (memory/stage.py), so its ratings reach them.
 turn_sources = table(
@@ -90,10 +93,11 @@ class Conversation:
     title: str
     created_at: datetime
     updated_at: datetime
+    kind: str = "chat"
     turns: int = 0
 
     def to_json(self) -> dict:
-        return {"id": self.id, "object": "conversation", "title": self.title,
+        return {"id": self.id, "object": "conversation", "title": self.title, "kind": self.kind,
                 "created_at": self.created_at.isoformat(),
                 "updated_at": self.updated_at.isoformat(), "turns": self.turns}
 
@@ -122,7 +126,9 @@ class TurnRecord:
     trace: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     new: bool = False  # the first turn of a conversation the request started: make it too
+    kind: str = "chat"  # of the conversation it makes, when new
     sources: list[int] = field(default_factory=list)  # memory chunks it was given, best first
+    replaces: list[str] = field(default_factory=list)  # turns it regenerates (x-tenshu-rewind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,7 @@ class Turn:
     duration_ms: float
     trace: str | None
     created_at: datetime
+    superseded_by: str | None = None  # the turn that regenerated it: no longer on the path
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -153,19 +160,25 @@ class Turn:
 TURN_COLUMNS = (turns.c.id, turns.c.conversation_id, turns.c.seq, turns.c.request_id,
                 turns.c.model, turns.c.routed, turns.c.backend, turns.c.messages,
                 turns.c.completion, turns.c.input_tokens, turns.c.output_tokens,
-                turns.c.ttft_ms, turns.c.duration_ms, turns.c.trace, turns.c.created_at)
+                turns.c.ttft_ms, turns.c.duration_ms, turns.c.trace, turns.c.created_at,
+                turns.c.superseded_by)
 _CONVERSATION = (conversations.c.id, conversations.c.title, conversations.c.created_at,
-                 conversations.c.updated_at)
+                 conversations.c.updated_at, conversations.c.kind)
 
 
 def history(turns: Iterable[Turn]) -> list[dict]:
     """A conversation's messages through these turns: each turn's new messages, then its
-    answer (the first choice)."""
+    answer (the first choice). Turns that a regenerated answer replaced are not on its path."""
     out: list[dict] = []
-    for turn in turns:
+    for turn in current(turns):
         out += turn.messages
         out += turn.completion[:1]
     return out
+
+
+def current(turns: Iterable[Turn]) -> list[Turn]:
+    """The turns on the conversation's path: those no regenerated answer replaced."""
+    return [turn for turn in turns if turn.superseded_by is None]
 
 
 def turn_from_row(row) -> Turn:
@@ -176,7 +189,8 @@ def turn_from_row(row) -> Turn:
 
 def _count():
     return (select(func.count()).select_from(turns)
-            .where(turns.c.conversation_id == conversations.c.id).scalar_subquery())
+            .where(turns.c.conversation_id == conversations.c.id,
+                   turns.c.superseded_by.is_(None)).scalar_subquery())
 
 
 class ConversationStore:
@@ -192,7 +206,7 @@ class ConversationStore:
         with begin_write(self._engine) as conn:
             conn.execute(insert(conversations).values(
                 id=conv.id, owner_id=principal.user_id, title=conv.title, created_at=now,
-                updated_at=now))
+                updated_at=now, kind=conv.kind))
         return conv
 
     def get(self, principal: Principal, conversation_id: str, *,
@@ -205,14 +219,14 @@ class ConversationStore:
         return Conversation(*row) if row else None
 
     def list(self, principal: Principal, *, user: str | None = None, limit: int = 20,
-             after: str | None = None, query: str | None = None
+             after: str | None = None, query: str | None = None, kind: str = "chat"
              ) -> tuple[list[Conversation], bool]:
-        """The owner's conversations, most recently updated first: a page of `limit` after the
-        conversation `after` (the last id of the previous page), and whether more follow.
-        `query` matches titles and the words of turns, case-insensitively."""
+        """The owner's conversations of `kind`, most recently updated first: a page of `limit`
+        after the conversation `after` (the last id of the previous page), and whether more
+        follow. `query` matches titles and the words of turns, case-insensitively."""
         with access(self._engine, principal, user, "read", "conversations") as (conn, owner):
             stmt = (select(*_CONVERSATION, _count())
-                    .where(conversations.c.owner_id == owner)
+                    .where(conversations.c.owner_id == owner, conversations.c.kind == kind)
                     .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
                     .limit(limit + 1))
             if after is not None:
@@ -318,7 +332,7 @@ def write_turns(conn: Connection, records: list[TurnRecord]) -> None:
             made[r.conversation_id] = dict(
                 id=r.conversation_id, owner_id=r.owner_id,
                 title=_first_words(r.messages) or NEW_TITLE, created_at=r.created_at,
-                updated_at=r.created_at)
+                updated_at=r.created_at, kind=r.kind)
     mine = [r for r in records if (r.conversation_id in made
                                    and made[r.conversation_id]["owner_id"] == r.owner_id)
             or (r.conversation_id in known
@@ -355,6 +369,13 @@ def write_turns(conn: Connection, records: list[TurnRecord]) -> None:
     insert_many(conn, turn_sources, [
         dict(turn_id=r.id, chunk_id=chunk_id, owner_id=r.owner_id, rank=rank)
         for r in mine for rank, chunk_id in enumerate(r.sources, start=1)])
+    replaced = [dict(tid=old, by=r.id, owner=r.owner_id, cid=r.conversation_id)
+                for r in mine for old in r.replaces]
+    if replaced:  # only the owner's turns of the same conversation: nobody else's path moves
+        conn.execute(update(turns).where(
+            turns.c.id == bindparam("tid"), turns.c.owner_id == bindparam("owner"),
+            turns.c.conversation_id == bindparam("cid")).values(superseded_by=bindparam("by")),
+            replaced)
     if touched:
         conn.execute(update(conversations).where(conversations.c.id == bindparam("cid"))
                      .values(updated_at=bindparam("at"), title=bindparam("title")),

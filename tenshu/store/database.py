@@ -21,6 +21,7 @@ from tenshu.store.feedback import FeedbackStore
 from tenshu.store.keys import KeyStore
 from tenshu.store.migrations import MIGRATIONS, Migration, migrate
 from tenshu.store.people import UserStore
+from tenshu.store.sessions import SessionStore
 from tenshu.store.sql import create_engine_for
 from tenshu.store.thresholds import ThresholdStore
 from tenshu.store.writer import RecordWriter
@@ -28,18 +29,25 @@ from tenshu.store.writer import RecordWriter
 
 class Store:
     """One database: its engine, its users and their keys, conversations and feedback, memory
-    collections and their documents, the audit log (read here; audit records and turns are written through a record writer) and the
-    sentinel's thresholds."""
+    collections and their documents, browser sessions, the audit log (read here; audit records
+    and turns are written through a record writer) and the sentinel's thresholds."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.keys = KeyStore(engine)
-        self.users = UserStore(engine, changed=self.keys.forget)
+        self.sessions = SessionStore(engine)
+        self.users = UserStore(engine, changed=self._changed)
         self.conversations = ConversationStore(engine)
         self.feedback = FeedbackStore(engine)
         self.collections = CollectionStore(engine)
         self.audit = AuditLog(engine)
         self.thresholds = ThresholdStore(engine)
+
+    def _changed(self) -> None:
+        """A user changed (a role, a password, removed): what the keys and sessions cached
+        about them goes."""
+        self.keys.forget()
+        self.sessions.forget()
 
     def writer(self, **options) -> RecordWriter:
         """A writer of audit records and turns (options: max_queue, batch_size, interval,

@@ -355,7 +355,38 @@ def _pgvector_column(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE chunk_vectors ADD COLUMN embedding vector")
 
 
-MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory]
+def m006_web(conn: Connection) -> None:
+    """The web UI: browser sessions (a cookie's token is kept only as its sha256, with the
+    session's CSRF token; an admin can revoke one), turns that a regenerated or edited answer
+    replaced (kept, not shown as the conversation's path: the pair is a preference signal), and
+    whose request each audit row was, so the dashboards show a member only their own."""
+    sessions = Table(
+        "web_sessions", MetaData(),
+        Column("id", String(24), primary_key=True),  # shown to admins; not the secret
+        Column("token_hash", String(64), nullable=False),
+        Column("user_id", Integer, nullable=False),
+        Column("csrf", String(64), nullable=False),
+        Column("via", String(16), nullable=False),  # password | key | local
+        Column("address", String(64)),
+        Column("user_agent", String(300)),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("last_seen_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
+        Column("revoked_at", UTCDateTime()),
+    )
+    Index("ux_web_sessions_token", sessions.c.token_hash, unique=True)
+    Index("ix_web_sessions_user", sessions.c.user_id)
+    sessions.create(conn)
+    _add_column(conn, "turns", Column("superseded_by", String(40)))
+    # chat | arena: the arena's answers are conversations too, listed apart from chats
+    _add_column(conn, "conversations",
+                Column("kind", String(16), nullable=False, server_default="chat"))
+    _add_column(conn, "audit", Column("user_id", Integer))
+    conn.exec_driver_sql("CREATE INDEX ix_audit_user_ts ON audit (user_id, ts)")
+
+
+MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
+                               m006_web]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

@@ -55,6 +55,9 @@ users = table(
     column("password_hash", String), column("record", String),
     column("created_at", UTCDateTime()),
 )
+# The web UI's sessions (store/sessions.py owns the table): a user's end with them.
+web_sessions = table("web_sessions", column("user_id", Integer),
+                     column("revoked_at", UTCDateTime()))
 admin_reads = table(
     "admin_reads", column("id", Integer), column("ts", UTCDateTime()),
     column("admin_id", Integer), column("user_id", Integer), column("action", String),
@@ -209,6 +212,10 @@ class UserStore:
                 _keep_an_admin(conn, user.id)
             if values:
                 conn.execute(update(users).where(users.c.id == user.id).values(**values))
+            if password is not None:  # a new password ends the sessions the old one opened
+                conn.execute(update(web_sessions).where(
+                    web_sessions.c.user_id == user.id, web_sessions.c.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
             row = conn.execute(select(*_USER).where(users.c.id == user.id)).first()
         self._forget()
         return User(*row)
@@ -243,6 +250,7 @@ class UserStore:
             removed["collections"] = delete_user_collections(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
+            conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user.id))
             conn.execute(delete(users).where(users.c.id == user.id))
         self._forget()
         return removed

@@ -1,0 +1,5 @@
+"""/tenshu/v1 stats: being built (issue 16)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
