@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 	$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
 
-# What some tests run beside tenshu: a PostgreSQL server (the store on PostgreSQL) and strace
-# (no connection leaves the machine). Installed with apt where it is there and we may; elsewhere
+# What some tests run beside tenshu: a PostgreSQL server (the store on PostgreSQL), strace
+# (no connection leaves the machine) and Chromium (the web UI's browser tests). Installed with apt where it is there and we may; elsewhere
 # those tests skip and say what to install.
 system-packages:
 	@missing=""; \
 	test -x "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n1)/pg_ctl" || missing="postgresql"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
 		echo "apt-get not found: install$$missing for the tests that use them (they skip)"; exit 0; fi; \

@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import BaseModel
 
 from tenshu import __version__
@@ -165,7 +171,11 @@ def _streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-async def root() -> Response:
+async def root(request: Request) -> Response:
+    # Ollama's clients probe / for this text; a person's browser (which asks for HTML) is sent
+    # to the web UI instead.
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/chat", status_code=303)
     return PlainTextResponse("Ollama is running")
 
 

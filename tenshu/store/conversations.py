@@ -254,6 +254,30 @@ class ConversationStore:
                 .order_by(turns.c.seq))
             return [turn_from_row(row) for row in rows]
 
+    def sources(self, principal: Principal, turn_ids: list[str]) -> dict[str, list[dict]]:
+        """The memory chunks each of the principal's turns was given, best first: {turn id:
+        [{chunk_id, title, section, page, collection}]} (a chunk deleted since keeps its id,
+        with no title)."""
+        from tenshu.store.collections import chunks, collections
+
+        out: dict[str, list[dict]] = {}
+        if not turn_ids:
+            return out
+        stmt = (select(turn_sources.c.turn_id, turn_sources.c.chunk_id, chunks.c.title,
+                       chunks.c.section, chunks.c.page, collections.c.name)
+                .select_from(turn_sources
+                             .outerjoin(chunks, chunks.c.id == turn_sources.c.chunk_id)
+                             .outerjoin(collections, collections.c.id == chunks.c.collection_id))
+                .where(turn_sources.c.owner_id == principal.user_id,
+                       turn_sources.c.turn_id.in_(turn_ids))
+                .order_by(turn_sources.c.turn_id, turn_sources.c.rank))
+        with self._engine.connect() as conn:
+            for turn_id, chunk_id, title, section, page, collection in conn.execute(stmt):
+                out.setdefault(turn_id, []).append(dict(
+                    chunk_id=chunk_id, title=title, section=section, page=page,
+                    collection=collection))
+        return out
+
     def continued_by(self, principal: Principal, state: str) -> str | None:
         """The principal's conversation whose latest turn left it in `state` (a client sending
         the whole history again continues it), if any."""

@@ -38,7 +38,9 @@ HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the
+    # pages' own form posts, which the Origin check rightly refuses
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages hold a person's words and a CSRF token
 }
 NAV = [("chat", "Chat", "/chat"), ("arena", "Arena", "/arena"), ("memory", "Memory", "/memory"),
