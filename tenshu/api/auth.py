@@ -141,6 +141,8 @@ async def session_of(request: Request) -> Session | None:
         session = sessions.verify(token, cached_only=True)
     except CacheMiss:
         session = await run_in_threadpool(sessions.verify, token)
+    if session is not None and session.via == "local" and await _keys_required(request):
+        session = None  # opened while loopback needed no key; now that one does, it ends
     if session is None:
         raise AuthenticationError("your session has ended (logged out, revoked or expired): "
                                   "log in again at /login")
@@ -149,6 +151,14 @@ async def session_of(request: Request) -> Session | None:
         raise PermissionDeniedError(f"a change made from the web UI needs its CSRF token in "
                                     f"{CSRF_HEADER}; reload the page")
     return session
+
+
+async def _keys_required(request: Request) -> bool:
+    auth = request.app.state.auth
+    try:
+        return auth.is_required(cached_only=True)
+    except CacheMiss:
+        return await run_in_threadpool(auth.is_required)
 
 
 def _client(request: Request) -> str:

@@ -90,12 +90,13 @@ async def viewer_of(request: Request) -> Viewer | None:
     the browser must log in."""
     sessions = request.app.state.sessions
     token = request.cookies.get(SESSION_COOKIE)
+    required = await run_in_threadpool(request.app.state.auth.is_required)
     if token:
         session = await run_in_threadpool(sessions.verify, token)
-        if session is not None:
+        # a session the local owner was let into ends once keys are required
+        if session is not None and not (session.via == "local" and required):
             return Viewer(session)
-    auth = request.app.state.auth
-    if await run_in_threadpool(auth.is_required):
+    if required:
         return None
     owner = await run_in_threadpool(request.app.state.users.owner)
     session, token = await run_in_threadpool(

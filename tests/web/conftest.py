@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from tests.api.live import live_server
 
 PASSWORDS = {"ana": "ana-password-1", "ben": "ben-password-1", "boss": "boss-password-1"}
-SHOTS = Path(os.environ.get("TENSHU_UI_SHOTS", "")) if os.environ.get("TENSHU_UI_SHOTS") else None
+# Where the tests save a screenshot of each page: TENSHU_UI_SHOTS (docs/ui.md's were taken so),
+# else a temporary folder.
+SHOTS = Path(os.environ.get("TENSHU_UI_SHOTS") or tempfile.mkdtemp(prefix="tenshu-ui-shots-"))
 
 
 def chromium_path() -> str | None:
@@ -104,7 +107,6 @@ def login(page, base_url: str, user: str) -> None:
 
 
 def shot(page, name: str) -> None:
-    """Save a screenshot of the page when TENSHU_UI_SHOTS names a folder (docs/ui.md's)."""
-    if SHOTS is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    """Save a screenshot of the page as SHOTS/name.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
