@@ -16,6 +16,9 @@ error shape; in the OpenAPI document.
     GET    /tenshu/v1/memory/collections/{name}/documents/{id}   one, with its status
     DELETE /tenshu/v1/memory/collections/{name}/documents/{id}   it and its chunks
     GET    /tenshu/v1/memory/collections/{name}/review           chunks that keep being rated down
+    GET    /tenshu/v1/memory/collections/{name}/indexes          its live index, and one being
+                                                                 built beside it (a reindex)
+    GET    /tenshu/v1/memory/chunks/{id}                         one chunk, where it sits
     POST   /tenshu/v1/memory/search                              {"query", "collection", "k"}
 
 Whose collection a request reaches is the store's to decide (store/collections.resolve): another
@@ -40,6 +43,7 @@ router = APIRouter(prefix="/tenshu/v1/memory", tags=["memory"])
 Owner = Annotated[str | None, Query(description="the owner of a collection shared with you")]
 # ids are SQL integers: a larger number is a 422, not an overflow in the database
 DocumentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ChunkId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class CollectionIn(_Body):
@@ -197,6 +201,28 @@ async def review(name: str, request: Request, ctx: Context, owner: Owner = None,
     """The collection's chunks rated down more often than up, most down first."""
     found = await _run(memory_of(request).review, ctx.principal, _name(name, owner), limit)
     return {"object": "list", "data": found}
+
+
+@router.get("/collections/{name}/indexes", responses=_ERRORS)
+async def list_indexes(name: str, request: Request, ctx: Context, owner: Owner = None) -> dict:
+    """The collection's memory indexes, the live one first: its embedder, dimension, status and
+    version, and how many of the collection's chunks each has vectors for (an index being built
+    by `tenshu memory reindex` fills up beside the live one, then replaces it)."""
+    found = await _run(memory_of(request).store.collections.indexes, ctx.principal,
+                       _name(name, owner))
+    return {"object": "list", "data": [i.to_json() for i in found]}
+
+
+# -- chunks -------------------------------------------------------------------------------------
+
+
+@router.get("/chunks/{chunk_id}", responses=_ERRORS)
+async def get_chunk(chunk_id: ChunkId, request: Request, ctx: Context) -> dict:
+    """One chunk (a search hit's or an answer's source: its `chunk_id`) of a collection the
+    caller owns or has been shared: its text, title, section, page and character span, its
+    document and its collection."""
+    found = await _run(memory_of(request).store.collections.chunk, ctx.principal, chunk_id)
+    return found.to_json()
 
 
 # -- search -------------------------------------------------------------------------------------

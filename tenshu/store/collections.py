@@ -136,6 +136,59 @@ class DocumentRow:
 _DOCUMENT = tuple(documents.c[name] for name in DocumentRow.__slots__)
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    """One chunk as its reader sees it: where it sits in its document and collection."""
+
+    id: int
+    kind: str  # text | correction
+    corrects: int | None
+    text: str
+    title: str
+    section: str
+    page: int | None
+    start: int  # its character span in the document's text
+    end: int
+    document_id: int | None  # None: a correction
+    source: str | None
+    collection: str  # the collection's own name, without its owner
+    owner: str
+    writable: bool  # the reader owns it
+    created_at: datetime
+
+    def to_json(self) -> dict:
+        document = None if self.document_id is None else {"id": self.document_id,
+                                                          "source": self.source}
+        return {"id": self.id, "kind": self.kind, "corrects": self.corrects, "text": self.text,
+                "title": self.title, "section": self.section, "page": self.page,
+                "start": self.start, "end": self.end, "document": document,
+                "collection": {"name": self.collection, "owner": self.owner,
+                               "writable": self.writable},
+                "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """A memory index of a collection: the live one, or one being built beside it (a reindex),
+    with how many of the collection's chunks it has vectors for."""
+
+    id: int
+    embedder: str
+    dim: int | None
+    status: str  # building | ready
+    version: int
+    live: bool
+    vectors: int
+    chunks: int  # the collection's
+    created_at: datetime
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "embedder": self.embedder, "dim": self.dim,
+                "status": self.status, "version": self.version, "live": self.live,
+                "vectors": self.vectors, "chunks": self.chunks,
+                "created_at": self.created_at.isoformat()}
+
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -339,6 +392,44 @@ class CollectionStore:
             conn.execute(delete(documents).where(doc))
             bump(conn, found.id)
         return gone["chunks"]
+
+    # -- chunks and indexes (the memory pages) ------------------------------------------------
+
+    def chunk(self, principal: Principal, chunk_id: int) -> ChunkRow:
+        """One chunk of a collection the principal owns or has been shared; any other chunk
+        answers as a missing one (NotFoundError), decided in the query."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(chunks.c.id, chunks.c.kind, chunks.c.corrects, chunks.c.text,
+                       chunks.c.title, chunks.c.section, chunks.c.page, chunks.c.char_start,
+                       chunks.c.char_end, chunks.c.document_id, documents.c.source,
+                       collections.c.name, users.c.name,
+                       (collections.c.owner_id == principal.user_id).label("mine"),
+                       chunks.c.created_at)
+                .join(collections, collections.c.id == chunks.c.collection_id)
+                .join(users, users.c.id == collections.c.owner_id)
+                .outerjoin(documents, documents.c.id == chunks.c.document_id)
+                .where(chunks.c.id == chunk_id, visible(principal))).first()
+        if row is None:
+            raise NotFoundError(f"no chunk {chunk_id}")
+        return ChunkRow(*row[:13], bool(row.mine), row.created_at)
+
+    def indexes(self, principal: Principal, name: str) -> list[IndexRow]:
+        """The collection's memory indexes, the live one first: what its reindex status is."""
+        with reading(self._engine, principal, name) as conn:
+            found = resolve(conn, principal, name)
+            n_vectors = select(func.count()).where(
+                vectors.c.index_id == indexes.c.id).scalar_subquery()
+            total = conn.execute(select(func.count()).where(
+                chunks.c.collection_id == found.id)).scalar()
+            rows = conn.execute(
+                select(indexes.c.id, indexes.c.embedder, indexes.c.dim, indexes.c.status,
+                       indexes.c.version, n_vectors.label("vectors"), indexes.c.created_at)
+                .where(indexes.c.collection_id == found.id).order_by(indexes.c.id))
+            found_rows = [IndexRow(r.id, r.embedder, r.dim, r.status, r.version,
+                                   r.id == found.index_id, r.vectors, total, r.created_at)
+                          for r in rows]
+        return sorted(found_rows, key=lambda i: not i.live)
 
 
 def delete_chunks_where(conn: Connection, condition) -> int:
