@@ -41,8 +41,12 @@ def world(tmp_path_factory):
                          params={"wait": "true"}, headers=ana, timeout=120, files={
                              "file": ("moat.md", b"# Moat\n\nThe moat key is under the stone.")})
         assert doc.status_code == 201, doc.text
+        chunk = httpx.post(live.base_url + "/tenshu/v1/memory/search", headers=ana, json={
+            "query": "moat key", "collection": "diary"}).json()["hits"][0]["chunk_id"]
+        session, _ = store.sessions.create(store.users.get("ana").id, "password")
         yield {"live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
-               "coll": "diary", "doc": str(doc.json()["id"])}
+               "coll": "diary", "doc": str(doc.json()["id"]), "chunk": str(chunk),
+               "session": session.id, "request": first.headers["request-id"]}
 
 
 def as_(world, who: str, form: str = "bearer") -> dict:
@@ -88,6 +92,11 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
                                                   "other_turn_id": "{turn}"}},
          "prefer between her turns"),
         *memory_attempts(),
+        ("DELETE", "/tenshu/v1/sessions/{session}", {}, "end her web session"),
+        ("GET", "/tenshu/v1/requests/{turn}", {}, "read her request's trace by its turn id"),
+        ("GET", "/tenshu/v1/requests/{request}", {}, "read her request's trace by its id"),
+        ("GET", "/tenshu/v1/stats?user=ana", {}, "read ana's stats"),
+        ("GET", "/tenshu/v1/requests?user=ana", {}, "list ana's requests"),
         ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {HEADER: "{conv}"}},
          "continue it (OpenAI)"),
         ("POST", "/v1/messages", {"json": CHAT, "headers": {HEADER: "{conv}"}},
@@ -117,6 +126,8 @@ def memory_attempts() -> list[tuple[str, str, dict, str]]:
         ("GET", at + "/documents/{doc}?owner=ana", {}, "read a document"),
         ("DELETE", at + "/documents/{doc}?owner=ana", {}, "delete a document"),
         ("GET", at + "/review?owner=ana", {}, "review its chunks"),
+        ("GET", at + "/indexes?owner=ana", {}, "read its reindex status"),
+        ("GET", "/tenshu/v1/memory/chunks/{chunk}", {}, "read one of its chunks by id"),
         ("POST", "/tenshu/v1/memory/search", {"json": {"query": "moat key",
                                                        "collection": "ana/{coll}"}},
          "search it"),
@@ -143,7 +154,7 @@ def fill(value, ids: dict):
 def shape(response: httpx.Response, ids: dict) -> tuple:
     """What a response tells apart: its status and its body with the ids blanked out."""
     text = response.text
-    for value in ids.values():
+    for value in sorted(ids.values(), key=len, reverse=True):  # "3" may be inside a longer id
         text = text.replace(value, "ID")
     return response.status_code, text
 
@@ -153,12 +164,16 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
     before = snapshot(world)
     base = world["live"].base_url
     anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"],
-            "coll": world["coll"], "doc": world["doc"]}
+            "coll": world["coll"], "doc": world["doc"], "chunk": world["chunk"],
+            "session": world["session"], "request": world["request"]}
     failures = []
     for method, path, kwargs, what in attempts(world):
         made_up = {"conv": "conv_" + secrets.token_hex(12),
                    "turn": "turn_" + secrets.token_hex(12), "feedback": "fb_" + secrets.token_hex(12),
-                   "coll": "c" + secrets.token_hex(6), "doc": str(secrets.randbelow(10**6) + 1000)}
+                   "coll": "c" + secrets.token_hex(6), "doc": str(secrets.randbelow(10**6) + 1000),
+                   "chunk": str(secrets.randbelow(10**6) + 1000),
+                   "session": "ses_" + secrets.token_hex(10),
+                   "request": "req_" + secrets.token_hex(12)}
         answers = []
         for ids in (anas, made_up):
             args = fill(kwargs, ids)
@@ -205,7 +220,10 @@ def test_members_cannot_use_the_admin_endpoints(world):
                                                              {"role": "admin"}),
                                ("DELETE", "/users/ana", None), ("GET", "/keys", None),
                                ("POST", "/keys", {"name": "ben-2", "user": "ana"}),
-                               ("DELETE", "/keys/ana-key", None), ("GET", "/admin-reads", None)):
+                               ("DELETE", "/keys/ana-key", None), ("GET", "/admin-reads", None),
+                               ("GET", "/models/loaded", None), ("GET", "/config/check", None),
+                               ("GET", "/sessions?all=true", None),
+                               ("GET", "/arena/leaderboard?scope=all", None)):
         r = httpx.request(method, base + path, json=body, headers=ben)
         assert r.status_code == 403, (method, path, r.text)
     assert world["live"].server.store.users.get("ben").role == "member"
@@ -258,5 +276,16 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("POST", "/tenshu/v1/memory/search"),
                # the caller's own list, and making their own (test_lists_and_cursors...)
                ("GET", "/tenshu/v1/memory/collections"),
-               ("POST", "/tenshu/v1/memory/collections")}
+               ("POST", "/tenshu/v1/memory/collections"),
+               ("GET", "/tenshu/v1/memory/collections/{name}/indexes"),
+               ("GET", "/tenshu/v1/memory/chunks/{chunk_id}"),
+               # the caller's own sessions; another's answers as a missing one (attempts)
+               ("GET", "/tenshu/v1/sessions"), ("DELETE", "/tenshu/v1/sessions/{session_id}"),
+               # admins only
+               ("GET", "/tenshu/v1/models/loaded"), ("GET", "/tenshu/v1/config/check"),
+               # arena: the caller's own votes; scope=all is admins only (test_arena.py)
+               ("GET", "/tenshu/v1/arena/contenders"), ("GET", "/tenshu/v1/arena/leaderboard"),
+               # the dashboards: the caller's own requests (attempts name ana's)
+               ("GET", "/tenshu/v1/stats"), ("GET", "/tenshu/v1/requests"),
+               ("GET", "/tenshu/v1/requests/{request_id}")}
     assert endpoints == covered
