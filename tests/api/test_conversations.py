@@ -100,6 +100,43 @@ def test_a_client_that_resends_the_whole_history_is_not_repeated(live):
                                                                    ["and then?"]]
 
 
+def test_rewind_answers_again_from_before_a_turn(live):
+    """Regenerate and edit-and-resend (the web UI's): the rewound turns leave the path, the
+    model sees only the history before them, and a rewind to nothing of the conversation's is a
+    404, one without a conversation a 400."""
+    oai, claude = clients(live)
+    ask = oai.chat.completions.with_raw_response.create
+    first = ask(model="tenshu-tiny", max_tokens=4, extra_headers={HEADER: "new"},
+                messages=[{"role": "user", "content": "one"}])
+    conv, one = first.headers[HEADER], first.headers["x-tenshu-turn"]
+    two = ask(model="tenshu-tiny", max_tokens=4, extra_headers={HEADER: conv},
+              messages=[{"role": "user", "content": "two"}]).headers["x-tenshu-turn"]
+    again = ask(model="tenshu-tiny", max_tokens=4, messages=[{"role": "user", "content": "2"}],
+                extra_headers={HEADER: conv, "x-tenshu-rewind": two})
+    three = again.headers["x-tenshu-turn"]
+    with api(live) as me:
+        stored = me.get(f"/conversations/{conv}").json()
+        exported = me.get(f"/conversations/{conv}/export", params={"format": "markdown"}).text
+    assert stored["turns"] == 2
+    by_id = {t["id"]: t for t in stored["messages"]}
+    assert by_id[two]["superseded_by"] == three and by_id[one]["superseded_by"] is None
+    assert "two" not in exported.split("\n") and "2" in exported.split("\n")
+    # the edit from the very first turn leaves nothing of the old path
+    ask(model="tenshu-tiny", max_tokens=4, messages=[{"role": "user", "content": "uno"}],
+        extra_headers={HEADER: conv, "x-tenshu-rewind": one})
+    with api(live) as me:
+        path = [t for t in me.get(f"/conversations/{conv}").json()["messages"]
+                if t["superseded_by"] is None]
+    assert [[words(m) for m in t["messages"]] for t in path] == [["uno"]]
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.create(model="tenshu-tiny", max_tokens=4, extra_headers={
+            HEADER: conv, "x-tenshu-rewind": "turn_" + "0" * 24},
+            messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="x-tenshu-rewind needs"):
+        ask(model="tenshu-tiny", max_tokens=4, messages=[{"role": "user", "content": "x"}],
+            extra_headers={HEADER: "new", "x-tenshu-rewind": one})
+
+
 def test_recording_everything_threads_a_clients_full_histories(live):
     oai, _ = clients(live, "cy")
     history = [{"role": "user", "content": "first question"}]
