@@ -399,7 +399,10 @@ class Gateway:
         duration_ms = round((time.perf_counter() - start) * 1000, 3)
         trace_json = trace.to_json()
         turn = None
-        if recording is not None and error is None and served is not None:
+        # a stopped answer (the client left after its first token) is kept as far as it got, as
+        # the person saw it: the conversation goes on from what they read
+        stopped = isinstance(error, _ClientClosed) and first is not None
+        if recording is not None and (error is None or stopped) and served is not None:
             turn = recording.turn(
                 ctx.request_id, model=request.model, routed=trace.route,
                 backend=trace.backend, input_tokens=usage_in, output_tokens=usage_out,
