@@ -28,7 +28,7 @@ from tenshu.core.errors import NotFoundError
 from tenshu.router.budget import Budgets
 from tenshu.store import Principal, Store
 from tenshu.store.sql import utcnow
-from tenshu.store.stats import PERIODS, Overview, Stats
+from tenshu.store.stats import PERIODS, Overview
 
 router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
 Period = Literal["1h", "24h", "7d", "30d"]
@@ -64,13 +64,12 @@ class BudgetUse:
 def budget_use(budgets: Budgets, keys: set[str] | None) -> list[BudgetUse]:
     """Today's use of each budget that covers one of `keys` (None: every budget). On the event
     loop: the budgets live there, in memory."""
-    fresh = budgets.clock() == budgets.day  # no request yet today: yesterday's is still there
     found = []
     for spec in budgets.specs:
         if keys is not None and spec.key not in keys:
             continue
         # the sum the router checks the limit against (Budgets.blocked), not a second one
-        tokens, cost = budgets._total(spec) if fresh else (0, 0.0)
+        tokens, cost = budgets.used(spec)
         found.append(BudgetUse(spec.key, spec.tier, spec.describe(), tokens, cost,
                                spec.daily_tokens, spec.daily_usd))
     return found
@@ -92,7 +91,7 @@ async def overview(request: Request, principal: Principal, period: str,
     until = utcnow()
 
     def read():
-        found = Stats(store.engine).overview(principal, until - PERIODS[period], until,
+        found = store.stats.overview(principal, until - PERIODS[period], until,
                                              user=user)  # first: a bad `user` is a 404 here
         return found, whose_keys(store, principal, user)
 
@@ -121,7 +120,7 @@ async def list_requests(request: Request, ctx: Context, limit: Limit = 50,
                         errors: bool = False, user: User = None) -> dict:
     """The caller's requests, newest first (an admin's: everyone's, or one user's)."""
     await settled(request)
-    rows, more = await _run(Stats(store_of(request).engine).recent, ctx.principal,
+    rows, more = await _run(store_of(request).stats.recent, ctx.principal,
                             limit=limit, after=after, user=user, errors=errors)
     data = [r.to_json() for r in rows]
     return {"object": "list", "data": data, "has_more": more,
@@ -142,4 +141,4 @@ async def get_request(request_id: str, request: Request, ctx: Context) -> dict:
 async def trace_of(request: Request, principal: Principal, request_id: str):
     """The request `request_id` if the principal may read it, else None."""
     await settled(request)
-    return await _run(Stats(store_of(request).engine).request, principal, request_id[:100])
+    return await _run(store_of(request).stats.request, principal, request_id[:100])

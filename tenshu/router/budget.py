@@ -58,7 +58,7 @@ class Budgets:
         for spec in self.specs:
             if not self._covers(spec, key, model):
                 continue
-            tokens, cost = self._total(spec)
+            tokens, cost = self.used(spec)
             if spec.daily_tokens is not None and tokens >= spec.daily_tokens:
                 return f"{spec.describe()} is spent ({tokens:,} of {spec.daily_tokens:,} tokens)"
             if spec.daily_usd is not None and cost >= spec.daily_usd:
@@ -73,7 +73,10 @@ class Budgets:
         found = self.models.get(model)
         return found is not None and not found.is_local
 
-    def _total(self, spec: BudgetSpec) -> tuple[int, float]:
+    def used(self, spec: BudgetSpec) -> tuple[int, float]:
+        """Tokens and dollars the requests `spec` covers spent today (UTC): what `blocked`
+        checks its limits against, and what the dashboard shows."""
+        self._roll()
         tokens, cost = 0, 0.0
         for (key, model), (t, c) in self.spent.items():
             if self._covers(spec, key, model):

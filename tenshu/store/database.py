@@ -23,6 +23,7 @@ from tenshu.store.migrations import MIGRATIONS, Migration, migrate
 from tenshu.store.people import UserStore
 from tenshu.store.sessions import SessionStore
 from tenshu.store.sql import create_engine_for
+from tenshu.store.stats import Stats
 from tenshu.store.thresholds import ThresholdStore
 from tenshu.store.writer import RecordWriter
 
@@ -41,6 +42,7 @@ class Store:
         self.feedback = FeedbackStore(engine)
         self.collections = CollectionStore(engine)
         self.audit = AuditLog(engine)
+        self.stats = Stats(engine)  # the dashboards' reads of the audit log, owner-scoped
         self.thresholds = ThresholdStore(engine)
 
     def _changed(self) -> None:

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from tenshu.api.stats import BudgetUse, overview, trace_of
 from tenshu.api.tenshu import store_of
 from tenshu.core.errors import NotFoundError
-from tenshu.store.stats import PERIODS, SCORE_EDGES, Overview, Stats
+from tenshu.store.stats import PERIODS, SCORE_EDGES, Overview
 from tenshu.web import charts
 from tenshu.web.charts import Series, Span
 from tenshu.web.login import to_login, viewer_of
@@ -54,7 +54,7 @@ async def dashboard_page(request: Request, period: str = "24h", user: str | None
     store = store_of(request)
 
     def read():
-        recent = Stats(store.engine).recent(principal, limit=RECENT, user=user)
+        recent = store.stats.recent(principal, limit=RECENT, user=user)
         names = [u.name for u in store.users.list()] if principal.admin else []
         return recent, names
 
