@@ -64,15 +64,23 @@ def api_ttft(client: httpx.Client) -> float:
     raise RuntimeError("no content in the answer")
 
 
-def ui_ttft(page, base: str) -> float:
-    """ms from the Enter key to the first token painted in the chat page."""
+MARKS = ("tenshu-send", "tenshu-fetch", "tenshu-response", "tenshu-first-delta", "tenshu-first-token")
+
+
+def ui_ttft(page, base: str, stages: dict[str, list[float]]) -> float:
+    """ms from the Enter key to the first token painted in the chat page; `stages` gets the
+    time from the Enter key to each of the page's marks."""
     page.goto(base + "/chat")
     page.fill("#prompt", PROMPT)
     page.press("#prompt", "Enter")
     page.wait_for_selector("#send:not(.hidden)", timeout=120_000)  # let it finish
     # (read after: the page's CSP forbids the eval that Playwright's wait_for_function uses)
-    return page.evaluate(
-        "performance.getEntriesByName('tenshu-first-token')[0].startTime - window.__enter")
+    marks = page.evaluate(
+        "Object.fromEntries(performance.getEntriesByType('mark')"
+        ".map(m => [m.name, m.startTime]).concat([['enter', window.__enter]]))")
+    for name in MARKS:
+        stages.setdefault(name, []).append(marks[name] - marks["enter"])
+    return marks["tenshu-first-token"] - marks["enter"]
 
 
 def seed(home: Path, conversations: int = 200, turns: int = 6) -> str:
@@ -117,17 +125,18 @@ def main() -> None:
         page = browser.new_page()
         page.add_init_script(WATCH_ENTER)
         client = httpx.Client(base_url=server.url, timeout=120)
+        stages: dict[str, list[float]] = {}
         for _ in range(3):  # warm up both paths
             api_ttft(client)
-            ui_ttft(page, server.url)
+            ui_ttft(page, server.url, {})
         api, ui = [], []
         for i in range(args.rounds):
             if i % 2:
-                ui.append(ui_ttft(page, server.url))
+                ui.append(ui_ttft(page, server.url, stages))
                 api.append(api_ttft(client))
             else:
                 api.append(api_ttft(client))
-                ui.append(ui_ttft(page, server.url))
+                ui.append(ui_ttft(page, server.url, stages))
         browser.close()
 
         newest = seed(home)
@@ -148,6 +157,9 @@ def main() -> None:
           f"{percentile(ui, 0.9):.1f} |")
     print(f"| difference of the medians | {statistics.median(ui) - statistics.median(api):+.1f}"
           " | |")
+    print("\nthe web UI's time, from the Enter key to each mark of the page (median ms)")
+    for name in MARKS:
+        print(f"  {name}: {statistics.median(stages[name]):.1f}")
     print(f"\nGET /chat/<conversation> with 200 conversations listed: median "
           f"{statistics.median(page_ms):.1f} ms, p95 {percentile(page_ms, 0.95):.1f} ms")
     shutil.rmtree(home, ignore_errors=True)

@@ -35,6 +35,8 @@ scrollToEnd();
 
 async function ask(text, { rewind = null } = {}) {
   if (state.running || !text.trim()) return;
+  // marks for benchmarks/web.py: sent, response headers, first delta read, first delta painted
+  performance.clearMarks();
   performance.mark("tenshu-send");
   $("empty-hint")?.remove();
   const model = $("model").value;
@@ -72,10 +74,12 @@ async function ask(text, { rewind = null } = {}) {
     scrollToEnd();
   };
   try {
+    performance.mark("tenshu-fetch");
     const response = await fetch("/v1/chat/completions", {
       method: "POST", body: JSON.stringify(body), signal: controller.signal,
       headers: { "content-type": "application/json", "x-csrf-token": csrfToken(), ...headers },
     });
+    performance.mark("tenshu-response");
     if (!response.ok) throw await apiError(response);
     adopt(response, view, text);
     for await (const chunk of events(response)) {
@@ -83,6 +87,7 @@ async function ask(text, { rewind = null } = {}) {
       if (chunk.sources?.length) view.sources.replaceWith(sourcesList(chunk.sources));
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) {
+        if (!answer) performance.mark("tenshu-first-delta");
         answer += delta;
         if (!frame) frame = requestAnimationFrame(paint);
       }
