@@ -61,6 +61,8 @@ async def _page(request: Request, conversation_id: str | None, q: str | None):
                 _feedback_by_turn(feedback))
 
     listed, more, conversation, turns, sources, feedback = await run_in_threadpool(read)
+    # the collections the person may name for memory (theirs, then those shared with them)
+    collections = [c.name for c in await run_in_threadpool(store.collections.list, principal)]
     if conversation_id is not None and conversation is None:
         return not_found(request, viewer, "conversation")
     gateway = state.gateway
@@ -69,7 +71,7 @@ async def _page(request: Request, conversation_id: str | None, q: str | None):
         request, viewer, "chat.html", active="chat", conversations=listed, more=more,
         query=query or "", conversation=conversation,
         turns=[_turn_view(t, sources.get(t.id, []), feedback.get(t.id, {})) for t in turns or []],
-        models=models, default_model=_default_model(gateway, models))
+        models=models, default_model=_default_model(gateway, models), collections=collections)
 
 
 def _default_model(gateway, models: list[str]) -> str:
