@@ -115,6 +115,8 @@ def _turn_view(turn, sources: list[dict], feedback: dict) -> dict:
         "system": next((_text(m) for m in said if m.role == "system"), ""),
         "user": [_text(m) for m in said if m.role == "user"],
         "answer": _text(answer) if answer is not None else "",
+        "thinking": "\n\n".join(b.thinking for b in answer.content
+                                  if getattr(b, "type", "") == "thinking") if answer else "",
         "model": turn.model,
         "route": turn.routed,
         "backend": turn.backend,

@@ -284,7 +284,9 @@ def test_model_output_and_typed_markup_render_inert(new_page, site):
     store = site.server.store
     ana = store.users.get("ana")
     conversation, turn = "conv_" + "a1" * 12, "turn_" + "a1" * 12
-    completion = [{"role": "assistant", "content": [{"type": "text", "text": XSS}]}]
+    completion = [{"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "let me think <img src=x onerror=\"window.pwned=6\">"},
+        {"type": "text", "text": XSS}]}]
     asked = [{"role": "user", "content": [{"type": "text", "text": "show me"}]}]
     with begin_write(store.engine) as conn:  # as the record writer keeps a model's answer
         write_turns(conn, [TurnRecord(
@@ -295,6 +297,8 @@ def test_model_output_and_typed_markup_render_inert(new_page, site):
     answer = page.locator(".turn .answer")
     expect(answer).to_contain_text("tracker")
     expect(answer.locator(".inert-image")).to_contain_text("198.51.100.7")
+    page.click(".turn .thinking summary")  # a thinking model's reasoning, folded
+    expect(page.locator(".turn .thinking .md")).to_contain_text("let me think")
     expect(answer.locator("strong")).to_have_text("bold")  # Markdown itself still works
     page.fill("#prompt", XSS)  # typed by the person: rendered through the same path
     page.click("#send")

@@ -62,10 +62,12 @@ async function ask(text, { rewind = null } = {}) {
   state.running = { controller };
   busy(true);
   let answer = "";
+  let thinking = "";
   let painted = false;
   let frame = 0;
   const paint = () => {
     frame = 0;
+    if (thinking) renderMarkdown(view.thinking(), thinking);
     renderMarkdown(view.answer, answer);
     if (!painted && answer) {
       painted = true;
@@ -85,10 +87,14 @@ async function ask(text, { rewind = null } = {}) {
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message || "the answer failed");
       if (chunk.sources?.length) view.sources.replaceWith(sourcesList(chunk.sources));
-      const delta = chunk.choices?.[0]?.delta?.content;
-      if (delta) {
+      const delta = chunk.choices?.[0]?.delta || {};
+      if (delta.reasoning_content) {  // a thinking model's reasoning, shown folded
+        thinking += delta.reasoning_content;
+        if (!frame) frame = requestAnimationFrame(paint);
+      }
+      if (delta.content) {
         if (!answer) performance.mark("tenshu-first-delta");
-        answer += delta;
+        answer += delta.content;
         if (!frame) frame = requestAnimationFrame(paint);
       }
     }
@@ -190,6 +196,14 @@ function turnView(text, model) {
   const user = el("div", { class: "md" });
   renderMarkdown(user, text);
   const answer = el("div", { class: "md answer" });
+  let thought = null;
+  const thinking = () => {  // made when the first piece of reasoning arrives
+    if (!thought) {
+      thought = el("div", { class: "md" });
+      answer.before(el("details", { class: "thinking" }, el("summary", {}, "Thinking"), thought));
+    }
+    return thought;
+  };
   const meta = el("div", { class: "meta" }, el("span", { class: "muted" }, "…"));
   const sources = el("span");
   const actions = answerActions();
@@ -198,7 +212,7 @@ function turnView(text, model) {
     el("div", { class: "message user" }, user,
       el("div", { class: "actions" }, el("button", { type: "button", class: "small link edit-user" }, "Edit"))),
     el("div", { class: "message assistant" }, answer, meta, sources, actions));
-  return { li, answer, meta, sources, actions };
+  return { li, answer, meta, sources, actions, thinking };
 }
 
 function answerActions() {
