@@ -202,6 +202,24 @@ def test_thumbs_with_a_reason_and_a_correction_are_stored(new_page, site):
     expect(page.locator(".turn .correction")).to_contain_text("Himeji Castle")
 
 
+def test_an_answer_that_fails_says_why_and_copy_gives_the_raw_text(new_page, site):
+    page, _ = new_page("ana", expect_errors=True)  # the browser logs the 400 itself
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(site.base_url + "/chat")
+    page.fill("#prompt", "castle " * 6000)  # longer than the model's window
+    page.press("#prompt", "Enter")
+    expect(page.locator(".turn .error")).to_contain_text("context", timeout=120_000)
+    expect(page.locator("#send")).to_be_visible()
+    send(page, "say something **bold**")
+    page.locator(".turn").last.locator(".copy").click()
+    expect(page.locator(".toast").last).to_have_text("Copied.")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    turn = page.locator(".turn").last.get_attribute("data-turn")
+    stored = api(site, "ana").get("/tenshu/v1/conversations/" + page.url.rsplit("/", 1)[1])
+    answer = next(t for t in stored.json()["messages"] if t["id"] == turn)
+    assert copied == answer["completion"][0]["content"][0]["text"]
+
+
 def test_the_list_searches_renames_exports_and_deletes(new_page, site):
     page, _ = new_page("ana")
     page.goto(site.base_url + "/chat")

@@ -329,6 +329,17 @@ function closed(dialog) {
   });
 }
 
+async function copy(li) {
+  const said = state.turns.get(li.dataset.turn);
+  const text = said?.answer ?? li.querySelector(".answer").innerText;
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Copied.");
+  } catch {
+    toast("The browser did not allow copying here.", "bad");
+  }
+}
+
 // -- the conversation ---------------------------------------------------------------------------
 
 async function rename() {
@@ -395,4 +406,5 @@ messages.addEventListener("click", (event) => {
   else if (button.classList.contains("edit-answer")) correct(li);
   else if (button.classList.contains("regenerate")) regenerate(li);
   else if (button.classList.contains("edit-user")) editUser(li);
+  else if (button.classList.contains("copy")) copy(li);
 });
