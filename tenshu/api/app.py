@@ -4,8 +4,9 @@
     MetricsMiddleware    requests by route and status
     CORSMiddleware       only when origins are configured
     routers              health, docs, openai, anthropic, ollama  (each parses, calls the
-                         gateway, encodes; no logic of their own), and tenshu (/tenshu/v1: the
-                         caller's record, users and keys, over the store)
+                         gateway, encodes; no logic of their own), and /tenshu/v1 over the
+                         store: tenshu (the caller's record, users and keys), memory, stats
+                         (the dashboards), arena, admin (sessions, models, the config check)
     web                  the browser UI's pages (tenshu/web), whose scripts call these same
                          routes with the session cookie instead of a key
 """
