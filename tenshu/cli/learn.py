@@ -1,4 +1,4 @@
-"""The learning loop: what the feedback given so far makes, as datasets.
+"""The learning loop: the datasets the feedback makes, and LoRA adapters trained on them.
 
   tenshu learn data                         the owner's: how many SFT examples, DPO pairs and KTO
                                             labels there are (train / held out), and what more
@@ -9,8 +9,17 @@
                                             DIR/mlx/{sft,dpo}/{train,valid}.jsonl (mlx-lm's),
                                             DIR/manifest.json (counts and content hashes)
 
+  tenshu learn sft --model tenshu-tiny      train a LoRA adapter (sft, dpo or kto) on the
+                                            owner's data for a model (a checkpoint folder, the
+                                            built-in tenshu-tiny, or an embedded model of
+                                            tenshu.toml) into $TENSHU_HOME/adapters/NAME/vN/
+  tenshu learn dpo --model M --adapter mine --rank 16 --alpha 32 --epochs 3 [--resume]
+
 The same feedback gives the same files, byte for byte; a prompt that is held out is never in a
 training file. Ratings count by their latest value; arena ties and "both bad" make no pair.
+Training runs niced, on half the cores (--threads), with a progress bar; it refuses when there is
+too little data and says how much more is needed. An adapter's folder holds the PEFT adapter,
+manifest.json (data hash, hyperparameters, metrics) and loss.png.
 """
 
 from __future__ import annotations
@@ -18,7 +27,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tenshu.cli.table import print_table
+from tenshu.config import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_NAME,
+    load_server_settings,
+    tenshu_home,
+)
 from tenshu.learn.datasets import KINDS, MINIMUM, build
+from tenshu.learn.train import METHODS, TrainConfig
 from tenshu.store import Principal, open_store
 from tenshu.store.feedback import export_rows
 
@@ -30,12 +46,31 @@ def add_arguments(parser) -> None:
     data.add_argument("--out", type=Path, help="write the datasets into this folder")
     data.add_argument("--format", choices=["trl", "mlx", "both"], default="both",
                       help="which files to write with --out (default: both)")
+    for method in METHODS:
+        p = actions.add_parser(method, help=f"train a LoRA adapter with {method.upper()}")
+        p.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                       help="a checkpoint folder, tenshu-tiny, or an embedded model of tenshu.toml")
+        p.add_argument("--adapter", default="personal", help="the adapter's name")
+        p.add_argument("--user", help="whose feedback (default: the owner's)")
+        p.add_argument("--rank", type=int, default=8)
+        p.add_argument("--alpha", type=int, default=16)
+        p.add_argument("--epochs", type=float, default=2.0)
+        p.add_argument("--max-steps", type=int, default=-1)
+        p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+        p.add_argument("--batch-size", type=int, default=4)
+        p.add_argument("--threads", type=int, help="torch threads (default: half the cores)")
+        p.add_argument("--out", type=Path, help="where (default: the next version under "
+                                                "$TENSHU_HOME/adapters/ADAPTER/)")
+        p.add_argument("--resume", action="store_true",
+                       help="go on from the last checkpoint in --out")
 
 
 def main(args) -> int:
     with open_store() as store:
         owner = Principal.of(store.users.owner())
         datasets = build(export_rows(store.engine, owner, user=args.user))
+    if args.action in METHODS:
+        return _train(args, datasets)
     who = args.user or owner.name
     counts = datasets.counts()
     print_table(("DATASET", "STATUS", "TRAIN", "HELD OUT", "NEEDED"), [
@@ -51,3 +86,42 @@ def main(args) -> int:
         written = datasets.write(args.out, formats)
         print(f"wrote {len(written)} files under {args.out}")
     return 0
+
+
+def _train(args, datasets) -> int:
+    from tenshu.learn.train import train
+
+    if (need := datasets.needs(args.action)) is not None:
+        raise ValueError(f"not enough data to train: {need}")
+    config = TrainConfig(args.action, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
+                         max_steps=args.max_steps, learning_rate=args.lr,
+                         batch_size=args.batch_size, threads=args.threads)
+    out = args.out or next_version(tenshu_home() / "adapters" / args.adapter)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out: the folder of the run to go on with")
+    base = model_dir(args.model)
+    print(f"training {args.action.upper()} adapter {args.adapter!r} for {base} into {out}")
+    result = train(base, datasets, config, out, resume=args.resume)
+    print(f"done: {result.steps} steps in {result.seconds:.0f} s, loss {result.loss:.4f}; "
+          f"adapter in {result.adapter}")
+    return 0
+
+
+def next_version(folder: Path) -> Path:
+    """folder/vN for the next N (versions are never written over)."""
+    taken = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
+    return folder / f"v{max(taken, default=0) + 1}"
+
+
+def model_dir(model: str) -> Path:
+    """A checkpoint folder from what the person named: a folder, the built-in model, or an
+    embedded model of tenshu.toml."""
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    if model == DEFAULT_MODEL_NAME:
+        return DEFAULT_MODEL_DIR
+    for spec in load_server_settings().models:
+        if spec.name == model and spec.backend == "embedded":
+            return Path(spec.path).expanduser()
+    raise ValueError(f"no model {model!r}: name a checkpoint folder, {DEFAULT_MODEL_NAME}, or "
+                     "an embedded model of tenshu.toml")
