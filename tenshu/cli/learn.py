@@ -34,6 +34,7 @@ from tenshu.config import (
     tenshu_home,
 )
 from tenshu.learn.datasets import KINDS, MINIMUM, build
+from tenshu.learn.registry import Registry
 from tenshu.learn.train import METHODS, TrainConfig
 from tenshu.store import Principal, open_store
 from tenshu.store.feedback import export_rows
@@ -96,21 +97,15 @@ def _train(args, datasets) -> int:
     config = TrainConfig(args.action, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
                          max_steps=args.max_steps, learning_rate=args.lr,
                          batch_size=args.batch_size, threads=args.threads)
-    out = args.out or next_version(tenshu_home() / "adapters" / args.adapter)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out: the folder of the run to go on with")
+    out = args.out or Registry(tenshu_home() / "adapters").next_version(args.adapter)
     base = model_dir(args.model)
     print(f"training {args.action.upper()} adapter {args.adapter!r} for {base} into {out}")
     result = train(base, datasets, config, out, resume=args.resume)
     print(f"done: {result.steps} steps in {result.seconds:.0f} s, loss {result.loss:.4f}; "
           f"adapter in {result.adapter}")
     return 0
-
-
-def next_version(folder: Path) -> Path:
-    """folder/vN for the next N (versions are never written over)."""
-    taken = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
-    return folder / f"v{max(taken, default=0) + 1}"
 
 
 def model_dir(model: str) -> Path:

@@ -130,3 +130,20 @@ def test_tenshu_learn_kto_writes_a_new_version_each_time(tmp_path):
         assert (folder / "adapter" / "adapter_model.safetensors").exists(), run.stdout
         assert json.loads((folder / "manifest.json").read_text())["metrics"]["steps"] == 2
     assert owner.name == "owner" and ana.name == "ana"
+
+    def adapters(*args):
+        return subprocess.run([sys.executable, "-m", "tenshu", "adapters", *args],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    assert adapters("promote", "mine", "v1").stdout.strip() == "mine v1 is in service"
+    assert adapters("promote", "mine").stdout.strip() == "mine v2 is in service"  # the newest
+    listed = adapters("list").stdout.splitlines()
+    assert [line.split()[:3] for line in listed[1:]] == [["mine", "v1", "kto"],
+                                                         ["*", "mine", "v2"]]
+    refused = adapters("rm", "mine", "v2")
+    assert refused.returncode == 1 and "is in service" in refused.stderr
+    assert adapters("rollback", "mine").stdout.strip() == "mine v1 is in service"
+    assert adapters("rm", "mine", "v2").returncode == 0
+    assert not (tmp_path / "adapters" / "mine" / "v2").exists()
+    assert adapters("rollback", "mine").stdout.strip() == "mine: no version is in service now"
+    assert adapters("promote", "mine", "v9").returncode == 1
