@@ -14,6 +14,9 @@
                                             built-in tenshu-tiny, or an embedded model of
                                             tenshu.toml) into $TENSHU_HOME/adapters/NAME/vN/
   tenshu learn dpo --model M --adapter mine --rank 16 --alpha 32 --epochs 3 [--resume]
+  tenshu learn gate mine [vN]               judge a version (default: the newest) against the one
+                                            in service (or the base model) on held-out data; put
+                                            it in service if it passes (--dry-run: only judge)
 
 The same feedback gives the same files, byte for byte; a prompt that is held out is never in a
 training file. Ratings count by their latest value; arena ties and "both bad" make no pair.
@@ -47,6 +50,11 @@ def add_arguments(parser) -> None:
     data.add_argument("--out", type=Path, help="write the datasets into this folder")
     data.add_argument("--format", choices=["trl", "mlx", "both"], default="both",
                       help="which files to write with --out (default: both)")
+    gate = actions.add_parser("gate", help="judge an adapter version; promote it if it passes")
+    gate.add_argument("adapter")
+    gate.add_argument("version", nargs="?")
+    gate.add_argument("--user", help="whose held-out data (default: the owner's)")
+    gate.add_argument("--dry-run", action="store_true", help="judge, but promote nothing")
     for method in METHODS:
         p = actions.add_parser(method, help=f"train a LoRA adapter with {method.upper()}")
         p.add_argument("--model", default=DEFAULT_MODEL_NAME,
@@ -72,6 +80,8 @@ def main(args) -> int:
         datasets = build(export_rows(store.engine, owner, user=args.user))
     if args.action in METHODS:
         return _train(args, datasets)
+    if args.action == "gate":
+        return _gate(args, datasets)
     who = args.user or owner.name
     counts = datasets.counts()
     print_table(("DATASET", "STATUS", "TRAIN", "HELD OUT", "NEEDED"), [
@@ -105,6 +115,41 @@ def _train(args, datasets) -> int:
     result = train(base, datasets, config, out, resume=args.resume)
     print(f"done: {result.steps} steps in {result.seconds:.0f} s, loss {result.loss:.4f}; "
           f"adapter in {result.adapter}")
+    return 0
+
+
+def _gate(args, datasets) -> int:
+    from tenshu.learn.gate import judge, record
+
+    registry = Registry(tenshu_home() / "adapters")
+    versions = registry.versions(args.adapter)
+    if not versions:
+        raise ValueError(f"no adapter named {args.adapter!r}")
+    candidate = registry.get(args.adapter, args.version or versions[-1].version)
+    serving = registry.serving(args.adapter)
+    incumbent = registry.get(args.adapter, serving) if serving else None
+    if incumbent is not None and incumbent.version == candidate.version:
+        raise ValueError(f"{args.adapter} {candidate.version} is the version in service already")
+    base = candidate.manifest.get("base")
+    if not base or not Path(base).is_dir():
+        raise ValueError(f"{candidate.path}/manifest.json names no base model folder that exists")
+    against = f"{args.adapter} {incumbent.version}" if incumbent else "the base model"
+    print(f"judging {args.adapter} {candidate.version} against {against}")
+    verdict = judge(Path(base), candidate.adapter, incumbent.adapter if incumbent else None,
+                    datasets)
+    record(verdict, candidate.path / "manifest.json")
+    accuracy = verdict.accuracy
+    print(f"preference accuracy {accuracy['candidate']:.2f} against {accuracy['incumbent']:.2f} "
+          f"on {verdict.pairs} held-out pairs; difference 95% interval "
+          f"[{accuracy['interval'][0]:+.2f}, {accuracy['interval'][1]:+.2f}]")
+    if not verdict.promote:
+        print("rejected: " + "; ".join(verdict.reasons))
+        return 0
+    if args.dry_run:
+        print("it passes (--dry-run: not promoted)")
+        return 0
+    registry.promote(args.adapter, candidate.version)
+    print(f"promoted: {args.adapter} {candidate.version} is in service")
     return 0
 
 
