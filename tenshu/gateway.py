@@ -397,11 +397,12 @@ class Gateway:
             self.observer.request_done(model, usage_in, usage_out, cached, ttft, per_token)
         ttft_ms = round(ttft * 1000, 3) if ttft is not None else None
         duration_ms = round((time.perf_counter() - start) * 1000, 3)
-        trace_json = trace.to_json()
         turn = None
         # a stopped answer (the client left after its first token) is kept as far as it got, as
         # the person saw it: the conversation goes on from what they read
         stopped = isinstance(error, _ClientClosed) and first is not None
+        trace.stopped = stopped
+        trace_json = trace.to_json()
         if recording is not None and (error is None or stopped) and served is not None:
             turn = recording.turn(
                 ctx.request_id, model=request.model, routed=trace.route,

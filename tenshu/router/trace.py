@@ -31,6 +31,7 @@ class Trace:
     backend: str | None = None  # the deployment that answered
     cost_usd: float = 0.0
     memory: dict | None = None  # what memory gave the prompt: {"collections", "chunks"}
+    stopped: bool = False  # the client left after the first token (its answer is partial)
 
     @property
     def fallbacks(self) -> int:
@@ -51,4 +52,6 @@ class Trace:
                 "attempts": [vars(a) for a in self.attempts]}  # flat: no asdict's deep copy
         if self.memory is not None:
             data["memory"] = self.memory
+        if self.stopped:
+            data["stopped"] = True
         return json.dumps(data, separators=(",", ":"))

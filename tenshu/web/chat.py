@@ -121,6 +121,7 @@ def _turn_view(turn, sources: list[dict], feedback: dict) -> dict:
         "route": turn.routed,
         "backend": turn.backend,
         "fallbacks": sum(a.get("outcome") == "error" for a in trace.get("attempts", [])),
+        "stopped": bool(trace.get("stopped")),
         "ttft_ms": turn.ttft_ms,
         "duration_ms": turn.duration_ms,
         "output_tokens": turn.output_tokens,

@@ -135,6 +135,7 @@ def test_stop_ends_the_answer_in_the_engine(new_page, site, how):
     page.reload()
     expect(page.locator(".turn")).to_have_count(1)
     expect(page.locator(".turn .answer")).not_to_be_empty()
+    expect(page.locator(".turn .stopped")).to_be_visible()  # marked as stopped, after a reload
     send(page, "go on")
     expect(page.locator(".turn")).to_have_count(2)
 
