@@ -17,6 +17,10 @@
   tenshu learn gate mine [vN]               judge a version (default: the newest) against the one
                                             in service (or the base model) on held-out data; put
                                             it in service if it passes (--dry-run: only judge)
+  tenshu learn nightly [--method dpo]       one run of the loop, for a schedule: when there is
+                                            enough new feedback, train the next version, gate it,
+                                            promote it if it passes; one run at a time
+  tenshu learn history [--adapter NAME]     the runs so far, and what each did
 
 The same feedback gives the same files, byte for byte; a prompt that is held out is never in a
 training file. Ratings count by their latest value; arena ties and "both bad" make no pair.
@@ -55,26 +59,39 @@ def add_arguments(parser) -> None:
     gate.add_argument("version", nargs="?")
     gate.add_argument("--user", help="whose held-out data (default: the owner's)")
     gate.add_argument("--dry-run", action="store_true", help="judge, but promote nothing")
+    history = actions.add_parser("history", help="the nightly runs of an adapter")
+    history.add_argument("--adapter", default="personal")
+    nightly = actions.add_parser("nightly", help="one run of the loop: train, gate, promote")
+    nightly.add_argument("--method", choices=METHODS, default="dpo")
+    nightly.add_argument("--min-new", type=int, default=8,
+                         help="new training examples needed since the last run (default: 8)")
+    _training_options(nightly)
     for method in METHODS:
         p = actions.add_parser(method, help=f"train a LoRA adapter with {method.upper()}")
-        p.add_argument("--model", default=DEFAULT_MODEL_NAME,
-                       help="a checkpoint folder, tenshu-tiny, or an embedded model of tenshu.toml")
-        p.add_argument("--adapter", default="personal", help="the adapter's name")
-        p.add_argument("--user", help="whose feedback (default: the owner's)")
-        p.add_argument("--rank", type=int, default=8)
-        p.add_argument("--alpha", type=int, default=16)
-        p.add_argument("--epochs", type=float, default=2.0)
-        p.add_argument("--max-steps", type=int, default=-1)
-        p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-        p.add_argument("--batch-size", type=int, default=4)
-        p.add_argument("--threads", type=int, help="torch threads (default: half the cores)")
+        _training_options(p)
         p.add_argument("--out", type=Path, help="where (default: the next version under "
                                                 "$TENSHU_HOME/adapters/ADAPTER/)")
         p.add_argument("--resume", action="store_true",
                        help="go on from the last checkpoint in --out")
 
 
+def _training_options(p) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                   help="a checkpoint folder, tenshu-tiny, or an embedded model of tenshu.toml")
+    p.add_argument("--adapter", default="personal", help="the adapter's name")
+    p.add_argument("--user", help="whose feedback (default: the owner's)")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=int, default=16)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, help="torch threads (default: half the cores)")
+
+
 def main(args) -> int:
+    if args.action == "history":
+        return _history(args)
     with open_store() as store:
         owner = Principal.of(store.users.owner())
         datasets = build(export_rows(store.engine, owner, user=args.user))
@@ -82,6 +99,8 @@ def main(args) -> int:
         return _train(args, datasets)
     if args.action == "gate":
         return _gate(args, datasets)
+    if args.action == "nightly":
+        return _nightly(args, datasets)
     who = args.user or owner.name
     counts = datasets.counts()
     print_table(("DATASET", "STATUS", "TRAIN", "HELD OUT", "NEEDED"), [
@@ -104,9 +123,7 @@ def _train(args, datasets) -> int:
 
     if (need := datasets.needs(args.action)) is not None:
         raise ValueError(f"not enough data to train: {need}")
-    config = TrainConfig(args.action, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
-                         max_steps=args.max_steps, learning_rate=args.lr,
-                         batch_size=args.batch_size, threads=args.threads)
+    config = _config(args, args.action)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out: the folder of the run to go on with")
     out = args.out or Registry(tenshu_home() / "adapters").next_version(args.adapter)
@@ -150,6 +167,35 @@ def _gate(args, datasets) -> int:
         return 0
     registry.promote(args.adapter, candidate.version)
     print(f"promoted: {args.adapter} {candidate.version} is in service")
+    return 0
+
+
+def _nightly(args, datasets) -> int:
+    from tenshu.learn.nightly import run
+
+    config = _config(args, args.method)
+    done = run(Registry(tenshu_home() / "adapters"), args.adapter, model_dir(args.model),
+               datasets, config, min_new=args.min_new)
+    print(f"{done.status}: {done.why}")
+    return 0
+
+
+def _config(args, method: str) -> TrainConfig:
+    return TrainConfig(method, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
+                       max_steps=args.max_steps, learning_rate=args.lr,
+                       batch_size=args.batch_size, threads=args.threads)
+
+
+def _history(args) -> int:
+    from tenshu.learn.nightly import history
+
+    runs = history(Registry(tenshu_home() / "adapters"), args.adapter)
+    if not runs:
+        print(f"no runs of {args.adapter!r} yet")
+        return 0
+    print_table(("STARTED", "STATUS", "VERSION", "EXAMPLES", "SECONDS", "WHY"), [
+        (r["started"], r["status"], r["version"] or "-", str(r["examples"]),
+         f"{r['seconds']:.0f}", r["why"][:80]) for r in runs], left=3)
     return 0
 
 
