@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         CompletionOutput,
         EngineConfig,
         Logprob,
+        LoRARequest,
         RequestOutput,
         SamplingParams,
     )
@@ -30,6 +31,7 @@ __all__ = [
     "CompletionOutput",
     "EngineConfig",
     "Logprob",
+    "LoRARequest",
     "RequestOutput",
     "SamplingParams",
     "__version__",

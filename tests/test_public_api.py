@@ -9,7 +9,7 @@ import tenshu.engine
 
 def test_public_names():
     assert sorted(tenshu.__all__) == sorted([
-        "LLM", "AsyncEngine", "CompletionOutput", "EngineConfig", "Logprob", "RequestOutput",
+        "LLM", "AsyncEngine", "CompletionOutput", "EngineConfig", "Logprob", "LoRARequest", "RequestOutput",
         "SamplingParams", "__version__",
     ])
     for name in tenshu.__all__:

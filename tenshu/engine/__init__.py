@@ -8,6 +8,7 @@ from tenshu.engine.async_engine import AsyncEngine
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.llm import LLM
 from tenshu.engine.llm_engine import LLMEngine
+from tenshu.engine.lora import LoRARequest
 from tenshu.engine.outputs import CompletionOutput, RequestOutput
 from tenshu.engine.sampling import Logprob, RequestOutputKind, SamplingParams
 
@@ -18,6 +19,7 @@ __all__ = [
     "EngineConfig",
     "LLMEngine",
     "Logprob",
+    "LoRARequest",
     "RequestOutput",
     "RequestOutputKind",
     "SamplingParams",

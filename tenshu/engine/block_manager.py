@@ -60,7 +60,7 @@ class BlockManager:
         step that admits the sequence always computes at least one token and gets its logits."""
         if not self.enable_prefix_caching:
             return []
-        hashes, parent = [], b""
+        hashes, parent = [], seq.cache_salt
         bs = self.block_size
         for i in range((seq.num_tokens - 1) // bs):
             parent = chain_hash(parent, seq.token_ids[i * bs : (i + 1) * bs])
@@ -77,7 +77,7 @@ class BlockManager:
         bs = self.block_size
         full = seq.num_computed_tokens // bs
         for i in range(len(seq.block_hashes), full):
-            parent = seq.block_hashes[-1] if seq.block_hashes else b""
+            parent = seq.block_hashes[-1] if seq.block_hashes else seq.cache_salt
             h = chain_hash(parent, seq.token_ids[i * bs : (i + 1) * bs])
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]

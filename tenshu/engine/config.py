@@ -58,8 +58,14 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     skip_tokenizer_init: bool = False
     seed: int = 0
+    # LoRA adapters (engine/lora.py), as vLLM names these: off unless asked for
+    enable_lora: bool = False
+    max_loras: int = 1  # adapters held in memory at once
+    max_lora_rank: int = 16
 
     def __post_init__(self) -> None:
+        if self.max_loras < 1 or self.max_lora_rank < 1:
+            raise ValueError("max_loras and max_lora_rank must be >= 1")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

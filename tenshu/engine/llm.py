@@ -11,6 +11,7 @@ from tqdm import tqdm
 from tenshu.core.errors import InvalidRequestError
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.llm_engine import LLMEngine, Prompt
+from tenshu.engine.lora import LoRARequest
 from tenshu.engine.outputs import RequestOutput
 from tenshu.engine.sampling import RequestOutputKind, SamplingParams
 
@@ -31,8 +32,11 @@ class LLM:
         prompts: Prompt | Seq[Prompt],
         sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
         use_tqdm: bool = False,
+        lora_request: LoRARequest | Seq[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
-        """Generate completions for all prompts together; outputs come back in prompt order."""
+        """Generate completions for all prompts together; outputs come back in prompt order.
+        `lora_request`: one adapter for every prompt, or one (or None: the base model) per
+        prompt; the engine needs enable_lora=True."""
         if isinstance(prompts, str | dict) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
         ):
@@ -46,12 +50,18 @@ class LLM:
                 "or one per prompt",
                 field="sampling_params",
             )
+        loras = lora_request if isinstance(lora_request, list | tuple) else \
+            [lora_request] * len(prompts)
+        if len(loras) != len(prompts):
+            raise InvalidRequestError(
+                f"got {len(loras)} LoRA requests for {len(prompts)} prompts; pass one, or one "
+                "per prompt", field="lora_request")
         ids = []
         try:
-            for prompt, p in zip(prompts, params, strict=True):
+            for prompt, p, adapter in zip(prompts, params, loras, strict=True):
                 request_id = str(next(self._ids))
                 final = dataclasses.replace(p, output_kind=RequestOutputKind.FINAL_ONLY)
-                self.engine.add_request(request_id, prompt, final)
+                self.engine.add_request(request_id, prompt, final, lora_request=adapter)
                 ids.append(request_id)
         except Exception:
             for request_id in ids:  # all or nothing: no half-submitted batch stays queued

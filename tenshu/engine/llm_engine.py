@@ -15,6 +15,7 @@ from tenshu.engine.block_manager import BlockManager
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.detokenizer import Detokenizer
 from tenshu.engine.loader import load_model
+from tenshu.engine.lora import LoRAError, LoRAManager, LoRARequest, LoRAWeights
 from tenshu.engine.model_runner import ModelRunner
 from tenshu.engine.outputs import CompletionOutput, RequestOutput
 from tenshu.engine.sampling import RequestOutputKind, SamplingParams
@@ -34,6 +35,7 @@ class _Request:
     detokenizers: list[Detokenizer | None]
     sent_text: list[int] = field(default_factory=list)  # chars already reported, per sequence
     sent_tokens: list[int] = field(default_factory=list)
+    lora: LoRAWeights | None = None
 
     @property
     def finished(self) -> bool:
@@ -56,6 +58,9 @@ class LLMEngine:
         )
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.batched_tokens)
         self.requests: dict[str, _Request] = {}
+        self.loras = LoRAManager(loaded.model, config.max_loras, config.max_lora_rank,
+                                 self.runner.device, loaded.model.compute_dtype) \
+            if config.enable_lora else None
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -82,7 +87,8 @@ class LLMEngine:
         )
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def add_request(self, request_id: str, prompt: Prompt, params: SamplingParams) -> None:
+    def add_request(self, request_id: str, prompt: Prompt, params: SamplingParams,
+                    lora_request: LoRARequest | None = None) -> None:
         if request_id in self.requests:
             raise InvalidRequestError(f"request id {request_id!r} is already running")
         text, ids = self.tokenize(prompt)
@@ -104,16 +110,30 @@ class LLMEngine:
                 field="max_tokens",
             )
         max_tokens = params.max_tokens or min(budget, capacity)
+        adapter = self._adapter(lora_request)
         seqs = [
             Sequence(request_id, i, ids, params, max_tokens, self._generator(params, i))
             for i in range(params.n)
         ]
+        for seq in seqs:
+            seq.lora = adapter
+            seq.cache_salt = adapter.salt if adapter is not None else b""
         seqs[0].pending_forks = seqs[1:]
         detoks = [self._detokenizer(ids, params) for _ in seqs]
         self.requests[request_id] = _Request(
-            request_id, text, ids, params, seqs, detoks, [0] * params.n, [0] * params.n
+            request_id, text, ids, params, seqs, detoks, [0] * params.n, [0] * params.n,
+            lora=adapter,
         )
         self.scheduler.add(seqs[0])
+
+    def _adapter(self, lora_request: LoRARequest | None) -> LoRAWeights | None:
+        """The adapter a request runs with, loaded if it is not (None: the base model)."""
+        if lora_request is None:
+            return None
+        if self.loras is None:
+            raise LoRAError("this engine was started without enable_lora=True: it serves no "
+                            "adapters", field="lora_request")
+        return self.loras.acquire(lora_request)
 
     def _check_prompt(self, ids: list[int]) -> None:
         if not ids:
@@ -246,8 +266,8 @@ class LLMEngine:
                 )
             )
         finished = request.finished
-        if finished:
-            self.requests.pop(request.request_id, None)
+        if finished and self.requests.pop(request.request_id, None) is not None and request.lora:
+            self.loras.release(request.lora)
         return RequestOutput(
             request.request_id,
             request.prompt,

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from tenshu.engine import lora
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.layers.attention import AttentionMetadata, PrefillChunk, causal_mask
 from tenshu.engine.loader import LoadedModel
@@ -89,6 +90,7 @@ class ModelRunner:
         """Compute the batch; return the sequences that reached their last token, each with its
         next token and logprobs. Sequences in the middle of a prompt sample nothing."""
         input_ids, positions, slot_mapping, sample_rows = [], [], [], []
+        adapters: dict[int, tuple[object, list[int]]] = {}  # adapter id -> (weights, its rows)
         decodes: list[tuple[int, Sequence]] = []
         prefills: list[tuple[int, int, Sequence]] = []
         bs = self.block_size
@@ -105,16 +107,23 @@ class ModelRunner:
                 prefills.append((start, n, seq))
             if c + n == seq.num_tokens:
                 sample_rows.append((len(input_ids) - 1, seq))
+            if seq.lora is not None:
+                rows = adapters.setdefault(seq.lora.request.lora_int_id, (seq.lora, []))[1]
+                rows.extend(range(start, len(input_ids)))
         dev = self.device
         slots = torch.tensor(slot_mapping, dtype=torch.long, device=dev)
         workspace = self._workspace_for(prefills, decodes)
         metas = self._metadata(slots, prefills, decodes, workspace)
-        hidden = self.model(
-            torch.tensor(input_ids, dtype=torch.long, device=dev),
-            torch.tensor(positions, dtype=torch.long, device=dev),
-            self.kv_caches,
-            metas,
-        )
+        token = lora.current.set(self._lora_batch(adapters, len(input_ids)))
+        try:
+            hidden = self.model(
+                torch.tensor(input_ids, dtype=torch.long, device=dev),
+                torch.tensor(positions, dtype=torch.long, device=dev),
+                self.kv_caches,
+                metas,
+            )
+        finally:
+            lora.current.reset(token)
         if not sample_rows:
             return [], [], []
         rows = torch.tensor([r for r, _ in sample_rows], dtype=torch.long, device=dev)
@@ -122,6 +131,15 @@ class ModelRunner:
         seqs = [s for _, s in sample_rows]
         tokens, logprobs = self.sampler(logits.cpu() if dev.type != "cpu" else logits, seqs)
         return seqs, tokens, logprobs
+
+    def _lora_batch(self, adapters: dict, rows: int) -> lora.LoRABatch | None:
+        """Which rows each adapter of the batch adds its product to (None: no adapters)."""
+        if not adapters:
+            return None
+        return lora.LoRABatch([
+            (weights, None if len(mine) == rows else
+             torch.tensor(mine, dtype=torch.long, device=self.device))
+            for weights, mine in adapters.values()])
 
     def _slots(self, seqs: list[Sequence], length: int) -> torch.Tensor:
         """[len(seqs), length] cache slots of positions 0..length-1 of each sequence."""

@@ -59,6 +59,8 @@ class Sequence:
         self.cumulative_logprob = 0.0
         self.finish_reason: FinishReason | None = None
         self.stop_reason: int | str | None = None
+        self.lora = None  # the adapter (lora.LoRAWeights) it runs with; None: the base model
+        self.cache_salt = b""  # seeds its prefix-cache hashes: an adapter version's own
 
     @property
     def num_tokens(self) -> int:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tenshu.engine import lora
+
 # Up to this many rows the bf16 matrix-vector path is faster than upcast + float32 GEMM
 # (measured on an AVX2 CPU: equal at about 8 rows, 3x slower at 64).
 NARROW_MAX_ROWS = 8
@@ -103,6 +105,10 @@ def _upcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 class Linear(nn.Linear):
     wide_weight: torch.Tensor | None = None  # set by the loader, see the module docstring
+    lora_key: tuple[int, str] | None = None  # (layer, name) for LoRA adapters (engine/lora.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.wide_weight)
+        out = linear(x, self.weight, self.bias, self.wide_weight)
+        if self.lora_key is not None and (batch := lora.current.get()) is not None:
+            out = batch.add(self.lora_key, x, out)  # the rows' adapters' low-rank products
+        return out

@@ -137,6 +137,12 @@ class LlamaForCausalLM(nn.Module):
         self.wide_output_weight: torch.Tensor | None = None
         if not self.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
+        for i, layer in enumerate(self.model.layers):  # what LoRA adapters may adapt
+            for module, name in ((layer.self_attn.qkv_proj, "qkv_proj"),
+                                 (layer.self_attn.o_proj, "o_proj"),
+                                 (layer.mlp.gate_up_proj, "gate_up_proj"),
+                                 (layer.mlp.down_proj, "down_proj")):
+                module.lora_key = (i, name)
 
     @property
     def head_dim(self) -> int:
