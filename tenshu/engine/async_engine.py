@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from tenshu.core.errors import EngineDeadError
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.llm_engine import LLMEngine, Prompt
+from tenshu.engine.lora import LoRARequest
 from tenshu.engine.outputs import RequestOutput
 from tenshu.engine.sampling import SamplingParams
 
@@ -46,12 +47,14 @@ class AsyncEngine:
         return self.engine.tokenizer
 
     async def generate(
-        self, request_id: str, prompt: Prompt, params: SamplingParams
+        self, request_id: str, prompt: Prompt, params: SamplingParams,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Yield the request's outputs as tokens arrive; leaving the loop early aborts it."""
+        """Yield the request's outputs as tokens arrive; leaving the loop early aborts it.
+        With `lora_request`, the request runs with that adapter (the engine's enable_lora)."""
         self._check_alive()
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        self._submit(("add", request_id, prompt, params, stream))
+        self._submit(("add", request_id, prompt, params, stream, lora_request))
         finished = False
         try:
             while not finished:
@@ -114,9 +117,9 @@ class AsyncEngine:
         while self._inbox:
             op = self._inbox.popleft()
             if op[0] == "add":
-                _, request_id, prompt, params, stream = op
+                _, request_id, prompt, params, stream, lora_request = op
                 try:
-                    self.engine.add_request(request_id, prompt, params)
+                    self.engine.add_request(request_id, prompt, params, lora_request)
                 except Exception as exc:  # a bad request: tell its caller, keep serving
                     stream.put(exc)
                     continue

@@ -153,3 +153,22 @@ def test_max_loras_bounds_the_adapters_held_and_frees_idle_ones(checkpoint, tmp_
     assert list(llm.engine.loras.loaded) == [2]  # a, idle, gave its place to b
     with pytest.raises(LoRAError, match="lora_int_id 2 is 'b'"):
         greedy(llm, prompts[:1], LoRARequest("a", 2, a.lora_path))
+
+
+async def test_the_serving_engine_streams_an_adapters_answer(checkpoint, tmp_path):
+    from tenshu import AsyncEngine, EngineConfig
+
+    base = checkpoint("qwen3")
+    a = LoRARequest("a", 1, str(make_adapter(base, tmp_path / "a", seed=9)))
+    engine = AsyncEngine(EngineConfig(model=str(base), dtype="float32", enable_lora=True))
+    try:
+        prompt = random_prompts(engine.engine.vocab_size, [14], seed=12)[0]
+        params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS)
+        outs = [o async for o in engine.generate("r1", {"prompt_token_ids": prompt}, params, a)]
+        assert outs[-1].outputs[0].token_ids == peft_greedy(base, a.lora_path, prompt)
+        with pytest.raises(LoRAError, match="is missing"):
+            async for _ in engine.generate("r2", {"prompt_token_ids": prompt}, params,
+                                           LoRARequest("b", 2, str(tmp_path / "none"))):
+                pass
+    finally:
+        engine.shutdown()
