@@ -239,11 +239,13 @@ def markdown(conversation, turns) -> str:
             message = from_dict(data)
             role = "Assistant" if message.role == "assistant" else message.role.title()
             lines += [f"**{role}** ({turn.model})" if role == "Assistant" else f"**{role}**",
-                      "", _markdown_text(message), ""]
+                      "", message_markdown(message) or "_(nothing)_", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _markdown_text(message) -> str:
+def message_markdown(message) -> str:
+    """A message as Markdown: its text, its tool calls as code, tool results quoted ("" when
+    it has none of these)."""
     parts = []
     for block in message.content:
         kind = getattr(block, "type", "")
@@ -253,7 +255,7 @@ def _markdown_text(message) -> str:
             parts.append(f"`{block.name}({json.dumps(block.input, ensure_ascii=False)})`")
         elif kind == "tool_result":
             parts.append(f"> {block.text}")
-    return "\n\n".join(parts) or "_(nothing)_"
+    return "\n\n".join(parts)
 
 
 # -- feedback -----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import json
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from tenshu.api.arena import contenders
+from tenshu.api.tenshu import message_markdown
 from tenshu.core.messages import from_dict
 from tenshu.store.conversations import current
 from tenshu.web.login import viewer_of
@@ -45,33 +47,34 @@ async def _page(request: Request, conversation_id: str | None, q: str | None):
     principal = viewer.principal
     query = (q or "").strip()[:200] or None
 
-    def read():
+    def read() -> dict:
+        """Everything the page shows, read in one trip to the thread pool."""
         listed, more = store.conversations.list(principal, limit=LISTED, query=query)
+        page = {"conversations": listed, "more": more, "conversation": None, "turns": [],
+                # the collections the person may name for memory (theirs, then shared ones)
+                "collections": [c.name for c in store.collections.list(principal)]}
         if conversation_id is None:
-            return listed, more, None, None, {}, {}
+            return page
         conversation = store.conversations.get(principal, conversation_id)
         turns = store.conversations.turns(principal, conversation_id)
         if conversation is None or turns is None:
-            return listed, more, None, None, {}, {}
+            return page
         turns = current(turns)
-        ids = [t.id for t in turns]
+        sources = store.conversations.sources(principal, [t.id for t in turns])
         feedback, _ = store.feedback.list(principal, conversation_id=conversation_id,
                                           limit=1000)
-        return (listed, more, conversation, turns, store.conversations.sources(principal, ids),
-                _feedback_by_turn(feedback))
+        rated = _feedback_by_turn(feedback)
+        page["conversation"] = conversation
+        page["turns"] = [_turn_view(t, sources.get(t.id, []), rated.get(t.id, {}))
+                         for t in turns]
+        return page
 
-    listed, more, conversation, turns, sources, feedback = await run_in_threadpool(read)
-    # the collections the person may name for memory (theirs, then those shared with them)
-    collections = [c.name for c in await run_in_threadpool(store.collections.list, principal)]
-    if conversation_id is not None and conversation is None:
+    page = await run_in_threadpool(read)
+    if conversation_id is not None and page["conversation"] is None:
         return not_found(request, viewer, "conversation")
-    gateway = state.gateway
-    models = [*gateway.router.deployments, *(r.name for r in gateway.router.routes)]
-    return render(
-        request, viewer, "chat.html", active="chat", conversations=listed, more=more,
-        query=query or "", conversation=conversation,
-        turns=[_turn_view(t, sources.get(t.id, []), feedback.get(t.id, {})) for t in turns or []],
-        models=models, default_model=_default_model(gateway, models), collections=collections)
+    models = [c["name"] for c in contenders(state.gateway)]
+    return render(request, viewer, "chat.html", active="chat", query=query or "",
+                  models=models, default_model=_default_model(state.gateway, models), **page)
 
 
 def _default_model(gateway, models: list[str]) -> str:
@@ -91,19 +94,6 @@ def _feedback_by_turn(items) -> dict[str, dict]:
     return out
 
 
-def _text(message) -> str:
-    parts = []
-    for block in message.content:
-        kind = getattr(block, "type", "")
-        if kind == "text":
-            parts.append(block.text)
-        elif kind == "tool_use":
-            parts.append(f"`{block.name}({json.dumps(block.input, ensure_ascii=False)})`")
-        elif kind == "tool_result":
-            parts.append(f"> {block.text}")
-    return "\n\n".join(parts)
-
-
 def _turn_view(turn, sources: list[dict], feedback: dict) -> dict:
     """What the template shows of a turn: what the person said, the answer, who served it."""
     said = [from_dict(m) for m in turn.messages]
@@ -112,9 +102,9 @@ def _turn_view(turn, sources: list[dict], feedback: dict) -> dict:
     return {
         "id": turn.id,
         "request_id": turn.request_id,
-        "system": next((_text(m) for m in said if m.role == "system"), ""),
-        "user": [_text(m) for m in said if m.role == "user"],
-        "answer": _text(answer) if answer is not None else "",
+        "system": next((message_markdown(m) for m in said if m.role == "system"), ""),
+        "user": [message_markdown(m) for m in said if m.role == "user"],
+        "answer": message_markdown(answer) if answer is not None else "",
         "thinking": "\n\n".join(b.thinking for b in answer.content
                                   if getattr(b, "type", "") == "thinking") if answer else "",
         "model": turn.model,

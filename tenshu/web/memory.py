@@ -63,13 +63,16 @@ async def collection_page(request: Request, name: str, owner: str | None = None)
         return to_login(request)
     store = _collections(request)
     ref = f"{owner}/{name}" if owner and owner != viewer.session.user_name else name
+    principal = viewer.principal
+
+    def read():  # one trip to the thread pool for the page
+        collection = store.get(principal, ref)
+        return (collection, store.documents(principal, ref, limit=MAX_DOCUMENTS),
+                store.indexes(principal, ref),
+                store.shared_with(principal, ref) if collection.writable else [])
+
     try:
-        collection = await run_in_threadpool(store.get, viewer.principal, ref)
-        documents = await run_in_threadpool(store.documents, viewer.principal, ref,
-                                            limit=MAX_DOCUMENTS)
-        indexes = await run_in_threadpool(store.indexes, viewer.principal, ref)
-        shares = await run_in_threadpool(store.shared_with, viewer.principal, ref) \
-            if collection.writable else []
+        collection, documents, indexes, shares = await run_in_threadpool(read)
     except (NotFoundError, InvalidRequestError):  # a name no collection could have: missing too
         return not_found(request, viewer, "collection")
     bare = split_name(collection.name)[1]

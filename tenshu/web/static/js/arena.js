@@ -6,7 +6,7 @@
 // memory, never in the page, until the vote is stored (preference feedback between the two
 // turns); then the names are shown and the leaderboard is read again.
 
-import { api, el, renderMarkdown, toast } from "/static/js/common.js";
+import { api, el, renderMarkdown, serverEvents, toast } from "/static/js/common.js";
 
 const data = JSON.parse(document.getElementById("arena-data").textContent);
 const form = document.getElementById("arena-form");
@@ -110,20 +110,7 @@ async function stream(side, messages, signal) {
     });
     side.turn = response.headers.get("x-tenshu-turn");
     side.backend = response.headers.get("x-tenshu-backend");
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, end).trim();
-        buffer = buffer.slice(end + 1);
-        if (line.startsWith("data:")) take(side, line.slice(5).trim());
-      }
-    }
+    for await (const data of serverEvents(response)) take(side, data);
     if (side.state !== "failed" && !side.ended) {
       side.state = "failed";
       side.error = "The answer ended early: the connection was cut.";

@@ -7,7 +7,9 @@
 // (x-tenshu-rewind). Where the person's recording is off, no conversation comes back, and the
 // page sends the whole history itself.
 
-import { api, apiError, el, renderAllMarkdown, renderMarkdown, toast } from "./common.js";
+import {
+  api, el, renderAllMarkdown, renderMarkdown, serverEvents, toast,
+} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const root = $("chat");
@@ -77,14 +79,13 @@ async function ask(text, { rewind = null } = {}) {
   };
   try {
     performance.mark("tenshu-fetch");
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", body: JSON.stringify(body), signal: controller.signal,
-      headers: { "content-type": "application/json", "x-csrf-token": csrfToken(), ...headers },
-    });
+    const response = await api("/v1/chat/completions", {
+      method: "POST", body, headers, signal: controller.signal, raw: true });
     performance.mark("tenshu-response");
-    if (!response.ok) throw await apiError(response);
     adopt(response, view, text);
-    for await (const chunk of events(response)) {
+    for await (const data of serverEvents(response)) {
+      if (data === "[DONE]") break;
+      const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message || "the answer failed");
       if (chunk.sources?.length) view.sources.replaceWith(sourcesList(chunk.sources));
       const delta = chunk.choices?.[0]?.delta || {};
@@ -114,33 +115,6 @@ async function ask(text, { rewind = null } = {}) {
   } finally {
     state.running = null;
     busy(false);
-  }
-}
-
-function csrfToken() {
-  return document.querySelector('meta[name="csrf-token"]').content;
-}
-
-/** The server-sent events of an OpenAI stream, as parsed JSON chunks. */
-async function* events(response) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      for (const line of event.split("\n")) {
-        if (!line.startsWith("data:")) continue;
-        const data = line.slice(5).trim();
-        if (data === "[DONE]") return;
-        yield JSON.parse(data);
-      }
-    }
   }
 }
 

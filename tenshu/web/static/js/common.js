@@ -50,6 +50,25 @@ export async function apiError(response) {
   return new ApiError(response.status, String(message), body);
 }
 
+/** The `data:` payloads of a server-sent-event stream (an OpenAI chat stream's chunks, as text,
+ *  and its closing "[DONE]"), as they arrive. */
+export async function* serverEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).trim();
+      buffer = buffer.slice(end + 1);
+      if (line.startsWith("data:")) yield line.slice(5).trim();
+    }
+  }
+}
+
 /** A DOM element: el("a", {href: "/x", class: "y"}, "text", child, ...). Text is always text. */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
