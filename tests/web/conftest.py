@@ -28,8 +28,11 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Not for the session: Playwright's sync API keeps an event
+    loop running on this thread while it is open, which would break any later test that runs
+    one of its own (asyncio.run)."""
     path = chromium_path()
     if path is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium); the web "
@@ -51,12 +54,17 @@ def site(tmp_path_factory):
     """A server with keys required (so pages need a login): ana and ben (members) and boss (an
     admin), each with a password; `site.keys[name]` is each one's API key."""
     with live_server(tmp_path_factory.mktemp("web") / "state.db", max_num_seqs=8) as live:
-        store = live.server.store
-        for name, role in (("ana", "member"), ("ben", "member"), ("boss", "admin")):
-            store.users.add(name, role=role, password=PASSWORDS[name])
-        live.keys = {name: store.keys.create(f"{name}-key", user=name)[1]
-                     for name in PASSWORDS}
-        yield live
+        yield with_people(live)
+
+
+def with_people(live):
+    """`live` with ana and ben (members) and boss (an admin), each with a password, and
+    `live.keys[name]`, an API key of each."""
+    store = live.server.store
+    for name, role in (("ana", "member"), ("ben", "member"), ("boss", "admin")):
+        store.users.add(name, role=role, password=PASSWORDS[name])
+    live.keys = {name: store.keys.create(f"{name}-key", user=name)[1] for name in PASSWORDS}
+    return live
 
 
 class Watcher:

@@ -14,7 +14,7 @@ from tenshu.config import DEFAULT_MODEL_NAME
 from tenshu.store.people import Principal
 from tests.api.live import live_server
 from tests.api.test_arena import TWO_CONTENDERS
-from tests.web.conftest import PASSWORDS, shot
+from tests.web.conftest import shot, with_people
 
 TINY, ROUTE = DEFAULT_MODEL_NAME, "auto"
 LONG = 180_000  # ms: two answers on a busy two-core machine
@@ -26,12 +26,7 @@ def site(tmp_path_factory):
     contenders."""
     with live_server(tmp_path_factory.mktemp("arena-web") / "state.db", max_num_seqs=8,
                      embedder=False, **TWO_CONTENDERS) as live:
-        store = live.server.store
-        for name, role in (("ana", "member"), ("ben", "member"), ("boss", "admin")):
-            store.users.add(name, role=role, password=PASSWORDS[name])
-        live.keys = {name: store.keys.create(f"{name}-key", user=name)[1]
-                     for name in PASSWORDS}
-        yield live
+        yield with_people(live)
 
 
 def api(site, who: str, path: str, **params) -> dict:
