@@ -42,21 +42,16 @@ class Run:
 
 def history(registry: Registry, adapter: str) -> list[dict]:
     """The adapter's runs, oldest first."""
-    path = registry.next_version(adapter).parent / "runs.jsonl"
+    path = registry.folder(adapter) / "runs.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def run(registry: Registry, adapter: str, base: Path, datasets: Datasets, config: TrainConfig,
-        *, min_new: int = 8, judge: Callable | None = None,
-        log: Callable[[str], None] = print) -> Run:
+        *, min_new: int = 8, log: Callable[[str], None] = print) -> Run:
     """One run for `adapter` on `base`. Raises Busy when another run holds the lock."""
-    from tenshu.learn.gate import judge as gate
-    from tenshu.learn.gate import record
-    from tenshu.learn.train import train
-
-    folder = registry.next_version(adapter).parent
+    folder = registry.folder(adapter)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / ".lock").open("w") as lock:
         try:
@@ -68,8 +63,7 @@ def run(registry: Registry, adapter: str, base: Path, datasets: Datasets, config
                    data=datasets.content_hash(config.method),
                    examples=len(datasets.split(config.method)[0]))
         try:
-            _steps(done, registry, base, datasets, config, min_new, judge or gate, record,
-                   train, log)
+            _steps(done, registry, base, datasets, config, min_new, log)
         except Exception as exc:
             done.status, done.why = "failed", f"{type(exc).__name__}: {exc}"
             raise
@@ -81,7 +75,10 @@ def run(registry: Registry, adapter: str, base: Path, datasets: Datasets, config
 
 
 def _steps(done: Run, registry: Registry, base: Path, datasets: Datasets,
-           config: TrainConfig, min_new: int, judge, record, train, log) -> None:
+           config: TrainConfig, min_new: int, log) -> None:
+    from tenshu.learn.gate import judge, record
+    from tenshu.learn.train import train
+
     if (need := datasets.needs(config.method)) is not None:
         done.status, done.why = "skipped", need
         log(f"skipped: {need}")

@@ -123,6 +123,10 @@ class Registry:
             **alias, "history": [v for v in alias.get("history", []) if v != version],
             "last": max(alias.get("last", 0), int(version[1:]))})
 
+    def folder(self, name: str) -> Path:
+        """The folder of an adapter's versions (its name checked: it cannot leave the root)."""
+        return self._folder(name)
+
     def _folder(self, name: str) -> Path:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"an adapter's name is 1-64 letters, digits, '.', '_' or '-', "

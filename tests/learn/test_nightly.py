@@ -56,7 +56,7 @@ def test_runs_train_gate_promote_then_wait_for_new_feedback(tmp_path):
 
 def test_a_second_run_meanwhile_does_nothing(tmp_path):
     registry = Registry(tmp_path / "adapters")
-    folder = registry.next_version("mine").parent
+    folder = registry.folder("mine")
     folder.mkdir(parents=True)
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
