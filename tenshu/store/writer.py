@@ -136,15 +136,18 @@ class RecordWriter:
             self._pending.clear()
             self._full.clear()
             await self._flush()
-            if self._closing:
+            if self._closing and not self._queue:
                 return
 
     async def _flush(self) -> None:
-        # What is queued now is exactly what the journal holds since the last rotation.
+        # What is queued now is exactly what the journal holds since the last rotation; this
+        # flush writes that and no more, so the file set aside is deleted only once all its
+        # records are written (what arrives meanwhile is in the new file, for the next flush).
         aside = self.journal.rotate() if self.journal is not None else None
-        ok = True
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
+        ok, left = True, len(self._queue)
+        while left:
+            batch = [self._queue.popleft() for _ in range(min(left, self.batch_size))]
+            left -= len(batch)
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception:
@@ -192,16 +195,24 @@ class RecordWriter:
 
 
 def _journal_line(record: AuditRecord | TurnRecord) -> dict:
+    """A record as one journal line: which kind it is, apart from its fields (a field may be
+    named anything, "kind" included: a turn has its conversation's kind)."""
     if isinstance(record, TurnRecord):
-        return {"kind": "turn", **record.__dict__}
-    return {"kind": "audit", **{name: getattr(record, name) for name in WRITTEN}}
+        return {"record": "turn", "fields": record.__dict__}
+    return {"record": "audit", "fields": {name: getattr(record, name) for name in WRITTEN}}
 
 
 def _from_json(data: dict) -> AuditRecord | TurnRecord | None:
-    """A journal line as the record it was (None for one this version cannot read)."""
-    kind = data.pop("kind", "audit")
+    """A journal line as the record it was (None for one this version cannot read). Lines of
+    earlier versions held the fields at the top level: a turn is the one with a conversation."""
+    if "fields" in data:
+        kind, data = data.get("record"), data["fields"]
+    else:  # "kind" there was the record's kind, or (by mistake) a turn's conversation's
+        kind = "turn" if "conversation_id" in data else "audit"
+        if data.get("kind") in ("turn", "audit"):
+            data = {k: v for k, v in data.items() if k != "kind"}
     cls = {"audit": AuditRecord, "turn": TurnRecord}.get(kind)
-    if cls is None:
+    if cls is None or not isinstance(data, dict):
         return None
     known = {f.name for f in fields(cls)}
     data = {k: v for k, v in data.items() if k in known}

@@ -1,12 +1,15 @@
-"""The audit log's write-ahead journal: a process that dies before its writer flushes loses no
-record, a record is never written twice, and a line cut short by the kill is skipped."""
+"""The record writer's write-ahead journal: a process that dies before its writer flushes loses
+no record (audit records and conversation turns), a record is never written twice, a line cut
+short by the kill is skipped, and an earlier version's lines are read."""
 
 from __future__ import annotations
 
+import json
 import stat
 
-from tenshu.store import open_store
+from tenshu.store import Principal, open_store
 from tests.store.test_audit import request, wait_for
+from tests.store.test_conversations import answered, record, text
 
 
 async def test_records_a_killed_process_did_not_write_are_written_at_the_next_start(
@@ -53,3 +56,37 @@ async def test_what_was_written_is_not_written_twice(tmp_path, database):
         assert again.recovered == 2  # req-4 and req-5; req-0..3 are in the log already
         assert len(again.query_recent(100)) == 6
         await again.close()
+
+
+async def test_turns_a_killed_process_did_not_write_come_back_with_their_conversations(
+        tmp_path, database):
+    journal = tmp_path / "audit.journal"
+    with open_store(database) as store:
+        who = Principal.of(store.users.owner())
+        dead = store.writer(interval=60, journal=journal)
+        await dead.start()
+        for n, kind in enumerate(["chat", "arena"]):
+            turn = record(who, f"conv_{n:024x}", n, f"question {n}")
+            turn.new, turn.kind = True, kind
+            answered(dead, turn)
+        dead._task.cancel()  # killed before the flush
+        # a line an earlier version wrote: its fields at the top, "kind" naming the record
+        legacy = record(who, f"conv_{2:024x}", 2, "question 2")
+        legacy.new = True
+        with journal.open("a") as f:
+            f.write(json.dumps({"kind": "turn", **{k: v for k, v in legacy.__dict__.items()
+                                                   if k != "kind"}},
+                               default=lambda at: at.isoformat()) + "\n")
+
+        writer = store.writer(interval=60, journal=journal)
+        await writer.start()
+        assert writer.recovered == 5  # two audit records, three turns
+        await writer.close()
+        kinds = {c.id: c.kind for kind in ("chat", "arena")
+                 for c in store.conversations.list(who, kind=kind, limit=10)[0]}
+        assert kinds == {f"conv_{0:024x}": "chat", f"conv_{1:024x}": "arena",
+                         f"conv_{2:024x}": "chat"}
+        for n in range(3):
+            turns = store.conversations.turns(who, f"conv_{n:024x}")
+            assert [t.completion for t in turns] == [
+                [text("assistant", f"answer to question {n}")]]
