@@ -60,7 +60,7 @@ turns = table(
     column("text", Text), column("state_hash", String), column("input_tokens", Integer),
     column("output_tokens", Integer), column("ttft_ms", Float), column("duration_ms", Float),
     column("trace", Text), column("created_at", UTCDateTime()),
-    column("superseded_by", String),
+    column("superseded_by", String), column("adapter", String),
 )
 # Which memory chunks each answer was given (memory/stage.py), so its ratings reach them.
 turn_sources = table(
@@ -129,6 +129,7 @@ class TurnRecord:
     kind: str = "chat"  # of the conversation it makes, when new
     sources: list[int] = field(default_factory=list)  # memory chunks it was given, best first
     replaces: list[str] = field(default_factory=list)  # turns it regenerates (x-tenshu-rewind)
+    adapter: str | None = None  # the LoRA adapter version that answered ("NAME@vN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class Turn:
     trace: str | None
     created_at: datetime
     superseded_by: str | None = None  # the turn that regenerated it: no longer on the path
+    adapter: str | None = None  # the LoRA adapter version that answered ("NAME@vN")
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -161,7 +163,7 @@ TURN_COLUMNS = (turns.c.id, turns.c.conversation_id, turns.c.seq, turns.c.reques
                 turns.c.model, turns.c.routed, turns.c.backend, turns.c.messages,
                 turns.c.completion, turns.c.input_tokens, turns.c.output_tokens,
                 turns.c.ttft_ms, turns.c.duration_ms, turns.c.trace, turns.c.created_at,
-                turns.c.superseded_by)
+                turns.c.superseded_by, turns.c.adapter)
 _CONVERSATION = (conversations.c.id, conversations.c.title, conversations.c.created_at,
                  conversations.c.updated_at, conversations.c.kind)
 
@@ -377,7 +379,8 @@ def write_turns(conn: Connection, records: list[TurnRecord]) -> None:
             backend=r.backend, messages=_dumps(r.messages), completion=_dumps(r.completion),
             text=_words(r.messages, r.completion), state_hash=r.state_hash,
             input_tokens=r.input_tokens, output_tokens=r.output_tokens, ttft_ms=r.ttft_ms,
-            duration_ms=r.duration_ms, trace=r.trace, created_at=r.created_at))
+            duration_ms=r.duration_ms, trace=r.trace, created_at=r.created_at,
+            adapter=r.adapter))
         if r.conversation_id in made:
             made[r.conversation_id]["updated_at"] = max(made[r.conversation_id]["updated_at"],
                                                         r.created_at)

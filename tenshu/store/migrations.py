@@ -385,8 +385,14 @@ def m006_web(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_audit_user_ts ON audit (user_id, ts)")
 
 
+def m007_adapters(conn: Connection) -> None:
+    """Which LoRA adapter version answered each turn ("NAME@vN", or its folder for one loaded
+    by path), so feedback on it stays attributed to the version that earned it."""
+    _add_column(conn, "turns", Column("adapter", String(200)))
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
-                               m006_web]
+                               m006_web, m007_adapters]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

@@ -35,7 +35,8 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
     with open_store(path) as store:
         assert applied_migrations(store.engine) == [m.__name__ for m in MIGRATIONS]
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
-                                                    "m004_people", "m005_memory", "m006_web"]
+                                                    "m004_people", "m005_memory", "m006_web",
+                                                    "m007_adapters"]
     assert {"_migrations", "keys", "audit", "sentinel_thresholds", "users", "conversations",
             "turns", "feedback", "admin_reads", "collections", "collection_shares",
             "memory_indexes", "documents", "chunks", "chunk_vectors", "turn_sources",
@@ -61,11 +62,13 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
     first = recorded(path)[0]
 
     engine = create_engine_for(path)
-    assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory", "m006_web"]
+    assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory",
+                               "m006_web", "m007_adapters"]
     engine.dispose()
     assert recorded(path)[0] == first
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
-                                                    "m004_people", "m005_memory", "m006_web"]
+                                                    "m004_people", "m005_memory", "m006_web",
+                                                    "m007_adapters"]
     assert "audit" in tables(path)
 
 
