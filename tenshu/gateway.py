@@ -240,8 +240,10 @@ class Gateway:
                         first = first or last
                     elif isinstance(event, MessageFinish):
                         usage = _add_usage(usage, event)
-                    elif isinstance(event, MessageStart) and retrieval is not None:
-                        event = replace(event, sources=retrieval.sources())
+                    elif isinstance(event, MessageStart):
+                        trace.adapter = event.adapter or trace.adapter
+                        if retrieval is not None:
+                            event = replace(event, sources=retrieval.sources())
                     if recording is not None:
                         recording.fold.add(event)
                     yield event
@@ -408,7 +410,8 @@ class Gateway:
                 ctx.request_id, model=request.model, routed=trace.route,
                 backend=trace.backend, input_tokens=usage_in, output_tokens=usage_out,
                 ttft_ms=ttft_ms, duration_ms=duration_ms, trace=trace_json,
-                sources=[h.chunk_id for h in retrieval.hits] if retrieval else [])
+                sources=[h.chunk_id for h in retrieval.hits] if retrieval else [],
+                adapter=trace.adapter)
         if self.audit is not None:  # the turn, if any, goes with the audit record: one write
             self.audit.record(
                 request_id=ctx.request_id, key_id=ctx.key_id, protocol=ctx.protocol,

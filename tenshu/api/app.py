@@ -6,7 +6,8 @@
     routers              health, docs, openai, anthropic, ollama  (each parses, calls the
                          gateway, encodes; no logic of their own), and /tenshu/v1 over the
                          store: tenshu (the caller's record, users and keys), memory, stats
-                         (the dashboards), arena, admin (sessions, models, the config check)
+                         (the dashboards), arena, admin (sessions, models, the config check),
+                         adapters (LoRA adapters loaded and unloaded at run time)
     web                  the browser UI's pages (tenshu/web), whose scripts call these same
                          routes with the session cookie instead of a key
 """
@@ -35,7 +36,18 @@ from tenshu.store import CacheMiss, KeyRecord, Principal
 def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
                metrics: Metrics, store=None, memory=None) -> FastAPI:
     from tenshu import web
-    from tenshu.api import admin, anthropic, arena, docs, health, ollama, openai, stats, tenshu
+    from tenshu.api import (
+        adapters,
+        admin,
+        anthropic,
+        arena,
+        docs,
+        health,
+        ollama,
+        openai,
+        stats,
+        tenshu,
+    )
     from tenshu.api import memory as memory_api
 
     app = FastAPI(
@@ -56,8 +68,9 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.memory = memory  # memory.Memory, for /tenshu/v1/memory
     app.state.sessions = store.sessions if store is not None else None  # the web UI's
     errors.install(app)
+    app.state.adapters = None  # learn/serving.AdapterService, set by the server
     for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api, stats, arena,
-                   admin):
+                   admin, adapters):
         app.include_router(module.router)
     if store is not None:
         web.install(app)
@@ -69,7 +82,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
             allow_headers=["*"],
             expose_headers=["request-id", "x-request-id", "Retry-After", "x-tenshu-route",
                             "x-tenshu-backend", "x-tenshu-fallbacks", "x-tenshu-conversation",
-                            "x-tenshu-turn", "x-tenshu-sources"],
+                            "x-tenshu-turn", "x-tenshu-sources", "x-tenshu-adapter"],
         )
     app.add_middleware(ollama.JsonBodies)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -32,6 +32,8 @@ from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
 from tenshu.conversations import ConversationStage
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
+from tenshu.learn.registry import Registry
+from tenshu.learn.serving import AdapterService
 from tenshu.memory import Memory
 from tenshu.memory.stage import MemoryStage
 from tenshu.router.budget import Budgets, start_of_today
@@ -52,7 +54,10 @@ class Server:
     app: object
 
 
-def build_server(settings: ServerSettings, state_db=None) -> Server:
+def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | None = None
+                 ) -> Server:
+    """Everything `tenshu serve` runs. `adapters_root`: the adapter registry (default
+    $TENSHU_HOME/adapters)."""
     state_db = state_db or settings.store
     store = open_store(state_db)
     auth = Authenticator(store.keys, settings.keys_required)
@@ -74,16 +79,22 @@ def build_server(settings: ServerSettings, state_db=None) -> Server:
                       conversations=conversations, memory=MemoryStage(memory))
     metrics.attach(gateway)
     app = create_app(settings, gateway, auth, metrics, store, memory)
+    adapters = AdapterService(router, Registry(adapters_root or tenshu_home() / "adapters"),
+                              max_loras=settings.max_loras)
+    app.state.adapters = adapters if adapters.bases() else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await writer.start()
+        if app.state.adapters is not None:
+            await adapters.start()
         if failed := await asyncio.to_thread(memory.recover):
             log.warning("%d uploaded document(s) were not indexed before the server last "
                         "stopped; they are marked failed, to upload again", failed)
         try:
             yield
         finally:
+            await adapters.close()
             await writer.close()
             await memory.aclose()
             await gateway.aclose()
@@ -129,7 +140,8 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
         backend = EmbeddedBackend(spec.name, EngineConfig(
             model=spec.path, dtype=settings.dtype, device=settings.device,
             kv_cache_memory_gib=settings.kv_cache_memory_gib,
-            max_num_seqs=settings.max_num_seqs))
+            max_num_seqs=settings.max_num_seqs, enable_lora=True,
+            max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank))
         # what the engine runs at once, and the queue that may wait for it
         limit = settings.max_num_seqs + settings.max_queue
         source = (f"server.max_num_seqs {settings.max_num_seqs} + server.max_queue "

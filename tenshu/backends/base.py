@@ -31,6 +31,7 @@ class ModelInfo:
     path: str = ""
     chat_template: str = ""
     details: dict = field(default_factory=dict)
+    parent: str = ""  # for a LoRA adapter served as a model: the model it adapts
 
 
 @dataclass

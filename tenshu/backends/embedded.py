@@ -35,7 +35,13 @@ from tenshu.core.events import (
 )
 from tenshu.core.messages import TextBlock, ToolResultBlock
 from tenshu.core.request import ChatRequest
-from tenshu.engine import AsyncEngine, EngineConfig, RequestOutputKind, SamplingParams
+from tenshu.engine import (
+    AsyncEngine,
+    EngineConfig,
+    LoRARequest,
+    RequestOutputKind,
+    SamplingParams,
+)
 
 _ids = itertools.count()
 
@@ -56,7 +62,9 @@ class EmbeddedBackend:
 
     # -- the Backend interface ----------------------------------------------------------------
 
-    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+    async def chat(self, request: ChatRequest, lora: LoRARequest | None = None
+                   ) -> AsyncIterator[ChatEvent]:
+        """The reply's events; with `lora`, from that adapter (one the engine holds)."""
         ids = await asyncio.to_thread(self.prompt_ids, request)
         shape = OutputShape()
         if request.tools or request.response_format:
@@ -67,7 +75,8 @@ class EmbeddedBackend:
         first_token_at = 0
         counts: dict[int, int] = {}  # choice -> tokens so far
         replies: dict[int, Reply] = {}
-        async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params):
+        async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params,
+                                              lora):
             if not counts:
                 self._prompt_tokens += len(ids)
                 self._cached_tokens += out.num_cached_tokens

@@ -37,6 +37,10 @@ def add_arguments(parser) -> None:
                         help="requests that may wait for the engine before 429 (default 256)")
     parser.add_argument("--kv-cache-gib", type=float, metavar="GIB",
                         help="KV cache memory per model on CPU (default 2)")
+    parser.add_argument("--max-loras", type=int, metavar="N",
+                        help="LoRA adapters served at once, each a model (default 4)")
+    parser.add_argument("--max-lora-rank", type=int, metavar="R",
+                        help="the highest adapter rank accepted (default 64)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -51,6 +55,8 @@ def main(args) -> int:
         grace_seconds=args.grace,
         max_queue=args.max_queue,
         kv_cache_memory_gib=args.kv_cache_gib,
+        max_loras=args.max_loras,
+        max_lora_rank=args.max_lora_rank,
         log_level=args.log_level,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
 from tenshu.config.routing import (
     BudgetSpec,
@@ -105,6 +106,8 @@ class ServerSettings:
     keep_alive: seconds an idle connection is kept open between requests.
     store_url: the state database, from [store] url: a SQLite path or a postgresql:// URL;
         empty: state.db in the home.
+    max_loras, max_lora_rank: LoRA adapters served at once (each a model of its own), and the
+        highest rank accepted (vLLM's names).
     """
 
     host: str = "127.0.0.1"
@@ -129,6 +132,8 @@ class ServerSettings:
     keep_alive: float = 5.0
     kv_cache_memory_gib: float = 2.0
     max_num_seqs: int = 64
+    max_loras: int = 4
+    max_lora_rank: int = 64
     dtype: str = "auto"
     device: str = "auto"
     log_level: str = "info"
@@ -157,6 +162,10 @@ class ServerSettings:
             raise bad("kv_cache_memory_gib", "must be > 0")
         if self.max_num_seqs < 1:
             raise bad("max_num_seqs", "must be >= 1")
+        if self.max_loras < 1:
+            raise bad("max_loras", "must be >= 1")
+        if self.max_lora_rank < 1:
+            raise bad("max_lora_rank", "must be >= 1")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise bad("log_level", "must be one of critical, error, warning, info, debug")
         _ = self.routing  # checks the models, tiers, routes and budgets against each other
@@ -264,6 +273,24 @@ def _memory(file: Path, data: dict) -> MemorySettings:
         raise ValueError(f"{file}: {exc}") from None
 
 
+def load_learn_settings(file: Path | None = None) -> LearnSettings:
+    """[learn] of tenshu.toml: the learning loop's nightly job, which the server schedules
+    and `tenshu jobs` shows and runs."""
+    from tenshu.config.routing import _build
+
+    file = file or config_path()
+    if not file.exists():
+        return LearnSettings()
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: not valid TOML: {exc}") from exc
+    try:
+        return _build(LearnSettings, data.get("learn", {}), "learn")
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from None
+
+
 def store_location(file: Path | None = None) -> str:
     """Where the state database is, for commands that open it without a server: tenshu.toml's
     [store] url, else state.db in the home."""
@@ -298,7 +325,7 @@ def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
              if f.name not in (*_ROUTING_KEYS, "store_url", "memory")}
     server = data.get("server", {})
-    unknown = ((set(data) - {"server", "store", "memory", *_ROUTING_KEYS})
+    unknown = ((set(data) - {"server", "store", "memory", "learn", *_ROUTING_KEYS})
                | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")

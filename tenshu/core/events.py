@@ -47,6 +47,8 @@ class MessageStart:
     # what memory gave the model (memory/stage.py): each {source, title, section, page,
     # chunk_id, collection}; protocols put it in the reply as `sources`
     sources: list[dict] | None = None
+    # the LoRA adapter version that answers ("NAME@vN"), when a model is one
+    adapter: str | None = None
 
 
 @dataclass

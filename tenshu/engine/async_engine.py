@@ -75,6 +75,16 @@ class AsyncEngine:
         self._submit(("abort", request_id, done))
         await done
 
+    async def add_lora(self, lora_request: LoRARequest) -> None:
+        """Load an adapter in a worker thread, so the step loop never waits on its reading and
+        fusing; it is held until remove_lora. Raises LoRAError for one that cannot be used."""
+        self._check_alive()
+        await asyncio.to_thread(self.engine.add_lora, lora_request)
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Give an adapter up (refused while a request runs on it: wait for those first)."""
+        return self.engine.remove_lora(lora_int_id)
+
     def shutdown(self) -> None:
         self._stopped = True
         self._wake.set()

@@ -126,14 +126,31 @@ class LLMEngine:
         )
         self.scheduler.add(seqs[0])
 
+    # -- adapters, as vLLM's LLMEngine has them ------------------------------------------------
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Load an adapter ahead of its requests and keep it until remove_lora (any thread)."""
+        self._loras().add(lora_request)
+        return True
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Give an adapter up (False: none has that id); refused while a request runs on it."""
+        return self._loras().remove(lora_int_id)
+
+    def list_loras(self) -> set[int]:
+        return set(self._loras().loaded)
+
+    def _loras(self) -> LoRAManager:
+        if self.loras is None:
+            raise LoRAError("this engine was started without enable_lora=True: it serves no "
+                            "adapters", field="lora_request")
+        return self.loras
+
     def _adapter(self, lora_request: LoRARequest | None) -> LoRAWeights | None:
         """The adapter a request runs with, loaded if it is not (None: the base model)."""
         if lora_request is None:
             return None
-        if self.loras is None:
-            raise LoRAError("this engine was started without enable_lora=True: it serves no "
-                            "adapters", field="lora_request")
-        return self.loras.acquire(lora_request)
+        return self._loras().acquire(lora_request)
 
     def _check_prompt(self, ids: list[int]) -> None:
         if not ids:

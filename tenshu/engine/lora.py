@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,8 +172,13 @@ def _part_sizes(layer, target: str) -> list[int]:
 
 
 class LoRAManager:
-    """The adapters held in memory: at most `max_loras`, the least recently used one that no
-    unfinished request uses given up first for a new one."""
+    """The adapters held in memory. Those a request names are loaded on first use (at most
+    `max_loras` of them, the least recently used one that no unfinished request uses given up
+    first for a new one); those `add`ed ahead of use (a server loading an adapter before it
+    serves it, so the step loop never waits on a disk read) are pinned until `remove`d.
+
+    The engine's thread acquires and releases; `add` and `remove` come from other threads, so
+    the bookkeeping is under a lock (the reading and fusing of an adapter is not)."""
 
     def __init__(self, model, max_loras: int, max_rank: int, device, dtype) -> None:
         self.model = model
@@ -181,25 +187,63 @@ class LoRAManager:
         self.device, self.dtype = device, dtype
         self.loaded: OrderedDict[int, LoRAWeights] = OrderedDict()
         self.users: dict[int, int] = {}  # adapter id -> unfinished requests using it
+        self.pinned: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add(self, request: LoRARequest) -> LoRAWeights:
+        """Load an adapter now and keep it until `remove` (a no-op for one held already)."""
+        with self._lock:
+            found = self._same(request)
+        if found is None:
+            found = load_lora(request, self.model, self.max_rank, self.device, self.dtype)
+        with self._lock:
+            held = self._same(request)  # another thread may have added it meanwhile
+            found = held or found
+            self.loaded[request.lora_int_id] = found
+            self.pinned.add(request.lora_int_id)
+        return found
+
+    def remove(self, lora_int_id: int) -> bool:
+        """Give an adapter up; False when no adapter has that id. Raises LoRAError while a
+        request still runs on it (a server waits for those first)."""
+        with self._lock:
+            if lora_int_id not in self.loaded:
+                return False
+            if self.users.get(lora_int_id):
+                raise LoRAError(f"adapter {lora_int_id} is in use by "
+                                f"{self.users[lora_int_id]} request(s)")
+            del self.loaded[lora_int_id]
+            self.pinned.discard(lora_int_id)
+            self.users.pop(lora_int_id, None)
+            return True
 
     def acquire(self, request: LoRARequest) -> LoRAWeights:
+        with self._lock:
+            found = self._same(request)
+            if found is None:
+                if len(self.loaded) >= self.max_loras:
+                    idle = next((i for i in self.loaded
+                                 if not self.users.get(i) and i not in self.pinned), None)
+                    if idle is None:
+                        raise LoRAError(f"{self.max_loras} adapters are in use already "
+                                        "(max_loras): wait for a request on one of them to "
+                                        "finish")
+                    del self.loaded[idle]
+                found = load_lora(request, self.model, self.max_rank, self.device, self.dtype)
+                self.loaded[request.lora_int_id] = found
+            self.loaded.move_to_end(request.lora_int_id)
+            self.users[request.lora_int_id] = self.users.get(request.lora_int_id, 0) + 1
+            return found
+
+    def release(self, weights: LoRAWeights) -> None:
+        key = weights.request.lora_int_id
+        with self._lock:
+            self.users[key] = max(0, self.users.get(key, 0) - 1)
+
+    def _same(self, request: LoRARequest) -> LoRAWeights | None:
+        """The adapter held under the request's id; LoRAError if that id is another's."""
         found = self.loaded.get(request.lora_int_id)
         if found is not None and found.request != request:
             raise LoRAError(f"lora_int_id {request.lora_int_id} is {found.request.lora_name!r} "
                             f"({found.request.lora_path}); give another adapter another id")
-        if found is None:
-            if len(self.loaded) >= self.max_loras:
-                idle = next((i for i in self.loaded if not self.users.get(i)), None)
-                if idle is None:
-                    raise LoRAError(f"{self.max_loras} adapters are in use already "
-                                    "(max_loras): wait for a request on one of them to finish")
-                del self.loaded[idle]
-            found = load_lora(request, self.model, self.max_rank, self.device, self.dtype)
-            self.loaded[request.lora_int_id] = found
-        self.loaded.move_to_end(request.lora_int_id)
-        self.users[request.lora_int_id] = self.users.get(request.lora_int_id, 0) + 1
         return found
-
-    def release(self, weights: LoRAWeights) -> None:
-        key = weights.request.lora_int_id
-        self.users[key] = max(0, self.users.get(key, 0) - 1)

@@ -210,7 +210,7 @@ def parameter_size(count: int) -> str:
 def model_details(info: ModelInfo) -> dict:
     quant = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(info.dtype, info.dtype)
     return {
-        "parent_model": "",
+        "parent_model": info.parent,
         "format": "safetensors",
         "family": info.family,
         "families": [info.family] if info.family else None,

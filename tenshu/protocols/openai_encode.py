@@ -38,6 +38,7 @@ class ModelCard(_Wire):
     created: int
     owned_by: str
     max_model_len: int | None = None  # vLLM's addition: the context window
+    parent: str | None = None  # vLLM's: the model a LoRA adapter adapts
 
 
 class ModelList(_Wire):
@@ -169,7 +170,8 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 
 def encode_model(info: ModelInfo) -> dict:
     return {"id": info.name, "object": "model", "created": info.created,
-            "owned_by": info.owned_by, "max_model_len": info.context_window}
+            "owned_by": info.owned_by, "max_model_len": info.context_window,
+            "parent": info.parent or None}
 
 
 def encode_model_list(infos: list[ModelInfo]) -> dict:

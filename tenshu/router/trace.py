@@ -3,7 +3,7 @@
 The router writes its decision (route, tier, the reason, the sentinel's score, why a request
 was kept private); the gateway adds one Attempt per candidate it tried or skipped, and who
 served in the end. The API layer turns it into response headers (`x-tenshu-route`,
-`x-tenshu-backend`, `x-tenshu-fallbacks`); the audit log keeps it (`tenshu trace ID`).
+`x-tenshu-backend`, `x-tenshu-fallbacks`, `x-tenshu-adapter`); the audit log keeps it (`tenshu trace ID`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Trace:
     cost_usd: float = 0.0
     memory: dict | None = None  # what memory gave the prompt: {"collections", "chunks"}
     stopped: bool = False  # the client left after the first token (its answer is partial)
+    adapter: str | None = None  # the LoRA adapter version that answered ("NAME@vN")
 
     @property
     def fallbacks(self) -> int:
@@ -44,6 +45,8 @@ class Trace:
             headers["x-tenshu-route"] = self.route
         if self.backend:
             headers["x-tenshu-backend"] = self.backend
+        if self.adapter:
+            headers["x-tenshu-adapter"] = self.adapter
         return headers
 
     def to_json(self) -> str:
@@ -54,4 +57,6 @@ class Trace:
             data["memory"] = self.memory
         if self.stopped:
             data["stopped"] = True
+        if self.adapter:
+            data["adapter"] = self.adapter
         return json.dumps(data, separators=(",", ":"))
