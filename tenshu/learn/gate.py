@@ -152,14 +152,16 @@ class _Scorer:
         return self.model.disable_adapter()
 
     def _logps(self, who: str, prompt: list[dict], answer: str) -> list[float]:
-        """The log-probability of each of `answer`'s tokens after `prompt`."""
+        """The log-probability of each of `answer`'s tokens after `prompt`, and of the end of
+        the turn after it (an answer and the same answer signed differ only in where the turn
+        ends: without it, the shorter would always be the likelier)."""
         import torch
 
         asked = self.tokenizer.apply_chat_template(prompt, tokenize=False,
                                                    add_generation_prompt=True)
         start = len(self.tokenizer(asked, add_special_tokens=False).input_ids)
-        ids = self.tokenizer(asked + answer, add_special_tokens=False,
-                             return_tensors="pt").input_ids
+        ids = self.tokenizer(asked + answer + (self.tokenizer.eos_token or ""),
+                             add_special_tokens=False, return_tensors="pt").input_ids
         with torch.no_grad(), self._as(who):
             logits = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
         picked = logits.gather(1, ids[0, 1:, None])[:, 0]
