@@ -86,6 +86,8 @@ def _training_options(p) -> None:
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--sft-weight", type=float, default=1.0,
+                   help="DPO: weight of a supervised loss on the chosen answers (0: plain DPO)")
     p.add_argument("--threads", type=int, help="torch threads (default: half the cores)")
 
 
@@ -183,7 +185,8 @@ def _nightly(args, datasets) -> int:
 def _config(args, method: str) -> TrainConfig:
     return TrainConfig(method, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
                        max_steps=args.max_steps, learning_rate=args.lr,
-                       batch_size=args.batch_size, threads=args.threads)
+                       batch_size=args.batch_size, threads=args.threads,
+                       sft_weight=args.sft_weight)
 
 
 def _history(args) -> int:
