@@ -48,6 +48,8 @@ class Example:
     label: bool | None = None  # kto
     source: str = ""  # the feedback item(s) it came from
     model: str = ""  # the model or route that gave the answer (the chosen one, for dpo)
+    adapter: str = ""  # the adapter version that gave it ("NAME@vN"; for a correction, the
+    #                    version whose answer was corrected); "" for the base model
 
     @property
     def messages(self) -> list[dict]:
@@ -191,9 +193,10 @@ def build(rows: Iterable[dict]) -> Datasets:
             continue
         if row["rating"] > 0 and turn not in corrections:
             out.sft.append(Example("sft", prompt, completion=answer, source=row["id"],
-                                   model=row["model"]))
+                                   model=row["model"], adapter=row.get("adapter") or ""))
         out.kto.append(Example("kto", prompt, completion=answer, label=row["rating"] > 0,
-                               source=row["id"], model=row["model"]))
+                               source=row["id"], model=row["model"],
+                               adapter=row.get("adapter") or ""))
     for row in corrections.values():
         prompt, fixed = _prompt(row["prompt"]), row["text"].strip()
         out.sft.append(Example("sft", prompt, completion=fixed, source=row["id"],
@@ -203,15 +206,17 @@ def build(rows: Iterable[dict]) -> Datasets:
         original = text_of(row["answer"])
         if original.strip() and original.strip() != fixed:
             out.dpo.append(Example("dpo", prompt, chosen=fixed, rejected=original,
-                                   source=row["id"], model="correction"))
+                                   source=row["id"], model="correction",
+                                   adapter=row.get("adapter") or ""))
     for row in votes:
         a, b = text_of(row["answer"]), text_of(row.get("other_answer"))
         if not a.strip() or not b.strip() or a == b:
             continue
         chosen, rejected = (a, b) if row["preference"] == "a" else (b, a)
-        model = row["model"] if row["preference"] == "a" else row.get("other_model") or ""
+        model, adapter = (row["model"], row.get("adapter")) if row["preference"] == "a" else \
+            (row.get("other_model") or "", row.get("other_adapter"))
         out.dpo.append(Example("dpo", _prompt(row["prompt"]), chosen=chosen, rejected=rejected,
-                               source=row["id"], model=model))
+                               source=row["id"], model=model, adapter=adapter or ""))
     out.dpo += _rated_pairs(ratings.values())
     for kind in KINDS:  # one of each, in a stable order
         unique = {(e.prompt, e.completion, e.chosen, e.rejected, e.label): e
@@ -233,7 +238,8 @@ def _rated_pairs(ratings: Iterable[dict]) -> list[Example]:
         for up, down in made[:_PAIRS_PER_PROMPT]:
             pairs.append(Example("dpo", prompt, chosen=text_of(up["answer"]),
                                  rejected=text_of(down["answer"]),
-                                 source=f"{up['id']}+{down['id']}", model=up["model"]))
+                                 source=f"{up['id']}+{down['id']}", model=up["model"],
+                                 adapter=up.get("adapter") or ""))
     return pairs
 
 

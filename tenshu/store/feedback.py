@@ -210,4 +210,5 @@ def export_rows(engine: Engine, principal: Principal, *, user: str | None = None
                    "model": turn.model, "prompt": prompt,
                    "answer": turn.completion[0] if turn.completion else None,
                    "other_answer": other.completion[0] if other and other.completion else None,
-                   "other_model": other.model if other else None}
+                   "other_model": other.model if other else None,
+                   "adapter": turn.adapter, "other_adapter": other.adapter if other else None}
