@@ -7,7 +7,8 @@
                          gateway, encodes; no logic of their own), and /tenshu/v1 over the
                          store: tenshu (the caller's record, users and keys), memory, stats
                          (the dashboards), arena, admin (sessions, models, the config check),
-                         adapters (LoRA adapters loaded and unloaded at run time)
+                         adapters (LoRA adapters loaded and unloaded at run time), jobs (the
+                         scheduler's)
     web                  the browser UI's pages (tenshu/web), whose scripts call these same
                          routes with the session cookie instead of a key
 """
@@ -43,6 +44,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
         arena,
         docs,
         health,
+        jobs,
         ollama,
         openai,
         stats,
@@ -69,8 +71,9 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.sessions = store.sessions if store is not None else None  # the web UI's
     errors.install(app)
     app.state.adapters = None  # learn/serving.AdapterService, set by the server
+    app.state.scheduler = None  # jobs.Scheduler, set by the server: /tenshu/v1/jobs
     for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api, stats, arena,
-                   admin, adapters):
+                   admin, adapters, jobs):
         app.include_router(module.router)
     if store is not None:
         web.install(app)

@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +32,8 @@ from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
 from tenshu.conversations import ConversationStage
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
+from tenshu.jobs import Job, Scheduler, configured_jobs
+from tenshu.jobs.learn import NAME as LEARN_JOB
 from tenshu.learn.registry import Registry
 from tenshu.learn.serving import AdapterService
 from tenshu.memory import Memory
@@ -54,10 +56,10 @@ class Server:
     app: object
 
 
-def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | None = None
-                 ) -> Server:
+def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | None = None,
+                 jobs: list[Job] | None = None) -> Server:
     """Everything `tenshu serve` runs. `adapters_root`: the adapter registry (default
-    $TENSHU_HOME/adapters)."""
+    $TENSHU_HOME/adapters); `jobs`: what the scheduler runs (default: tenshu.toml's)."""
     state_db = state_db or settings.store
     store = open_store(state_db)
     auth = Authenticator(store.keys, settings.keys_required)
@@ -82,18 +84,25 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
     adapters = AdapterService(router, Registry(adapters_root or tenshu_home() / "adapters"),
                               max_loras=settings.max_loras)
     app.state.adapters = adapters if adapters.bases() else None
+    jobs = configured_jobs() if jobs is None else jobs
+    # a nightly run that promotes a version is served at once, not at the watch's next look
+    jobs = [replace(job, on_done=_then_sync(adapters)) if job.name == LEARN_JOB else job
+            for job in jobs]
+    scheduler = app.state.scheduler = Scheduler(jobs, store.jobs)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await writer.start()
         if app.state.adapters is not None:
             await adapters.start()
+        await scheduler.start()
         if failed := await asyncio.to_thread(memory.recover):
             log.warning("%d uploaded document(s) were not indexed before the server last "
                         "stopped; they are marked failed, to upload again", failed)
         try:
             yield
         finally:
+            await scheduler.close()  # running jobs are ended (SIGTERM) and marked cancelled
             await adapters.close()
             await writer.close()
             await memory.aclose()
@@ -102,6 +111,13 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
 
     app.router.lifespan_context = lifespan
     return Server(settings, gateway, store, metrics, app)
+
+
+def _then_sync(adapters: AdapterService):
+    async def sync(_run) -> None:
+        for change in await adapters.sync():
+            log.info("%s", change)
+    return sync
 
 
 def journal_path(state_db) -> Path:

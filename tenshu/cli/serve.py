@@ -46,6 +46,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from tenshu.api.server import build_server, run
+    from tenshu.jobs import configured_jobs
 
     settings = load_server_settings(
         args.config,
@@ -63,7 +64,7 @@ def main(args) -> int:
     for spec in settings.served_models():
         if spec.backend == "embedded" and not Path(spec.path).is_dir():
             raise ValueError(f"model {spec.name}: {spec.path} is not a directory")
-    server = build_server(settings)
+    server = build_server(settings, jobs=configured_jobs(args.config))
     names = ", ".join(m.name for m in server.gateway.models())
     url = f"http://{_url_host(settings.host)}:{settings.port}"
     print(f"tenshu serving {names} on {url}", file=sys.stderr)

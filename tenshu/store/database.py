@@ -18,6 +18,7 @@ from tenshu.store.audit import AuditLog
 from tenshu.store.collections import CollectionStore
 from tenshu.store.conversations import ConversationStore
 from tenshu.store.feedback import FeedbackStore
+from tenshu.store.jobs import JobStore
 from tenshu.store.keys import KeyStore
 from tenshu.store.migrations import MIGRATIONS, Migration, migrate
 from tenshu.store.people import UserStore
@@ -31,7 +32,8 @@ from tenshu.store.writer import RecordWriter
 class Store:
     """One database: its engine, its users and their keys, conversations and feedback, memory
     collections and their documents, browser sessions, the audit log (read here; audit records
-    and turns are written through a record writer) and the sentinel's thresholds."""
+    and turns are written through a record writer), the sentinel's thresholds, and the job
+    scheduler's jobs and runs."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -44,6 +46,7 @@ class Store:
         self.audit = AuditLog(engine)
         self.stats = Stats(engine)  # the dashboards' reads of the audit log, owner-scoped
         self.thresholds = ThresholdStore(engine)
+        self.jobs = JobStore(engine)
 
     def _changed(self) -> None:
         """A user changed (a role, a password, removed): what the keys and sessions cached

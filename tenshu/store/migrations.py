@@ -391,8 +391,37 @@ def m007_adapters(conn: Connection) -> None:
     _add_column(conn, "turns", Column("adapter", String(200)))
 
 
+def m008_jobs(conn: Connection) -> None:
+    """The job scheduler: each job's state (paused or not, when it last ran and is next due,
+    so a run missed while the server was down can be caught up at start) and the history of
+    its runs, skipped ones included, each with why and where its output went."""
+    Table(
+        "jobs", MetaData(),
+        Column("name", String(64), primary_key=True),
+        Column("paused", Boolean, nullable=False, server_default=false()),
+        Column("last_run_at", UTCDateTime()),
+        Column("next_run_at", UTCDateTime()),  # None: paused, or no schedule
+    ).create(conn)
+    runs = Table(
+        "job_runs", MetaData(),
+        Column("id", String(40), primary_key=True),  # jobrun_<hex>
+        Column("job", String(64), nullable=False),
+        Column("trigger", String(16), nullable=False),  # schedule | manual | catch-up
+        # queued | running | succeeded | failed | skipped | cancelled
+        Column("status", String(16), nullable=False),
+        Column("why", Text, nullable=False, server_default=""),
+        Column("exit_code", Integer),
+        Column("started_at", UTCDateTime(), nullable=False),  # when it was triggered
+        Column("finished_at", UTCDateTime()),
+        Column("log", Text),  # the output's file; None: none was written
+    )
+    Index("ix_job_runs_job_started", runs.c.job, runs.c.started_at)
+    Index("ix_job_runs_started", runs.c.started_at)
+    runs.create(conn)
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
-                               m006_web, m007_adapters]
+                               m006_web, m007_adapters, m008_jobs]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

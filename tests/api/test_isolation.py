@@ -223,7 +223,14 @@ def test_members_cannot_use_the_admin_endpoints(world):
                                ("DELETE", "/keys/ana-key", None), ("GET", "/admin-reads", None),
                                ("GET", "/models/loaded", None), ("GET", "/config/check", None),
                                ("GET", "/sessions?all=true", None),
-                               ("GET", "/arena/leaderboard?scope=all", None)):
+                               ("GET", "/arena/leaderboard?scope=all", None),
+                               ("GET", "/adapters", None),
+                               ("POST", "/adapters/mine/promote", {}),
+                               ("POST", "/adapters/mine/rollback", None),
+                               ("GET", "/jobs", None), ("GET", "/jobs/learn-nightly/runs", None),
+                               ("POST", "/jobs/learn-nightly/run", None),
+                               ("POST", "/jobs/learn-nightly/pause", None),
+                               ("POST", "/jobs/learn-nightly/resume", None)):
         r = httpx.request(method, base + path, json=body, headers=ben)
         assert r.status_code == 403, (method, path, r.text)
     assert world["live"].server.store.users.get("ben").role == "member"
@@ -283,6 +290,10 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("GET", "/tenshu/v1/sessions"), ("DELETE", "/tenshu/v1/sessions/{session_id}"),
                # admins only
                ("GET", "/tenshu/v1/models/loaded"), ("GET", "/tenshu/v1/config/check"),
+               ("GET", "/tenshu/v1/adapters"), ("POST", "/tenshu/v1/adapters/{name}/promote"),
+               ("POST", "/tenshu/v1/adapters/{name}/rollback"), ("GET", "/tenshu/v1/jobs"),
+               ("GET", "/tenshu/v1/jobs/{name}/runs"), ("POST", "/tenshu/v1/jobs/{name}/run"),
+               ("POST", "/tenshu/v1/jobs/{name}/pause"), ("POST", "/tenshu/v1/jobs/{name}/resume"),
                # arena: the caller's own votes; scope=all is admins only (test_arena.py)
                ("GET", "/tenshu/v1/arena/contenders"), ("GET", "/tenshu/v1/arena/leaderboard"),
                # the dashboards: the caller's own requests (attempts name ana's)

@@ -36,11 +36,11 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
         assert applied_migrations(store.engine) == [m.__name__ for m in MIGRATIONS]
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
                                                     "m004_people", "m005_memory", "m006_web",
-                                                    "m007_adapters"]
+                                                    "m007_adapters", "m008_jobs"]
     assert {"_migrations", "keys", "audit", "sentinel_thresholds", "users", "conversations",
             "turns", "feedback", "admin_reads", "collections", "collection_shares",
             "memory_indexes", "documents", "chunks", "chunk_vectors", "turn_sources",
-            "chunks_fts"} <= tables(path)
+            "chunks_fts", "jobs", "job_runs"} <= tables(path)
 
 
 def test_reopening_applies_nothing(tmp_path):
@@ -63,12 +63,12 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
 
     engine = create_engine_for(path)
     assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory",
-                               "m006_web", "m007_adapters"]
+                               "m006_web", "m007_adapters", "m008_jobs"]
     engine.dispose()
     assert recorded(path)[0] == first
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
                                                     "m004_people", "m005_memory", "m006_web",
-                                                    "m007_adapters"]
+                                                    "m007_adapters", "m008_jobs"]
     assert "audit" in tables(path)
 
 

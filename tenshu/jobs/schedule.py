@@ -1,0 +1,133 @@
+"""When a job is due: schedules parsed from the text a person writes in tenshu.toml.
+
+    parse_schedule("0 3 * * *")                       03:00 every day, in the machine's zone
+    parse_schedule("0 3 * * 1-5", "Europe/Paris")     03:00 on weekdays, Paris time
+    parse_schedule("every 30m")                       at :00 and :30 (also s, h, d)
+
+A cron expression has the five fields of crontab(5) (minute hour day-of-month month
+day-of-week) and is read by cronsim, which follows Debian cron across daylight-saving changes:
+a time that a spring-forward skips runs at the first minute after the gap, and one that a
+fall-back repeats runs once. An interval counts from the Unix epoch, so `every 2h` is due at
+the even hours (UTC) whenever the server started. Both give `next_after(t)`, aware UTC in and
+out, so the scheduler never does local-time arithmetic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+_EVERY = re.compile(r"every\s+(\d+)\s*([smhd])", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FORMS = ("five cron fields (minute hour day-of-month month day-of-week, e.g. '0 3 * * *') "
+          "or an interval ('every 30m'; units s, m, h, d)")
+
+
+class Schedule:
+    """When a job is due. `text` is what the person wrote."""
+
+    text: str
+
+    def next_after(self, when: datetime) -> datetime:
+        """The first due time strictly after `when` (aware; the answer is UTC)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Cron(Schedule):
+    text: str
+    zone: tzinfo
+
+    def next_after(self, when: datetime) -> datetime:
+        start = _utc(when).astimezone(self.zone)
+        try:
+            for local in CronSim(self.text, start):
+                # Past `when` in real time, not only on the wall clock: after the first pass
+                # through a repeated (fall-back) hour, its wall times are behind us.
+                if (due := local.astimezone(UTC)) > when:
+                    return due
+        except StopIteration:
+            pass
+        raise ValueError(f"schedule {self.text!r}: no time within 50 years matches it")
+
+    def describe(self) -> str:
+        return f"{self.text} ({getattr(self.zone, 'key', None) or self.zone})"
+
+
+@dataclass(frozen=True)
+class Every(Schedule):
+    text: str
+    seconds: int
+
+    def next_after(self, when: datetime) -> datetime:
+        elapsed = (_utc(when) - _EPOCH) // timedelta(seconds=self.seconds)
+        return _EPOCH + timedelta(seconds=self.seconds * (elapsed + 1))
+
+
+def parse_schedule(text: str, timezone: str = "") -> Schedule:
+    """A schedule from its text; `timezone` (an IANA name, "" for the machine's) is the zone
+    a cron expression's times are in. Anything wrong is one ValueError that names the text."""
+    text = " ".join(str(text).split())
+    if match := _EVERY.fullmatch(text):
+        seconds = int(match[1]) * _UNITS[match[2].lower()]
+        if seconds < 1:
+            raise ValueError(f"schedule {text!r}: an interval must be at least 1 second")
+        return Every(text, seconds)
+    if text.lower().startswith("every"):
+        raise ValueError(f"schedule {text!r}: an interval is 'every N' and a unit (s, m, h, "
+                         "d), e.g. 'every 30m'")
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"schedule {text!r}: has {len(fields)} field(s); expected {_FORMS}")
+    zone = zone_named(timezone, text)
+    try:
+        CronSim(text, datetime.now(zone))
+    except CronSimError as exc:
+        raise ValueError(f"schedule {text!r}: {str(exc).lower()}; expected {_FORMS}") from None
+    schedule = Cron(text, zone)
+    schedule.next_after(datetime.now(UTC))  # one that never matches (30 February) is an error
+    return schedule
+
+
+def zone_named(name: str, text: str = "") -> tzinfo:
+    """The time zone of an IANA name, or the machine's for ""."""
+    if not name:
+        return local_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        about = f"schedule {text!r}: " if text else ""
+        raise ValueError(f"{about}unknown time zone {name!r}; use an IANA name such as "
+                         "'Europe/Paris' or 'UTC'") from None
+
+
+def local_zone() -> tzinfo:
+    """The machine's time zone, with its daylight-saving rules: /etc/localtime's (its IANA
+    name where it links into a zoneinfo folder), else the current UTC offset (without rules:
+    only where the system keeps no zone file)."""
+    localtime = Path("/etc/localtime")
+    if localtime.exists():
+        _, zoneinfo, name = str(localtime.resolve()).partition("/zoneinfo/")
+        if zoneinfo:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass
+        with localtime.open("rb") as file:
+            return ZoneInfo.from_file(file, key="localtime")
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def _utc(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        raise ValueError(f"naive datetime {when!r}: pass an aware one (UTC)")
+    return when.astimezone(UTC)

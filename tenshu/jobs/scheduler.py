@@ -1,0 +1,349 @@
+"""The job scheduler: runs jobs on their schedules inside the server, each as a low-priority
+subprocess, and keeps their state and history in the state database.
+
+    scheduler = Scheduler([learn_job(settings)], store.jobs)
+    await scheduler.start()           # catches up missed runs, then sleeps until one is due
+    run_id = await scheduler.trigger("learn-nightly")       # by hand; at once
+    run = await scheduler.wait(run_id)                      # its end: succeeded, failed, ...
+    await scheduler.pause("learn-nightly"); await scheduler.resume("learn-nightly")
+    await scheduler.close()           # SIGTERM to what runs, SIGKILL after a grace
+
+One run at a time per job: a trigger while the job runs is recorded as a skipped run, with the
+run it would have overlapped. Each run's output goes to $TENSHU_HOME/logs/jobs/<run id>.log.
+The loop sleeps on an asyncio event with the time to the next due run as its timeout; every
+change (pause, resume, close) sets the event, so nothing waits on a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tenshu.config import private_dir, tenshu_home
+from tenshu.core.errors import NotFoundError, ShuttingDownError
+from tenshu.jobs.schedule import Schedule
+from tenshu.store.jobs import JobRun, JobState, JobStore
+from tenshu.store.sql import utcnow
+
+log = logging.getLogger("tenshu.jobs")
+
+GRACE = 10.0  # seconds a job has to end after SIGTERM, before SIGKILL
+NICE = 10  # jobs run at this niceness: the server, and whoever uses it, come first
+# The longest the loop sleeps: asyncio's clock stops while a laptop sleeps, the wall clock
+# does not, so a long timeout would wake late by the time the machine spent asleep.
+_RECHECK = 60.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command to run on a schedule (None: only when triggered).
+
+    command: the argv, run without a shell; env: variables added to the server's for it;
+    cwd: where it runs (None: the server's directory). catch_up: a scheduled run that was
+    missed while the server was down runs once when it starts. on_done: awaited with each run
+    that ran, once it has ended (succeeded, failed or cancelled).
+    """
+
+    name: str
+    schedule: Schedule | None
+    command: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    catch_up: bool = False
+    on_done: Callable[[JobRun], Awaitable[None]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 64 or not all(
+                c.isascii() and (c.isalnum() or c in "-_.") for c in self.name):
+            raise ValueError(f"job name {self.name!r}: 1 to 64 letters, digits, '-', '_', '.'")
+        if not self.command:
+            raise ValueError(f"job {self.name!r}: the command is empty")
+        object.__setattr__(self, "command", tuple(str(part) for part in self.command))
+
+    def argv(self) -> list[str]:
+        """The command, niced. Through `nice` rather than os.nice in a preexec_fn: the server
+        has threads, and Python's preexec_fn is not safe in a process with threads. Where
+        there is no `nice` (Windows), at the server's priority."""
+        nice = shutil.which("nice")
+        return [nice, "-n", str(NICE), *self.command] if nice else list(self.command)
+
+    def environ(self) -> dict[str, str] | None:
+        """The environment it runs in (None: the server's, unchanged)."""
+        return {**os.environ, **self.env} if self.env else None
+
+
+def outcome(exit_code: int) -> tuple[str, str]:
+    """A finished process's status and why, from its exit code (negative: killed by that
+    signal, as asyncio and subprocess report it)."""
+    if exit_code == 0:
+        return "succeeded", ""
+    if exit_code < 0:
+        with contextlib.suppress(ValueError):
+            return "failed", f"killed by {signal.Signals(-exit_code).name}"
+    return "failed", f"exited with code {exit_code}"
+
+
+class Scheduler:
+    """Runs `jobs` on their schedules; their state and runs are in `store`. Start it on the
+    event loop it serves; it does its database I/O in threads."""
+
+    def __init__(self, jobs: Iterable[Job], store: JobStore, *, logs: Path | None = None,
+                 grace: float = GRACE) -> None:
+        self.jobs: dict[str, Job] = {}
+        for job in jobs:
+            if job.name in self.jobs:
+                raise ValueError(f"two jobs are named {job.name!r}")
+            self.jobs[job.name] = job
+        self.store = store
+        self.logs = logs or tenshu_home() / "logs" / "jobs"
+        self.grace = grace
+        self._states = {name: JobState(name) for name in self.jobs}
+        self._active: dict[str, JobRun] = {}  # job name -> its run in flight
+        self._tasks: dict[str, asyncio.Task[JobRun]] = {}  # run id -> the task running it
+        self._procs: dict[str, asyncio.subprocess.Process] = {}  # run id -> its process
+        self._cancelled: set[str] = set()  # run ids that close() stopped
+        self._changed = asyncio.Event()  # wakes the loop: a job paused, resumed, or closing
+        self._saving = asyncio.Lock()  # job states are written one at a time, newest last
+        self._loop: asyncio.Task | None = None
+        self._closing = False
+
+    # -- what is there --------------------------------------------------------------------------
+
+    def job(self, name: str) -> Job:
+        if (job := self.jobs.get(name)) is None:
+            raise NotFoundError(f"no job named {name!r}; the jobs are: "
+                                f"{', '.join(self.jobs) or 'none'}")
+        return job
+
+    def state(self, name: str) -> JobState:
+        """Whether the job is paused, when it last ran and when it is next due."""
+        return self._states[self.job(name).name]
+
+    def running(self, name: str) -> JobRun | None:
+        """The job's run in flight, if there is one."""
+        return self._active.get(self.job(name).name)
+
+    # -- starting and stopping ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the jobs' state, run once each job with catch_up whose scheduled run was missed
+        while the server was down, then schedule the rest."""
+        if self._loop is not None:
+            raise RuntimeError("the scheduler is already started")
+        stored = await asyncio.to_thread(self._prepare)
+        now = utcnow()
+        missed = []
+        for name, job in self.jobs.items():
+            old = stored.get(name, JobState(name))
+            due = None if old.paused or job.schedule is None else job.schedule.next_after(now)
+            self._states[name] = replace(old, next_run_at=due)
+            if job.catch_up and due is not None and old.next_run_at and old.next_run_at <= now:
+                missed.append(job)
+        for name in self.jobs:
+            await self._save(name)
+        for job in missed:
+            await self._begin(job, "catch-up")
+        self._loop = asyncio.create_task(self._run_loop(), name="tenshu-scheduler")
+
+    def _prepare(self) -> dict[str, JobState]:
+        left = self.store.abandon(list(self.jobs), "tenshu stopped before it ended")
+        if left:
+            log.warning("%d job run(s) had not ended when tenshu last stopped: marked "
+                        "cancelled", left)
+        return self.store.states()
+
+    async def close(self) -> None:
+        """Stop scheduling; ask the runs in flight to end (SIGTERM to each one's process
+        group), kill what is left after `grace` seconds, and record them as cancelled."""
+        self._closing = True
+        self._changed.set()
+        if self._loop is not None:
+            # Not cancelled: it ends at its next look at _closing, so a run it was starting
+            # has its task by then, and is stopped with the others.
+            await self._loop
+        for run_id, process in list(self._procs.items()):
+            self._cancelled.add(run_id)
+            _signal(process, signal.SIGTERM)
+        if not (tasks := list(self._tasks.values())):
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.grace)
+        if late:
+            for process in list(self._procs.values()):
+                _signal(process, signal.SIGKILL)
+            await asyncio.wait(late)
+
+    # -- by hand --------------------------------------------------------------------------------
+
+    async def run_now(self, name: str) -> JobRun:
+        """Trigger a run of the job by hand (paused or not), and return its record as it is now:
+        queued, or skipped when the job is running already. `wait` awaits its end."""
+        return await self._begin(self.job(name), "manual")
+
+    async def trigger(self, name: str) -> str:
+        """run_now, for a caller that needs only the run's id."""
+        return (await self.run_now(name)).id
+
+    async def wait(self, run_id: str) -> JobRun:
+        """The run's record once it has ended (at once, for one that has)."""
+        if (task := self._tasks.get(run_id)) is not None:
+            return await asyncio.shield(task)
+        found = await asyncio.to_thread(self.store.run, run_id)
+        if found is None:
+            raise NotFoundError(f"no job run {run_id!r}")
+        return found
+
+    async def pause(self, name: str) -> JobState:
+        """No more scheduled runs of the job until it is resumed. A run in flight goes on; a
+        run by hand is still allowed."""
+        self.job(name)
+        state = await self._save(name, paused=True, next_run_at=None)
+        self._changed.set()
+        return state
+
+    async def resume(self, name: str) -> JobState:
+        """Schedule the job again, from now: what it missed while paused does not run."""
+        job = self.job(name)
+        due = job.schedule.next_after(utcnow()) if job.schedule is not None else None
+        state = await self._save(name, paused=False, next_run_at=due)
+        self._changed.set()
+        return state
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _run_loop(self) -> None:
+        while not self._closing:
+            self._changed.clear()  # before looking: a change made meanwhile wakes the next wait
+            try:
+                await self._run_due()
+            except Exception:  # the database failed; try again at the next wake
+                log.exception("the job scheduler could not start a due run")
+            wake = min((s.next_run_at for s in self._states.values() if s.next_run_at),
+                       default=None)
+            timeout = None if wake is None else \
+                min(_RECHECK, max(0.0, (wake - utcnow()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _run_due(self) -> None:
+        now = utcnow()
+        for name, job in self.jobs.items():
+            due = self._states[name].next_run_at
+            if due is None or due > now or job.schedule is None or self._closing:
+                continue
+            # Several missed times (the machine slept through them) make one run.
+            await self._save(name, next_run_at=job.schedule.next_after(now))
+            await self._begin(job, "schedule")
+
+    async def _save(self, name: str, **changes) -> JobState:
+        """Change a job's state, and write it. Under a lock, and always the newest state: two
+        changes at once never leave the older one in the database."""
+        state = self._states[name] = replace(self._states[name], **changes)
+        async with self._saving:
+            await asyncio.to_thread(self.store.save, self._states[name])
+        return state
+
+    # -- one run --------------------------------------------------------------------------------
+
+    async def _begin(self, job: Job, trigger: str) -> JobRun:
+        """Record a run of `job` and start it, or record it skipped when the job is running."""
+        if self._closing:
+            raise ShuttingDownError("the job scheduler is stopping")
+        if (running := self._active.get(job.name)) is not None:
+            run = JobRun.new(job.name, trigger, "skipped", finished_at=utcnow(),
+                             why=f"{job.name} was still running ({running.trigger} run "
+                                 f"{running.id})")
+            await asyncio.to_thread(self.store.record, run)
+            return run
+        run = JobRun.new(job.name, trigger, "queued")
+        run = replace(run, log=str(self.logs / f"{run.id}.log"))
+        self._active[job.name] = run  # before any await: a second trigger sees it
+        try:
+            await self._save(job.name, last_run_at=run.started_at)
+            await asyncio.to_thread(self.store.record, run)
+        except BaseException:
+            del self._active[job.name]
+            raise
+        task = asyncio.create_task(self._run(job, run), name=f"tenshu-{run.id}")
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run.id, None))
+        return run
+
+    async def _run(self, job: Job, run: JobRun) -> JobRun:
+        try:
+            ended = await self._execute(job, run)
+        except Exception as exc:  # the database failed: what ran is over, or never started
+            log.exception("job run %s of %s failed in tenshu", run.id, job.name)
+            ended = run.end("failed", f"tenshu could not run it: {exc}")
+        finally:
+            self._active.pop(job.name, None)
+            self._procs.pop(run.id, None)
+            self._cancelled.discard(run.id)
+        if job.on_done is not None:
+            try:
+                await job.on_done(ended)
+            except Exception:
+                log.exception("on_done of job %s failed", job.name)
+        return ended
+
+    async def _execute(self, job: Job, run: JobRun) -> JobRun:
+        if self._closing:
+            ended = run.end("cancelled", "tenshu stopped before it started")
+        else:
+            try:
+                process = await self._spawn(job, run)
+            except OSError as exc:
+                ended = run.end("failed", f"could not start it: {exc}")
+            else:
+                self._procs[run.id] = process
+                if self._closing:  # close() began while it was starting, and missed it
+                    self._cancelled.add(run.id)
+                    _signal(process, signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(self.store.record, replace(run, status="running"))
+                except Exception:  # it runs all the same; its end is written over this
+                    log.exception("could not record job run %s as running", run.id)
+                code = await process.wait()
+                status, why = outcome(code)
+                if run.id in self._cancelled:
+                    status, why = "cancelled", "tenshu stopped while it ran"
+                ended = run.end(status, why, code)
+        await asyncio.to_thread(self.store.record, ended)
+        return ended
+
+    async def _spawn(self, job: Job, run: JobRun) -> asyncio.subprocess.Process:
+        """The job's process, its output (stdout and stderr) to the run's log, in a session of
+        its own so that close() reaches the children it starts too."""
+        private_dir(self.logs)  # the output of jobs is the owner's alone, as the home is
+        fd = os.open(run.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"# {run.id}: {job.name} ({run.trigger}) at "
+                         f"{run.started_at.isoformat()}\n# {shlex.join(job.command)}"
+                         "\n".encode())
+            return await asyncio.create_subprocess_exec(
+                *job.argv(), stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                env=job.environ(), cwd=job.cwd, start_new_session=os.name == "posix")
+        finally:
+            os.close(fd)
+
+
+def _signal(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Send `sig` to a job's process group (POSIX), or end the process (Windows); not to one
+    already reaped, whose id may be another's by now."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if os.name == "posix":
+            os.killpg(process.pid, sig)
+        elif sig == signal.SIGTERM:
+            process.terminate()
+        else:
+            process.kill()
