@@ -3,7 +3,7 @@
     [learn]
     schedule = "0 3 * * *"     # cron (five fields) or "every 12h"; "" (the default): never
     timezone = "Europe/Paris"  # the cron expression's zone; "" (the default): the machine's
-    adapter = "mine"           # the adapter it trains (tenshu learn nightly --adapter)
+    adapter = "personal"       # the adapter it trains (tenshu learn nightly --adapter)
     model = ""                 # the base it trains on; "" (the default): the server's first
                                # embedded model
     user = ""                  # whose feedback; "" (the default): the owner's
@@ -23,7 +23,7 @@ METHODS = ("sft", "dpo", "kto")  # learn/train.py's; not imported from there: it
 class LearnSettings:
     schedule: str = ""
     timezone: str = ""
-    adapter: str = "mine"
+    adapter: str = "personal"
     model: str = ""
     user: str = ""
     method: str = "dpo"

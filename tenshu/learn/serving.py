@@ -111,6 +111,10 @@ class AdapterService:
             raise InvalidRequestError(
                 f"{len(self.served)} adapters are served already, the limit (server.max_loras "
                 f"{self.max_loras}): unload one first", field="lora_name")
+        if current is not None and base is not None and base != current.base:
+            raise InvalidRequestError(
+                f"{name!r} is served on {current.base}: unload it before loading it on {base}",
+                field="base_model_name")
         folder, version, label = self._source(name, path)
         base_name = current.base if current is not None and base is None else \
             self._base_for(base, folder)

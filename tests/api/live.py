@@ -33,13 +33,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(state_db, *, key_name: str | None = "tests", adapters_root=None, **settings):
+def live_server(state_db, *, key_name: str | None = "tests", adapters_root=None, jobs=None,
+                **settings):
     """Serve ServerSettings(**settings) on a free port; create an API key first if key_name.
-    `adapters_root`: the adapter registry's folder (default: the test session's home's)."""
+    `adapters_root`: the adapter registry's folder (default: the test session's home's);
+    `jobs`: the scheduler's (default: none)."""
     settings.setdefault("port", free_port())
     settings.setdefault("log_level", "warning")
     server = build_server(ServerSettings(**settings), state_db=state_db,
-                          adapters_root=adapters_root)
+                          adapters_root=adapters_root, jobs=jobs or [])
     key = server.store.keys.create(key_name)[1] if key_name else None
     uv = uvicorn_server(server)
     thread = threading.Thread(target=uv.run, name="tenshu-test-server", daemon=True)

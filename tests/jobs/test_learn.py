@@ -42,7 +42,8 @@ def test_the_nightly_job_and_its_flags(tmp_path):
                                  "--model", str(DEFAULT_MODEL_DIR), "--user", "ana"]
     defaults = learn_job(LearnSettings(schedule="every 12h"))
     assert "--user" not in defaults.command and defaults.catch_up
-    assert defaults.command[5:] == ("--adapter", "mine", "--method", "dpo", "--min-new", "8")
+    assert defaults.command[5:] == ("--adapter", "personal", "--method", "dpo",
+                                    "--min-new", "8")
 
 
 def test_the_flags_are_those_learn_nightly_takes():
@@ -51,7 +52,7 @@ def test_the_flags_are_those_learn_nightly_takes():
     job = learn_job(LearnSettings(schedule="0 3 * * *", user="ana"), "/models/qwen")
     args = build_parser("learn").parse_args(list(job.command[3:]))
     assert (args.action, args.adapter, args.method, args.min_new, args.user, args.model) == \
-        ("nightly", "mine", "dpo", 8, "ana", "/models/qwen")
+        ("nightly", "personal", "dpo", 8, "ana", "/models/qwen")
     own = learn_job(LearnSettings(schedule="0 3 * * *", model="/models/mine"), "/models/qwen")
     assert build_parser("learn").parse_args(list(own.command[3:])).model == "/models/mine"
 
