@@ -46,7 +46,8 @@ class TrainConfig:
     # DPO: the weight of a supervised loss on the chosen answers beside the preference loss
     # (RPO). Without it, DPO may lower both answers' likelihood and change what the model says
     # before the part the pair disagrees on: on the loop's proof, plain DPO won every held-out
-    # pair and changed no served answer for the better (docs/learning.md); 0 is plain DPO
+    # pair yet signed a quarter of its answers and cut the rest short (docs/learning.md), where
+    # this signed them all; 0 is plain DPO
     sft_weight: float = 1.0
     save_steps: int = 50
     seed: int = 0
