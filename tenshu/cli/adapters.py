@@ -5,6 +5,9 @@
   tenshu adapters promote NAME [VN]    put a version (default: the newest) in service
   tenshu adapters rollback NAME        put the version served before back in service
   tenshu adapters rm NAME VN           delete a version (not the one in service)
+  tenshu adapters import NAME DIR      a new version from an adapter trained elsewhere: a PEFT
+                [--base MODEL]         LoRA folder, or an mlx-lm one (converted to PEFT's format)
+                [--promote]            ...and put it in service
 
 Versions live under $TENSHU_HOME/adapters/NAME/vN/ and are never written over.
 """
@@ -27,6 +30,11 @@ def add_arguments(parser) -> None:
     rm = actions.add_parser("rm", help="delete a version")
     rm.add_argument("name")
     rm.add_argument("version")
+    imported = actions.add_parser("import", help="a new version from a PEFT or mlx-lm adapter")
+    imported.add_argument("name")
+    imported.add_argument("source", metavar="DIR")
+    imported.add_argument("--base", default="", help="the model it adapts (a checkpoint folder)")
+    imported.add_argument("--promote", action="store_true", help="put it in service")
 
 
 def registry() -> Registry:
@@ -51,6 +59,14 @@ def main(args) -> int:
         now = adapters.rollback(args.name)
         print(f"{args.name} {now} is in service" if now else
               f"{args.name}: no version is in service now")
+    elif args.action == "import":
+        from tenshu.learn.imports import import_adapter
+
+        found = import_adapter(adapters, args.name, args.source, base=args.base)
+        print(f"imported {found.manifest['format']} adapter as {found.name} {found.version}")
+        if args.promote:
+            adapters.promote(args.name, found.version)
+            print(f"{found.name} {found.version} is in service")
     else:
         adapters.remove(args.name, args.version)
         print(f"removed {args.name} {args.version}")

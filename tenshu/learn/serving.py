@@ -89,7 +89,7 @@ class AdapterService:
                    replace: bool = False) -> Served:
         """Serve the adapter in `path` (None: the registry's version in service) as `name`.
         With `replace`, a name already served gets the new adapter (hot-swap); without, that
-        is a ConflictError, as in vLLM."""
+        is a 400, as in vLLM (a name that is a model's or a route's is a 409)."""
         async with self._lock:
             return await self._load(name, path, base, replace)
 
