@@ -84,6 +84,33 @@ def test_adapters_match_peft_alone_and_mixed_with_the_base_in_one_batch(checkpoi
     assert mixed[1] != hf_greedy(base, prompts[1], MAX_TOKENS)  # the adapter changed the answer
 
 
+@torch.inference_mode()
+def peft_logprobs(base, adapter, prompt: list[int], tokens: list[int]) -> list[float]:
+    """transformers + peft's log-probability of each of `tokens` after `prompt`."""
+    model = _peft(str(base), str(adapter))
+    ids = torch.tensor([prompt + tokens])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float().log_softmax(-1)
+    return logits.gather(1, torch.tensor(tokens)[:, None])[:, 0].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_adapters_logprobs_match_peft_within_1e_4(checkpoint, family, tmp_path):
+    """Beyond the same greedy tokens: the same probabilities, to 1e-4 in float32 (what is left
+    is the order of float additions), for a request mixed in a batch with the base model."""
+    base = checkpoint(family)
+    a = LoRARequest("a", 1, str(make_adapter(base, tmp_path / "a", seed=4)))
+    llm = LLM(base, dtype="float32", block_size=8, enable_lora=True)
+    prompts = random_prompts(llm.engine.vocab_size, [12, 21], seed=13)
+    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, logprobs=1)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                        lora_request=[None, a])
+    answer = outs[1].outputs[0]
+    ours = [step[token].logprob for step, token in zip(answer.logprobs, answer.token_ids,
+                                                       strict=True)]
+    theirs = peft_logprobs(base, a.lora_path, prompts[1], list(answer.token_ids))
+    assert max(abs(x - y) for x, y in zip(ours, theirs, strict=True)) < 1e-4, (ours, theirs)
+
+
 def test_the_prefix_cache_is_never_shared_across_adapters(checkpoint, tmp_path):
     base = checkpoint("qwen3")
     a = LoRARequest("a", 1, str(make_adapter(base, tmp_path / "a", seed=3)))
