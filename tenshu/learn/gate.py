@@ -14,7 +14,9 @@ adapter in service, or the base model when none is) on data neither was trained 
   share of the incumbent's).
 - Length, format and end of turn: greedy answers to the held-out prompts must end their turn
   (not run into the token limit) as often as the incumbent's, less `eot_drop`; be no longer than
-  `length_ratio` times the incumbent's on average; and be empty no more often.
+  `length_ratio` times the incumbent's on average, nor shorter than `min_length_ratio` times it
+  (scaled down when the person's chosen answers are shorter than the rejected ones); and be
+  empty no more often.
 
 Every number and the decision go into the candidate's manifest.json (`verdict`); the same
 adapters and data give the same verdict (greedy decoding, a seeded bootstrap).
@@ -41,6 +43,10 @@ class GateConfig:
     forgetting: float = 0.10  # the general loss may rise by this share
     eot_drop: float = 0.2
     length_ratio: float = 2.0
+    # answers may not shrink below this share of the incumbent's length, scaled by how much
+    # shorter the chosen answers are than the rejected ones (a person who prefers brevity
+    # allows more): an adapter that learned to stop early is not one that learned the taste
+    min_length_ratio: float = 0.5
     general: int = 24  # conversations in the general held-out set
     max_new_tokens: int = 64
     prompts: int = 16  # held-out prompts answered for the generation guards
@@ -119,12 +125,24 @@ def judge(base: Path, candidate: Path, incumbent: Path | None, datasets: Dataset
     if c["length"] > config.length_ratio * max(i["length"], 1.0):
         reasons.append(f"its answers are longer: {c['length']:.1f} tokens against "
                        f"{i['length']:.1f}")
+    preferred = _length_ratio(tokenizer, pairs)
+    if c["length"] < config.min_length_ratio * min(preferred, 1.0) * i["length"]:
+        reasons.append(f"its answers are much shorter: {c['length']:.1f} tokens against "
+                       f"{i['length']:.1f} (the chosen answers are {preferred:.2f} times the "
+                       "rejected ones' length)")
     if c["empty"] > i["empty"]:
         reasons.append(f"more of its answers are empty: {c['empty']:.2f} against "
                        f"{i['empty']:.2f}")
     return Verdict(not reasons, reasons, len(pairs), accuracy, chosen, general_loss, generation,
                    incumbent=str(incumbent) if incumbent else "base",
                    data=datasets.content_hash(), config=asdict(config))
+
+
+def _length_ratio(tokenizer, pairs) -> float:
+    """How long the chosen answers are against the rejected ones, in tokens (1 without pairs)."""
+    chosen = sum(len(tokenizer(c, add_special_tokens=False).input_ids) for _, c, _ in pairs)
+    rejected = sum(len(tokenizer(r, add_special_tokens=False).input_ids) for _, _, r in pairs)
+    return chosen / rejected if chosen and rejected else 1.0
 
 
 def record(verdict: Verdict, manifest: Path) -> None:
