@@ -193,7 +193,14 @@ class AdapterService:
 
     async def _give_up(self, backend: LoRABackend, lora: LoRARequest) -> None:
         await backend.drained(lora)
-        backend.base.engine.remove_lora(lora.lora_int_id)
+        # A request a client abandoned has left the backend, but the engine lets go of it at
+        # its next step boundary: until then the adapter is still in use there.
+        while True:
+            try:
+                backend.base.engine.remove_lora(lora.lora_int_id)
+                return
+            except LoRAError:
+                await asyncio.sleep(0.02)
 
     # -- the registry ---------------------------------------------------------------------------
 

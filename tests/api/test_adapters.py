@@ -226,6 +226,29 @@ def test_unloading_waits_for_the_requests_on_the_adapter(setup):
     assert order == ["answered", "unloaded 200"]
 
 
+def test_an_adapter_a_client_walked_away_from_unloads_cleanly(setup):
+    assert load(setup, "epsilon", setup["a"]).status_code == 200
+
+    async def walk_away() -> None:
+        headers = {"Authorization": f"Bearer {setup['live'].keys['admin']}"}
+        async with httpx.AsyncClient(base_url=setup["live"].base_url, timeout=120,
+                                     headers=headers) as h:
+            async with h.stream("POST", "/v1/chat/completions", json={
+                    "model": "epsilon", "stream": True, "max_tokens": 200, "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "go on"}]}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        break  # the first token: leave
+            gone = await h.post("/v1/unload_lora_adapter", json={"lora_name": "epsilon"})
+            assert gone.status_code == 200, gone.text
+
+    asyncio.run(walk_away())
+    engine = setup["live"].server.app.state.adapters.bases()["base"].engine.engine
+    assert load(setup, "epsilon", setup["b"]).status_code == 200  # the name is free again
+    assert unload(setup, "epsilon").status_code == 200
+    assert engine.list_loras() == set()  # nothing of either is held
+
+
 def test_promotion_and_rollback_reach_the_server_and_the_turns_name_the_version(
         setup, offline):
     registry = setup["registry"]
