@@ -110,6 +110,7 @@ def _turn_view(turn, sources: list[dict], feedback: dict) -> dict:
         "model": turn.model,
         "route": turn.routed,
         "backend": turn.backend,
+        "adapter": turn.adapter,
         "fallbacks": sum(a.get("outcome") == "error" for a in trace.get("attempts", [])),
         "stopped": bool(trace.get("stopped")),
         "ttft_ms": turn.ttft_ms,

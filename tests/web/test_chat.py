@@ -6,6 +6,7 @@ model output that must stay inert, and another user's conversation by its URL.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -348,3 +349,26 @@ def test_narrow_screen_and_dark_theme(new_page, site):
         page.click("#theme-toggle")
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 23, 28)"
     shot(page, "chat-narrow-dark")
+
+
+def test_an_answer_from_an_adapter_names_its_version(new_page, site, tmp_path):
+    from tenshu.config import DEFAULT_MODEL_DIR
+    from tests.engine.test_lora import make_adapter
+
+    folder = make_adapter(DEFAULT_MODEL_DIR, tmp_path / "signoff", seed=5)
+    loaded = api(site, "boss").post("/v1/load_lora_adapter", json={
+        "lora_name": "signoff", "lora_path": str(folder)})
+    assert loaded.status_code == 200, loaded.text
+    try:
+        page, _ = new_page("ana")
+        page.goto(site.base_url + "/chat")
+        page.locator("#settings summary").click()
+        page.select_option("#model", "signoff")
+        send(page, "hello, adapter")
+        badge = page.locator(".turn .meta .badge[title='adapter version']")
+        expect(badge).to_have_text(re.compile(r"^signoff@[0-9a-f]{12}$"))
+        shown = badge.inner_text()
+        page.reload()
+        expect(page.locator(".turn .meta .badge[title='adapter version']")).to_have_text(shown)
+    finally:
+        api(site, "boss").post("/v1/unload_lora_adapter", json={"lora_name": "signoff"})

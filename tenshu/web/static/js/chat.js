@@ -127,13 +127,15 @@ function adopt(response, view, text) {
   if (request) view.li.dataset.request = request;
   const route = response.headers.get("x-tenshu-route");
   const backend = response.headers.get("x-tenshu-backend");
+  const adapter = response.headers.get("x-tenshu-adapter");
   const fallbacks = Number(response.headers.get("x-tenshu-fallbacks") || 0);
-  view.meta.replaceChildren(
+  view.meta.replaceChildren(...[  // the DOM's replaceChildren does not flatten, as el() does
     el("span", { class: "badge", title: "route" }, route || view.li.dataset.model),
     " ", el("span", { class: "badge", title: "backend" }, backend || "–"),
+    adapter ? [" ", el("span", { class: "badge", title: "adapter version" }, adapter)] : [],
     fallbacks ? [" ", el("span", { class: "badge warn", title: "candidates that failed first" },
       `${fallbacks} fallback${fallbacks > 1 ? "s" : ""}`)] : [],
-    " ", request ? el("a", { href: `/traces/${request}`, class: "trace-link" }, "trace") : "");
+    " ", request ? el("a", { href: `/traces/${request}`, class: "trace-link" }, "trace") : ""].flat());
   if (conversation && conversation !== state.conversation) {
     const isNew = !state.conversation;
     state.conversation = conversation;
