@@ -31,6 +31,7 @@ manifest.json (data hash, hyperparameters, metrics) and loss.png.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tenshu.cli.table import print_table
@@ -89,6 +90,9 @@ def _training_options(p) -> None:
     p.add_argument("--sft-weight", type=float, default=1.0,
                    help="DPO: weight of a supervised loss on the chosen answers (0: plain DPO)")
     p.add_argument("--threads", type=int, help="torch threads (default: half the cores)")
+    p.add_argument("--memory-gib", type=float, default=_half_the_memory(),
+                   help="the most memory training may take (default: half the machine's; "
+                        "0: no cap)")
 
 
 def main(args) -> int:
@@ -182,10 +186,19 @@ def _nightly(args, datasets) -> int:
     return 0
 
 
+def _half_the_memory() -> float:
+    """Half this machine's memory in GiB (0, no cap, where that cannot be read)."""
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**31, 1)
+    except (AttributeError, OSError, ValueError):
+        return 0.0
+
+
 def _config(args, method: str) -> TrainConfig:
     return TrainConfig(method, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
                        max_steps=args.max_steps, learning_rate=args.lr,
                        batch_size=args.batch_size, threads=args.threads,
+                       memory_gib=args.memory_gib,
                        sft_weight=args.sft_weight)
 
 

@@ -9,8 +9,10 @@ its verdict) and a picture of the loss (and, for DPO, the reward margin) by step
 to `out/checkpoints` every `save_steps`, so an interrupted run resumes (`resume=True`) where it
 stopped.
 
-It runs at low priority: the process is niced, and torch uses `threads` threads (half the cores
-by default), so a server on the same machine stays responsive. It refuses to train on less data
+It runs at low priority: the process is niced, torch uses `threads` threads (half the cores
+by default), and with `memory_gib` its memory is capped (a run that needs more fails with a
+clear error instead of pushing the server into swap), so a server on the same machine stays
+responsive. It refuses to train on less data
 than the method needs (datasets.MINIMUM) and says how much more. Only the held-out split's
 prompts are never seen: training uses the training split alone.
 
@@ -53,6 +55,9 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # None: half the machine's cores
     nice: int = 10
+    # the most memory the training process may take, in GiB (its data segment: RLIMIT_DATA);
+    # 0: no cap. For a process of its own (the CLI, the nightly job): the cap is the process's
+    memory_gib: float = 0.0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -88,6 +93,12 @@ def train(base: Path, datasets: Datasets, config: TrainConfig, out: Path, *,
     _lower_priority(config)
     try:
         return _train(base, datasets, config, out, resume=resume, progress=progress)
+    except (MemoryError, RuntimeError) as exc:
+        if config.memory_gib and (isinstance(exc, MemoryError) or "allocate" in str(exc)):
+            raise ValueError(f"training ran out of its memory budget ({config.memory_gib:g} "
+                             "GiB): lower --batch-size or --max-length, or raise "
+                             "--memory-gib") from None
+        raise
     finally:
         torch.set_num_threads(threads)  # a caller in this process gets its threads back
 
@@ -163,7 +174,8 @@ def _trainer(config: TrainConfig, checkpoints: Path, *, cuda: bool, progress: bo
 
 
 def _lower_priority(config: TrainConfig) -> None:
-    """Nice the process and cap torch's threads, so the server beside it stays responsive."""
+    """Nice the process, cap torch's threads and (with memory_gib) its memory, so the server
+    beside it stays responsive."""
     import torch
 
     if config.nice and hasattr(os, "nice"):
@@ -171,6 +183,14 @@ def _lower_priority(config: TrainConfig) -> None:
             os.nice(config.nice)
     threads = config.threads or max(1, (os.cpu_count() or 2) // 2)
     torch.set_num_threads(threads)
+    if config.memory_gib:
+        import resource
+
+        cap = int(config.memory_gib * 2**30)
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
 
 
 def _plot(history: list[dict], method: str, path: Path) -> None:

@@ -123,6 +123,11 @@ def test_tenshu_learn_kto_writes_a_new_version_each_time(tmp_path):
 
     refused = learn("kto", "--max-steps", "2")  # the owner has no feedback
     assert refused.returncode == 1 and "KTO needs 32" in refused.stderr
+    starved = learn("kto", "--user", "ana", "--max-steps", "2", "--adapter", "mine",
+                    "--memory-gib", "0.01")  # far less than the process holds already
+    assert starved.returncode == 1, starved.stderr[-2000:]
+    assert "ran out of its memory budget (0.01 GiB)" in starved.stderr
+    assert not (tmp_path / "adapters" / "mine" / "v1" / "adapter").exists()
     for version in ("v1", "v2"):
         run = learn("kto", "--user", "ana", "--max-steps", "2", "--adapter", "mine",
                     "--threads", "1")
