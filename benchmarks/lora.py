@@ -3,7 +3,7 @@ base model alone, the same requests, in one run (goal: at least 0.8 of the base'
 
   python benchmarks/lora.py            # the Qwen3-0.6B shape, 4 layers (benchmarks/engine.py's
                                        # --quick checkpoint), bf16 weights on the CPU
-  python benchmarks/lora.py --full      # all 28 layers of the shape (slow on a CPU)
+  python benchmarks/lora.py --full     # all 28 layers of the shape (slow on a CPU)
 
 Four random rank-16 adapters on every projection (q, k, v, o, gate, up, down), made with peft;
 the requests take turns over them (8 each of 32). Every request has a 128-token prompt and makes
