@@ -200,30 +200,36 @@ def test_a_hot_swap_under_streaming_load_fails_nothing_and_mixes_no_versions(set
 
 
 def test_unloading_waits_for_the_requests_on_the_adapter(setup):
+    """The unload answers only once the request on the adapter has finished, whole: at that
+    moment the server runs nothing on it and the engine holds nothing of it. (Which of the two
+    responses the client reads first is the client's scheduling, not the server's order.)"""
     assert load(setup, "delta", setup["a"]).status_code == 200
-    order: list[str] = []
+    served = setup["live"].server.app.state.adapters.served["delta"]
+    engine = served.backend.base.engine.engine
+    seen: dict = {}
 
-    async def long_answer(h: httpx.AsyncClient) -> None:
+    async def long_answer(h: httpx.AsyncClient) -> list[str]:
         async with h.stream("POST", "/v1/chat/completions", json={
                 "model": "delta", "stream": True, "temperature": 0, "max_tokens": 64,
                 "ignore_eos": True, "messages": [{"role": "user", "content": "go on"}]}) as r:
             assert r.status_code == 200
-            lines = [line async for line in r.aiter_lines() if line]
-        assert lines[-1] == "data: [DONE]" and '"finish_reason":"length"' in lines[-2]
-        order.append("answered")
+            return [line async for line in r.aiter_lines() if line]
 
-    async def main() -> None:
+    async def main() -> list[str]:
         headers = {"Authorization": f"Bearer {setup['live'].keys['admin']}"}
         async with httpx.AsyncClient(base_url=setup["live"].base_url, timeout=120,
                                      headers=headers) as h:
             answer = asyncio.create_task(long_answer(h))
             await on_adapter(setup, "delta")
             gone = await h.post("/v1/unload_lora_adapter", json={"lora_name": "delta"})
-            order.append(f"unloaded {gone.status_code}")
-            await answer
+            seen.update(status=gone.status_code, running=served.backend.running(
+                served.backend.lora), held=served.backend.lora.lora_int_id in
+                engine.list_loras())
+            return await answer
 
-    asyncio.run(main())
-    assert order == ["answered", "unloaded 200"]
+    lines = asyncio.run(main())
+    assert seen == {"status": 200, "running": 0, "held": False}
+    assert lines[-1] == "data: [DONE]" and '"finish_reason":"length"' in lines[-2]
 
 
 def test_an_adapter_a_client_walked_away_from_unloads_cleanly(setup):
