@@ -50,7 +50,7 @@ class Job:
     command: the argv, run without a shell; env: variables added to the server's for it;
     cwd: where it runs (None: the server's directory). catch_up: a scheduled run that was
     missed while the server was down runs once when it starts. on_done: awaited with each run
-    that ran, once it has ended (succeeded, failed or cancelled).
+    that ran, once it has ended (succeeded, failed or cancelled), before its end is recorded.
     """
 
     name: str
@@ -292,6 +292,12 @@ class Scheduler:
                 await job.on_done(ended)
             except Exception:
                 log.exception("on_done of job %s failed", job.name)
+        # written after on_done: whoever reads that the run ended sees what followed it too
+        # (the adapter a nightly run promoted is served by then)
+        try:
+            await asyncio.to_thread(self.store.record, ended)
+        except Exception:
+            log.exception("could not record the end of job run %s", run.id)
         return ended
 
     async def _execute(self, job: Job, run: JobRun) -> JobRun:
@@ -316,8 +322,7 @@ class Scheduler:
                 if run.id in self._cancelled:
                     status, why = "cancelled", "tenshu stopped while it ran"
                 ended = run.end(status, why, code)
-        await asyncio.to_thread(self.store.record, ended)
-        return ended
+        return ended  # recorded by _run, once on_done has run
 
     async def _spawn(self, job: Job, run: JobRun) -> asyncio.subprocess.Process:
         """The job's process, its output (stdout and stderr) to the run's log, in a session of
