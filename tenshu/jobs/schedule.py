@@ -29,34 +29,20 @@ _FORMS = ("five cron fields (minute hour day-of-month month day-of-week, e.g. '0
           "or an interval ('every 30m'; units s, m, h, d)")
 
 
-class Schedule:
-    """When a job is due. `text` is what the person wrote."""
-
-    text: str
-
-    def next_after(self, when: datetime) -> datetime:
-        """The first due time strictly after `when` (aware; the answer is UTC)."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return self.text
-
-
 @dataclass(frozen=True)
-class Cron(Schedule):
+class Cron:
+    """Five cron fields in a time zone. `text` is what the person wrote."""
+
     text: str
     zone: tzinfo
 
     def next_after(self, when: datetime) -> datetime:
-        start = _utc(when).astimezone(self.zone)
-        try:
-            for local in CronSim(self.text, start):
-                # Past `when` in real time, not only on the wall clock: after the first pass
-                # through a repeated (fall-back) hour, its wall times are behind us.
-                if (due := local.astimezone(UTC)) > when:
-                    return due
-        except StopIteration:
-            pass
+        """The first due time strictly after `when` (aware; the answer is UTC)."""
+        for local in CronSim(self.text, _utc(when).astimezone(self.zone)):
+            # Past `when` in real time, not only on the wall clock: after the first pass
+            # through a repeated (fall-back) hour, its wall times are behind us.
+            if (due := local.astimezone(UTC)) > when:
+                return due
         raise ValueError(f"schedule {self.text!r}: no time within 50 years matches it")
 
     def describe(self) -> str:
@@ -64,13 +50,21 @@ class Cron(Schedule):
 
 
 @dataclass(frozen=True)
-class Every(Schedule):
+class Every:
+    """An interval, due on its multiples since the Unix epoch."""
+
     text: str
     seconds: int
 
     def next_after(self, when: datetime) -> datetime:
         elapsed = (_utc(when) - _EPOCH) // timedelta(seconds=self.seconds)
         return _EPOCH + timedelta(seconds=self.seconds * (elapsed + 1))
+
+    def describe(self) -> str:
+        return self.text
+
+
+Schedule = Cron | Every  # when a job is due
 
 
 def parse_schedule(text: str, timezone: str = "") -> Schedule:
