@@ -233,11 +233,7 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
     file = Path(file) if file is not None else config_path()
     values: dict = {}
     if file.exists():
-        try:
-            data = tomllib.loads(file.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{file}: not valid TOML: {exc}") from exc
-        values = _server_table(file, data)
+        values = _server_table(file, _read_toml(file))
     elif explicit:
         raise ValueError(f"--config {file}: no such file")
     for key, value in overrides.items():
@@ -252,56 +248,47 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
 _ROUTING_KEYS = ("models", "tiers", "routes", "budgets", "router")
 
 
-def load_memory_settings(file: Path | None = None) -> MemorySettings:
-    """[memory] of tenshu.toml, for commands that work without a server (tenshu ingest)."""
-    file = file or config_path()
-    if not file.exists():
-        return MemorySettings()
+def _read_toml(file: Path) -> dict:
     try:
-        data = tomllib.loads(file.read_text())
+        return tomllib.loads(file.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file}: not valid TOML: {exc}") from exc
-    return _memory(file, data)
 
 
-def _memory(file: Path, data: dict) -> MemorySettings:
+def _section(file: Path, data: dict, name: str, settings: type):
+    """The table `name` of a read tenshu.toml as `settings` (a dataclass), errors naming it."""
     from tenshu.config.routing import _build
 
     try:
-        return _build(MemorySettings, data.get("memory", {}), "memory")
+        return _build(settings, data.get(name, {}), name)
     except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
+
+
+def _load_section(file: Path | None, name: str, settings: type):
+    """One table of tenshu.toml (its defaults when there is no file), for commands that work
+    without a server."""
+    file = file or config_path()
+    return _section(file, _read_toml(file), name, settings) if file.exists() else settings()
+
+
+def load_memory_settings(file: Path | None = None) -> MemorySettings:
+    """[memory] of tenshu.toml, for commands that work without a server (tenshu ingest)."""
+    return _load_section(file, "memory", MemorySettings)
 
 
 def load_learn_settings(file: Path | None = None) -> LearnSettings:
     """[learn] of tenshu.toml: the learning loop's nightly job, which the server schedules
     and `tenshu jobs` shows and runs."""
-    from tenshu.config.routing import _build
-
-    file = file or config_path()
-    if not file.exists():
-        return LearnSettings()
-    try:
-        data = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: not valid TOML: {exc}") from exc
-    try:
-        return _build(LearnSettings, data.get("learn", {}), "learn")
-    except ValueError as exc:
-        raise ValueError(f"{file}: {exc}") from None
+    return _load_section(file, "learn", LearnSettings)
 
 
 def store_location(file: Path | None = None) -> str:
     """Where the state database is, for commands that open it without a server: tenshu.toml's
     [store] url, else state.db in the home."""
     file = file or config_path()
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{file}: not valid TOML: {exc}") from exc
-        if url := _store_url(file, data):
-            return url
+    if file.exists() and (url := _store_url(file, _read_toml(file))):
+        return url
     return str(state_db_path())
 
 
@@ -358,7 +345,7 @@ def _server_table(file: Path, data: dict) -> dict:
     if url := _store_url(file, data):
         values["store_url"] = url
     if "memory" in data:
-        values["memory"] = _memory(file, data)
+        values["memory"] = _section(file, data, "memory", MemorySettings)
     return values
 
 
