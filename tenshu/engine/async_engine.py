@@ -75,11 +75,13 @@ class AsyncEngine:
         self._submit(("abort", request_id, done))
         await done
 
-    async def add_lora(self, lora_request: LoRARequest) -> None:
+    async def add_lora(self, lora_request: LoRARequest) -> str:
         """Load an adapter in a worker thread, so the step loop never waits on its reading and
-        fusing; it is held until remove_lora. Raises LoRAError for one that cannot be used."""
+        fusing; it is held until remove_lora. Returns the sha256 of its weights (hex). Raises
+        LoRAError for one that cannot be used."""
         self._check_alive()
-        await asyncio.to_thread(self.engine.add_lora, lora_request)
+        loras = self.engine.lora_manager()
+        return (await asyncio.to_thread(loras.add, lora_request)).digest
 
     def remove_lora(self, lora_int_id: int) -> bool:
         """Give an adapter up (refused while a request runs on it: wait for those first)."""

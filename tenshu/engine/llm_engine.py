@@ -130,17 +130,18 @@ class LLMEngine:
 
     def add_lora(self, lora_request: LoRARequest) -> bool:
         """Load an adapter ahead of its requests and keep it until remove_lora (any thread)."""
-        self._loras().add(lora_request)
+        self.lora_manager().add(lora_request)
         return True
 
     def remove_lora(self, lora_int_id: int) -> bool:
         """Give an adapter up (False: none has that id); refused while a request runs on it."""
-        return self._loras().remove(lora_int_id)
+        return self.lora_manager().remove(lora_int_id)
 
     def list_loras(self) -> set[int]:
-        return set(self._loras().loaded)
+        return set(self.lora_manager().loaded)
 
-    def _loras(self) -> LoRAManager:
+    def lora_manager(self) -> LoRAManager:
+        """The adapters it holds; LoRAError for an engine started without enable_lora."""
         if self.loras is None:
             raise LoRAError("this engine was started without enable_lora=True: it serves no "
                             "adapters", field="lora_request")
@@ -150,7 +151,7 @@ class LLMEngine:
         """The adapter a request runs with, loaded if it is not (None: the base model)."""
         if lora_request is None:
             return None
-        return self._loras().acquire(lora_request)
+        return self.lora_manager().acquire(lora_request)
 
     def _check_prompt(self, ids: list[int]) -> None:
         if not ids:

@@ -61,6 +61,11 @@ class LoRAWeights:
     modules: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
     salt: bytes  # the adapter version's identity, for the prefix cache
 
+    @property
+    def digest(self) -> str:
+        """The sha256 of the adapter's weights file, in hex."""
+        return self.salt.removeprefix(b"lora:").hex()
+
 
 @dataclass
 class LoRABatch:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
@@ -115,15 +114,17 @@ class AdapterService:
             raise InvalidRequestError(
                 f"{name!r} is served on {current.base}: unload it before loading it on {base}",
                 field="base_model_name")
-        folder, version, label = self._source(name, path)
+        folder, version = self._source(name, path)
         base_name = current.base if current is not None and base is None else \
             self._base_for(base, folder)
         backend = self.bases()[base_name]
         lora = LoRARequest(name, next(self._ids), str(folder))
         try:
-            await backend.engine.add_lora(lora)
+            digest = await backend.engine.add_lora(lora)
         except LoRAError as exc:
             raise InvalidRequestError(f"{name}: {exc}", field="lora_path") from None
+        # a registry version by its number; one loaded by path by its weights (no path shown)
+        label = f"{name}@{version or digest[:12]}"
         if current is not None:
             old = current.backend.swap(lora, label)
             current.version = version
@@ -151,13 +152,13 @@ class AdapterService:
         log.info("%s: no longer served", name)
 
     def _source(self, name: str, path) -> tuple[Path, str | None, str]:
-        """The folder to load, the registry's version (None for a path), and the label."""
+        """The folder to load, and the registry's version (None for a path)."""
         if path is not None and str(path).strip():
             folder = Path(path).expanduser()
             if not folder.is_dir():
                 raise InvalidRequestError(f"lora_path: {path} is not a folder",
                                           field="lora_path")
-            return folder.resolve(), None, f"{name}@{_digest(folder)}"
+            return folder.resolve(), None
         if self.registry is None:
             raise InvalidRequestError("lora_path is required: this server has no adapter "
                                       "registry", field="lora_path")
@@ -166,7 +167,7 @@ class AdapterService:
         except ValueError as exc:
             raise NotFoundError(f"{exc}; give a lora_path, or promote a version "
                                 f"(`tenshu adapters promote {name}`)") from None
-        return version.adapter, version.version, f"{name}@{version.version}"
+        return version.adapter, version.version
 
     def _base_for(self, wanted: str | None, folder: Path) -> str:
         bases = self.bases()
@@ -265,15 +266,6 @@ class AdapterService:
         if self.registry is None or not self.registry.root.is_dir():
             return {}
         return {str(p): p.stat().st_mtime_ns for p in self.registry.root.glob("*/alias.json")}
-
-
-def _digest(folder: Path) -> str:
-    """A folder's adapter by its weights' content (a label that names no path)."""
-    try:
-        with (folder / "adapter_model.safetensors").open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()[:12]
-    except OSError:
-        return "unreadable"  # the engine's load says why
 
 
 def _manifest_base(adapter: Path) -> str | None:
