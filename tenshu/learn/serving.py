@@ -114,9 +114,10 @@ class AdapterService:
             raise InvalidRequestError(
                 f"{name!r} is served on {current.base}: unload it before loading it on {base}",
                 field="base_model_name")
-        folder, version = self._source(name, path)
+        # the registry's and the folder's files are read off the event loop
+        folder, version = await asyncio.to_thread(self._source, name, path)
         base_name = current.base if current is not None and base is None else \
-            self._base_for(base, folder)
+            await asyncio.to_thread(self._base_for, base, folder)
         backend = self.bases()[base_name]
         lora = LoRARequest(name, next(self._ids), str(folder))
         try:
@@ -213,8 +214,9 @@ class AdapterService:
             return []
         changes = []
         async with self._lock:
-            self._seen = self._aliases()
-            wanted = {name: self.registry.serving(name) for name in self.registry.names()}
+            self._seen = await asyncio.to_thread(self._aliases)
+            wanted = await asyncio.to_thread(
+                lambda: {name: self.registry.serving(name) for name in self.registry.names()})
             for name, version in wanted.items():
                 current = self.served.get(name)
                 if version is None or (current is not None and current.version == version):
