@@ -109,8 +109,12 @@ def test_an_adapter_trained_on_flipped_labels_is_rejected_and_never_served(loop)
     done = run(loop["registry"], "flipped", DEFAULT_MODEL_DIR, flipped, CONFIG,
                log=lambda line: None)
     assert done.status == "rejected", (done.why, done.verdict)
-    assert loop["registry"].serving("flipped") is None
-    time.sleep(3)  # longer than the server's watch takes to notice a promotion
+    assert loop["registry"].serving("flipped") is None  # the server serves only what is
+    listed = loop["admin"].get("/tenshu/v1/adapters").json()
+    assert {(v["name"], v["version"], v["serving"], v["verdict"]["decision"])
+            for v in listed["data"] if v["name"] == "flipped"} == {("flipped", "v1", False,
+                                                                    "reject")}
+    assert "flipped" not in {s["id"] for s in listed["served"]}
     assert "flipped" not in served(loop["ana"])
 
 
