@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # What some tests run beside tenshu: a PostgreSQL server (the store on PostgreSQL), strace
-# (no connection leaves the machine) and Chromium (the web UI's browser tests). Installed with apt where it is there and we may; elsewhere
-# those tests skip and say what to install.
+# (no connection leaves the machine), Chromium (the web UI's browser tests) and bubblewrap (the
+# sandbox the agents' shell and Python tools run in; without it they are refused). Installed
+# with apt where it is there and we may; elsewhere those tests skip and say what to install.
 system-packages:
 	@missing=""; \
 	test -x "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n1)/pg_ctl" || missing="postgresql"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
