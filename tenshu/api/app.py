@@ -8,7 +8,7 @@
                          store: tenshu (the caller's record, users and keys), memory, stats
                          (the dashboards), arena, admin (sessions, models, the config check),
                          adapters (LoRA adapters loaded and unloaded at run time), jobs (the
-                         scheduler's)
+                         scheduler's), agents (runs, approvals, MCP servers' pins)
     web                  the browser UI's pages (tenshu/web), whose scripts call these same
                          routes with the session cookie instead of a key
 """
@@ -40,6 +40,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     from tenshu.api import (
         adapters,
         admin,
+        agents,
         anthropic,
         arena,
         docs,
@@ -50,6 +51,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
         stats,
         tenshu,
     )
+    from tenshu.api import mcp as mcp_api
     from tenshu.api import memory as memory_api
 
     app = FastAPI(
@@ -72,9 +74,11 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     errors.install(app)
     app.state.adapters = None  # learn/serving.AdapterService, set by the server
     app.state.scheduler = None  # jobs.Scheduler, set by the server: /tenshu/v1/jobs
+    app.state.agents = None  # agents.AgentService, set by the server: /tenshu/v1/agents, runs
     for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api, stats, arena,
-                   admin, adapters, jobs):
+                   admin, adapters, jobs, agents):
         app.include_router(module.router)
+    mcp_api.install(app, settings, auth)  # /mcp: tenshu's MCP server (app.state.mcp)
     if store is not None:
         web.install(app)
     if settings.cors_origins:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
+from tenshu.agents.service import AgentService
 from tenshu.api.app import create_app
 from tenshu.api.auth import Authenticator
 from tenshu.api.connection import ConnectionLimits, protocol_for
@@ -89,6 +90,8 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
     jobs = [replace(job, on_done=_then_sync(adapters)) if job.name == LEARN_JOB else job
             for job in jobs]
     scheduler = app.state.scheduler = Scheduler(jobs, store.jobs)
+    agents = app.state.agents = AgentService(settings.agents, gateway, store,
+                                             home=tenshu_home(), memory=memory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -96,13 +99,16 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
         if app.state.adapters is not None:
             await adapters.start()
         await scheduler.start()
+        await agents.start()  # runs a stopped server left unfinished go on
         if failed := await asyncio.to_thread(memory.recover):
             log.warning("%d uploaded document(s) were not indexed before the server last "
                         "stopped; they are marked failed, to upload again", failed)
         try:
-            yield
+            async with app.state.mcp.run():  # /mcp's requests are served in its task group
+                yield
         finally:
             await scheduler.close()  # running jobs are ended (SIGTERM) and marked cancelled
+            await agents.close()  # runs stay as they are, to resume at the next start
             await adapters.close()
             await writer.close()
             await memory.aclose()

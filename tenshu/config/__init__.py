@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tenshu.config.agents import AgentsSettings, parse_agents
 from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
 from tenshu.config.routing import (
@@ -139,6 +140,7 @@ class ServerSettings:
     log_level: str = "info"
     store_url: str = ""
     memory: MemorySettings = MemorySettings()
+    agents: AgentsSettings = AgentsSettings()  # [agents.*], [mcp.servers.*], [approvals]
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str) -> ValueError:
@@ -236,6 +238,8 @@ def load_server_settings(file: Path | None = None, **overrides) -> ServerSetting
         values = _server_table(file, _read_toml(file))
     elif explicit:
         raise ValueError(f"--config {file}: no such file")
+    else:
+        values = {"agents": parse_agents({}, tenshu_home() / "agents")}
     for key, value in overrides.items():
         if value is not None:
             values[key] = value
@@ -310,9 +314,10 @@ def _store_url(file: Path, data: dict) -> str:
 
 def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
-             if f.name not in (*_ROUTING_KEYS, "store_url", "memory")}
+             if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents")}
     server = data.get("server", {})
-    unknown = ((set(data) - {"server", "store", "memory", "learn", *_ROUTING_KEYS})
+    unknown = ((set(data) - {"server", "store", "memory", "learn", "agents", "mcp",
+                             "approvals", *_ROUTING_KEYS})
                | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -346,9 +351,21 @@ def _server_table(file: Path, data: dict) -> dict:
         values["store_url"] = url
     if "memory" in data:
         values["memory"] = _section(file, data, "memory", MemorySettings)
+    try:
+        values["agents"] = parse_agents(data, tenshu_home() / "agents")
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from None
     return values
 
 
 def api_key_from_env() -> str | None:
     """The API key `tenshu chat --url` sends when no --key is given."""
     return os.environ.get("TENSHU_API_KEY") or None
+
+
+def client_dir_from_env(name: str) -> Path | None:
+    """The folder named by an environment variable that another program reads to find its own
+    settings (CODEX_HOME, CLAUDE_CONFIG_DIR, XDG_CONFIG_HOME), for `tenshu connect` to find
+    them where that program does; None when it is unset or empty."""
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None

@@ -184,6 +184,17 @@ class Memory:
         summary.seconds = time.perf_counter() - began
         return summary
 
+    async def ingest_text(self, principal: Principal, name: str, text: str, source: str,
+                          content_type: str = "text/markdown") -> Summary:
+        """One text as a document `source` of the collection `name` (made if missing); the
+        same source again replaces it (an agent's note, a tool's write)."""
+        ingester = await asyncio.to_thread(self.ingester, principal, name)
+        began = time.perf_counter()
+        summary = Summary(ingester.collection.name)
+        await self._ingest_one(ingester, text.encode(), source, content_type, summary)
+        summary.seconds = time.perf_counter() - began
+        return summary
+
     async def ingest_conversations(self, principal: Principal, name: str) -> Summary:
         """The principal's recorded conversations, each a document (`conversation:<id>`),
         into their collection `name`: opt-in, by the person, per collection."""

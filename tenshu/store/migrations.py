@@ -420,8 +420,59 @@ def m008_jobs(conn: Connection) -> None:
     runs.create(conn)
 
 
+def m009_agents(conn: Connection) -> None:
+    """Agents: each run (its owner, agent, task, state and answer), the journal of its steps
+    (model calls and tool calls, each written as it starts and as it ends, so a restarted
+    server resumes a run without repeating a finished call), and each MCP server's tool list
+    as last seen and as last approved (a changed list waits for approval)."""
+    runs = Table(
+        "agent_runs", MetaData(),
+        Column("id", String(40), primary_key=True),  # run_<hex>
+        Column("owner_id", Integer, nullable=False),
+        Column("agent", String(64), nullable=False),
+        Column("task", Text, nullable=False),
+        # queued | running | waiting_approval | succeeded | failed | cancelled
+        Column("status", String(24), nullable=False),
+        Column("why", Text, nullable=False, server_default=""),
+        Column("result", Text, nullable=False, server_default=""),
+        Column("steps", Integer, nullable=False, server_default="0"),
+        Column("tokens", Integer, nullable=False, server_default="0"),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        Column("finished_at", UTCDateTime()),
+    )
+    Index("ix_agent_runs_owner_created", runs.c.owner_id, runs.c.created_at)
+    Index("ix_agent_runs_status", runs.c.status)
+    runs.create(conn)
+    steps = Table(
+        "run_steps", MetaData(),
+        Column("run_id", String(40), primary_key=True),
+        Column("seq", Integer, primary_key=True),
+        Column("node", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),  # model | tool
+        Column("name", String(200), nullable=False),  # the model, or the tool
+        Column("call_id", String(100)),  # a tool call's id, as the model gave it
+        # started | done | failed | waiting_approval | denied
+        Column("status", String(24), nullable=False),
+        Column("data", Text, nullable=False, server_default="{}"),
+        Column("started_at", UTCDateTime(), nullable=False),
+        Column("finished_at", UTCDateTime()),
+    )
+    Index("ix_run_steps_status", steps.c.status)
+    steps.create(conn)
+    Table(
+        "mcp_pins", MetaData(),
+        Column("server", String(64), primary_key=True),
+        Column("approved_hash", String(64)),
+        Column("seen_hash", String(64), nullable=False),
+        Column("seen_tools", Text, nullable=False, server_default="[]"),
+        Column("seen_at", UTCDateTime(), nullable=False),
+        Column("approved_at", UTCDateTime()),
+    ).create(conn)
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
-                               m006_web, m007_adapters, m008_jobs]
+                               m006_web, m007_adapters, m008_jobs, m009_agents]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

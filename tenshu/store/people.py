@@ -234,10 +234,11 @@ class UserStore:
 
     def remove(self, name: str) -> dict[str, int]:
         """Remove a user and everything that is theirs: keys, conversations (with what was
-        derived from them), feedback, memory collections. Returns how many of each were
+        derived from them), feedback, memory collections, agent runs. Returns how many of each were
         removed."""
         from tenshu.store.collections import delete_user_collections
         from tenshu.store.conversations import delete_conversations
+        from tenshu.store.runs import delete_user_runs
 
         with begin_write(self._engine) as conn:
             user = conn.execute(select(users.c.id, users.c.role)
@@ -248,6 +249,7 @@ class UserStore:
                 _keep_an_admin(conn, user.id)
             removed = delete_conversations(conn, user.id, None)
             removed["collections"] = delete_user_collections(conn, user.id)
+            removed["runs"] = delete_user_runs(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
             conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user.id))

@@ -12,6 +12,7 @@ import secrets
 import httpx
 import pytest
 
+from tenshu.config.agents import AgentSpec, AgentsSettings
 from tests.api.live import live_server
 
 HEADER = "x-tenshu-conversation"
@@ -20,8 +21,9 @@ CHAT = {"model": "tenshu-tiny", "max_tokens": 4, "messages": [{"role": "user", "
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    agents = AgentsSettings((AgentSpec("helper", "tenshu-tiny", max_tokens=4),))
     with live_server(tmp_path_factory.mktemp("isolation") / "state.db",
-                     embedder=False) as live:
+                     embedder=False, agents=agents) as live:
         store = live.server.store
         for name, role in (("ana", "member"), ("ben", "member"), ("boss", "admin")):
             store.users.add(name, role=role)
@@ -44,7 +46,11 @@ def world(tmp_path_factory):
         chunk = httpx.post(live.base_url + "/tenshu/v1/memory/search", headers=ana, json={
             "query": "moat key", "collection": "diary"}).json()["hits"][0]["chunk_id"]
         session, _ = store.sessions.create(store.users.get("ana").id, "password")
-        yield {"live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
+        run = httpx.post(live.base_url + "/tenshu/v1/agents/helper/runs", headers=ana,
+                         json={"task": "ana's errand: fetch the moat key", "wait": 60},
+                         timeout=90).json()
+        assert run["status"] == "succeeded", run
+        yield {"run": run["id"], "live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
                "coll": "diary", "doc": str(doc.json()["id"]), "chunk": str(chunk),
                "session": session.id, "request": first.headers["request-id"]}
 
@@ -64,7 +70,8 @@ def snapshot(world) -> dict:
                 "export": c.get(f"/conversations/{world['conv']}/export").json(),
                 "collection": c.get("/memory/collections/diary").json(),
                 "documents": c.get("/memory/collections/diary/documents").json(),
-                "shares": c.get("/memory/collections/diary/shares").json()}
+                "shares": c.get("/memory/collections/diary/shares").json(),
+                "run": c.get(f"/runs/{world['run']}").json(), "runs": c.get("/runs").json()}
 
 
 def attempts(world) -> list[tuple[str, str, dict, str]]:
@@ -96,6 +103,11 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
         ("GET", "/tenshu/v1/requests/{turn}", {}, "read her request's trace by its turn id"),
         ("GET", "/tenshu/v1/requests/{request}", {}, "read her request's trace by its id"),
         ("GET", "/tenshu/v1/stats?user=ana", {}, "read ana's stats"),
+        ("GET", "/tenshu/v1/runs/{run}", {}, "read her agent run"),
+        ("GET", "/tenshu/v1/runs/{run}/events", {}, "follow her agent run"),
+        ("POST", "/tenshu/v1/runs/{run}/approve", {"json": {}}, "approve her run's call"),
+        ("POST", "/tenshu/v1/runs/{run}/deny", {"json": {"reason": "no"}}, "deny it"),
+        ("POST", "/tenshu/v1/runs/{run}/cancel", {}, "cancel her run"),
         ("GET", "/tenshu/v1/requests?user=ana", {}, "list ana's requests"),
         ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {HEADER: "{conv}"}},
          "continue it (OpenAI)"),
@@ -165,7 +177,7 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
     base = world["live"].base_url
     anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"],
             "coll": world["coll"], "doc": world["doc"], "chunk": world["chunk"],
-            "session": world["session"], "request": world["request"]}
+            "session": world["session"], "request": world["request"], "run": world["run"]}
     failures = []
     for method, path, kwargs, what in attempts(world):
         made_up = {"conv": "conv_" + secrets.token_hex(12),
@@ -173,7 +185,8 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
                    "coll": "c" + secrets.token_hex(6), "doc": str(secrets.randbelow(10**6) + 1000),
                    "chunk": str(secrets.randbelow(10**6) + 1000),
                    "session": "ses_" + secrets.token_hex(10),
-                   "request": "req_" + secrets.token_hex(12)}
+                   "request": "req_" + secrets.token_hex(12),
+                   "run": "run_" + secrets.token_hex(12)}
         answers = []
         for ids in (anas, made_up):
             args = fill(kwargs, ids)
@@ -210,6 +223,10 @@ def test_lists_and_cursors_show_ben_only_his_own(world):
     found = httpx.post(base + "/memory/search", headers=ben,
                        json={"query": "moat key", "collection": "diary"}).json()["hits"]
     assert found == []
+    assert httpx.get(base + "/runs", headers=ben).json()["data"] == []
+    assert httpx.get(base + "/approvals", headers=ben).json()["data"] == []
+    assert httpx.get(base + "/runs", params={"agent": "helper"},
+                     headers=ben).json()["data"] == []
 
 
 def test_members_cannot_use_the_admin_endpoints(world):
@@ -230,7 +247,9 @@ def test_members_cannot_use_the_admin_endpoints(world):
                                ("GET", "/jobs", None), ("GET", "/jobs/learn-nightly/runs", None),
                                ("POST", "/jobs/learn-nightly/run", None),
                                ("POST", "/jobs/learn-nightly/pause", None),
-                               ("POST", "/jobs/learn-nightly/resume", None)):
+                               ("POST", "/jobs/learn-nightly/resume", None),
+                               ("GET", "/mcp/servers", None),
+                               ("POST", "/mcp/servers/notes/approve", None)):
         r = httpx.request(method, base + path, json=body, headers=ben)
         assert r.status_code == 403, (method, path, r.text)
     assert world["live"].server.store.users.get("ben").role == "member"
@@ -298,5 +317,14 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("GET", "/tenshu/v1/arena/contenders"), ("GET", "/tenshu/v1/arena/leaderboard"),
                # the dashboards: the caller's own requests (attempts name ana's)
                ("GET", "/tenshu/v1/stats"), ("GET", "/tenshu/v1/requests"),
-               ("GET", "/tenshu/v1/requests/{request_id}")}
+               ("GET", "/tenshu/v1/requests/{request_id}"),
+               # agent runs: ana's (attempts); the caller's own lists and runs (lists test);
+               # the configured agents are the server's; MCP servers' pins are admins' only
+               ("GET", "/tenshu/v1/runs/{run_id}"), ("GET", "/tenshu/v1/runs/{run_id}/events"),
+               ("POST", "/tenshu/v1/runs/{run_id}/approve"),
+               ("POST", "/tenshu/v1/runs/{run_id}/deny"),
+               ("POST", "/tenshu/v1/runs/{run_id}/cancel"), ("GET", "/tenshu/v1/runs"),
+               ("GET", "/tenshu/v1/approvals"), ("GET", "/tenshu/v1/agents"),
+               ("POST", "/tenshu/v1/agents/{name}/runs"), ("GET", "/tenshu/v1/mcp/servers"),
+               ("POST", "/tenshu/v1/mcp/servers/{name}/approve")}
     assert endpoints == covered
