@@ -5,5 +5,6 @@
     mcp.py        tools from configured MCP servers (stdio and Streamable HTTP), pinned by hash
     sandbox.py    bubblewrap (Linux) and sandbox-exec (macOS) for the exec tools
     graph.py      a small state graph: nodes, edges, conditions
-    runner.py     runs an agent's graph, journaling each step in the store; approvals; resume
+    runner.py     one run: the agent's graph over its state, each step journaled; approvals
+    service.py    the server's agents: start, follow, approve, cancel, resume after a restart
 """
