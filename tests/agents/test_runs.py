@@ -207,13 +207,11 @@ def test_a_cancelled_run_ends_and_its_call_never_runs(live, folders):
 
 
 def test_a_hanging_tool_is_given_up_at_its_timeout_and_the_run_goes_on(live):
-    began = time.monotonic()
     run = start(live, "hanger")
     assert run["status"] == "succeeded", run
     step = tool_steps(get(live, f"/runs/{run['id']}").json())[0]
     assert step["status"] == "failed"
     assert "did not answer within 2 s" in step["data"]["output"]["text"]
-    assert time.monotonic() - began < 60
 
 
 def test_a_server_that_crashes_mid_call_is_an_error_the_run_survives_or_fails_by_policy(live):
