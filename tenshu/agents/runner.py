@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from tenshu.store.people import Principal
 
 FINAL = frozenset({"done", "failed", "denied"})  # a tool step whose output is known
+WORKSPACE_TOOLS = frozenset({"list_files", "read_file", "write_file", "delete_file", "shell",
+                             "python"})
 
 
 class RunFailed(TenshuError):
@@ -220,12 +222,14 @@ class AgentGraph:
         await self.save(state.run)
         self.publish(run.id, {"type": "step.completed", "seq": step.seq, "kind": "model",
                               "name": agent.model, "status": "done",
-                              "message": data["message"], "stop_reason": data["stop_reason"]})
+                              "message": data["message"], "stop_reason": data["stop_reason"],
+                              "usage": data["usage"]})
 
     def _prompt(self, state: RunState) -> list[Message]:
         agent = state.agent
         system = agent.instructions or f"You are {agent.name}, an agent with tools."
-        system += "\nYour workspace holds your files; tool paths are relative to it."
+        if WORKSPACE_TOOLS & set(state.tools):
+            system += "\nYour workspace holds your files; their paths are relative to it."
         return [Message.of("system", system), *state.messages]
 
     @staticmethod
@@ -275,16 +279,17 @@ class AgentGraph:
         if step.status != "approved" and (decision == "ask" or (cut_off and tool.cls != "read")):
             why = ("the call was cut off by a restart and may or may not have run" if cut_off
                    else f"{tool.cls} tools need approval")
-            if step.status != "waiting_approval":
-                step = replace(step, status="waiting_approval", data={**data, "why": why})
+            if step.status != "waiting_approval":  # the wait, and its timeout, start now
+                step = replace(step, status="waiting_approval", data={**data, "why": why},
+                               started_at=utcnow())
                 await self.record(step)
                 self.publish(run.id, {"type": "approval.required", "seq": step.seq,
                                       "tool": call.name, "class": tool.cls, "input": call.input,
                                       "why": why})
             approved, note = await self.decide(state, step)
+            step = replace(step, data={**step.data, "decision": note})
             if not approved:
                 return await self._end(state, step, ToolOutput.error(note), "denied")
-            step = replace(step, data={**step.data, "decision": note})
         step = replace(step, status="started", started_at=utcnow())
         await self.record(step)
         self.publish(run.id, {"type": "step.started", "seq": step.seq, "kind": "tool",

@@ -216,10 +216,13 @@ class AgentService:
                 who = self._cancelled.pop(run.id)
                 for step in await asyncio.to_thread(self.runs.steps, None, run.id):
                     if step.status == "waiting_approval":  # no longer anyone's to decide
+                        output = {"text": f"the run was cancelled by {who}", "is_error": True,
+                                  "data": None}
                         await self._record(replace(step, status="denied", finished_at=utcnow(),
-                                                   data={**step.data, "output": {
-                                                       "text": f"the run was cancelled by {who}",
-                                                       "is_error": True, "data": None}}))
+                                                   data={**step.data, "output": output}))
+                        self.publish(run.id, {"type": "step.completed", "seq": step.seq,
+                                              "kind": "tool", "name": step.name,
+                                              "status": "denied", "output": output})
                 await self._finish(state.run, "cancelled", why=f"cancelled by {who}")
             elif not self._closing:
                 raise

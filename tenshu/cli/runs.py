@@ -53,7 +53,7 @@ def main(args) -> int:
                 return 0
             print(f"run      {run['id']}\nagent    {run['agent']}\nstatus   {run['status']}"
                   + (f" ({run['why']})" if run["why"] else "")
-                  + f"\ntask     {run['task']}\nsteps    {run['steps']}   tokens {run['tokens']}")
+                  + f"\ntask     {run['task']}\nsteps    {run['model_steps']}   tokens {run['tokens']}")
             for step in run["steps"]:
                 print(f"  {step['seq']:>3} {step['kind']:<5} {step['name']:<28} "
                       f"{step['status']:<16} {_summary(step)}")

@@ -262,6 +262,7 @@ class UserStore:
         from tenshu.store.collections import collections
         from tenshu.store.conversations import conversations, turns
         from tenshu.store.feedback import feedback
+        from tenshu.store.runs import agent_runs
 
         with self._engine.connect() as conn:
             user_id = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
@@ -275,7 +276,8 @@ class UserStore:
                                            ("turns", turns, turns.c.owner_id),
                                            ("feedback", feedback, feedback.c.owner_id),
                                            ("collections", collections,
-                                            collections.c.owner_id))}
+                                            collections.c.owner_id),
+                                           ("runs", agent_runs, agent_runs.c.owner_id))}
 
     def admin_reads(self, limit: int = 100) -> list[dict]:
         """The latest admin accesses to other users' records, newest first."""

@@ -91,7 +91,7 @@ class Run:
     def to_json(self) -> dict:
         return {"id": self.id, "object": "agent.run", "agent": self.agent, "task": self.task,
                 "status": self.status, "why": self.why, "result": self.result,
-                "steps": self.steps, "tokens": self.tokens,
+                "model_steps": self.steps, "tokens": self.tokens,
                 "created_at": self.created_at.isoformat(),
                 "updated_at": self.updated_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None}

@@ -180,6 +180,7 @@ def test_a_denied_call_is_not_run_and_the_model_is_told(live, folders):
     assert calls(folders["notes"])[len(before):] == ["add_note"]
     delete = tool_steps(done)[1]
     assert delete["status"] == "denied"
+    assert delete["data"]["decision"] == "denied by owner: keep them"
     assert delete["data"]["output"] == {"text": "denied by owner: keep them", "is_error": True,
                                         "data": None}
 
@@ -235,7 +236,7 @@ def test_the_step_limit_ends_a_run(live):
     run = start(live, "looper")
     assert run["status"] == "failed"
     assert run["why"] == ("the agent reached its step limit (max_steps 2) without finishing")
-    assert run["steps"] == 2
+    assert run["model_steps"] == 2
 
 
 def test_a_changed_tool_list_is_withheld_until_an_admin_approves_it(live, folders):

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from tenshu.core.errors import NotFoundError, PermissionDeniedError
 from tenshu.store import Principal, TurnRecord, open_store
 from tenshu.store.conversations import state_hash, write_turns
+from tenshu.store.runs import Run, Step
 from tenshu.store.sql import begin_write
 
 
@@ -94,11 +95,14 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
     store.collections.create(Principal.of(ana), "notes", embedder="e")
     store.collections.share(Principal.of(ana), "notes", "kim")
     store.collections.create(Principal.of(kim), "notes", embedder="e")
+    run = store.runs.create(Run.new(ana.id, "helper", "ana's errand"))
+    store.runs.record(Step(run.id, 1, "model", "model", "m", "done"))
     assert store.users.usage("ana") == {"keys": 1, "conversations": 1, "turns": 1,
-                                        "feedback": 1, "collections": 1}
+                                        "feedback": 1, "collections": 1, "runs": 1}
     removed = store.users.remove("ana")
     assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "collections": 1,
-                       "keys": 1}
+                       "runs": 1, "keys": 1}
+    assert store.runs.steps(None, run.id) == []
     assert [c.name for c in store.collections.list(Principal.of(kim))] == ["notes"]
     assert store.users.get("ana") is None
     assert [k.name for k in store.keys.list()] == ["kim-laptop"]
