@@ -44,7 +44,8 @@ HEADERS = {
     "Cache-Control": "no-store",  # pages hold a person's words and a CSRF token
 }
 NAV = [("chat", "Chat", "/chat"), ("arena", "Arena", "/arena"), ("memory", "Memory", "/memory"),
-       ("dashboard", "Dashboard", "/dashboard"), ("admin", "Admin", "/admin")]
+       ("runs", "Runs", "/runs"), ("dashboard", "Dashboard", "/dashboard"),
+       ("admin", "Admin", "/admin")]
 
 _templates = Environment(
     loader=FileSystemLoader(str(resources.files("tenshu.web") / "templates")),
