@@ -155,7 +155,8 @@ class AgentGraph:
 
     def _limits(self, state: RunState, node: str) -> None:
         agent, run = state.agent, state.run
-        if node == "model" and run.steps >= agent.max_steps:
+        # at "tools" too: calls whose results no model step may read are not run
+        if run.steps >= agent.max_steps and node in ("model", "tools"):
             raise RunFailed(f"the agent reached its step limit (max_steps {agent.max_steps}) "
                             "without finishing")
         if run.tokens >= agent.max_total_tokens:

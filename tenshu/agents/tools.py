@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,14 +76,18 @@ class Tool:
         """Why `arguments` do not fit the tool's schema (None: they do)."""
         if not isinstance(arguments, dict):
             return "the arguments must be a JSON object"
-        try:
-            jsonschema.validate(arguments, self.parameters)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path)
-            return f"{where + ': ' if where else ''}{exc.message}"
-        except jsonschema.SchemaError as exc:
-            return f"the tool's own schema is invalid: {exc.message}"
-        return None
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
+        if error is None:
+            return None
+        where = ".".join(str(p) for p in error.absolute_path)
+        return f"{where + ': ' if where else ''}{error.message}"
+
+    @cached_property
+    def _validator(self):
+        """Built once: jsonschema.validate would check the schema itself on every call.
+        (Schemas are checked when a tool is made: schema_problem.)"""
+        cls = jsonschema.validators.validator_for(self.parameters)
+        return cls(self.parameters)
 
 
 def schema_problem(schema: Any) -> str | None:

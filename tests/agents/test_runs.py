@@ -232,9 +232,12 @@ def test_a_server_that_will_not_start_fails_the_run_clearly(live):
     assert "MCP server ghost could not be started" in run["why"]
 
 
-def test_the_step_limit_ends_a_run(live):
+def test_the_step_limit_ends_a_run(live, folders):
+    before = calls(folders["notes"])
     run = start(live, "looper")
     assert run["status"] == "failed"
+    # the second step's call is not run: no model step is left to read its result
+    assert calls(folders["notes"])[len(before):] == ["list_notes"]
     assert run["why"] == ("the agent reached its step limit (max_steps 2) without finishing")
     assert run["model_steps"] == 2
 
