@@ -111,12 +111,11 @@ class AgentService:
 
     async def wait(self, principal: Principal, run_id: str, timeout: float | None = None) -> Run:
         """The run once it has ended or waits for approval (or as it is at the timeout)."""
-        run = await self.get(principal, run_id)
-        task = self._tasks.get(run_id)
-        if run.ended or run.status == "waiting_approval" or task is None:
-            return run
-        queue = self.subscribe(run_id)
+        queue = self.subscribe(run_id)  # first: an end between the read and this is not missed
         try:
+            run = await self.get(principal, run_id)
+            if run.ended or run.status == "waiting_approval" or run_id not in self._tasks:
+                return run
             async with asyncio.timeout(timeout):
                 while True:
                     event = await queue.get()
