@@ -1,9 +1,10 @@
 """The ASGI app: one router per protocol behind the security, metrics and error layers.
 
     SecurityMiddleware   request id, Host/Origin checks, body size limit
-    MetricsMiddleware    requests by route and status
+    MetricsMiddleware    requests by route and status; the access log (a line per request)
     CORSMiddleware       only when origins are configured
-    routers              health, docs, openai, anthropic, ollama  (each parses, calls the
+    routers              health, docs, openai, responses (OpenAI's Responses API),
+                         anthropic, ollama  (each parses, calls the
                          gateway, encodes; no logic of their own), and /tenshu/v1 over the
                          store: tenshu (the caller's record, users and keys), memory, stats
                          (the dashboards), arena, admin (sessions, models, the config check),
@@ -48,6 +49,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
         jobs,
         ollama,
         openai,
+        responses,
         stats,
         tenshu,
     )
@@ -75,8 +77,8 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.adapters = None  # learn/serving.AdapterService, set by the server
     app.state.scheduler = None  # jobs.Scheduler, set by the server: /tenshu/v1/jobs
     app.state.agents = None  # agents.AgentService, set by the server: /tenshu/v1/agents, runs
-    for module in (health, docs, openai, anthropic, ollama, tenshu, memory_api, stats, arena,
-                   admin, adapters, jobs, agents):
+    for module in (health, docs, openai, responses, anthropic, ollama, tenshu, memory_api, stats,
+                   arena, admin, adapters, jobs, agents):
         app.include_router(module.router)
     mcp_api.install(app, settings, auth)  # /mcp: tenshu's MCP server (app.state.mcp)
     if store is not None:

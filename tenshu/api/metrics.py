@@ -1,4 +1,4 @@
-"""/metrics in Prometheus text format.
+"""/metrics in Prometheus text format, and the access log (one line per request).
 
 Counters and histograms are updated once per request (never per token); gauges for queue depth,
 KV cache use and prefix-cache hits are read from the backends when Prometheus scrapes.
@@ -6,6 +6,7 @@ KV cache use and prefix-cache hits are read from the backends when Prometheus sc
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import (
@@ -80,8 +81,15 @@ class _LiveGauges:
         yield from (queue, running, kv, hits)
 
 
+# One line per request, at INFO, once it has ended: uvicorn's own access log writes its line when
+# the headers go out, so a stream would be logged before it ran, without its duration. The path
+# is logged without its query string, and no header is: nothing of the API key reaches the log.
+access_log = logging.getLogger("tenshu.access")
+
+
 class MetricsMiddleware:
-    """Counts every request by its route template (not its raw path) and status."""
+    """Counts every request by its route template (not its raw path) and status, and logs it
+    when it ends (a stream when its last chunk is sent), with what served it."""
 
     def __init__(self, app, metrics: Metrics):
         self.app = app
@@ -91,13 +99,32 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        status, served = 500, b""  # 500: the app failed before it answered (uvicorn says so)
 
         async def observed_send(message):
+            nonlocal status, served
             if message["type"] == "http.response.start":
+                status = message["status"]
                 route = scope.get("route")
                 label = getattr(route, "path", None) or "unmatched"
-                self.metrics.requests.labels(label, str(message["status"])).inc()
+                self.metrics.requests.labels(label, str(status)).inc()
                 self.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
+                served = b"".join(b" %s=%s" % (name.removeprefix(b"x-tenshu-"), value)
+                                  for name, value in message.get("headers", ())
+                                  if name in _SERVED)
             await send(message)
 
-        await self.app(scope, receive, observed_send)
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(
+                    '%s - "%s %s HTTP/%s" %d %.1f ms %s%s',
+                    f"{client[0]}:{client[1]}" if client else "-", scope["method"],
+                    scope["path"], scope.get("http_version", "1.1"), status,
+                    (time.perf_counter() - start) * 1000,
+                    scope.get("state", {}).get("request_id", "-"), served.decode("latin-1"))
+
+
+_SERVED = (b"x-tenshu-route", b"x-tenshu-backend")  # what served a model request (router/trace)

@@ -3,16 +3,18 @@
     GET  /, /api/version          "Ollama is running", the version (no key needed: clients probe)
     GET  /api/tags, /api/ps       the models (all of tenshu's are always loaded)
     POST /api/show                one model's template, details and capabilities
+    POST /api/pull                succeeds for a model served here; tenshu downloads nothing
     POST /api/chat, /api/generate NDJSON chunks by default, one JSON object with stream: false
     POST /api/embed, /api/embeddings
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -28,7 +30,8 @@ from pydantic import BaseModel
 from tenshu import __version__
 from tenshu.api.app import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
-from tenshu.core.errors import TenshuError
+from tenshu.backends.embedded import EmbeddedBackend
+from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.core.request import ChatRequest
 from tenshu.gateway import RequestContext
@@ -106,6 +109,11 @@ class OllamaShow(BaseModel):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+
+
+class OllamaPullStatus(BaseModel):
+    status: str | None = None
+    error: str | None = None
 
 
 class OllamaVersion(BaseModel):
@@ -196,6 +204,29 @@ async def ps(request: Request, ctx: Context) -> dict:
     return {"models": [ollama_encode.running_entry(m) for m in gateway_of(request).models()]}
 
 
+@router.post("/api/pull", response_model=None, responses=_streamed(OllamaPullStatus))
+async def pull(body: ollama.PullBody, request: Request, ctx: Context) -> Response:
+    """Ollama's download, as clients call it before using a model they did not find listed
+    (Codex --oss does when the name it was given is not in /v1/models or /api/tags, e.g. with
+    a tag). tenshu serves the models its configuration names and downloads none: a model it
+    serves (`name:latest` included) is there already, so the pull succeeds at once; any other
+    fails, in the stream as Ollama fails a pull (HTTP 200, then an error line, which Codex shows),
+    or with a 404 for `stream: false`."""
+    name = body.model_name
+    try:
+        gateway_of(request).model_info(name)
+        lines = [{"status": "pulling manifest"}, {"status": "success"}]
+    except ModelNotFoundError as exc:
+        if body.stream is False:
+            raise
+        lines = [{"status": "pulling manifest"}, {"error": (
+            f"{exc}. tenshu does not download models over the Ollama API; add the model to "
+            "tenshu.toml ([[models]]) and restart the server")}]
+    if body.stream is False:
+        return JSONResponse(lines[-1])
+    return Response(b"".join(_line(line) for line in lines), media_type=NDJSON)
+
+
 @router.post("/api/show", response_model=OllamaShow, responses=_ERRORS)
 async def show(body: ollama.ShowBody, request: Request, ctx: Context) -> dict:
     return ollama_encode.show_response(gateway_of(request).model_info(body.model_name))
@@ -217,38 +248,89 @@ async def chat(body: ollama.ChatBody, request: Request, ctx: Context) -> Respons
 @router.post("/api/generate", response_model=None, responses=_streamed(OllamaGenerateReply))
 async def generate(body: ollama.GenerateBody, request: Request, ctx: Context) -> Response:
     started = time.perf_counter_ns()
+    gateway = gateway_of(request)
     if ollama.is_load_request(body):
-        gateway_of(request).backend_for(body.model)
+        gateway.backend_for(body.model)
         return JSONResponse(ollama_encode.load_reply(body.model, "generate", ollama.load_reason(
             body.keep_alive)))
-    return await _reply(request, ctx, ollama.parse_generate(body), body.model, "generate",
-                        started)
+    chat_request = ollama.parse_generate(body)
+    if body.context and not body.raw:  # Ollama, too, reads `context` only for templated prompts
+        engine = _engine_of(gateway.backend_for(body.model))
+        if engine is None:
+            raise InvalidRequestError(
+                f"context: {body.model} is served by an upstream, whose token ids tenshu does "
+                "not know; send the conversation with /api/chat instead", field="context")
+        turn = await asyncio.to_thread(engine.prompt_ids, chat_request)
+        chat_request = ollama.continue_from(chat_request, body.context, turn,
+                                            engine.llm.vocab_size)
+    context = None if body.raw else _context_ids(gateway, ctx, chat_request)
+    return await _reply(request, ctx, chat_request, body.model, "generate", started, context)
+
+
+# Ollama's `context` (deprecated, still read by clients of the conversational /api/generate):
+# the token ids of the prompt and the answer, which the next request sends back to go on from
+# them. The ChatEvents carry text, not ids, and only a model tenshu runs itself has a tokenizer
+# here, so the ids are the prompt's as its engine tokenized it (exactly what it read: sent back,
+# they hit the prefix cache) and the answer's text tokenized again, as Ollama builds it
+# (tokenize(prompt + answer)). An upstream's reply keeps `context: []`.
+
+
+def _engine_of(backend) -> EmbeddedBackend | None:
+    """The embedded engine behind a backend (a LoRA adapter runs on its base's), if any."""
+    backend = getattr(backend, "base", backend)
+    return backend if isinstance(backend, EmbeddedBackend) else None
+
+
+def _context_ids(gateway, ctx: RequestContext, chat_request: ChatRequest):
+    """A function of the answer's text giving the reply's `context`, for the backend that
+    served (known once the gateway has routed the request); [] for an upstream."""
+
+    async def context(answer: str) -> list[int]:
+        engine = _engine_of(gateway.backends.get(ctx.trace.backend))
+        if engine is None:
+            return []
+
+        def ids() -> list[int]:
+            tokenizer = engine.llm.tokenizer
+            return [*engine.prompt_ids(chat_request),
+                    *tokenizer.encode(answer, add_special_tokens=False)]
+
+        return await asyncio.to_thread(ids)
+
+    return context
 
 
 async def _reply(request: Request, ctx: RequestContext, chat_request: ChatRequest, model: str,
-                 kind: Literal["chat", "generate"], started: int) -> Response:
+                 kind: Literal["chat", "generate"], started: int,
+                 context: Callable[[str], Awaitable[list[int]]] | None = None) -> Response:
     encoder = ollama_encode.ReplyEncoder(model, kind, started)
     # Failures before the first event (unknown model, prompt too long, queue full) become plain
     # HTTP errors with their status, as Ollama answers them.
     events = await first_event(gateway_of(request).chat(chat_request, ctx))
     if chat_request.stream:
-        return StreamingResponse(_ndjson(events, encoder), media_type=NDJSON,
+        return StreamingResponse(_ndjson(events, encoder, context), media_type=NDJSON,
                                  headers={**SSE_HEADERS, **ctx.response_headers()})
     collected = await collect_unless_gone(request, events)
     if collected is None:
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     for event in collected:
         encoder.chunks(event)
-    return JSONResponse(encoder.response(), headers=ctx.response_headers())
+    body = encoder.response()
+    if context is not None:
+        body["context"] = await context("".join(encoder.text))
+    return JSONResponse(body, headers=ctx.response_headers())
 
 
-async def _ndjson(events: AsyncIterator[ChatEvent], encoder: ollama_encode.ReplyEncoder):
-    """The NDJSON lines. An error after the first line is Ollama's {"error": ...} line, and the
-    stream ends there. Cancellation (the client left) is not caught: it closes the events, and
-    the engine aborts the request."""
+async def _ndjson(events: AsyncIterator[ChatEvent], encoder: ollama_encode.ReplyEncoder,
+                  context: Callable[[str], Awaitable[list[int]]] | None = None):
+    """The NDJSON lines; `context` fills the last one's (generate). An error after the first
+    line is Ollama's {"error": ...} line, and the stream ends there. Cancellation (the client
+    left) is not caught: it closes the events, and the engine aborts the request."""
     try:
         async for event in events:
             for chunk in encoder.chunks(event):
+                if chunk.get("done") and context is not None:
+                    chunk["context"] = await context("".join(encoder.text))
                 yield _line(chunk)
         if encoder.final is None:  # a backend that ended without finishing: never a silent end
             raise TenshuError("the model's reply ended before it finished")

@@ -72,7 +72,10 @@ async def list_models(request: Request, ctx: Context):
 @router.get("/v1/models/{model:path}", response_model=ModelCard, responses=_ERRORS)
 async def retrieve_model(model: str, request: Request, ctx: Context):
     infos = gateway_of(request).models()
-    info = next((i for i in infos if i.name == model), None)
+    # `name:latest` is the model `name`, as chat and every other route take it (Ollama's
+    # clients and people used to Ollama add the tag): the same card answers both.
+    name = model.removesuffix(":latest")
+    info = next((i for i in infos if i.name in (model, name)), None)
     if info is None:
         raise ModelNotFoundError(model, [i.name for i in infos])
     if "anthropic-version" in request.headers:

@@ -234,7 +234,10 @@ def uvicorn_server(server: Server, sock=None) -> uvicorn.Server:
         server.app, host=s.host, port=s.port, log_level=s.log_level,
         http=protocol_for(ConnectionLimits.of(s)), timeout_keep_alive=s.keep_alive,
         timeout_graceful_shutdown=s.grace_seconds + 5,  # after the grace, streams end quickly
-        proxy_headers=False, server_header=False, access_log=s.log_level == "debug",
+        proxy_headers=False, server_header=False,
+        # tenshu logs each request itself, when it ends (api/metrics.py's access log): uvicorn's
+        # line would come when the headers go out, before a stream has run, and twice over
+        access_log=False,
     )
     return _GracefulServer(config, server.gateway, s.grace_seconds)
 

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -205,8 +206,9 @@ class EmbeddedBackend:
             logprobs=request.top_logprobs if request.logprobs else None,
             output_kind=RequestOutputKind.DELTA,
             constraint=shape.grammar if shape else None,
-            # tool-call markers can be special tokens ([TOOL_CALLS], <|python_tag|>)
-            skip_special_tokens=not (shape and shape.tools),
+            # tool-call markers can be special tokens ([TOOL_CALLS], <|python_tag|>): the
+            # parser must see them, and no other special token
+            keep_special_token_ids=shape.markers if shape else frozenset(),
         ), clamped
 
 
@@ -302,6 +304,13 @@ def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
     hf = llm.hf_config
     arch = (getattr(hf, "architectures", None) or [""])[0]
     params = sum(p.numel() for p in llm.runner.model.parameters())
+    # The dtype the weights are held in, which is what Ollama's quantization_level reports: a
+    # bf16 checkpoint stays bf16 in memory even where the engine computes in float32 (a CPU
+    # without native bf16, engine/config.py), so `llm.dtype`, the compute dtype, would say F32.
+    by_dtype = Counter()
+    for p in llm.runner.model.parameters():
+        by_dtype[p.dtype] += p.numel()
+    weights_dtype = by_dtype.most_common(1)[0][0] if by_dtype else llm.dtype
     template = getattr(llm.tokenizer, "chat_template", "") or ""
     return ModelInfo(
         name=name,
@@ -309,7 +318,7 @@ def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
         created=int(path.stat().st_mtime),
         family=getattr(hf, "model_type", "") or arch,
         parameters=params,
-        dtype=str(llm.dtype).removeprefix("torch."),
+        dtype=str(weights_dtype).removeprefix("torch."),
         size_bytes=weights,
         path=str(path),
         chat_template=template if isinstance(template, str) else "",

@@ -69,9 +69,19 @@ class SentenceEmbedder:
         with self._lock:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-                self._model = SentenceTransformer(str(self.path), device="cpu",
-                                                  local_files_only=True)
+                # transformers draws a "Loading weights" bar on stderr; the model loads at the
+                # first embedding request, so a server would print it into its log. Encoding
+                # draws none either (show_progress_bar=False in _embed).
+                bars = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()
+                try:
+                    self._model = SentenceTransformer(str(self.path), device="cpu",
+                                                      local_files_only=True)
+                finally:
+                    if bars:
+                        hf_logging.enable_progress_bar()
             return self._model
 
     async def embed(self, inputs: list[str], *,

@@ -5,6 +5,10 @@ required or a named tool) is a grammar over the model's own tool-call syntax; a 
 is a JSON-schema grammar; tools with tool_choice auto are not enforced but parsed, so a call the
 model makes is still recognised. `Reply` turns one choice's streamed text into the ChatEvent
 blocks every protocol encodes: text blocks and tool_use blocks, by index.
+
+A tool call is sent whole once it is complete, forced or not: its start, its arguments in one
+delta, its stop. A call that max_tokens cuts short is sent as the text it was, so no answer,
+streamed or not, carries a call whose arguments do not parse.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tenshu.chat.structured import Grammar, GrammarCompiler, check_finite
-from tenshu.chat.tool_parser import CallArgs, CallEnd, CallStart, TextPiece, ToolCallParser
-from tenshu.chat.tools import ToolFormat, special_marker_ids, tool_call_grammar
+from tenshu.chat.tool_parser import Call, TextPiece, ToolCallParser
+from tenshu.chat.tools import ToolFormat, marker_token_ids, special_marker_ids, tool_call_grammar
 from tenshu.core.errors import InvalidRequestError
 from tenshu.core.events import BlockDelta, BlockStart, BlockStop, ChatEvent, TokenLogprob
 from tenshu.core.messages import TextBlock, ToolSpec, ToolUseBlock
@@ -25,17 +29,20 @@ class OutputShape:
     grammar: Grammar | None = None
     tools: list[ToolSpec] = field(default_factory=list)  # whose calls are read from the reply
     fmt: ToolFormat | None = None
-    forced: bool = False  # the grammar guarantees well-formed calls, so arguments can stream
+    # the call markers' token ids: kept in the text, where every other special token is dropped
+    markers: frozenset[int] = frozenset()
 
     def parser(self) -> ToolCallParser | None:
         if not self.tools or self.fmt is None:
             return None
-        return ToolCallParser(self.fmt, self.tools, stream_arguments=self.forced)
+        return ToolCallParser(self.fmt, self.tools)
 
 
 def output_shape(request: ChatRequest, grammars: GrammarCompiler, fmt: ToolFormat) -> OutputShape:
     choice = request.tool_choice or ToolChoice("auto")
     tools = request.tools if choice.mode != "none" else []
+    markers = grammars.memo(("marker ids", fmt), lambda: frozenset(marker_token_ids(
+        fmt, grammars.hf_tokenizer).values())) if tools else frozenset()
     if tools and choice.mode in ("required", "tool"):
         for i, tool in enumerate(tools):  # a forced call must be able to end
             if choice.mode == "required" or tool.name == choice.name:
@@ -43,11 +50,11 @@ def output_shape(request: ChatRequest, grammars: GrammarCompiler, fmt: ToolForma
         special = grammars.memo(("markers", fmt), lambda: special_marker_ids(
             fmt, grammars.hf_tokenizer, grammars.tokenizer))
         grammar = grammars.lark(tool_call_grammar(fmt, tools, choice, special), field="tools")
-        return OutputShape(grammar, tools, fmt, forced=True)
+        return OutputShape(grammar, tools, fmt, markers)
     grammar = response_grammar(request.response_format, grammars)
     if grammar is not None:
         return OutputShape(grammar)  # the answer is the JSON document; no calls are read
-    return OutputShape(None, tools, fmt)
+    return OutputShape(None, tools, fmt, markers)
 
 
 def response_grammar(response_format: dict | None, grammars: GrammarCompiler) -> Grammar | None:
@@ -105,17 +112,14 @@ class Reply:
     def _piece(self, piece) -> list[ChatEvent]:
         if isinstance(piece, TextPiece):
             return self._text(piece.text, None, keep_space=False)
-        if isinstance(piece, CallStart):
+        if isinstance(piece, Call):
             self._space = ""
             self.calls += 1
-            return self._open("tool", ToolUseBlock(piece.id, piece.name, {}))
-        if isinstance(piece, CallArgs):
-            if not piece.fragment:
-                return []
-            return [BlockDelta(self.index, partial_json=piece.fragment, choice=self.choice)]
-        if isinstance(piece, CallEnd):
+            events = self._open("tool", ToolUseBlock(piece.id, piece.name, {}))
             self.open = None
-            return [BlockStop(self.index, choice=self.choice, input=piece.input)]
+            return [*events,
+                    BlockDelta(self.index, partial_json=piece.arguments, choice=self.choice),
+                    BlockStop(self.index, choice=self.choice, input=piece.input)]
         raise TypeError(f"unknown piece {piece!r}")
 
     def _text(self, text: str, logprobs, *, keep_space: bool) -> list[ChatEvent]:

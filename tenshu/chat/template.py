@@ -51,6 +51,12 @@ def _result(block: ToolResultBlock) -> str:
     return block.text if not block.is_error else f"Error: {block.text}"
 
 
+def _arguments(block: ToolUseBlock) -> dict | str:
+    """A past call's arguments for the template: the object, or the text a client sent back that
+    is not one (HF templates write a string as is, or as a JSON string with `tojson`)."""
+    return block.input if block.unparsed is None else block.unparsed
+
+
 def _text_only() -> InvalidRequestError:
     return InvalidRequestError("this model reads text only; remove the image content",
                                field="messages")
@@ -69,7 +75,7 @@ def to_hf_messages(messages: list[Message]) -> list[dict]:
                 calls.append({
                     "id": block.id,
                     "type": "function",
-                    "function": {"name": block.name, "arguments": block.input},
+                    "function": {"name": block.name, "arguments": _arguments(block)},
                 })
             elif isinstance(block, ToolResultBlock):
                 out.append({
@@ -108,12 +114,12 @@ def to_generic_messages(messages: list[Message], tools: list[ToolSpec]) -> list[
     for message in messages:
         parts: list[str] = []
         text: list[str] = []
-        calls: list[tuple[str, dict]] = []
+        calls: list[tuple[str, dict | str]] = []
         for block in message.content:
             if isinstance(block, TextBlock):
                 text.append(_text(message.role, block))
             elif isinstance(block, ToolUseBlock):
-                calls.append((block.name, block.input))
+                calls.append((block.name, _arguments(block)))
             elif isinstance(block, ToolResultBlock):
                 if text:
                     parts.append("".join(text))

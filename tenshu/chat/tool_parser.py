@@ -1,10 +1,12 @@
 """The streaming tool-call parser: model output, as it arrives, split into text and calls.
 
 `ToolCallParser` reads one reply in a ToolFormat's syntax (see tools.py). Text comes out as soon as
-it cannot be the start of a call marker; a call comes out as CallStart, its arguments' JSON text
-in CallArgs fragments, then CallEnd with the parsed arguments. Grammar-constrained output is known
-to be well formed, so its arguments stream as they are written; unconstrained output may not be,
-so each call is held until it is complete and valid, and anything else is given back as text.
+it cannot be the start of a call marker; a call is held until it is complete and checked, then
+comes out whole as a Call (its arguments as the model wrote them, and parsed). Whatever is not a
+good call, a call cut short by max_tokens included, is given back as the text it was. This holds
+for grammar-forced output too: a forced call is well formed only once it is finished, and a
+call's arguments once sent cannot be taken back, so no client is ever handed a call that does not
+parse (docs/structured-output.md).
 """
 
 from __future__ import annotations
@@ -25,24 +27,17 @@ class TextPiece:
 
 
 @dataclass(frozen=True)
-class CallStart:
+class Call:
+    """A complete call of an offered tool: `arguments` is its JSON object as the model wrote it,
+    `input` that object parsed."""
+
     id: str
     name: str
-
-
-@dataclass(frozen=True)
-class CallArgs:
-    """A fragment of the open call's arguments JSON; a call's fragments add up to that JSON."""
-
-    fragment: str
-
-
-@dataclass(frozen=True)
-class CallEnd:
+    arguments: str
     input: dict[str, Any]
 
 
-Piece = TextPiece | CallStart | CallArgs | CallEnd
+Piece = TextPiece | Call
 
 _ID_CHARS = string.ascii_letters + string.digits
 _WS = " \t\r\n"
@@ -144,48 +139,28 @@ class _ObjectScanner:
             elif not self._stack:
                 self.done = True
 
-    def value(self, key: str, skip: int = 0) -> str | None:
-        """The text of a top-level value as far as it has arrived, less its first `skip`
-        characters; None before it starts."""
+    def value(self, key: str) -> str | None:
+        """The text of a top-level value (of a finished object); None if there is none."""
         span = self.spans.get(key)
-        if not span or span[0] is None:
+        if not span or span[0] is None or span[1] is None:
             return None
-        return self.text[span[0] + skip : span[1] if span[1] is not None else len(self.text)]
-
-    def complete(self, key: str) -> bool:
-        span = self.spans.get(key)
-        return bool(span) and span[1] is not None
-
-    def parsed(self, key: str) -> Any:
-        """A top-level value parsed; one cut off (the value in progress) is first closed, its
-        open string and brackets, as a best effort. None if it does not parse."""
-        text = self.value(key)
-        if text is None or self.complete(key):
-            return _loads(text or "")
-        if self._escape:
-            text = text[:-1]
-        closers = "".join("}" if b == "{" else "]" for b in reversed(self._stack[1:]))
-        return _loads(text + ('"' if self._in_string else "") + closers)
+        return self.text[span[0] : span[1]]
 
 
 class ToolCallParser:
     """Splits streamed model output into text and tool calls in `fmt`'s syntax.
 
-    `stream_arguments=True` is for output forced by `tool_call_grammar`, known to be valid with
-    the name first: CallStart comes as soon as the name is complete, then CallArgs fragments as
-    the arguments arrive. With False (unconstrained output) each call is held until complete and
-    checked (JSON, a name among `tools`, an object of arguments): a good call comes out as
-    CallStart, one CallArgs (the arguments as the model wrote them), CallEnd; a bad one comes out
-    as the text it was, so nothing is lost.
+    Each call is held until its object is complete, then checked (JSON, a name among `tools`,
+    an object of arguments): a good call comes out as one Call; a bad one, or one the output
+    ends in the middle of, comes out as the text it was, so nothing is lost.
 
     Text comes out as soon as it cannot be the start of a marker. Whitespace around calls is
     dropped, so text that ends in whitespace keeps that whitespace back until more text follows.
     """
 
-    def __init__(self, fmt: ToolFormat, tools: Iterable[ToolSpec], *, stream_arguments: bool):
+    def __init__(self, fmt: ToolFormat, tools: Iterable[ToolSpec]):
         self.fmt = fmt
         self.names = {t.name for t in tools}
-        self.stream = stream_arguments
         self._buf = ""  # received, not yet consumed
         # text; open (after a marker); item (a call object comes next); object (inside one);
         # after (a call ended: its closing tag, a separator or text comes next)
@@ -194,8 +169,6 @@ class ToolCallParser:
         self._skip_ws = False  # right after a call: whitespace is dropped
         self._at_start = fmt.name == "llama3"  # llama3: a "{" before any text opens a call
         self._obj: _ObjectScanner | None = None
-        self._call_open = False
-        self._args_sent = 0
         self._out: list[Piece] = []
 
     def feed(self, text: str) -> list[Piece]:
@@ -205,17 +178,12 @@ class ToolCallParser:
         return self._take()
 
     def finish(self) -> list[Piece]:
-        """Ends the output. A call cut off by the end (max_tokens) comes back as text, or, once
-        its CallStart was given (stream_arguments), closed with a CallEnd whose input is the
-        arguments parsed as far as they can be closed, else {}."""
-        if self._state == "object" and self._call_open:
-            assert self._obj is not None
-            self._close_call(self._obj)
-        elif self._state in ("open", "item", "object"):
+        """Ends the output. A call cut off by the end (max_tokens) comes back as text."""
+        if self._state in ("open", "item", "object"):
             self._text(self._raw + (self._obj.text if self._obj else "") + self._buf)
         elif self._state == "text":
             self._text(self._buf)
-        self._buf, self._state, self._obj, self._call_open = "", "text", None, False
+        self._buf, self._state, self._obj = "", "text", None
         return self._take()
 
     # -- output
@@ -302,8 +270,7 @@ class ToolCallParser:
         if not stripped:
             return False
         if stripped[0] == "{":
-            self._obj, self._state, self._call_open, self._args_sent = (
-                _ObjectScanner(), "object", False, 0)
+            self._obj, self._state = _ObjectScanner(), "object"
         else:
             self._give_back()
         return True
@@ -313,38 +280,14 @@ class ToolCallParser:
         assert obj is not None
         taken = obj.feed(self._buf)
         self._buf = self._buf[taken:]
-        if self.stream:
-            self._stream_call(obj)
         if not (obj.done or obj.bad):
             return False
-        if self._call_open:
-            self._close_call(obj)
-        elif obj.done and not self.stream:
+        if obj.done:
             self._judge_call(obj)
-        else:  # not JSON, or (streaming) an object without a name
+        else:  # not JSON
             self._raw += obj.text
             self._give_back()
         return True
-
-    def _stream_call(self, obj: _ObjectScanner) -> None:
-        if not self._call_open:
-            if not obj.complete("name"):
-                return
-            name = _loads(obj.value("name") or "")
-            if not isinstance(name, str):
-                return
-            self._emit(CallStart(new_call_id(), name))
-            self._call_open = True
-        fragment = obj.value(self.fmt.args_key, skip=self._args_sent)
-        if fragment:
-            self._emit(CallArgs(fragment))
-            self._args_sent += len(fragment)
-
-    def _close_call(self, obj: _ObjectScanner) -> None:
-        args = obj.parsed(self.fmt.args_key)
-        self._emit(CallEnd(args if isinstance(args, dict) else {}))
-        self._call_open = False
-        self._after_call(obj)
 
     def _judge_call(self, obj: _ObjectScanner) -> None:
         call = _loads(obj.text)
@@ -356,15 +299,8 @@ class ToolCallParser:
             self._raw += obj.text
             self._give_back()
             return
-        self._emit(CallStart(new_call_id(), name))
-        self._emit(CallArgs(obj.value(key) if key else "{}"))
-        self._emit(CallEnd(args))
-        self._after_call(obj)
-
-    def _after_call(self, obj: _ObjectScanner) -> None:
+        self._emit(Call(new_call_id(), name, (obj.value(key) if key else None) or "{}", args))
         self._raw, self._obj, self._state = "", None, "after"
-        if obj.bad:
-            self._state, self._skip_ws = "text", True
 
     def _step_after(self) -> bool:
         stripped = self._buf.lstrip(_WS)

@@ -93,14 +93,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def call_text(fmt: ToolFormat, calls: Iterable[tuple[str, dict]]) -> str:
-    """(name, input) calls written as the model writes them in `fmt`."""
-    objs = [{"name": name, fmt.args_key: args} for name, args in calls]
+def call_text(fmt: ToolFormat, calls: Iterable[tuple[str, dict | str]]) -> str:
+    """(name, input) calls written as the model writes them in `fmt`. An input given as text
+    (arguments a client sent back that are not a JSON object) is written as that text."""
+    objs = [_dumps({"name": name, fmt.args_key: args}) if isinstance(args, dict)
+            else f'{{"name": {_dumps(name)}, "{fmt.args_key}": {args}}}' for name, args in calls]
     if fmt.name == "llama3":
-        return "; ".join(_dumps(o) for o in objs)
+        return "; ".join(objs)
     if fmt.name == "mistral":
-        return fmt.marker + _dumps(objs)
-    return "\n".join(f"{fmt.marker}\n{_dumps(o)}\n{fmt.end}" for o in objs)
+        return fmt.marker + "[" + ", ".join(objs) + "]"
+    return "\n".join(f"{fmt.marker}\n{o}\n{fmt.end}" for o in objs)
 
 
 def result_text(text: str) -> str:
@@ -232,6 +234,17 @@ def tool_call_grammar(
     return "\n".join(rules) + "\n"
 
 
+def marker_token_ids(fmt: ToolFormat, tokenizer) -> dict[str, int]:
+    """The format's markers that are one token of `tokenizer`, with their ids. The detokenizer
+    keeps these in the text even where they are special tokens, for the parser to see."""
+    found: dict[str, int] = {}
+    for marker in fmt.markers:
+        ids = tokenizer.encode(marker, add_special_tokens=False)
+        if len(ids) == 1:
+            found[marker] = ids[0]
+    return found
+
+
 def special_marker_ids(fmt: ToolFormat, tokenizer, lltokenizer) -> dict[str, int]:
     """The format's markers that are one special token for llguidance, with their ids.
 
@@ -240,9 +253,5 @@ def special_marker_ids(fmt: ToolFormat, tokenizer, lltokenizer) -> dict[str, int
     matches grammar text: the grammar must name it by id, `<[151657]>`. (Names in angle brackets
     also work, `<|python_tag|>`, but `<[TOOL_CALLS]>` would read as an id list.)
     """
-    found: dict[str, int] = {}
-    for marker in fmt.markers:
-        ids = tokenizer.encode(marker, add_special_tokens=False)
-        if len(ids) == 1 and lltokenizer.is_special_token(ids[0]):
-            found[marker] = ids[0]
-    return found
+    return {marker: i for marker, i in marker_token_ids(fmt, tokenizer).items()
+            if lltokenizer.is_special_token(i)}

@@ -31,12 +31,32 @@ class ImageBlock:
 
 @dataclass
 class ToolUseBlock:
-    """A call the assistant made: `input` is the parsed JSON arguments."""
+    """A call the assistant made: `input` is the parsed JSON arguments.
+
+    A client may send back a call whose arguments are text that is not a JSON object (one that
+    max_tokens cut short, from some server). Such a call keeps that text in `unparsed`, with
+    `input` empty, and the model is shown the text as it was, as OpenAI does.
+    """
 
     id: str
     name: str
     input: dict[str, Any] = field(default_factory=dict)
     type: Literal["tool_use"] = "tool_use"
+    unparsed: str | None = field(default=None, kw_only=True)
+
+    @classmethod
+    def from_arguments(cls, id: str, name: str, arguments: str) -> ToolUseBlock:
+        """A call whose arguments come as JSON text (OpenAI's form): blank is no arguments, a
+        JSON object is parsed, anything else is kept `unparsed`."""
+        if not arguments.strip():
+            return cls(id, name)
+        try:
+            value = loads_arguments(arguments)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return cls(id, name, value)
+        return cls(id, name, unparsed=arguments)
 
 
 @dataclass
@@ -102,7 +122,10 @@ def _block_dict(block: Block) -> dict:
     if kind is TextBlock:
         return {"text": block.text, "type": "text"}
     if kind is ToolUseBlock:
-        return {"id": block.id, "name": block.name, "input": block.input, "type": "tool_use"}
+        data = {"id": block.id, "name": block.name, "input": block.input, "type": "tool_use"}
+        if block.unparsed is not None:
+            data["unparsed"] = block.unparsed
+        return data
     if kind is ToolResultBlock:
         return {"tool_use_id": block.tool_use_id, "is_error": block.is_error,
                 "content": [_block_dict(b) for b in block.content], "type": "tool_result"}

@@ -5,6 +5,10 @@ so a piece that completes only part of a UTF-8 character yields nothing until th
 whole, and a word's leading space is right at the prompt/output boundary. Stop strings are
 matched on the text; what could still grow into a stop string is held back from the stream
 until it is known not to be one, so a partial match never leaks to a client.
+
+Special tokens are dropped from the text (skip_special_tokens) except those asked for by id: a
+tool-call parser must see its markers, which some tokenizers make special ([TOOL_CALLS],
+<|python_tag|>), but no other special token (<|im_start|>, <|pad|>) belongs in a reply.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ class Detokenizer:
         skip_special_tokens: bool,
         stop_strings: tuple[str, ...],
         include_stop_str_in_output: bool,
+        keep_special_token_ids: frozenset[int] = frozenset(),
     ):
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError("streaming detokenization needs a fast (tokenizers) tokenizer")
         self._backend = backend
+        keep = keep_special_token_ids if skip_special_tokens else frozenset()
+        # with some kept, the stream skips nothing and the others never reach it
+        self._drop = special_token_ids(backend) - keep if keep else frozenset()
         self._stream = DecodeStream(
-            ids=list(prompt_token_ids[-PRIME_TOKENS:]), skip_special_tokens=skip_special_tokens
+            ids=list(prompt_token_ids[-PRIME_TOKENS:]),
+            skip_special_tokens=skip_special_tokens and not keep,
         )
         self._stops = stop_strings
         self._include_stop = include_stop_str_in_output
@@ -37,6 +46,8 @@ class Detokenizer:
     def add(self, token_id: int) -> str | None:
         """Append one token's text; return the stop string it completed, if any (the text is
         then cut at the stop string, which stays in it only if asked)."""
+        if token_id in self._drop:
+            return None
         piece = self._stream.step(self._backend, token_id)
         if not piece:
             return None
@@ -67,3 +78,8 @@ class Detokenizer:
                     hold = k
                     break
         return self.text[: len(self.text) - hold]
+
+
+def special_token_ids(backend) -> frozenset[int]:
+    """The ids skip_special_tokens drops: the tokenizer's added tokens marked special."""
+    return frozenset(i for i, token in backend.get_added_tokens_decoder().items() if token.special)

@@ -188,6 +188,7 @@ class LLMEngine:
             params.skip_special_tokens,
             params.stop_strings if params.constraint is None else (),
             params.include_stop_str_in_output,
+            params.keep_special_token_ids,
         )
 
     def abort_request(self, request_id: str) -> RequestOutput | None:

@@ -53,6 +53,8 @@ class SamplingParams:
     generated token, its log-probability and the N most likely alternatives. `constraint` is a
     compiled grammar (see tenshu.chat.structured) every sampled token must follow; stop strings
     do not apply to a constrained sequence, whose grammar decides where it ends.
+    `keep_special_token_ids` are special tokens that stay in the text although
+    `skip_special_tokens` drops the others (a tool-call parser's markers).
     """
 
     n: int = 1
@@ -71,6 +73,7 @@ class SamplingParams:
     max_tokens: int | None = 16
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    keep_special_token_ids: frozenset[int] | list[int] = frozenset()
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     constraint: ConstraintFactory | None = None
     stop_strings: tuple[str, ...] = field(init=False, repr=False)
@@ -108,6 +111,9 @@ class SamplingParams:
         self.stop_strings = tuple(stop)
         self.stop_token_ids = list(self.stop_token_ids or [])
         self.output_kind = RequestOutputKind(self.output_kind)
+        if any(not isinstance(i, int) for i in self.keep_special_token_ids):
+            raise bad("keep_special_token_ids", "a list of token ids")
+        self.keep_special_token_ids = frozenset(self.keep_special_token_ids)
 
     @property
     def greedy(self) -> bool:

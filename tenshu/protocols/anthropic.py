@@ -182,6 +182,7 @@ class MessagesRequest(CountTokensRequest):
 
 def parse_request(body: CountTokensRequest) -> ChatRequest:
     """The ChatRequest a Messages (or count_tokens) body asks for."""
+    _check_roles(body.messages)
     _check_tool_pairs(body.messages)
     messages = []
     if body.system:
@@ -249,6 +250,38 @@ def parse_block(b) -> Block:
     if isinstance(b, ThinkingParam):
         return ThinkingBlock(b.thinking, b.signature)
     return RedactedThinkingBlock("", b.data)
+
+
+# Which blocks each role may carry, as Anthropic's Messages API checks them: the assistant calls
+# tools and thinks, the user (and only the user) sends images and tools' results. Anthropic
+# answers 400 to a block in the wrong role's turn; tenshu used to take it and generate from a
+# conversation no model was trained on. (A first message from the assistant, consecutive turns
+# of one role (merged) and a final assistant turn (a prefill) are all accepted, as Anthropic
+# accepts them; `system` is not a role here but the top-level field, which the wire model
+# already enforces.)
+_ROLE_BLOCKS = {
+    "user": (TextParam, ImageParam, ToolResultParam),
+    "assistant": (TextParam, ToolUseParam, ThinkingParam, RedactedThinkingParam),
+}
+_WHERE = {"tool_use": "assistant", "thinking": "assistant", "redacted_thinking": "assistant",
+          "tool_result": "user", "image": "user"}
+
+
+def _check_roles(messages: list[MessageParam]) -> None:
+    for i, m in enumerate(messages):
+        for j, b in enumerate(m.content):
+            if not isinstance(b, _ROLE_BLOCKS[m.role]):
+                owner = _WHERE[b.type]
+                why = (" (a tool's result goes in the user turn that follows the assistant's "
+                       "`tool_use`)" if b.type == "tool_result" else "")
+                raise InvalidRequestError(
+                    f"messages.{i}.content.{j}: `{b.type}` blocks can only be in `{owner}` "
+                    f"messages, not `{m.role}` messages{why}.",
+                    field=f"messages.{i}.content.{j}")
+        if not m.content and not (m.role == "assistant" and i == len(messages) - 1):
+            raise InvalidRequestError(
+                f"messages.{i}: all messages must have non-empty content except for the "
+                "optional final assistant message", field=f"messages.{i}")
 
 
 def _check_tool_pairs(messages: list[MessageParam]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,10 +26,15 @@ from tenshu.core.messages import (
 )
 from tenshu.core.request import ChatRequest, stop_strings
 
-# The Ollama version /api/version reports. Clients gate features on it (VS Code's Copilot wants
-# at least 0.6.4; tools, structured outputs, `think` and `tool_name` all predate 0.12), and this
-# module speaks the API as of that release.
-OLLAMA_VERSION = "0.12.0"
+# The Ollama version /api/version reports. Clients gate features on it: VS Code's Copilot wants
+# at least 0.6.4, and Codex (`codex --oss`) 0.13.4, the release it takes to serve OpenAI's
+# Responses API (added in 0.13.3, ollama#13351), which it then talks to instead of Chat
+# Completions. tenshu speaks the API of that release: what 0.12.x added (tool call ids in
+# /api/chat replies in 0.12.10, logprobs and top_logprobs in 0.12.11) and stateless
+# /v1/responses (api/responses.py); Codex's other calls are /v1/models or /api/tags to find the
+# model and /api/pull when it is not listed (api/ollama.py). Tools, structured outputs, `think`
+# and `tool_name` predate all this.
+OLLAMA_VERSION = "0.13.4"
 
 # The wire requests.
 
@@ -115,8 +119,8 @@ class GenerateBody(_Generation):
     suffix: str | None = None
     system: str | None = None
     template: str | None = None
-    # Ollama's tokenized history from an earlier reply. Ignored: replies send back an empty
-    # `context`, so a client that follows the protocol sends nothing here to lose.
+    # Ollama's tokenized history from an earlier reply (deprecated by Ollama, still sent by
+    # clients of its conversational generate): the prompt goes on from it (continue_from)
     context: list[int] | None = None
     raw: bool | None = None
     images: list[str] | None = None
@@ -136,6 +140,21 @@ class EmbeddingsBody(_Wire):
     prompt: str = ""
     options: OllamaOptions | None = None
     keep_alive: KeepAlive = None
+
+
+class PullBody(_Wire):
+    """/api/pull: `model` (or `name`); tenshu downloads nothing (see api/ollama.py's pull)."""
+
+    model: str | None = None
+    name: str | None = None
+    insecure: bool | None = None
+    stream: bool | None = None
+
+    @property
+    def model_name(self) -> str:
+        if not (self.model or self.name):
+            raise InvalidRequestError("model is required", field="model")
+        return self.model or self.name  # type: ignore[return-value]
 
 
 class ShowBody(_Wire):
@@ -190,6 +209,20 @@ def parse_generate(body: GenerateBody) -> ChatRequest:
     return request
 
 
+def continue_from(request: ChatRequest, context: list[int], turn: list[int],
+                  vocab_size: int) -> ChatRequest:
+    """A generate that sends back an earlier reply's `context`: the model reads those token ids,
+    then this turn's (`turn`: the system and prompt rendered with the chat template, as
+    parse_generate made them), as Ollama puts the detokenized context before the templated
+    turn. The prompt is token ids, so it is not templated again."""
+    if any(not 0 <= t < vocab_size for t in context):
+        raise InvalidRequestError(
+            f"context holds token ids outside this model's vocabulary (0 to {vocab_size - 1}); "
+            "send back the `context` of a reply from the same model", field="context")
+    request.prompt, request.messages = [*context, *turn], []
+    return request
+
+
 def is_load_request(body: ChatBody | GenerateBody) -> bool:
     """Ollama's "load the model" call: a chat with no messages, a generate with no prompt."""
     if isinstance(body, ChatBody):
@@ -223,7 +256,7 @@ def parse_messages(messages: list[OllamaMessage]) -> list[Message]:
         if text or not (m.tool_calls or blocks):
             blocks.append(TextBlock(text))
         if m.role == "assistant":
-            pending = [_tool_use(call, f"call_{i}_{j}", f"{field}.tool_calls.{j}")
+            pending = [_tool_use(call, f"call_{i}_{j}")
                        for j, call in enumerate(m.tool_calls or [])]
             blocks.extend(pending)
         elif m.tool_calls:
@@ -247,17 +280,10 @@ def _answered_call(m: OllamaMessage, pending: list[ToolUseBlock], index: int) ->
     return match.id
 
 
-def _tool_use(call: OllamaToolCall, default_id: str, field: str) -> ToolUseBlock:
+def _tool_use(call: OllamaToolCall, default_id: str) -> ToolUseBlock:
     args = call.function.arguments
-    if isinstance(args, str):  # some clients send OpenAI-style JSON text
-        try:
-            args = json.loads(args or "{}")
-        except ValueError:
-            raise InvalidRequestError("tool call arguments are not valid JSON",
-                                      field=f"{field}.function.arguments") from None
-        if not isinstance(args, dict):
-            raise InvalidRequestError("tool call arguments must be a JSON object",
-                                      field=f"{field}.function.arguments")
+    if isinstance(args, str):  # some clients send OpenAI-style JSON text; kept if it is not JSON
+        return ToolUseBlock.from_arguments(call.id or default_id, call.function.name, args)
     return ToolUseBlock(call.id or default_id, call.function.name, args)
 
 

@@ -135,8 +135,8 @@ class ReplyEncoder:
         if self.sources:
             stats["sources"] = self.sources  # tenshu's extension, on the last line
         if self.kind == "generate":
-            # Ollama's tokenized history for the next call; tenshu sends none (clients then
-            # send the conversation again, which the prefix cache makes cheap).
+            # Ollama's tokenized history for the next call: api/ollama.py fills it in where
+            # it knows the ids (a model tenshu runs itself); an upstream's reply has none.
             stats["context"] = []
         return stats
 

@@ -8,7 +8,6 @@ limits follow vLLM's OpenAI-compatible server.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -306,10 +305,12 @@ def parse_messages(messages: list[ChatMessage]) -> list[Message]:
         else:
             text = _text_of(m.content, where)
             blocks: list = [TextBlock(text)] if text else []
-            for j, call in enumerate(m.tool_calls or []):
-                field = f"{where}.tool_calls.{j}.function.arguments"
-                blocks.append(ToolUseBlock(call.id, call.function.name,
-                                           _arguments(call.function.arguments, field)))
+            for call in m.tool_calls or []:
+                # arguments that do not parse (a call cut short) go to the model as written
+                args = call.function.arguments
+                blocks.append(ToolUseBlock(call.id, call.function.name, args)
+                              if isinstance(args, dict)
+                              else ToolUseBlock.from_arguments(call.id, call.function.name, args))
             out.append(Message("assistant", blocks))
     return out
 
@@ -355,20 +356,6 @@ def _image(url: str) -> ImageBlock:
         head, _, data = url.partition(";base64,")
         return ImageBlock(media_type=head.removeprefix("data:") or None, data=data)
     return ImageBlock(url=url)
-
-
-def _arguments(arguments: str | dict, field: str) -> dict:
-    if isinstance(arguments, dict):
-        return arguments
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError as exc:
-        raise InvalidRequestError(f"{field} is not valid JSON: {exc}", field=field) from exc
-    if not isinstance(value, dict):
-        raise InvalidRequestError(f"{field} must be a JSON object", field=field)
-    return value
 
 
 def _tool_spec(tool: ToolDef) -> ToolSpec:

@@ -39,6 +39,10 @@ class ModelCard(_Wire):
     owned_by: str
     max_model_len: int | None = None  # vLLM's addition: the context window
     parent: str | None = None  # vLLM's: the model a LoRA adapter adapts
+    # What the model is for, beyond OpenAI's object (see encode_model): LM Studio's `type`
+    # and the gateways' `supported_endpoints`
+    type: Literal["llm", "embeddings"] | None = None
+    supported_endpoints: list[str] | None = None
 
 
 class ModelList(_Wire):
@@ -168,10 +172,21 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 # ---------------------------------------------------------------------------------------------
 
 
+# OpenAI's model object says nothing of what a model does, so clients that list /v1/models for
+# a chat picker (Open WebUI) offer the embedder as a chat model. Two extra fields say it, in the
+# words clients already read: LM Studio's `type` ("llm" or "embeddings", its /api/v0/models),
+# and `supported_endpoints`, the list LiteLLM's model_info and OpenAI-compatible gateways give
+# (and the field Open WebUI's filter of non-chat models reads). The OpenAI fields are unchanged.
+CHAT_ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/responses"]
+EMBEDDING_ENDPOINTS = ["/v1/embeddings"]
+
+
 def encode_model(info: ModelInfo) -> dict:
+    embedder = info.kind == "embedding"
     return {"id": info.name, "object": "model", "created": info.created,
             "owned_by": info.owned_by, "max_model_len": info.context_window,
-            "parent": info.parent or None}
+            "parent": info.parent or None, "type": "embeddings" if embedder else "llm",
+            "supported_endpoints": EMBEDDING_ENDPOINTS if embedder else CHAT_ENDPOINTS}
 
 
 def encode_model_list(infos: list[ModelInfo]) -> dict:

@@ -27,9 +27,9 @@ def stdio(name: str, folder: Path) -> McpServerSpec:
     return McpServerSpec(name, command=(sys.executable, str(NOTES), str(folder)))
 
 
-def agent(name: str, tools, force=(), **options) -> AgentSpec:
+def agent(name: str, tools, force=(), max_tokens: int = 200, **options) -> AgentSpec:
     return AgentSpec(name, "agent-model", tools=tuple(tools), force_tools=tuple(force),
-                     tool_choice="none", max_tokens=200, **options)
+                     tool_choice="none", max_tokens=max_tokens, **options)
 
 
 WRITE_OK = (("write", "allow"),)
@@ -81,7 +81,10 @@ def live(tmp_path_factory, checkpoint, folders, http_notes):
         agent("strict", ["mcp:notes"], ["notes__crash"], on_tool_error="fail"),
         agent("looper", ["notes__list_notes"], ["notes__list_notes"] * 3, max_steps=2),
         agent("ghostly", ["mcp:ghost"]),
-        agent("reader", ["memory_search", "delete_file"], ["memory_search", "delete_file"]),
+        # room for a forced call's whole arguments (a query or a path of up to 1000
+        # characters): a call that max_tokens cuts short is no call at all
+        agent("reader", ["memory_search", "delete_file"], ["memory_search", "delete_file"],
+              max_tokens=800),
     )
     path = checkpoint("qwen3", max_position_embeddings=8192)
     state = tmp_path_factory.mktemp("agents-state") / "state.db"

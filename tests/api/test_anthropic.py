@@ -230,6 +230,54 @@ def test_a_missing_max_tokens_is_a_bad_request_naming_it(client):
     assert err.value.response.headers["request-id"]
 
 
+CALL = {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}
+RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "noon"}
+PIXEL = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")}}
+TOOLS = [{"name": "get_time", "description": "the time", "input_schema": {"type": "object"}}]
+
+
+@pytest.mark.parametrize("messages, where, message", [
+    # Anthropic's roles: results are the user's, calls and thinking the assistant's, images
+    # come from the user
+    ([*HELLO, {"role": "assistant", "content": [CALL]},
+      {"role": "assistant", "content": [RESULT]}], "messages.2.content.0",
+     "`tool_result` blocks can only be in `user` messages, not `assistant` messages"),
+    ([{"role": "user", "content": [CALL]}], "messages.0.content.0",
+     "`tool_use` blocks can only be in `assistant` messages, not `user` messages"),
+    ([{"role": "user", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}]}],
+     "messages.0.content.0", "`thinking` blocks can only be in `assistant` messages"),
+    ([*HELLO, {"role": "assistant", "content": [PIXEL]}], "messages.1.content.0",
+     "`image` blocks can only be in `user` messages"),
+    ([{"role": "user", "content": []}, *HELLO], "messages.0",
+     "all messages must have non-empty content except for the optional final assistant"),
+])
+def test_blocks_in_the_wrong_role_are_refused_as_anthropic_refuses_them(client, messages,
+                                                                       where, message):
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(model=MODEL, max_tokens=5, messages=messages, tools=TOOLS)
+    error = err.value.body["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{where}: ") and message in error["message"]
+    with pytest.raises(anthropic.BadRequestError):  # counting tokens reads the same rules
+        client.messages.count_tokens(model=MODEL, messages=messages, tools=TOOLS)
+
+
+def test_what_anthropic_accepts_of_roles_is_accepted(client):
+    """An assistant turn first, consecutive turns of one role (merged), an empty final assistant
+    turn, a tool's result beside text in the user's turn. (An image in a user turn passes these
+    rules too; tenshu-tiny reads no images, which is a 400 of its own.)"""
+    messages = [{"role": "assistant", "content": "hello, I am here"},
+                {"role": "user", "content": "what time is it?"},
+                {"role": "user", "content": [{"type": "text", "text": "and look"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "let me see"}, CALL]},
+                {"role": "user", "content": [RESULT, {"type": "text", "text": "thanks"}]},
+                {"role": "assistant", "content": []}]
+    reply = client.messages.create(model=MODEL, max_tokens=5, messages=messages, tools=TOOLS,
+                                   extra_body=GREEDY)
+    assert reply.stop_reason in ("end_turn", "max_tokens", "tool_use")
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_unknown_model_is_not_found(client, stream):
     with pytest.raises(anthropic.NotFoundError) as err:

@@ -38,6 +38,7 @@ def reply(client, **kw) -> tuple[str, ollama.ChatResponse]:
 def test_version_and_root_answer_without_a_key(server):
     version = httpx.get(f"{server.base_url}/api/version").json()["version"]
     assert tuple(int(p) for p in version.split(".")) >= (0, 6, 4)  # what clients ask for
+    assert tuple(int(p) for p in version.split(".")) >= (0, 13, 4)  # Codex --oss's minimum
     assert httpx.get(server.base_url).text == "Ollama is running"
     assert httpx.head(server.base_url).status_code == 200
 
@@ -60,6 +61,13 @@ def test_show_gives_the_template_context_and_capabilities(client):
     assert shown.modelinfo["llama.context_length"] == 512
     assert shown.capabilities == ["completion", "tools"]  # the generic tool format
     assert client.show("all-minilm-l6-v2:latest").capabilities == ["embedding"]
+
+
+def test_show_reports_the_dtype_the_weights_are_held_in(client):
+    """tenshu-tiny ships bfloat16 weights; a CPU without native bf16 computes in float32, which
+    /api/show used to report."""
+    assert client.show("tenshu-tiny").details.quantization_level == "BF16"
+    assert client.list().models[0].details.quantization_level == "BF16"
 
 
 def test_ps_lists_loaded_models(client):
@@ -143,7 +151,8 @@ def test_async_client_streams(server, client):
 def test_generate_templated_raw_and_streamed_agree(client):
     chat_text, _ = reply(client, messages=HI, options=GREEDY)
     templated = client.generate("tenshu-tiny", prompt=HI[0]["content"], options=GREEDY)
-    assert templated.response == chat_text and templated.context == []
+    assert templated.response == chat_text
+    assert len(templated.context) > templated.prompt_eval_count  # the prompt's ids, the answer's
     raw_prompt = f"<|im_start|>user\n{HI[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
     raw = client.generate("tenshu-tiny", prompt=raw_prompt, raw=True, options=GREEDY)
     assert raw.response == chat_text and raw.prompt_eval_count == templated.prompt_eval_count
@@ -155,6 +164,42 @@ def test_generate_templated_raw_and_streamed_agree(client):
                                   options={**GREEDY, "num_predict": 2})
     assert with_system.prompt_eval_count > client.generate(
         "tenshu-tiny", prompt="hi", options={**GREEDY, "num_predict": 2}).prompt_eval_count
+
+
+def test_generate_returns_its_context_and_goes_on_from_it(client):
+    """Ollama's conversational generate: `context` holds the token ids of the prompt and the
+    answer (streamed: on the last chunk), and a request that sends it back goes on from them."""
+    options = {**GREEDY, "num_predict": 8}
+    first = client.generate("tenshu-tiny", "hi, who are you?", options=options)
+    # the prompt's ids as the model read them, then the answer's (its text tokenized again)
+    assert 0 < len(first.context) - first.prompt_eval_count <= first.eval_count + 1
+    chunks = list(client.generate("tenshu-tiny", "hi, who are you?", options=options,
+                                  stream=True))
+    assert chunks[-1].done and chunks[-1].context == first.context
+    assert all(not c.context for c in chunks[:-1])
+    second = client.generate("tenshu-tiny", "and what do you like?", context=first.context,
+                             options=options)
+    assert second.context[:len(first.context)] == first.context  # the conversation went on
+    alone = client.generate("tenshu-tiny", "and what do you like?", options=options)
+    assert second.prompt_eval_count == len(first.context) + alone.prompt_eval_count
+    assert not client.generate("tenshu-tiny", "hi", raw=True, options=options).context
+
+
+def test_a_context_from_another_vocabulary_is_a_400(client):
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate("tenshu-tiny", "hi", context=[10**9])
+    assert caught.value.status_code == 400 and "context" in caught.value.error
+
+
+def test_pull_of_a_served_model_succeeds_and_of_another_says_why_not(client):
+    assert [p.status for p in client.pull("tenshu-tiny:latest", stream=True)][-1] == "success"
+    assert client.pull("tenshu-tiny").status == "success"
+    with pytest.raises(ollama.ResponseError) as caught:
+        list(client.pull("gpt-oss:20b", stream=True))  # streamed: the error is its last line
+    assert "gpt-oss:20b" in caught.value.error and "tenshu.toml" in caught.value.error
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.pull("gpt-oss:20b", stream=False)
+    assert caught.value.status_code == 404
 
 
 def test_empty_prompt_loads_the_model(client):

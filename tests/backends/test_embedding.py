@@ -130,3 +130,19 @@ async def test_the_fast_path_gives_nearly_the_same_vectors(embedder):
     fast, fast_tokens = await embedder.embed(SENTENCES, fast=True)
     cosines = np.sum(np.array(exact) * np.array(fast), axis=1)
     assert cosines.min() > 0.999 and fast_tokens == tokens
+
+
+async def test_loading_and_embedding_draw_no_progress_bar(capfd, caplog):
+    """A server embeds at each request, and loads the model at the first: neither may write a
+    progress bar into its log (transformers draws one as it loads weights, sentence-transformers
+    one per encode when logging is at INFO)."""
+    caplog.set_level("INFO")  # where sentence-transformers would draw its bar by default
+    fresh = SentenceEmbedder(DEFAULT_EMBEDDER, default_embedder_path())
+    try:
+        capfd.readouterr()
+        await fresh.embed(SENTENCES[:3])
+        await fresh.embed(SENTENCES[:2])
+        out, err = capfd.readouterr()
+    finally:
+        fresh.close()
+    assert "%|" not in err + out and "it/s" not in err + out, err

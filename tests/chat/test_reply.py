@@ -45,23 +45,34 @@ def run(reply: Reply, text: str, step: int) -> list:
 def test_text_then_parallel_calls_become_one_block_each():
     text = f"Let me check.\n{CALL_F}\n{CALL_G}\n"
     for step in (1, 3, 7, len(text)):
-        for stream in (True, False):
-            reply = Reply(0, ToolCallParser(QWEN, TOOLS, stream_arguments=stream))
-            got = blocks(run(reply, text, step))
-            assert [k for k, _ in got] == ["text", "f", "g"]
-            assert got[0][1] == "Let me check."
-            assert json.loads(got[1][1]) == {"a": [1, "}"]} and json.loads(got[2][1]) == {}
-            assert reply.calls == 2
+        reply = Reply(0, ToolCallParser(QWEN, TOOLS))
+        got = blocks(run(reply, text, step))
+        assert [k for k, _ in got] == ["text", "f", "g"]
+        assert got[0][1] == "Let me check."
+        assert json.loads(got[1][1]) == {"a": [1, "}"]} and json.loads(got[2][1]) == {}
+        assert reply.calls == 2
 
 
 def test_a_reply_with_only_whitespace_around_a_call_has_no_text_block():
-    reply = Reply(0, ToolCallParser(QWEN, TOOLS, stream_arguments=True))
+    reply = Reply(0, ToolCallParser(QWEN, TOOLS))
     assert [k for k, _ in blocks(run(reply, f"\n\n{CALL_G}\n", 2))] == ["g"]
 
 
 def test_an_empty_reply_still_has_its_text_block():
-    for parser in (None, ToolCallParser(QWEN, TOOLS, stream_arguments=False)):
+    for parser in (None, ToolCallParser(QWEN, TOOLS)):
         assert blocks(Reply(0, parser).close()) == [("text", "")]
+
+
+def test_a_call_cut_short_is_sent_as_text_and_not_counted():
+    """max_tokens ends the reply inside the second call: the first is a call, the rest text."""
+    text = f"{CALL_F}\n{CALL_G[:30]}"
+    for step in (1, 5, len(text)):
+        reply = Reply(0, ToolCallParser(QWEN, TOOLS))
+        events = run(reply, text, step)
+        assert blocks(events) == [("f", '{"a": [1, "}"]}'), ("text", CALL_G[:30])]
+        assert reply.calls == 1
+        (stop,) = [e for e in events if isinstance(e, BlockStop) and e.input is not None]
+        assert stop.input == {"a": [1, "}"]}
 
 
 def test_without_tools_text_is_passed_through_untouched():

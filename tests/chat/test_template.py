@@ -121,3 +121,27 @@ def test_images_are_refused_in_the_generic_format_too():
     messages = [Message("user", [ImageBlock(media_type="image/png", data="AAAA")])]
     with pytest.raises(InvalidRequestError):
         prompt(TEMPLATES["generic"], messages)
+
+
+# a call whose arguments a client sent back as text that is not a JSON object (cut short)
+CUT = '{"city": "Par'
+BROKEN = [Message.of("user", "Weather in Paris?"),
+          Message("assistant", [ToolUseBlock.from_arguments("call_1", "get_weather", CUT)]),
+          Message("user", [ToolResultBlock("call_1", [TextBlock("no city 'Par'")])])]
+
+
+def test_unparsed_arguments_in_the_history_reach_the_model_as_written():
+    (call,) = BROKEN[1].content
+    assert (call.input, call.unparsed) == ({}, CUT)
+    generic = prompt(TEMPLATES["generic"], BROKEN)
+    assert f'<tool_call>\n{{"name": "get_weather", "arguments": {CUT}}}\n</tool_call>' in generic
+    # a template that writes arguments with `tojson` gets a string, and writes a JSON string
+    qwen = prompt(TEMPLATES["qwen"], BROKEN)
+    assert f'"arguments": {json.dumps(CUT)}' in qwen
+
+
+def test_arguments_text_is_parsed_when_it_is_a_json_object():
+    assert ToolUseBlock.from_arguments("c", "f", ' {"a": 1} ') == ToolUseBlock("c", "f", {"a": 1})
+    assert ToolUseBlock.from_arguments("c", "f", "") == ToolUseBlock("c", "f", {})
+    for text in ("[1, 2]", "null", "{oops"):
+        assert ToolUseBlock.from_arguments("c", "f", text).unparsed == text

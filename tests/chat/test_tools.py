@@ -12,7 +12,7 @@ import llguidance
 import numpy as np
 import pytest
 
-from tenshu.chat.tool_parser import CallArgs, CallEnd, CallStart, TextPiece, ToolCallParser
+from tenshu.chat.tool_parser import Call, TextPiece, ToolCallParser
 from tenshu.chat.tools import (
     GENERIC,
     GENERIC_IN_TEMPLATE,
@@ -258,7 +258,7 @@ def test_whatever_the_grammar_lets_a_model_write_parses_into_valid_calls(tokeniz
             ids.pop()
         text = tok.decode(ids)
         assert text.endswith(("}", "]", "</tool_call>"))
-        calls = collect(parse(fmt, [text], stream=True, tools=tools))
+        calls = collect(parse(fmt, [text], tools=tools))
         assert calls and all(kind == "call" for kind, *_ in calls)
         for _, name, args, value in calls:
             assert json.loads(args) == value
@@ -269,8 +269,8 @@ def test_whatever_the_grammar_lets_a_model_write_parses_into_valid_calls(tokeniz
 # ---- the streaming parser -------------------------------------------------------------------
 
 
-def parse(fmt, chunks, *, stream, tools=TOOLS):
-    parser = ToolCallParser(fmt, tools, stream_arguments=stream)
+def parse(fmt, chunks, *, tools=TOOLS):
+    parser = ToolCallParser(fmt, tools)
     pieces = []
     for chunk in chunks:
         pieces += parser.feed(chunk)
@@ -286,16 +286,10 @@ def collect(pieces):
                 out[-1] = ("text", out[-1][1] + piece.text)
             else:
                 out.append(("text", piece.text))
-        elif isinstance(piece, CallStart):
-            assert re.fullmatch(r"call_[A-Za-z0-9]{24}", piece.id)
-            out.append(("call", piece.name, "", None))
-        elif isinstance(piece, CallArgs):
-            kind, name, args, _ = out[-1]
-            assert kind == "call"
-            out[-1] = ("call", name, args + piece.fragment, None)
         else:
-            assert isinstance(piece, CallEnd)
-            out[-1] = (*out[-1][:3], piece.input)
+            assert isinstance(piece, Call)
+            assert re.fullmatch(r"call_[A-Za-z0-9]{24}", piece.id)
+            out.append(("call", piece.name, piece.arguments, piece.input))
     return out
 
 
@@ -339,37 +333,37 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
 @pytest.mark.parametrize("name", list(OUTPUTS))
-def test_every_chunking_gives_the_same_text_and_calls(name, stream):
+def test_every_chunking_gives_the_same_text_and_calls(name):
     fmt = {"qwen": QWEN, "llama3": LLAMA3, "mistral": MISTRAL}[name]
     for chunks in chunkings(OUTPUTS[name]):
-        assert collect(parse(fmt, chunks, stream=stream)) == EXPECTED[name], chunks
+        assert collect(parse(fmt, chunks)) == EXPECTED[name], chunks
 
 
 def test_generic_reads_like_qwen():
-    assert collect(parse(GENERIC, [OUTPUTS["qwen"]], stream=False)) == EXPECTED["qwen"]
+    assert collect(parse(GENERIC, [OUTPUTS["qwen"]])) == EXPECTED["qwen"]
 
 
 def test_llama3_calls_need_no_python_tag_but_only_open_the_output():
     text = '  {"name": "get_time", "parameters": {}}'
     for chunks in chunkings(text):
-        assert collect(parse(LLAMA3, chunks, stream=False)) == [("call", "get_time", "{}", {})]
+        assert collect(parse(LLAMA3, chunks)) == [("call", "get_time", "{}", {})]
     data = 'Here: {"name": "get_time", "parameters": {}}'  # JSON inside prose is prose
-    assert collect(parse(LLAMA3, [data], stream=False)) == [("text", data)]
+    assert collect(parse(LLAMA3, [data])) == [("text", data)]
 
 
-def test_streamed_calls_start_as_soon_as_the_name_is_known():
-    parser = ToolCallParser(QWEN, TOOLS, stream_arguments=True)
-    pieces = parser.feed('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa')
-    assert [type(p) for p in pieces] == [CallStart, CallArgs]
-    assert pieces[1].fragment == '{"city": "Pa'
-    pieces = parser.feed('ris"}}\n</tool_call>')
-    assert pieces == [CallArgs('ris"}'), CallEnd({"city": "Paris"})]  # no outer brace, no tag
+def test_a_call_comes_out_whole_once_its_object_is_complete():
+    parser = ToolCallParser(QWEN, TOOLS)
+    assert parser.feed('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa') == []
+    (call,) = parser.feed('ris"}}\n</tool_call>')
+    # the arguments as the model wrote them: no outer brace, no tag
+    assert (call.name, call.arguments, call.input) == (
+        "get_weather", '{"city": "Paris"}', {"city": "Paris"})
+    assert parser.finish() == []
 
 
 def test_text_is_held_back_only_while_it_may_be_a_marker():
-    parser = ToolCallParser(QWEN, TOOLS, stream_arguments=False)
+    parser = ToolCallParser(QWEN, TOOLS)
     assert parser.feed("Hello <tool") == [TextPiece("Hello")]
     assert parser.feed("box> and") == [TextPiece(" <toolbox> and")]
     assert parser.finish() == []
@@ -387,7 +381,7 @@ def test_text_is_held_back_only_while_it_may_be_a_marker():
 ])
 def test_malformed_calls_in_auto_mode_come_back_as_the_text_they_were(fmt, text):
     for chunks in chunkings(text):
-        assert collect(parse(fmt, chunks, stream=False)) == [("text", text)], chunks
+        assert collect(parse(fmt, chunks)) == [("text", text)], chunks
 
 
 def test_any_output_parses_the_same_in_chunks_and_loses_no_text():
@@ -398,28 +392,34 @@ def test_any_output_parses_the_same_in_chunks_and_loses_no_text():
     for _ in range(300):
         text = "".join(rng.choice(fragments) for _ in range(rng.randint(1, 25)))
         for fmt in (QWEN, LLAMA3, MISTRAL):
-            for stream in (False, True):
-                whole = collect(parse(fmt, [text], stream=stream))
-                assert collect(parse(fmt, list(text), stream=stream)) == whole
-                if not stream and all(kind == "text" for kind, *_ in whole):
-                    assert "".join(t for _, t in whole) == text
+            whole = collect(parse(fmt, [text]))
+            assert collect(parse(fmt, list(text))) == whole
+            if all(kind == "text" for kind, *_ in whole):
+                assert "".join(t for _, t in whole) == text
 
 
-def test_a_call_cut_off_at_the_end_is_text_or_closed():
-    text = 'Checking. <tool_call>\n{"name": "get_weather", "arguments": {"city": "Par'
-    assert collect(parse(QWEN, [text], stream=False)) == [("text", text)]
-    assert collect(parse(QWEN, [text], stream=True)) == [
-        ("text", "Checking."), ("call", "get_weather", '{"city": "Par', {"city": "Par"})]
-    unclosable = '<tool_call>\n{"name": "get_weather", "arguments": {"city": '
-    assert collect(parse(QWEN, [unclosable], stream=True)) == [
-        ("call", "get_weather", '{"city": ', {})]
-    in_escape = '<tool_call>\n{"name": "get_weather", "arguments": {"city": ["Par\\'
-    assert collect(parse(QWEN, [in_escape], stream=True))[-1][-1] == {"city": ["Par"]}
-    before_name = '<tool_call>\n{"name": "get_wea'
-    assert collect(parse(QWEN, [before_name], stream=True)) == [("text", before_name)]
+@pytest.mark.parametrize("fmt", [QWEN, LLAMA3, MISTRAL], ids=lambda f: f.name)
+def test_a_call_cut_off_by_the_end_is_never_a_call(fmt):
+    """max_tokens may end the output anywhere in a call, forced or not: a call whose object is
+    complete is a call, and whatever else has arrived comes back as text, never as a call whose
+    arguments do not parse."""
+    calls = [("get_time", {}), ("get_weather", TRICKY)]
+    whole = call_text(fmt, calls)
+    objects = [json.dumps({"name": name, fmt.args_key: args}) for name, args in calls]
+    ends = [whole.index(o) + len(o) for o in objects]  # where each call's object ends
+    for end in range(1, len(whole)):
+        text = whole[:end]
+        for chunks in (list(text), [text]):
+            got = collect(parse(fmt, chunks))
+            made = [c for c in got if c[0] == "call"]
+            assert [name for _, name, _, _ in made] == [
+                name for (name, _), e in zip(calls, ends, strict=True) if end >= e], text
+            for _, _, arguments, value in made:
+                assert json.loads(arguments) == value
+            assert all(c[1] in text for c in got if c[0] == "text")
 
 
 def test_call_ids_are_unique():
     text = call_text(QWEN, [("get_time", {})] * 50)
-    ids = [p.id for p in parse(QWEN, [text], stream=False) if isinstance(p, CallStart)]
+    ids = [p.id for p in parse(QWEN, [text]) if isinstance(p, Call)]
     assert len(ids) == len(set(ids)) == 50

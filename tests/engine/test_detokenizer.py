@@ -78,3 +78,23 @@ def test_engine_streams_deltas_that_add_up_and_stop_on_a_string(checkpoint):
     streamed = "".join(deltas)
     assert streamed == text[: text.index(stop)]
     assert last.finish_reason == "stop" and last.stop_reason == stop
+
+
+def test_only_the_special_tokens_asked_for_are_kept(checkpoint):
+    """With tools offered a parser needs its markers, which may be special tokens; every other
+    special token stays out of the text."""
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint("qwen3"))
+    tokenizer.add_tokens(["[TOOL_CALLS]"], special_tokens=True)
+    marker = tokenizer.convert_tokens_to_ids("[TOOL_CALLS]")
+    text = "<|im_start|>Sure.<|pad|>[TOOL_CALLS][{}]<|im_end|> done"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+
+    def detokenized(skip: bool, keep=frozenset()) -> str:
+        detok = Detokenizer(tokenizer, tokenizer.encode("Hi<|im_end|>"), skip, (), False, keep)
+        for t in ids:
+            detok.add(t)
+        return detok.text
+
+    assert detokenized(True, frozenset({marker})) == "Sure.[TOOL_CALLS][{}] done"
+    assert detokenized(True) == "Sure.[{}] done"
+    assert detokenized(False, frozenset({marker})) == text  # nothing is skipped at all

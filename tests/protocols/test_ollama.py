@@ -71,6 +71,15 @@ def test_messages_become_core_messages_with_tool_results_matched_by_name():
         ToolResultBlock("call_2_0", [TextBlock("sunny")])])
 
 
+def test_arguments_text_that_does_not_parse_is_kept_as_written():
+    request = chat(messages=[
+        {"role": "user", "content": "time?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "clock", "arguments": '{"tz": "CE'}}]},
+        {"role": "tool", "tool_name": "clock", "content": "?"}])
+    assert request.messages[1].content == [ToolUseBlock("call_1_0", "clock", unparsed='{"tz": "CE')]
+
+
 def test_options_map_to_sampling_fields_with_ollamas_sentinels():
     request = chat(messages=[{"role": "user", "content": "x"}], options={
         "temperature": 0.5, "num_predict": 7, "top_k": 40, "top_p": 0.9, "min_p": 0.05,
