@@ -212,7 +212,7 @@ class AgentGraph:
         for (choice, i), text in fold.bad_arguments.items():
             # a call whose arguments did not parse (cut short): kept, so the model sees it
             # refused, but never run
-            fold.blocks[choice][i].input = {"__unparsed__": text}
+            fold.blocks[choice][i].unparsed = text
         data = {"message": to_dict(message), "stop_reason": finish.stop_reason if finish else None,
                 "usage": {"input_tokens": usage.input_tokens, "output_tokens":
                           usage.output_tokens} if usage else None}
@@ -265,7 +265,7 @@ class AgentGraph:
             return await self._end(state, step, ToolOutput.error(
                 f"there is no tool named {call.name!r}; the tools are: "
                 f"{', '.join(state.tools) or 'none'}"), "failed")
-        if "__unparsed__" in call.input:
+        if call.unparsed is not None:
             return await self._end(state, step, ToolOutput.error(
                 "the call's arguments were cut off before they were complete JSON; it was not "
                 "run"), "failed")
