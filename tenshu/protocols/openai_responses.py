@@ -1,13 +1,16 @@
-"""OpenAI's Responses API (POST /v1/responses), stateless: request -> ChatRequest, ChatEvents ->
-the response object and its stream of typed events.
+"""OpenAI's Responses API (/v1/responses): request -> ChatRequest, ChatEvents -> the response
+object and its stream of typed events, and the items a stored response keeps.
 
 What Ollama serves since 0.13.3 and what Codex uses against an Ollama of 0.13.4 or later
 (`codex --oss`): `input` as text or items (messages, function calls and their outputs,
 reasoning, custom tool calls), `instructions`, function tools, and the event stream Codex reads
 (response.created, output_item.added/.done, output_text.delta, function_call_arguments.delta,
-reasoning_summary_text.delta, response.completed). Like Ollama's, it keeps nothing: `store` is
-answered false, and `previous_response_id` and `conversation`, which need stored responses, are
-refused with a 400 saying to send the conversation in `input`.
+reasoning_summary_text.delta, response.completed). Beyond Ollama, the state OpenAI keeps:
+`store` (default true) keeps the response with the conversation the model saw, as items
+(`conversation_items`), and `previous_response_id` continues one: its input items and output
+come before the new input (its instructions do not carry over, as OpenAI documents). The
+store itself is the API's (api/responses.py); `conversation` objects are refused. Hosted tools
+(web_search, file_search, ...) run on OpenAI's servers, so they are refused by name.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class ResponsesRequest(_Wire):
     reasoning: dict[str, Any] | None = None
     text: dict[str, Any] | None = None
     stream: bool | None = False
-    store: bool | None = None  # accepted; nothing is stored (the response says store: false)
+    store: bool | None = None  # None: true, as OpenAI's default
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
@@ -70,12 +73,14 @@ _CUSTOM_INPUT = {"type": "object", "properties": {"input": {
     "required": ["input"]}
 
 
-def parse_request(body: ResponsesRequest) -> ChatRequest:
-    for name in ("previous_response_id", "conversation"):
-        if getattr(body, name) is not None:
-            raise InvalidRequestError(
-                f"{name} is not supported: this server stores no responses (as Ollama's does "
-                "not); send the whole conversation in `input`", field=name)
+def parse_request(body: ResponsesRequest, history: list[dict] = ()) -> ChatRequest:
+    """The request, after `history`: the items of the response it continues (its input items,
+    then its output), already read once."""
+    if body.conversation is not None:
+        raise InvalidRequestError(
+            "conversation is not supported: this server keeps no conversation objects; "
+            "continue a stored response with previous_response_id, or send the whole "
+            "conversation in `input`", field="conversation")
     request = ChatRequest(model=body.model, stream=bool(body.stream))
     request.max_tokens, request.user = body.max_output_tokens, body.user
     request.temperature, request.top_p = body.temperature, body.top_p
@@ -83,16 +88,11 @@ def parse_request(body: ResponsesRequest) -> ChatRequest:
         request.metadata = dict(body.metadata)
     if body.instructions:
         request.messages.append(Message.of("system", body.instructions))
-    if isinstance(body.input, str):
-        if body.input:
-            request.messages.append(Message.of("user", body.input))
-    else:
-        request.messages += parse_input(body.input)
+    request.messages += parse_input([*history, *as_items(body.input)], known=len(history))
     if not any(m.role != "system" for m in request.messages):
         raise InvalidRequestError("input is empty: give the text or items to answer",
                                   field="input")
-    request.tools = [t for i, tool in enumerate(body.tools or [])
-                     if (t := _tool(tool, f"tools.{i}")) is not None]
+    request.tools = [_tool(tool, i) for i, tool in enumerate(body.tools or [])]
     request.tool_choice = _tool_choice(body, request.tools)
     request.response_format = _text_format(body.text)
     effort = (body.reasoning or {}).get("effort")
@@ -102,7 +102,17 @@ def parse_request(body: ResponsesRequest) -> ChatRequest:
     return request
 
 
-def parse_input(items: list[dict]) -> list[Message]:
+def as_items(input: str | list[dict]) -> list[dict]:
+    """The request's input as items: a string is one user message."""
+    if isinstance(input, str):
+        return [{"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": input}]}] if input else []
+    return input
+
+
+def parse_input(items: list[dict], known: int = 0) -> list[Message]:
+    """Items -> messages. The first `known` items are a stored response's, so a wrong one is
+    named by its place in the request's own `input`."""
     out: list[Message] = []
     thinking: list[ThinkingBlock] = []  # a reasoning item: it belongs to the next assistant turn
 
@@ -122,7 +132,7 @@ def parse_input(items: list[dict]) -> list[Message]:
             out.append(Message("user", [block]))
 
     for i, item in enumerate(items):
-        field = f"input.{i}"
+        field = f"input.{i - known}"
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             role = item.get("role")
@@ -204,13 +214,16 @@ def _arguments(arguments, field: str) -> dict:
     return value
 
 
-def _tool(tool: dict, field: str) -> ToolSpec | None:
+def _tool(tool: dict, i: int) -> ToolSpec:
     """A function (or custom) tool. Hosted tools (web_search, file_search, code_interpreter,
-    local_shell, mcp, ...) run on OpenAI's servers: a local server has none to run, so they are
-    left out of what the model is offered, as Ollama leaves them."""
-    kind = tool.get("type")
+    computer_use_preview, image_generation, mcp, local_shell, ...) run on OpenAI's servers: a
+    local server has none to run, so they are refused by name rather than silently left out
+    (the client would wait for results that never come)."""
+    field, kind = f"tools.{i}", tool.get("type")
     if kind not in ("function", "custom"):
-        return None
+        raise InvalidRequestError(
+            f"tools[{i}]: the hosted tool {kind!r} is not available on this server; only "
+            "function tools are (and custom tools, as Codex sends)", field=f"{field}.type")
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequestError(f"{field}.name is required", field=f"{field}.name")
@@ -268,8 +281,8 @@ class ResponseStream:
     "sequence_number"}; `response` is the whole object (status, output items, usage), which
     the last event carries and a `stream: false` request gets alone."""
 
-    def __init__(self, id: str, body: ResponsesRequest, created: int):
-        self.id, self.body, self.created = id, body, created
+    def __init__(self, id: str, body: ResponsesRequest, created: int, *, store: bool = False):
+        self.id, self.body, self.created, self.store = id, body, created, store
         self.custom = custom_tools(body)
         self.model = body.model
         self.output: list[dict] = []  # finished items, in order
@@ -420,9 +433,33 @@ class ResponseStream:
             "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
             "temperature": body.temperature, "top_p": body.top_p,
             "max_output_tokens": body.max_output_tokens, "reasoning": body.reasoning,
-            "text": text, "truncation": "disabled", "previous_response_id": None,
-            "store": False, "metadata": body.metadata or {},
+            "text": text, "truncation": "disabled",
+            "previous_response_id": body.previous_response_id,
+            "store": self.store, "metadata": body.metadata or {},
         }
+
+
+# -- a stored response's items ------------------------------------------------------------------
+
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+              "custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "reasoning": "rs"}
+
+
+def conversation_items(history: list[dict], body: ResponsesRequest, id: str) -> list[dict]:
+    """What a stored response keeps as its input items: the conversation the model saw, oldest
+    first (`history`, then the new input), each item with the id OpenAI lists it by and a
+    message's text as content parts."""
+    hex_id = id.removeprefix("resp_")
+    new = []
+    for i, item in enumerate(as_items(body.input)):
+        kind = item.get("type") or ("message" if "role" in item else "item")
+        item = {"type": kind, **item}
+        if kind == "message" and not isinstance(item.get("content"), list):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item.get("content") or ""}]
+        item.setdefault("id", f"{_ID_PREFIX.get(kind, 'item')}_{hex_id}_in{i}")
+        new.append(item)
+    return [*history, *new]
 
 
 def _text_part(text: str) -> dict:

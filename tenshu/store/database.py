@@ -22,6 +22,7 @@ from tenshu.store.jobs import JobStore
 from tenshu.store.keys import KeyStore
 from tenshu.store.migrations import MIGRATIONS, Migration, migrate
 from tenshu.store.people import UserStore
+from tenshu.store.responses import ResponseStore
 from tenshu.store.runs import RunStore
 from tenshu.store.sessions import SessionStore
 from tenshu.store.sql import create_engine_for
@@ -34,7 +35,7 @@ class Store:
     """One database: its engine, its users and their keys, conversations and feedback, memory
     collections and their documents, browser sessions, the audit log (read here; audit records
     and turns are written through a record writer), the sentinel's thresholds, and the job
-    scheduler's jobs and runs, and agent runs."""
+    scheduler's jobs and runs, agent runs, and the Responses API's stored responses."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -49,6 +50,7 @@ class Store:
         self.thresholds = ThresholdStore(engine)
         self.jobs = JobStore(engine)
         self.runs = RunStore(engine)  # agent runs, their steps, MCP servers' pinned tools
+        self.responses = ResponseStore(engine)  # stored responses of /v1/responses
 
     def _changed(self) -> None:
         """A user changed (a role, a password, removed): what the keys and sessions cached

@@ -471,8 +471,27 @@ def m009_agents(conn: Connection) -> None:
     ).create(conn)
 
 
+def m010_responses(conn: Connection) -> None:
+    """Stored responses of OpenAI's Responses API (`store: true`): each response object as
+    answered, with the conversation the model saw (in Responses item form, the instructions
+    apart), so a later request can continue it by `previous_response_id`."""
+    responses = Table(
+        "responses", MetaData(),
+        Column("id", String(64), primary_key=True),  # resp_<hex>
+        Column("owner_id", Integer, nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("response", Text, nullable=False),  # the response object, JSON
+        Column("input_items", Text, nullable=False, server_default="[]"),  # JSON list
+        Column("previous_response_id", String(64)),
+    )
+    Index("ix_responses_owner_created", responses.c.owner_id, responses.c.created_at)
+    responses.create(conn)
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
-                               m006_web, m007_adapters, m008_jobs, m009_agents]
+                               m006_web, m007_adapters, m008_jobs, m009_agents,
+                               m010_responses]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

@@ -234,10 +234,11 @@ class UserStore:
 
     def remove(self, name: str) -> dict[str, int]:
         """Remove a user and everything that is theirs: keys, conversations (with what was
-        derived from them), feedback, memory collections, agent runs. Returns how many of each were
-        removed."""
+        derived from them), feedback, memory collections, agent runs, stored responses. Returns
+        how many of each were removed."""
         from tenshu.store.collections import delete_user_collections
         from tenshu.store.conversations import delete_conversations
+        from tenshu.store.responses import delete_user_responses
         from tenshu.store.runs import delete_user_runs
 
         with begin_write(self._engine) as conn:
@@ -250,6 +251,7 @@ class UserStore:
             removed = delete_conversations(conn, user.id, None)
             removed["collections"] = delete_user_collections(conn, user.id)
             removed["runs"] = delete_user_runs(conn, user.id)
+            removed["responses"] = delete_user_responses(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
             conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user.id))
@@ -262,6 +264,7 @@ class UserStore:
         from tenshu.store.collections import collections
         from tenshu.store.conversations import conversations, turns
         from tenshu.store.feedback import feedback
+        from tenshu.store.responses import responses
         from tenshu.store.runs import agent_runs
 
         with self._engine.connect() as conn:
@@ -277,7 +280,9 @@ class UserStore:
                                            ("feedback", feedback, feedback.c.owner_id),
                                            ("collections", collections,
                                             collections.c.owner_id),
-                                           ("runs", agent_runs, agent_runs.c.owner_id))}
+                                           ("runs", agent_runs, agent_runs.c.owner_id),
+                                           ("responses", responses,
+                                            responses.c.owner_id))}
 
     def admin_reads(self, limit: int = 100) -> list[dict]:
         """The latest admin accesses to other users' records, newest first."""

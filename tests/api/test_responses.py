@@ -1,10 +1,13 @@
 """OpenAI's Responses API (/v1/responses) through the official `openai` SDK, as Codex uses it
-against an Ollama of 0.13.4 or later (`codex --oss`): stateless, function tools, streamed
-events, the conversation sent back as input items."""
+against an Ollama of 0.13.4 or later (`codex --oss`: function tools, streamed events, the
+conversation sent back as input items, store false), and as OpenAI's own state keeps it:
+stored responses, retrieved, listed, continued by previous_response_id and deleted, each only
+by its owner; and the OpenAI Agents SDK's default model over it."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 
 import httpx
@@ -49,7 +52,7 @@ def test_a_whole_response_and_a_streamed_one_agree(client):
     whole = client.responses.create(model=MODEL, input="hi, who are you?", temperature=0,
                                     max_output_tokens=40, instructions="Answer briefly.")
     assert whole.id.startswith("resp_") and whole.object == "response"
-    assert whole.status == "completed" and whole.output_text and whole.store is False
+    assert whole.status == "completed" and whole.output_text and whole.store is True
     assert whole.usage.input_tokens > 0 and 0 < whole.usage.output_tokens <= 40
     with client.responses.stream(model=MODEL, input="hi, who are you?", temperature=0,
                                  max_output_tokens=40, instructions="Answer briefly.") as s:
@@ -66,19 +69,115 @@ def test_a_reply_cut_by_max_output_tokens_is_incomplete(client):
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
 
 
-def test_stored_state_is_refused_with_what_to_do(client):
-    with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model=MODEL, input="and then?", previous_response_id="resp_1")
+def test_a_stored_response_is_retrieved_listed_continued_and_deleted(client):
+    first = client.responses.create(model=MODEL, input="my name is Ana", temperature=0,
+                                    max_output_tokens=8, instructions="Answer briefly.")
+    assert first.store is True and first.previous_response_id is None
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == first.output_text
+    assert again.instructions == "Answer briefly." and again.usage == first.usage
+    (asked,) = client.responses.input_items.list(first.id).data
+    assert asked.type == "message" and asked.role == "user" and asked.id
+    assert asked.content[0].text == "my name is Ana"
+
+    second = client.responses.create(model=MODEL, input="what is my name?", temperature=0,
+                                     max_output_tokens=8, previous_response_id=first.id)
+    assert second.previous_response_id == first.id and second.instructions is None
+    # the model saw the first turn: its question and answer came before the new one
+    assert second.usage.input_tokens > first.usage.input_tokens
+    seen = client.responses.input_items.list(second.id, order="asc", limit=100)
+    assert [item.id for item in seen.data] == [
+        asked.id, *(item.id for item in first.output), seen.data[-1].id]
+    assert seen.data[-1].content[0].text == "what is my name?"
+    assert seen.first_id == asked.id and seen.has_more is False
+    newest = client.responses.input_items.list(second.id, limit=1)  # desc, as OpenAI's default
+    assert [i.id for i in newest.data] == [seen.data[-1].id] and newest.has_more is True
+    # not carried over, as OpenAI documents: the instructions were the first request's only
+    assert all(getattr(item, "role", None) not in ("system", "developer") for item in seen.data)
+
+    deleted = client.responses.delete(first.id)
+    assert deleted is None or deleted.deleted  # the SDK returns nothing for a 200
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.retrieve(first.id)
+    assert err.value.body["message"] == f"Response with id '{first.id}' not found."
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model=MODEL, input="and?", previous_response_id=first.id)
     assert err.value.body["param"] == "previous_response_id"
-    assert "send the whole conversation in `input`" in err.value.body["message"]
+    assert client.responses.retrieve(second.id).previous_response_id == first.id
+
+
+def test_the_deletion_object_is_openais(server):
+    made = httpx.post(f"{server.base_url}/v1/responses", headers=server.headers(), timeout=60,
+                      json={"model": MODEL, "input": "hi", "max_output_tokens": 2}).json()
+    gone = httpx.delete(f"{server.base_url}/v1/responses/{made['id']}",
+                        headers=server.headers())
+    assert gone.json() == {"id": made["id"], "object": "response.deleted", "deleted": True}
+    again = httpx.delete(f"{server.base_url}/v1/responses/{made['id']}",
+                         headers=server.headers())
+    assert again.status_code == 404 and again.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_streamed_response_is_stored_and_store_false_is_not(client):
+    with client.responses.stream(model=MODEL, input="hi, who are you?", temperature=0,
+                                 max_output_tokens=40, instructions="Answer briefly.") as s:
+        kinds = [event.type for event in s]  # (the helper wants a completed reply)
+        final = s.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert final.store is True and final.output
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+    unkept = client.responses.create(model=MODEL, input="hello", max_output_tokens=2,
+                                     store=False)
+    assert unkept.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unkept.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=MODEL, input="and?", previous_response_id=unkept.id)
+
+
+def test_another_users_response_answers_as_a_missing_one(server, client):
+    store = server.server.store
+    keys = {}
+    for who in ("ana", "ben"):
+        name = f"{who}-{secrets.token_hex(3)}"
+        store.users.add(name, role="member")
+        keys[who] = openai.OpenAI(base_url=server.base_url + "/v1", max_retries=0,
+                                  api_key=store.keys.create(f"{name}-key", user=name)[1])
+    ana, ben = keys["ana"], keys["ben"]
+    hers = ana.responses.create(model=MODEL, input="ana's diary: the moat key",
+                                max_output_tokens=4)
+    for who, what in ((ben, hers.id), (client, hers.id), (ben, "resp_" + "0" * 24)):
+        failures = []
+        for call in (who.responses.retrieve, who.responses.delete,
+                     who.responses.input_items.list):
+            with pytest.raises(openai.NotFoundError) as err:
+                call(what)
+            failures.append(err.value.body["message"].replace(what, "ID"))
+        with pytest.raises(openai.NotFoundError) as err:
+            who.responses.create(model=MODEL, input="and?", max_output_tokens=2,
+                                 previous_response_id=what)
+        failures.append(err.value.body["message"].replace(what, "ID"))
+        assert failures == ["Response with id 'ID' not found."] * 3 + [
+            "Previous response with id 'ID' not found."]
+    assert ana.responses.retrieve(hers.id).output_text == hers.output_text  # still there
+
+
+def test_hosted_tools_are_refused_by_name(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=MODEL, input="search it", tools=[
+            SHELL, {"type": "function", "name": "f", "parameters": {"type": "object"}},
+            {"type": "web_search"}])
+    assert err.value.body["param"] == "tools.2.type"
+    assert err.value.body["message"].startswith(
+        "tools[2]: the hosted tool 'web_search' is not available on this server; only "
+        "function tools are")
 
 
 def test_codex_shaped_turns_call_a_tool_and_take_its_output_back(coder):
-    """What Codex sends: instructions, a developer message, user items, function tools (and a
-    hosted one, left out), reasoning settings, store false; then the call and its output back
-    as items. The random model calls only when made to (tool_choice required)."""
+    """What Codex sends: instructions, a developer message, user items, function tools,
+    reasoning settings, store false; then the call and its output back as items. The random
+    model calls only when made to (tool_choice required)."""
     turn = {"model": "coder", "instructions": "You are a coding agent.", "store": False,
-            "tools": [SHELL, {"type": "web_search"}], "parallel_tool_calls": False,
+            "tools": [SHELL], "parallel_tool_calls": False,
             "reasoning": {"effort": "medium", "summary": "auto"},
             "include": ["reasoning.encrypted_content"], "prompt_cache_key": "thread-1"}
     history = [{"type": "message", "role": "developer",
@@ -106,3 +205,32 @@ def test_input_items_the_server_cannot_read_are_named(client):
         client.responses.create(model=MODEL, input=[
             {"role": "user", "content": "hi"}, {"type": "item_reference", "id": "x"}])
     assert err.value.body["param"] == "input.1.type"
+
+
+def test_an_openai_agents_sdk_agent_calls_its_function_tool(server):
+    """The OpenAI Agents SDK's default model (OpenAIResponsesModel) against this server, with
+    tracing off (nothing leaves the machine). The random model calls a tool only when made to:
+    tool_choice names it, and stop_on_first_tool ends the run with the tool's output."""
+    agents = pytest.importorskip("agents")
+    import asyncio
+
+    rung = []
+
+    @agents.function_tool
+    def ring_bell() -> str:
+        """Rings the castle bell."""
+        rung.append(True)
+        return "the bell rang"
+
+    agents.set_tracing_disabled(True)
+    agents.set_default_openai_client(openai.AsyncOpenAI(
+        base_url=server.base_url + "/v1", api_key=server.key, max_retries=0),
+        use_for_tracing=False)
+    agent = agents.Agent(name="keeper", instructions="Ring the bell.", model=MODEL,
+                         tools=[ring_bell], tool_use_behavior="stop_on_first_tool",
+                         model_settings=agents.ModelSettings(
+                             tool_choice="ring_bell", temperature=0, max_tokens=200))
+    result = asyncio.run(agents.Runner.run(agent, "ring it", max_turns=2))
+    assert rung == [True] and result.final_output == "the bell rang"
+    (response,) = result.raw_responses
+    assert response.response_id.startswith("resp_")

@@ -97,12 +97,16 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
     store.collections.create(Principal.of(kim), "notes", embedder="e")
     run = store.runs.create(Run.new(ana.id, "helper", "ana's errand"))
     store.runs.record(Step(run.id, 1, "model", "model", "m", "done"))
+    store.responses.save(Principal.of(ana), {"id": "resp_ana", "model": "m"},
+                         [{"type": "message", "role": "user", "content": "ana's question"}])
     assert store.users.usage("ana") == {"keys": 1, "conversations": 1, "turns": 1,
-                                        "feedback": 1, "collections": 1, "runs": 1}
+                                        "feedback": 1, "collections": 1, "runs": 1,
+                                        "responses": 1}
     removed = store.users.remove("ana")
     assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "collections": 1,
-                       "runs": 1, "keys": 1}
+                       "runs": 1, "responses": 1, "keys": 1}
     assert store.runs.steps(None, run.id) == []
+    assert store.responses.get(Principal.of(ana), "resp_ana") is None
     assert [c.name for c in store.collections.list(Principal.of(kim))] == ["notes"]
     assert store.users.get("ana") is None
     assert [k.name for k in store.keys.list()] == ["kim-laptop"]
