@@ -20,7 +20,7 @@ from tenshu.agents.builtins import builtin_tools
 from tenshu.agents.mcp import McpServers
 from tenshu.agents.runner import AgentGraph, RunFailed, RunState
 from tenshu.config.agents import AgentSpec, AgentsSettings
-from tenshu.core.errors import ConflictError, NotFoundError, TenshuError
+from tenshu.core.errors import ConflictError, InvalidRequestError, NotFoundError, TenshuError
 from tenshu.store.people import Principal
 from tenshu.store.runs import Run, Step, utcnow
 
@@ -94,9 +94,10 @@ class AgentService:
     async def create(self, principal: Principal, name: str, task: str) -> Run:
         agent = self.agent(name)
         if not isinstance(task, str) or not task.strip():
-            raise _bad("task: say what the agent should do", "task")
+            raise InvalidRequestError("task: say what the agent should do", field="task")
         if len(task) > MAX_TASK_CHARS:
-            raise _bad(f"task: longer than {MAX_TASK_CHARS} characters", "task")
+            raise InvalidRequestError(f"task: longer than {MAX_TASK_CHARS} characters",
+                                      field="task")
         self.gateway.model_info(agent.model)  # a model that is not served: 404 now, not later
         run = Run.new(principal.user_id, agent.name, task)
         await asyncio.to_thread(self.runs.create, run)
@@ -310,12 +311,6 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     walk(group)
     real = [e for e in leaves if not isinstance(e, asyncio.CancelledError)]
     return (real or leaves or [group])[0]
-
-
-def _bad(message: str, field: str) -> TenshuError:
-    from tenshu.core.errors import InvalidRequestError
-
-    return InvalidRequestError(message, field=field)
 
 
 __all__ = ["AgentService", "RunFailed"]

@@ -20,7 +20,6 @@ calls, cancel them. A run is its starter's: another user's answers as missing (4
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
@@ -28,8 +27,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenshu.agents.service import AgentService
+from tenshu.api.streaming import SSE_HEADERS, named_event
 from tenshu.api.tenshu import _ERRORS, Context, Limit, _run
-from tenshu.core.errors import NotFoundError, PermissionDeniedError
+from tenshu.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from tenshu.store.runs import RUN_STATUSES
 
 router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
@@ -75,11 +75,10 @@ async def list_agents(request: Request, ctx: Context) -> dict:
 @router.post("/agents/{name}/runs", status_code=201, responses={**_ERRORS, **_SSE})
 async def start_run(name: str, body: RunIn, request: Request, ctx: Context):
     service = agents_of(request)
-    queue = None
     run = await service.create(ctx.principal, name, body.task)
     if body.stream:
         queue = service.subscribe(run.id)
-        return _stream(service, run.id, queue, [_event({"type": "run.created",
+        return _stream(service, run.id, queue, [named_event({"type": "run.created",
                                                         "run": run.to_json()})], status=201)
     if body.wait:
         run = await service.wait(ctx.principal, run.id, body.wait)
@@ -91,8 +90,6 @@ async def list_runs(request: Request, ctx: Context, limit: Limit = 50,
                     status: str | None = Query(None, max_length=24),
                     agent: str | None = Query(None, max_length=64)) -> dict:
     if status is not None and status not in RUN_STATUSES:
-        from tenshu.core.errors import InvalidRequestError
-
         raise InvalidRequestError(f"status must be one of {', '.join(RUN_STATUSES)}",
                                   field="status")
     runs = await _run(request.app.state.store.runs.list, ctx.principal, status=status,
@@ -120,11 +117,11 @@ async def run_events(run_id: str, request: Request, ctx: Context):
     except BaseException:
         service.unsubscribe(run_id, queue)
         raise
-    head = [_event({"type": "run.created", "run": run.to_json(), "run_id": run_id})]
-    head += [_event({"type": "step.replayed", "run_id": run_id, **s.to_json()}) for s in steps]
+    head = [named_event({"type": "run.created", "run": run.to_json(), "run_id": run_id})]
+    head += [named_event({"type": "step.replayed", "run_id": run_id, **s.to_json()}) for s in steps]
     if run.ended or not service.live(run_id):
         service.unsubscribe(run_id, queue)
-        head.append(_event({"type": "run.completed", "run_id": run_id, "status": run.status,
+        head.append(named_event({"type": "run.completed", "run_id": run_id, "status": run.status,
                             "why": run.why, "result": run.result}))
         return _stream(service, run_id, None, head)
     return _stream(service, run_id, queue, head)
@@ -180,11 +177,7 @@ async def approve_server(name: str, request: Request, ctx: Context) -> dict:
     return {"object": "mcp.server", "name": name, "state": "approved"}
 
 
-def _event(event: dict) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
-
-
-def _stream(service: AgentService, run_id: str, queue, head: list[bytes],
+def _stream(service: AgentService, run_id: str, queue, head: list[str],
             status: int = 200) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -198,9 +191,9 @@ def _stream(service: AgentService, run_id: str, queue, head: list[bytes],
                     continue
                 if event is None:
                     break
-                yield _event(event)
+                yield named_event(event)
         finally:
             if queue is not None:
                 service.unsubscribe(run_id, queue)
     return StreamingResponse(events(), status_code=status, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+                             headers=SSE_HEADERS)

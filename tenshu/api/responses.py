@@ -21,7 +21,6 @@ OpenAI sends none on this API. Errors before the first event are OpenAI's JSON e
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tenshu.api.app import gateway_of, request_context
-from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event
+from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, named_event
 from tenshu.core.errors import NotFoundError, TenshuError
 from tenshu.core.events import ChatEvent
 from tenshu.gateway import RequestContext
@@ -163,20 +162,15 @@ async def _sse(events: AsyncIterator[ChatEvent], encoder: ResponseStream,
     try:
         async for event in events:
             for item in encoder.encode(event):
-                yield _frame(item)
+                yield named_event(item)
         if encoder.status == "in_progress":  # a backend that ended without finishing
             raise TenshuError("the model's reply ended before it finished")
         if kept is not None:  # the last event has gone out: the stream is not slowed
             await kept.save()
     except TenshuError as exc:
-        yield _frame(encoder.failed(exc))
+        yield named_event(encoder.failed(exc))
     except Exception as exc:  # never leave the client with a stream that just stops
         log.exception("response %s failed", encoder.id)
-        yield _frame(encoder.failed(TenshuError(f"internal error: {type(exc).__name__}")))
+        yield named_event(encoder.failed(TenshuError(f"internal error: {type(exc).__name__}")))
     finally:
         await events.aclose()  # closed early (client gone): the engine aborts the request
-
-
-def _frame(item: dict) -> str:
-    data = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {item['type']}\ndata: {data}\n\n"

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from tenshu.core.events import ChatEvent
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def named_event(event: dict) -> str:
+    """One server-sent event named by its `type` (`event: TYPE`), its data the whole object:
+    what the Responses API and the agent runs' streams send."""
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n"
 _END = object()
 T = TypeVar("T")
 
