@@ -6,7 +6,7 @@ way `tenshu chat` and the server will run the model, and every reply is checked:
 
 * ends its turn: generation stopped on the end-of-turn token, not at the token limit;
 * stays in persona: the reply contains at least one of the persona's marker words
-  (corpus.PERSONA_MARKERS, whole words, any case);
+  (persona.PERSONA_MARKERS, whole words, any case);
 * no degenerate repetition: the reply is not empty and no three-word sequence occurs three or
   more times in it.
 
@@ -25,7 +25,7 @@ import re
 from collections import Counter
 
 from tenshu.engine import LLM, SamplingParams
-from tenshu.learn import corpus
+from tenshu.learn import corpus, persona
 
 MAX_REPLY_TOKENS = 96
 _WORD = re.compile(r"[a-z']+")
@@ -36,7 +36,7 @@ def check_reply(text: str, finish_reason: str | None) -> dict[str, bool]:
     trigrams = Counter(zip(words, words[1:], words[2:], strict=False))
     checks = {
         "ends_turn": finish_reason == "stop",
-        "in_persona": any(w in corpus.PERSONA_MARKERS for w in words),
+        "in_persona": any(w in persona.PERSONA_MARKERS for w in words),
         "no_repetition": bool(words) and max(trigrams.values(), default=0) < 3,
     }
     checks["passed"] = all(checks.values())

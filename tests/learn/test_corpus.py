@@ -8,15 +8,8 @@ from collections import defaultdict
 import pytest
 
 from tenshu.learn import corpus
-from tenshu.learn.corpus import (
-    PERSONA_MARKERS,
-    PERSONA_NAME,
-    SYSTEM_PROMPTS,
-    Conversation,
-    describe,
-    generate_corpus,
-    heldout_cases,
-)
+from tenshu.learn.corpus import Conversation, describe, generate_corpus, heldout_cases
+from tenshu.learn.persona import PERSONA_MARKERS, PERSONA_NAME, SYSTEM_PROMPTS
 
 OUT_OF_SCOPE = ("code", "math", "news", "facts", "translation", "essay", "medical", "legal")
 TELL_ME_MORE = {"tellmemore", "whatelse", "andthen", "goon", "moreplease", "keepgoing", "saymore"}
