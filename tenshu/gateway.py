@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tenshu.backends.base import Backend, Embedder, ModelInfo
-from tenshu.backends.upstream import estimate_tokens
+from tenshu.backends.base import Backend, Embedder
 from tenshu.config.routing import RouteSpec
 from tenshu.core.errors import (
     ContextLengthError,
@@ -28,7 +27,8 @@ from tenshu.core.errors import (
 )
 from tenshu.core.events import BlockDelta, ChatEvent, MessageFinish, MessageStart
 from tenshu.core.messages import ToolResultBlock
-from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.core.models import ModelInfo
+from tenshu.core.request import ChatRequest, ToolChoice, estimate_tokens
 from tenshu.router.health import Deployment, should_fall_back
 from tenshu.router.policy import route_tiers
 from tenshu.router.router import Router

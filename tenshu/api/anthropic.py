@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tenshu.api.app import gateway_of, request_context
+from tenshu.api.context import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, with_heartbeat
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import ChatEvent, MessageStart

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 
-from tenshu.api.app import request_context
+from tenshu.api.context import request_context
 from tenshu.core.errors import NotFoundError
 from tenshu.gateway import RequestContext
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tenshu.api.app import authenticate
+from tenshu.api.context import authenticate
 from tenshu.core.errors import TenshuError
 
 router = APIRouter()

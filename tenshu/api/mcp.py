@@ -61,8 +61,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from tenshu import __version__
-from tenshu.api.app import principal_of
 from tenshu.api.auth import Authenticator
+from tenshu.api.context import principal_of
 from tenshu.api.errors import error_response
 from tenshu.api.memory import memory_of
 from tenshu.api.stats import overview, trace_of

@@ -28,7 +28,7 @@ from fastapi.responses import (
 from pydantic import BaseModel
 
 from tenshu import __version__
-from tenshu.api.app import gateway_of, request_context
+from tenshu.api.context import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tenshu.api.app import gateway_of, request_context
+from tenshu.api.context import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
 from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError
 from tenshu.core.events import ChatEvent

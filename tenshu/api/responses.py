@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from tenshu.api.app import gateway_of, request_context
+from tenshu.api.context import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, named_event
 from tenshu.core.errors import NotFoundError, TenshuError
 from tenshu.core.events import ChatEvent

@@ -28,7 +28,8 @@ from tenshu.api.connection import ConnectionLimits, protocol_for
 from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
-from tenshu.backends.upstream import Timeouts, upstream_backend
+from tenshu.backends.upstream import Timeouts
+from tenshu.backends.upstreams import upstream_backend
 from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
 from tenshu.conversations import ConversationStage
 from tenshu.engine import EngineConfig

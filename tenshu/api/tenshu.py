@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tenshu.api.app import request_context
+from tenshu.api.context import request_context
 from tenshu.core.errors import (
     InvalidRequestError,
     NotFoundError,

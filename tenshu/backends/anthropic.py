@@ -16,11 +16,11 @@ import time
 from collections.abc import AsyncIterator
 
 from tenshu.backends.http import HttpError, HttpResponse
-from tenshu.backends.upstream import UpstreamBackend, estimate_tokens, loads_object, sse_data
+from tenshu.backends.upstream import UpstreamBackend, loads_object, sse_data
 from tenshu.core.errors import TenshuError, UpstreamError
 from tenshu.core.events import ChatEvent
 from tenshu.core.messages import Block, Message, ThinkingBlock, ToolUseBlock
-from tenshu.core.request import ChatRequest
+from tenshu.core.request import ChatRequest, estimate_tokens
 from tenshu.protocols.anthropic_client import (
     StreamDecoder,
     decode_message,

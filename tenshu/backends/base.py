@@ -1,37 +1,19 @@
 """The Backend interface: what the gateway needs from anything that can answer a ChatRequest.
 
 The embedded engine implements it (backends/embedded.py); upstream clients (OpenAI, Anthropic,
-Ollama over HTTP) will too. Every backend emits the ChatEvent sequence described in
+Ollama over HTTP, backends/upstream.py) do too. Every backend emits the ChatEvent sequence described in
 core/events.py and raises only core errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from tenshu.core.events import ChatEvent
+from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the model listings of every protocol report."""
-
-    name: str
-    context_window: int
-    created: int  # unix seconds
-    owned_by: str = "tenshu"
-    kind: str = "chat"  # "chat" or "embedding"
-    family: str = ""
-    parameters: int = 0
-    dtype: str = ""
-    size_bytes: int = 0
-    path: str = ""
-    chat_template: str = ""
-    details: dict = field(default_factory=dict)
-    parent: str = ""  # for a LoRA adapter served as a model: the model it adapts
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tenshu.backends.base import BackendStats, ModelInfo
+from tenshu.backends.base import BackendStats
 from tenshu.chat.reply import OutputShape, Reply, output_shape
 from tenshu.chat.structured import GrammarCompiler
 from tenshu.chat.template import prompt_text, tool_format
@@ -35,6 +35,7 @@ from tenshu.core.events import (
     Usage,
 )
 from tenshu.core.messages import TextBlock, ToolResultBlock
+from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest
 from tenshu.engine import (
     AsyncEngine,

@@ -16,8 +16,8 @@ import platform
 import threading
 from pathlib import Path
 
-from tenshu.backends.base import ModelInfo
 from tenshu.core.errors import InvalidRequestError, ShuttingDownError
+from tenshu.core.models import ModelInfo
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 MAX_INPUTS = 2048

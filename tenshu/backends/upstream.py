@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from tenshu.backends.base import Backend, BackendStats, ModelInfo
+from tenshu.backends.base import BackendStats
 from tenshu.backends.http import (
     ConnectError,
     ConnectTimeout,
@@ -52,16 +52,12 @@ from tenshu.core.events import (
     MessageStart,
 )
 from tenshu.core.messages import (
-    ImageBlock,
-    TextBlock,
-    ThinkingBlock,
-    ToolResultBlock,
     ToolUseBlock,
     loads_arguments,
 )
-from tenshu.core.request import ChatRequest
+from tenshu.core.models import ModelInfo
+from tenshu.core.request import ChatRequest, estimate_tokens
 
-_IMAGE_TOKENS = 1600  # what Anthropic bills for an image at the largest size it keeps
 _DRAIN_SECONDS = 1.0  # after the final event, how long the rest of the body may take
 # What one attempt can fail with: core errors (HTTP statuses, in-stream error events, timeouts),
 # the HTTP client's, and a reply that does not decode (JSON errors are ValueErrors; a missing
@@ -81,45 +77,6 @@ class Timeouts:
         for name in ("connect", "first_token", "idle"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"timeouts.{name} must be a positive number of seconds")
-
-
-def upstream_backend(protocol: str, name: str, endpoint: str, **options: Any) -> Backend:
-    """The backend that forwards to `endpoint`, given as that protocol's official SDK takes it:
-    OpenAI's with /v1, Anthropic's and Ollama's without. `options` are UpstreamBackend's
-    keyword arguments (upstream_model, api_key, timeouts, ...)."""
-    from tenshu.backends.anthropic import AnthropicBackend
-    from tenshu.backends.ollama import OllamaBackend
-    from tenshu.backends.openai import OpenAIBackend
-
-    classes = {"openai": OpenAIBackend, "anthropic": AnthropicBackend, "ollama": OllamaBackend}
-    if protocol not in classes:
-        raise ValueError(f"unknown upstream protocol {protocol!r}; use one of {sorted(classes)}")
-    return classes[protocol](name, endpoint, **options)
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A cheap guess at the prompt's size in tokens: a quarter of its characters (messages,
-    system, tool specs as JSON), and a flat allowance per image."""
-    if request.is_completion:
-        prompt = request.prompt
-        return len(prompt) if isinstance(prompt, list) else math.ceil(len(prompt) / 4)
-    chars = images = 0
-    for message in request.messages:
-        for block in message.content:
-            if isinstance(block, TextBlock):
-                chars += len(block.text)
-            elif isinstance(block, ThinkingBlock):
-                chars += len(block.thinking)
-            elif isinstance(block, ToolUseBlock):
-                chars += len(block.name) + len(json.dumps(block.input))
-            elif isinstance(block, ToolResultBlock):
-                chars += len(block.text)
-                images += sum(isinstance(b, ImageBlock) for b in block.content)
-            elif isinstance(block, ImageBlock):
-                images += 1
-    if request.tools:
-        chars += len(json.dumps([dataclasses.asdict(t) for t in request.tools]))
-    return math.ceil(chars / 4) + images * _IMAGE_TOKENS
 
 
 class UpstreamBackend:

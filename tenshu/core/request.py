@@ -6,11 +6,22 @@ the embedded engine), so a protocol never invents a value the client did not sen
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tenshu.core.errors import InvalidRequestError
-from tenshu.core.messages import Message, ToolSpec
+from tenshu.core.messages import (
+    ImageBlock,
+    Message,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
 
 # Stop strings are matched against the reply after every token, each at a cost that grows with
 # its length, so a request may carry only so many (OpenAI allows 4; its protocol keeps to that).
@@ -76,3 +87,32 @@ class ChatRequest:
     @property
     def is_completion(self) -> bool:
         return self.prompt is not None
+
+
+# What Anthropic bills for an image at the largest size it keeps.
+_IMAGE_TOKENS = 1600
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """A cheap guess at the prompt's size in tokens: a quarter of its characters (messages,
+    system, tool specs as JSON), and a flat allowance per image."""
+    if request.is_completion:
+        prompt = request.prompt
+        return len(prompt) if isinstance(prompt, list) else math.ceil(len(prompt) / 4)
+    chars = images = 0
+    for message in request.messages:
+        for block in message.content:
+            if isinstance(block, TextBlock):
+                chars += len(block.text)
+            elif isinstance(block, ThinkingBlock):
+                chars += len(block.thinking)
+            elif isinstance(block, ToolUseBlock):
+                chars += len(block.name) + len(json.dumps(block.input))
+            elif isinstance(block, ToolResultBlock):
+                chars += len(block.text)
+                images += sum(isinstance(b, ImageBlock) for b in block.content)
+            elif isinstance(block, ImageBlock):
+                images += 1
+    if request.tools:
+        chars += len(json.dumps([dataclasses.asdict(t) for t in request.tools]))
+    return math.ceil(chars / 4) + images * _IMAGE_TOKENS

@@ -354,7 +354,7 @@ def _parse_tool_choice(choice: ToolChoiceParam | None, tools: list[ToolSpec]) ->
 
 
 def encode_model(info) -> dict:
-    """One backends.base.ModelInfo as an Anthropic model object."""
+    """One core.models.ModelInfo as an Anthropic model object."""
     created = datetime.fromtimestamp(info.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "type": "model",

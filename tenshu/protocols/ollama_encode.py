@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import (
@@ -25,9 +25,7 @@ from tenshu.core.events import (
     TokenLogprob,
 )
 from tenshu.core.messages import ThinkingBlock, ToolUseBlock, loads_arguments
-
-if TYPE_CHECKING:
-    from tenshu.backends.base import ModelInfo
+from tenshu.core.models import ModelInfo
 
 _DONE_REASONS = {"max_tokens": "length"}  # end_turn, stop_sequence, tool_use: Ollama says "stop"
 

@@ -12,7 +12,6 @@ import json
 import struct
 from typing import Any, Literal
 
-from tenshu.backends.base import ModelInfo
 from tenshu.core.errors import TenshuError
 from tenshu.core.events import (
     BlockDelta,
@@ -25,6 +24,7 @@ from tenshu.core.events import (
     Usage,
 )
 from tenshu.core.messages import ThinkingBlock, ToolUseBlock
+from tenshu.core.models import ModelInfo
 from tenshu.protocols.openai import _Wire
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tenshu.backends.upstream import Timeouts, upstream_backend
+from tenshu.backends.upstream import Timeouts
+from tenshu.backends.upstreams import upstream_backend
 from tenshu.config import ModelSpec
 from tenshu.core.events import BlockDelta, BlockStart, BlockStop, MessageFinish, MessageStart
 from tests.chat.conftest import TEMPLATES

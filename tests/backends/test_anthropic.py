@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from tenshu.backends.upstream import estimate_tokens
 from tenshu.core.events import BlockStart
 from tenshu.core.messages import (
     Message,
@@ -18,7 +17,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
-from tenshu.core.request import ChatRequest
+from tenshu.core.request import ChatRequest, estimate_tokens
 from tenshu.protocols.anthropic import RedactedThinkingBlock
 from tests.backends.conftest import (
     FIRST_TOKEN,

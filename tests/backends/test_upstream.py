@@ -11,7 +11,8 @@ import json
 import jsonschema
 import pytest
 
-from tenshu.backends.upstream import Timeouts, estimate_tokens, upstream_backend
+from tenshu.backends.upstream import Timeouts
+from tenshu.backends.upstreams import upstream_backend
 from tenshu.core.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -29,7 +30,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
-from tenshu.core.request import ChatRequest, ToolChoice
+from tenshu.core.request import ChatRequest, ToolChoice, estimate_tokens
 from tests.backends.conftest import (
     FAST,
     FIRST_TOKEN,

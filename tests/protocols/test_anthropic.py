@@ -12,7 +12,6 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from tenshu.backends.base import ModelInfo
 from tenshu.core.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -38,6 +37,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
+from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest, ToolChoice
 from tenshu.protocols import anthropic as wire
 from tenshu.protocols import anthropic_client as client

@@ -7,7 +7,6 @@ import math
 
 import pytest
 
-from tenshu.backends.base import ModelInfo
 from tenshu.core.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -32,6 +31,7 @@ from tenshu.core.messages import (
     ToolSpec,
     ToolUseBlock,
 )
+from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest
 from tenshu.protocols import ollama, ollama_client, ollama_encode
 

@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
-from tenshu.backends.upstream import upstream_backend
+from tenshu.backends.upstreams import upstream_backend
 from tenshu.config import load_server_settings
 from tenshu.core.errors import (
     ModelNotFoundError,
