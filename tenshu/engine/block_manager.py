@@ -57,8 +57,9 @@ class BlockManager:
 
     def match_prefix(self, seq: Sequence) -> list[int]:
         """Blocks already holding a prefix of `seq`. The last token is never matched, so the
-        step that admits the sequence always computes at least one token and gets its logits."""
-        if not self.enable_prefix_caching:
+        step that admits the sequence always computes at least one token and gets its logits.
+        A sequence that wants its prompt's logprobs matches nothing: it needs every logit."""
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
             return []
         hashes, parent = [], seq.cache_salt
         bs = self.block_size

@@ -18,7 +18,7 @@ from tenshu.engine.loader import load_model
 from tenshu.engine.lora import LoRAError, LoRAManager, LoRARequest, LoRAWeights
 from tenshu.engine.model_runner import ModelRunner
 from tenshu.engine.outputs import CompletionOutput, RequestOutput
-from tenshu.engine.sampling import RequestOutputKind, SamplingParams
+from tenshu.engine.sampling import Logprob, RequestOutputKind, SamplingParams
 from tenshu.engine.scheduler import Scheduler
 from tenshu.engine.sequence import FinishReason, Sequence
 
@@ -36,6 +36,7 @@ class _Request:
     sent_text: list[int] = field(default_factory=list)  # chars already reported, per sequence
     sent_tokens: list[int] = field(default_factory=list)
     lora: LoRAWeights | None = None
+    prompt_logprobs_sent: bool = False
 
     @property
     def finished(self) -> bool:
@@ -284,6 +285,13 @@ class LLMEngine:
                     stop_reason=seq.stop_reason,
                 )
             )
+        prompt_logprobs = None
+        first = request.seqs[0]
+        complete = len(first.prompt_logprobs) == first.num_prompt_tokens
+        if (request.params.prompt_logprobs is not None and complete
+                and not (delta and request.prompt_logprobs_sent)):
+            prompt_logprobs = self._decoded(first.prompt_logprobs)
+            request.prompt_logprobs_sent = True
         finished = request.finished
         if finished and self.requests.pop(request.request_id, None) is not None and request.lora:
             self.loras.release(request.lora)
@@ -294,5 +302,15 @@ class LLMEngine:
             outputs,
             finished,
             request.seqs[0].num_cached_tokens,
+            prompt_logprobs,
         )
+
+    def _decoded(self, entries: list[dict[int, Logprob] | None]) -> list[dict[int, Logprob] | None]:
+        """The entries with each token's text filled in (once; as the output logprobs have it)."""
+        if self.tokenizer is not None:
+            for entry in entries:
+                for token_id, logprob in (entry or {}).items():
+                    if logprob.decoded_token is None:
+                        logprob.decoded_token = self.tokenizer.decode([token_id])
+        return list(entries)
 

@@ -16,11 +16,12 @@ from tenshu.engine import lora
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.layers.attention import AttentionMetadata, PrefillChunk, causal_mask
 from tenshu.engine.loader import LoadedModel
-from tenshu.engine.sampling import Logprob, Sampler
+from tenshu.engine.sampling import Logprob, Sampler, logprob_entry
 from tenshu.engine.scheduler import ScheduledBatch
 from tenshu.engine.sequence import Sequence
 
 GIB = 1 << 30
+_LOGIT_ROWS = 256  # prompt positions whose logits are computed at once (prompt logprobs)
 
 
 def tune_cpu_allocator() -> None:
@@ -89,7 +90,7 @@ class ModelRunner:
     ) -> tuple[list[Sequence], list[int], list[dict[int, Logprob] | None]]:
         """Compute the batch; return the sequences that reached their last token, each with its
         next token and logprobs. Sequences in the middle of a prompt sample nothing."""
-        input_ids, positions, slot_mapping, sample_rows = [], [], [], []
+        input_ids, positions, slot_mapping, sample_rows, prompt_rows = [], [], [], [], []
         adapters: dict[int, tuple[object, list[int]]] = {}  # adapter id -> (weights, its rows)
         decodes: list[tuple[int, Sequence]] = []
         prefills: list[tuple[int, int, Sequence]] = []
@@ -107,6 +108,8 @@ class ModelRunner:
                 prefills.append((start, n, seq))
             if c + n == seq.num_tokens:
                 sample_rows.append((len(input_ids) - 1, seq))
+            if seq.params.prompt_logprobs is not None and c + 1 < seq.num_prompt_tokens:
+                prompt_rows.append((start, n, seq))
             if seq.lora is not None:
                 rows = adapters.setdefault(seq.lora.request.lora_int_id, (seq.lora, []))[1]
                 rows.extend(range(start, len(input_ids)))
@@ -124,6 +127,8 @@ class ModelRunner:
             )
         finally:
             lora.current.reset(token)
+        for start, n, seq in prompt_rows:
+            self._prompt_logprobs(hidden, start, n, seq)
         if not sample_rows:
             return [], [], []
         rows = torch.tensor([r for r, _ in sample_rows], dtype=torch.long, device=dev)
@@ -131,6 +136,22 @@ class ModelRunner:
         seqs = [s for _, s in sample_rows]
         tokens, logprobs = self.sampler(logits.cpu() if dev.type != "cpu" else logits, seqs)
         return seqs, tokens, logprobs
+
+    def _prompt_logprobs(self, hidden: torch.Tensor, start: int, n: int, seq: Sequence) -> None:
+        """Append to seq.prompt_logprobs the entries of the prompt tokens this chunk predicts:
+        the row at position p gives the logits of the token at p + 1. Entries a preempted
+        sequence made before are kept, not made again; logits go in slices (a 150k vocabulary
+        makes 600 kB of them per row)."""
+        c = seq.num_computed_tokens
+        first = max(c + 1, len(seq.prompt_logprobs))
+        last = min(c + n, seq.num_prompt_tokens - 1)  # the last prompt position predicted here
+        top = seq.params.prompt_logprobs
+        for lo in range(first, last + 1, _LOGIT_ROWS):
+            hi = min(lo + _LOGIT_ROWS, last + 1)
+            rows = hidden[start + lo - 1 - c : start + hi - 1 - c]
+            logprobs = torch.log_softmax(self.model.compute_logits(rows).float(), dim=-1).cpu()
+            for j, target in enumerate(range(lo, hi)):
+                seq.prompt_logprobs.append(logprob_entry(logprobs[j], seq.token_ids[target], top))
 
     def _lora_batch(self, adapters: dict, rows: int) -> lora.LoRABatch | None:
         """Which rows each adapter of the batch adds its product to (None: no adapters)."""

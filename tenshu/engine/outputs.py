@@ -29,3 +29,6 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    # with SamplingParams.prompt_logprobs: one entry per prompt token (None for the first), in
+    # the request's first output only when outputs are deltas
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None

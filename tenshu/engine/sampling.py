@@ -50,7 +50,9 @@ class SamplingParams:
 
     `temperature=0` means greedy. `top_k` of 0 or -1 disables top-k. `seed` makes a request's
     samples reproducible whatever else shares its batch. `logprobs=N` returns, for every
-    generated token, its log-probability and the N most likely alternatives. `constraint` is a
+    generated token, its log-probability and the N most likely alternatives; `prompt_logprobs=N`
+    the same for every prompt token after the first, given the tokens before it (such a request
+    skips the prefix cache: a cached token's logits were never computed). `constraint` is a
     compiled grammar (see tenshu.chat.structured) every sampled token must follow; stop strings
     do not apply to a constrained sequence, whose grammar decides where it ends.
     `keep_special_token_ids` are special tokens that stay in the text although
@@ -72,6 +74,7 @@ class SamplingParams:
     ignore_eos: bool = False
     max_tokens: int | None = 16
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     keep_special_token_ids: frozenset[int] | list[int] = frozenset()
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
@@ -103,6 +106,8 @@ class SamplingParams:
             raise bad("max_tokens", "an integer >= 1")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
             raise bad("logprobs", f"between 0 and {MAX_LOGPROBS}")
+        if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= MAX_LOGPROBS:
+            raise bad("prompt_logprobs", f"between 0 and {MAX_LOGPROBS}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", "an integer")
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -209,18 +214,21 @@ class Sampler:
         if logprobs is None:
             return result
         for i, row in enumerate(rows):
-            n = row.params.logprobs
-            if n is None:
-                continue
-            lp = logprobs[i]
-            chosen = float(lp[tokens[i]])
-            entry = {tokens[i]: Logprob(chosen, int((lp > chosen).sum()) + 1)}
-            if n:
-                values, ids = lp.topk(n)
-                for rank, (v, t) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), 1):
-                    entry.setdefault(t, Logprob(v, rank))
-            result[i] = entry
+            if row.params.logprobs is not None:
+                result[i] = logprob_entry(logprobs[i], tokens[i], row.params.logprobs)
         return result
+
+
+def logprob_entry(logprobs: torch.Tensor, token: int, top: int) -> dict[int, Logprob]:
+    """One position's entry from its log-softmax [V]: the token that stands there, with its
+    rank, and the `top` most likely tokens."""
+    chosen = float(logprobs[token])
+    entry = {token: Logprob(chosen, int((logprobs > chosen).sum()) + 1)}
+    if top:
+        values, ids = logprobs.topk(top)
+        for rank, (v, t) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), 1):
+            entry.setdefault(t, Logprob(v, rank))
+    return entry
 
 
 _NEG_INF = torch.tensor(float("-inf"))

@@ -56,6 +56,9 @@ class Sequence:
         self.block_hashes: list[bytes] = []  # content hashes of the full, computed blocks
         self.pending_forks: list[Sequence] = []  # siblings waiting for this prompt's blocks
         self.output_logprobs: list[dict[int, Logprob]] = []
+        # with params.prompt_logprobs: one entry per prompt token, None for the first (nothing
+        # comes before it); filled in as the prompt is computed
+        self.prompt_logprobs: list[dict[int, Logprob] | None] = [None]
         self.cumulative_logprob = 0.0
         self.finish_reason: FinishReason | None = None
         self.stop_reason: int | str | None = None

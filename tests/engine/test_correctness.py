@@ -79,3 +79,28 @@ def test_logprobs_match_transformers_log_softmax(checkpoint, family):
         assert set(top) <= set(entry)
         for t in top:
             assert entry[t].logprob == pytest.approx(float(ref[t]), abs=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [512, 24])
+def test_prompt_logprobs_match_transformers_chunked_and_after_a_cached_prefix(checkpoint, chunk):
+    """vLLM's prompt_logprobs, as evaluation harnesses read them: every prompt token after the
+    first, given the ones before it; right across chunked prefill, and for a prompt whose blocks
+    are in the prefix cache (it must skip the cache: those logits were never computed)."""
+    path = checkpoint("qwen2")
+    llm = LLM(path, dtype="float32", block_size=16, max_num_batched_tokens=chunk)
+    prompt = random_prompts(llm.engine.vocab_size, [70], seed=9)[0]
+    llm.generate({"prompt_token_ids": prompt}, SamplingParams(max_tokens=1))  # now cached
+    params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=3)
+    out = llm.generate({"prompt_token_ids": prompt}, params)[0]
+    assert out.num_cached_tokens == 0
+    assert len(out.prompt_logprobs) == len(prompt) and out.prompt_logprobs[0] is None
+    reference = hf_logprobs(path, prompt)
+    tokenizer = llm.get_tokenizer()
+    for i, entry in enumerate(out.prompt_logprobs[1:], 1):
+        token, ref = prompt[i], reference[i - 1]
+        assert entry[token].logprob == pytest.approx(float(ref[token]), abs=1e-4)
+        assert entry[token].rank == int((ref > ref[token]).sum()) + 1
+        assert entry[token].decoded_token == tokenizer.decode([token])
+        assert set(ref.topk(3).indices.tolist()) <= set(entry)
+    # the first generated token is still the model's greedy choice after the whole prompt
+    assert out.outputs[0].token_ids == [int(reference[-1].argmax())]
