@@ -3,10 +3,17 @@
 Each route parses its body with protocols/openai.py, runs the request through the gateway and
 encodes the events with protocols/openai_encode.py. Streams are SSE `data:` lines ending with
 `data: [DONE]`; a failure after the first event is sent as an in-stream error, then [DONE].
+
+/v1/completions takes several prompts at once, as vLLM does: each is its own request through
+the gateway (its own route, audit record and request id, `-1`, `-2`, ... after the first),
+run side by side, and the answer holds `n` choices per prompt, prompt i's as indexes
+i*n .. i*n+n-1, with the usage summed; streamed, their chunks interleave as they come.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +26,7 @@ from tenshu.api.context import gateway_of, request_context
 from tenshu.api.streaming import SSE_HEADERS, collect_unless_gone, first_event, unless_gone
 from tenshu.core.errors import InvalidRequestError, ModelNotFoundError, TenshuError
 from tenshu.core.events import ChatEvent
+from tenshu.core.request import ChatRequest
 from tenshu.gateway import RequestContext
 from tenshu.protocols import anthropic
 from tenshu.protocols.openai import (
@@ -28,13 +36,14 @@ from tenshu.protocols.openai import (
     embedding_inputs,
     error_body,
     parse_chat_request,
-    parse_completion_request,
+    parse_completion_requests,
 )
 from tenshu.protocols.openai_encode import (
     ChatCompletion,
     ChatStream,
     Completion,
     CompletionStream,
+    Echo,
     EmbeddingList,
     ErrorResponse,
     ModelCard,
@@ -45,6 +54,7 @@ from tenshu.protocols.openai_encode import (
     encode_model,
     encode_model_list,
 )
+from tenshu.router.trace import Trace
 
 log = logging.getLogger("tenshu.api.openai")
 router = APIRouter(tags=["openai"])
@@ -109,15 +119,35 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, ctx: C
 
 @router.post("/v1/completions", response_model=Completion, responses={**_ERRORS, **_SSE})
 async def completions(body: CompletionRequest, request: Request, ctx: Context):
-    chat = parse_completion_request(body)
+    chats = parse_completion_requests(body)
     id = "cmpl-" + ctx.request_id.removeprefix("req_")
-    echo = chat.prompt if chat.echo else ""
-    events = gateway_of(request).chat(chat, ctx)
-    if not chat.stream:
-        return await _respond(events, request, ctx, lambda result: encode_completion(
-            result, id, chat.n, echo, chat.logprobs))
+    n, logprobs = chats[0].n, chats[0].logprobs
+    echoes = [_echo(chat, scores=body.prompt_logprobs is not None) for chat in chats]
+    gateway = gateway_of(request)
+    if len(chats) == 1:
+        events = gateway.chat(chats[0], ctx)
+        if not body.stream:
+            return await _respond(events, request, ctx, lambda result: encode_completion(
+                result, id, n, echoes[0], logprobs))
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _stream(events, ctx, CompletionStream(id, n, usage, echoes[0], logprobs))
+    contexts = [ctx, *(dataclasses.replace(ctx, request_id=f"{ctx.request_id}-{i}",
+                                           trace=Trace(), answer_headers={})
+                       for i in range(1, len(chats)))]
+    if not body.stream:
+        replies = await unless_gone(request, _all(
+            _collect(gateway.chat(chat, c)) for chat, c in zip(chats, contexts, strict=True)))
+        if replies is None:
+            return Response(status_code=499)
+        return JSONResponse(_merged([encode_completion(events, id, n, echo, logprobs)
+                                     for events, echo in zip(replies, echoes, strict=True)], n),
+                            headers=ctx.response_headers())
+    streams = await _all(first_event(gateway.chat(chat, c))
+                         for chat, c in zip(chats, contexts, strict=True))
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _stream(events, ctx, CompletionStream(id, chat.n, usage, echo, chat.logprobs))
+    encoders = [CompletionStream(id, n, usage, echo, logprobs) for echo in echoes]
+    return StreamingResponse(_merged_sse(streams, encoders, n), media_type="text/event-stream",
+                             headers={**SSE_HEADERS, **ctx.response_headers()})
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=_ERRORS)
@@ -132,6 +162,100 @@ async def embeddings(body: EmbeddingRequest, request: Request, ctx: Context):
             f"{body.model} makes {len(vectors[0])}-dimensional vectors and cannot shorten "
             f"them; leave dimensions out or set it to {len(vectors[0])}", field="dimensions")
     return JSONResponse(encode_embeddings(body.model, vectors, tokens, body.encoding_format))
+
+
+# -- several prompts ----------------------------------------------------------------------------
+
+
+def _echo(chat: ChatRequest, scores: bool) -> Echo:
+    """What the prompt's choices repeat of it (the text the client sent, when it sent text)."""
+    echo = chat.prompt if chat.echo and isinstance(chat.prompt, str) else chat.echo
+    return Echo(echo, chat.logprobs, scores)
+
+
+async def _all(works) -> list:
+    """Every work's result; the first failure is raised and the rest are cancelled (their
+    engine requests aborted, their streams closed)."""
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                result = task.result()
+                if hasattr(result, "aclose"):
+                    await result.aclose()
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _collect(events: AsyncIterator[ChatEvent]) -> list[ChatEvent]:
+    try:
+        return [event async for event in events]
+    finally:
+        await events.aclose()
+
+
+def _merged(bodies: list[dict], n: int) -> dict:
+    """One completion from each prompt's: choices renumbered prompt by prompt, usage summed."""
+    merged = {**bodies[0], "choices": [], "usage": _summed([b["usage"] for b in bodies])}
+    for i, body in enumerate(bodies):
+        merged["choices"] += [{**c, "index": i * n + c["index"]} for c in body["choices"]]
+    return merged
+
+
+def _summed(usages: list[dict]) -> dict:
+    total = {key: sum(u[key] for u in usages)
+             for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    cached = sum(u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for u in usages)
+    return {**total, "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+async def _merged_sse(streams: list[AsyncIterator[ChatEvent]], encoders: list[CompletionStream],
+                      n: int) -> AsyncIterator[str]:
+    """The prompts' chunks as they come, renumbered; one usage chunk for all at the end."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for event in streams[i]:
+                for chunk in encoders[i].encode(event):
+                    chunk["choices"] = [{**c, "index": i * n + c["index"]}
+                                        for c in chunk["choices"]]
+                    await queue.put(chunk)
+            await queue.put(i)
+        except Exception as exc:  # noqa: BLE001 (handed to the reader below)
+            await queue.put(exc)
+
+    tasks = [asyncio.ensure_future(pump(i)) for i in range(len(streams))]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if isinstance(item, int):
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield _data(item)
+        ends = [chunk for encoder in encoders for chunk in encoder.end()]
+        if ends:
+            yield _data({**ends[0], "usage": _summed([c["usage"] for c in ends])})
+    except TenshuError as exc:
+        yield _data(error_body(exc))
+    except Exception as exc:  # never leave the client with a truncated stream
+        log.exception("stream %s failed", encoders[0].id)
+        yield _data(error_body(TenshuError(f"internal error: {type(exc).__name__}")))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()  # the engine aborts what is still running
+    yield "data: [DONE]\n\n"
 
 
 # -- plumbing -----------------------------------------------------------------------------------

@@ -77,14 +77,18 @@ class EmbeddedBackend:
         first_token_at = 0
         counts: dict[int, int] = {}  # choice -> tokens so far
         replies: dict[int, Reply] = {}
+        done: set[int] = set()  # choices finished (the engine reports them again while n > 1 run)
         async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params,
                                               lora):
             if not counts:
                 self._prompt_tokens += len(ids)
                 self._cached_tokens += out.num_cached_tokens
                 usage = Usage(len(ids), 0, out.num_cached_tokens)
-                yield MessageStart(request_id, self.info.name, usage, int(time.time()))
+                yield MessageStart(request_id, self.info.name, usage, int(time.time()),
+                                   **self._prompt_echo(request, ids, out.prompt_logprobs))
             for c in out.outputs:
+                if c.index in done:
+                    continue
                 if c.finish_reason == "abort":
                     raise ShuttingDownError("the server is shutting down; the reply was cut short")
                 count = counts[c.index] = counts.get(c.index, 0) + len(c.token_ids)
@@ -98,6 +102,7 @@ class EmbeddedBackend:
                     for event in reply.add(c.text, logprobs):
                         yield event
                 if c.finish_reason:
+                    done.add(c.index)
                     for event in reply.close():
                         yield event
                     now = time.perf_counter_ns()
@@ -110,6 +115,20 @@ class EmbeddedBackend:
                         decode_ns=now - (first_token_at or now),
                         clamped=clamped,
                     )
+
+    def _prompt_echo(self, request: ChatRequest, ids: list[int], scored) -> dict:
+        """MessageStart's prompt_text and prompt_tokens, for a completion that wants them."""
+        if not request.is_completion or not (request.echo or request.prompt_logprobs is not None):
+            return {}
+        tokenizer = self.llm.tokenizer
+        text = request.prompt if isinstance(request.prompt, str) else tokenizer.decode(ids)
+        tokens = None
+        if scored is not None:
+            first = tokenizer.decode([ids[0]])
+            tokens = [TokenLogprob(first, None, list(first.encode()), id=ids[0])]
+            tokens += [_token_logprob(token, entries, request.prompt_logprobs)
+                       for token, entries in zip(ids[1:], scored[1:], strict=True)]
+        return {"prompt_text": text, "prompt_tokens": tokens}
 
     def output_shape(self, request: ChatRequest) -> OutputShape:
         """What the reply must look like: the grammar it follows and how tool calls are read
@@ -205,6 +224,7 @@ class EmbeddedBackend:
             max_tokens=max_tokens,
             ignore_eos=request.ignore_eos,
             logprobs=request.top_logprobs if request.logprobs else None,
+            prompt_logprobs=request.prompt_logprobs,
             output_kind=RequestOutputKind.DELTA,
             constraint=shape.grammar if shape else None,
             # tool-call markers can be special tokens ([TOOL_CALLS], <|python_tag|>): the
@@ -266,15 +286,19 @@ def _stop_reason(c, calls: int) -> str:
 def _logprobs(c, request: ChatRequest) -> list[TokenLogprob] | None:
     if not request.logprobs or c.logprobs is None:
         return None
-    out = []
-    for token, entries in zip(c.token_ids, c.logprobs, strict=True):
-        chosen = entries[token]
-        top = sorted(entries.values(), key=lambda e: e.rank)[: request.top_logprobs]
-        out.append(TokenLogprob(
-            _text(chosen), chosen.logprob, list(_text(chosen).encode()),
-            [TokenLogprob(_text(e), e.logprob, list(_text(e).encode())) for e in top],
-        ))
-    return out
+    return [_token_logprob(token, entries, request.top_logprobs)
+            for token, entries in zip(c.token_ids, c.logprobs, strict=True)]
+
+
+def _token_logprob(token: int, entries: dict, top: int) -> TokenLogprob:
+    """The engine's entry for one position (the token there and the likeliest ones, by id)."""
+    chosen = entries[token]
+    likeliest = sorted(entries.items(), key=lambda item: item[1].rank)[:top]
+    return TokenLogprob(
+        _text(chosen), chosen.logprob, list(_text(chosen).encode()),
+        [TokenLogprob(_text(e), e.logprob, list(_text(e).encode()), id=t, rank=e.rank)
+         for t, e in likeliest],
+        id=token, rank=chosen.rank)
 
 
 def _text(entry) -> str:

@@ -33,9 +33,11 @@ class Usage:
 @dataclass
 class TokenLogprob:
     token: str
-    logprob: float
+    logprob: float | None  # None only for a prompt's first token: nothing comes before it
     bytes: list[int] | None = None
     top: list[TokenLogprob] = field(default_factory=list)
+    id: int | None = None  # the token id and its rank (1: the likeliest), where the backend
+    rank: int | None = None  # knows them (vLLM's prompt_logprobs are keyed by id)
 
 
 @dataclass
@@ -49,6 +51,10 @@ class MessageStart:
     sources: list[dict] | None = None
     # the LoRA adapter version that answers ("NAME@vN"), when a model is one
     adapter: str | None = None
+    # a completion that asked for its prompt back (echo, prompt logprobs): the prompt as text,
+    # and with ChatRequest.prompt_logprobs its tokens, each scored given those before it
+    prompt_text: str | None = None
+    prompt_tokens: list[TokenLogprob] | None = None
 
 
 @dataclass

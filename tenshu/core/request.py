@@ -75,6 +75,9 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     echo: bool = False  # completions: the prompt is repeated before the answer
+    # completions: score the prompt too (vLLM's prompt_logprobs): each prompt token's logprob
+    # and this many likeliest alternatives, in MessageStart.prompt_tokens
+    prompt_logprobs: int | None = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says
     tools: list[ToolSpec] = field(default_factory=list)
     tool_choice: ToolChoice | None = None

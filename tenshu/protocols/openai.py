@@ -183,6 +183,7 @@ class CompletionRequest(_Sampling):
     max_tokens: int | None = Field(16, ge=1)  # the legacy endpoint's default, as vLLM's
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool | None = False
+    prompt_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # vLLM's extension
     suffix: SkipJsonSchema[str | None] = None  # refused: no fill-in-the-middle
     best_of: SkipJsonSchema[int | None] = None  # refused unless it equals n
 
@@ -243,30 +244,45 @@ def parse_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     return request
 
 
-def parse_completion_request(body: CompletionRequest) -> ChatRequest:
+MAX_PROMPTS = 256  # prompts in one completions request
+
+
+def parse_completion_requests(body: CompletionRequest) -> list[ChatRequest]:
+    """One ChatRequest per prompt: `prompt` may be a list of texts or of token-id lists, and
+    each is answered with `n` choices, as vLLM does (lm-eval sends its batches so)."""
+    prompts = body.prompt
+    if not (isinstance(prompts, list) and prompts and isinstance(prompts[0], (str, list))):
+        prompts = [prompts]
+    if not 1 <= len(prompts) <= MAX_PROMPTS:
+        raise InvalidRequestError(
+            f"prompt: from 1 to {MAX_PROMPTS} prompts per request, not {len(prompts)}",
+            field="prompt")
+    return [parse_completion_request(body, prompt) for prompt in prompts]
+
+
+def parse_completion_request(body: CompletionRequest,
+                             prompt: str | list[int] | None = None) -> ChatRequest:
+    """The request for `prompt`, or for the body's only prompt."""
+    if prompt is None:
+        requests = parse_completion_requests(body)
+        if len(requests) != 1:
+            raise InvalidRequestError(f"{len(requests)} prompts where one was expected",
+                                      field="prompt")
+        return requests[0]
     if body.suffix:
         raise InvalidRequestError("suffix (fill-in-the-middle) is not supported", field="suffix")
     if body.best_of is not None and body.best_of != (body.n or 1):
         raise InvalidRequestError("best_of is not supported; use n", field="best_of")
-    prompt = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-        if len(prompt) != 1:
-            raise InvalidRequestError(
-                f"one prompt per request, got {len(prompt)}; send one request per prompt",
-                field="prompt")
-        prompt = prompt[0]
     if isinstance(prompt, list) and any(t < 0 for t in prompt):
         raise InvalidRequestError("token ids must be non-negative", field="prompt")
-    if body.echo and not isinstance(prompt, str):
-        raise InvalidRequestError("echo needs a text prompt, not token ids", field="echo")
-    if body.echo and body.logprobs is not None:
-        raise InvalidRequestError(
-            "echo with logprobs is not supported: prompt logprobs are not computed",
-            field="logprobs")
     request = _sampling(body, ChatRequest(model=body.model, prompt=prompt))
     request.logprobs = body.logprobs is not None
     request.top_logprobs = body.logprobs or 0
     request.echo = bool(body.echo)
+    if body.echo and body.logprobs is not None:  # the prompt is scored, as OpenAI did
+        request.prompt_logprobs = max(body.logprobs, body.prompt_logprobs or 0)
+    elif body.prompt_logprobs is not None:
+        request.prompt_logprobs = body.prompt_logprobs
     return request
 
 

@@ -12,7 +12,7 @@ import json
 import struct
 from typing import Any, Literal
 
-from tenshu.core.errors import TenshuError
+from tenshu.core.errors import InvalidRequestError, TenshuError
 from tenshu.core.events import (
     BlockDelta,
     BlockStart,
@@ -116,9 +116,15 @@ class ChatCompletion(_Wire):
 
 class LegacyLogprobs(_Wire):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+
+
+class PromptLogprob(_Wire):
+    logprob: float
+    rank: int | None = None
+    decoded_token: str
 
 
 class TextChoice(_Wire):
@@ -127,6 +133,9 @@ class TextChoice(_Wire):
     logprobs: LegacyLogprobs | None = None
     finish_reason: FinishReason | None
     stop_reason: str | None = None
+    # vLLM's addition, with `prompt_logprobs`: per prompt token (None for the first), the
+    # token's and the likeliest ones' logprobs, keyed by token id
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = None
 
 
 class Completion(_Wire):
@@ -307,27 +316,77 @@ def encode_chat_completion(events: list[ChatEvent], id: str, n: int = 1) -> dict
 
 
 def legacy_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
-    """Completions' logprobs: parallel lists; `text_offset` counts from `offset`."""
+    """Completions' logprobs: parallel lists; `text_offset` counts from `offset`. A prompt's
+    first token has no logprob: null, as OpenAI and vLLM write it."""
     out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for t in tokens:
         out["tokens"].append(t.token)
-        out["token_logprobs"].append(_finite(t.logprob))
-        out["top_logprobs"].append({t.token: _finite(t.logprob)}
-                                   | {e.token: _finite(e.logprob) for e in t.top})
+        if t.logprob is None:
+            out["token_logprobs"].append(None)
+            out["top_logprobs"].append(None)
+        else:
+            out["token_logprobs"].append(_finite(t.logprob))
+            out["top_logprobs"].append({t.token: _finite(t.logprob)}
+                                       | {e.token: _finite(e.logprob) for e in t.top})
         out["text_offset"].append(offset)
         offset += len(t.token)
     return out
 
 
-def encode_completion(events: list[ChatEvent], id: str, n: int = 1, echo: str = "",
+def prompt_logprobs(tokens: list[TokenLogprob]) -> list[dict | None]:
+    """vLLM's prompt_logprobs: per prompt token, {token id: {logprob, rank, decoded_token}}."""
+    return [None if t.logprob is None else {
+        str(e.id): {"logprob": _finite(e.logprob), "rank": e.rank, "decoded_token": e.token}
+        for e in (t, *t.top)} for t in tokens]
+
+
+class Echo:
+    """What a completion's choices carry of the prompt: with `echo`, its text first (the
+    backend's decoding of it, or `text`, the prompt the client sent), and with `logprobs` too
+    its tokens' legacy logprobs; with `scores`, vLLM's prompt_logprobs field."""
+
+    def __init__(self, echo: bool | str = False, logprobs: bool = False, scores: bool = False):
+        self.echo, self.logprobs, self.scores = bool(echo), logprobs, scores
+        self.fallback = echo if isinstance(echo, str) else None
+
+    def text(self, start: MessageStart) -> str:
+        if not self.echo:
+            return ""
+        text = start.prompt_text if start.prompt_text is not None else self.fallback
+        if text is None:
+            raise InvalidRequestError(f"{start.model} cannot echo a prompt of token ids",
+                                      field="echo")
+        return text
+
+    def tokens(self, start: MessageStart) -> list[TokenLogprob]:
+        """The prompt's tokens as they go first in the logprobs (none without echo)."""
+        if not (self.echo and self.logprobs):
+            return []
+        return self._scored(start)
+
+    def fields(self, start: MessageStart) -> dict:
+        return {"prompt_logprobs": prompt_logprobs(self._scored(start))} if self.scores else {}
+
+    @staticmethod
+    def _scored(start: MessageStart) -> list[TokenLogprob]:
+        if start.prompt_tokens is None:
+            raise InvalidRequestError(
+                f"{start.model} does not score prompts: echo with logprobs and prompt_logprobs "
+                "need a model tenshu runs itself", field="logprobs")
+        return start.prompt_tokens
+
+
+def encode_completion(events: list[ChatEvent], id: str, n: int = 1, echo: Echo | None = None,
                       logprobs: bool = False) -> dict:
     start, choices = _gather(events)
+    echo = echo or Echo()
+    text, prompt = echo.text(start), echo.tokens(start)
     out = []
     for index in range(max(n, len(choices))):
         c = choices.get(index, _Choice())
-        lp = legacy_logprobs(c.logprobs, len(echo)) if logprobs else None
-        out.append({"index": index, "text": echo + "".join(c.text), "logprobs": lp,
-                    **stop_fields(c.finish)})
+        lp = legacy_logprobs(prompt + c.logprobs, 0) if logprobs else None
+        out.append({"index": index, "text": text + "".join(c.text), "logprobs": lp,
+                    **stop_fields(c.finish), **echo.fields(start)})
     return {"id": id, "object": "text_completion", "created": start.created,
             "model": start.model, "choices": out, "system_fingerprint": None,
             "usage": usage_dict(start.usage, _finishes(choices))}
@@ -412,11 +471,11 @@ class CompletionStream(ChatStream):
 
     object = "text_completion"
 
-    def __init__(self, id: str, n: int = 1, include_usage: bool = False, echo: str = "",
-                 logprobs: bool = False):
+    def __init__(self, id: str, n: int = 1, include_usage: bool = False,
+                 echo: Echo | None = None, logprobs: bool = False):
         super().__init__(id, n, include_usage)
-        self.echo, self.logprobs = echo, logprobs
-        self.offsets = [len(echo)] * n
+        self.echo, self.logprobs = echo or Echo(), logprobs
+        self.offsets = [0] * n
 
     def choice(self, index: int, delta: dict, logprobs=None,
                finish: MessageFinish | None = None) -> dict:
@@ -424,11 +483,15 @@ class CompletionStream(ChatStream):
                 **stop_fields(finish)}
 
     def opening(self, index: int) -> dict:
-        return self.choice(index, {"content": self.echo})
+        """The echoed prompt, with its logprobs and vLLM's prompt_logprobs where asked."""
+        text, tokens = self.echo.text(self.start), self.echo.tokens(self.start)
+        self.offsets[index] = len(text)
+        logprobs = legacy_logprobs(tokens, 0) if self.logprobs and tokens else None
+        return {**self.choice(index, {"content": text}, logprobs), **self.echo.fields(self.start)}
 
     def encode(self, event: ChatEvent) -> list[dict]:
         chunks = super().encode(event)
-        if isinstance(event, MessageStart) and not self.echo:
+        if isinstance(event, MessageStart) and not (self.echo.echo or self.echo.scores):
             return []  # no role chunk in the legacy stream
         return chunks
 

@@ -312,3 +312,83 @@ def wait_for(condition, seconds: float = 30) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+# -- prompt logprobs: what lm-eval's loglikelihood tasks send -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(server):
+    """transformers on the served checkpoint: its tokenizer and every position's log-softmax
+    (in float32; the server computes in bfloat16, hence the tests' 1% tolerance)."""
+    from transformers import AutoTokenizer
+
+    from tests.engine.reference import hf_logprobs
+
+    path = server.gateway.backend_for(MODEL).info.path
+    return AutoTokenizer.from_pretrained(path), lambda ids: hf_logprobs(path, ids)
+
+
+def test_lm_eval_loglikelihood_request_scores_each_prompt(client, reference):
+    """lm-eval's local-completions model: a batch of token-id prompts, echo, logprobs=1,
+    max_tokens=1; it reads token_logprobs[context:-1] and checks them against top_logprobs."""
+    tokenizer, logprobs_of = reference
+    prompts = [tokenizer.encode("Mochi the cat likes fish"), tokenizer.encode("The sky is")]
+    reply = client.completions.create(model=MODEL, prompt=prompts, echo=True, logprobs=1,
+                                      max_tokens=1, temperature=0, seed=1234)
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert reply.usage.prompt_tokens == sum(map(len, prompts))
+    assert reply.usage.completion_tokens == 2
+    for ids, choice in zip(prompts, reply.choices, strict=True):
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(ids) + 1
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        assert choice.text.startswith(tokenizer.decode(ids))
+        expected = logprobs_of(ids)
+        for i in range(1, len(ids)):
+            assert lp.token_logprobs[i] == pytest.approx(float(expected[i - 1, ids[i]]), rel=0.01, abs=0.05)
+            assert lp.tokens[i] in lp.top_logprobs[i]
+        # greedy: the generated token is the likeliest after the whole prompt
+        assert lp.token_logprobs[-1] == pytest.approx(max(lp.top_logprobs[-1].values()))
+
+
+def test_several_prompts_with_n_are_numbered_prompt_by_prompt_streamed_or_not(client):
+    args = {"model": MODEL, "prompt": ["Mochi the cat", "Fish is"], "n": 2, "max_tokens": 6,
+            "temperature": 0}
+    whole = client.completions.create(**args)
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3]
+    alone = [client.completions.create(**{**args, "prompt": p, "n": 1}).choices[0].text
+             for p in args["prompt"]]
+    assert [c.text for c in whole.choices] == [alone[0], alone[0], alone[1], alone[1]]
+    texts: dict[int, str] = {}
+    usage = None
+    for chunk in client.completions.create(**args, stream=True,
+                                           stream_options={"include_usage": True}):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+        usage = chunk.usage or usage
+    assert [texts[i] for i in range(4)] == [c.text for c in whole.choices]
+    assert usage.prompt_tokens == whole.usage.prompt_tokens
+    assert usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_vllm_prompt_logprobs_and_a_bad_prompt_fails_the_whole_batch(client, server, reference):
+    tokenizer, logprobs_of = reference
+    ids = tokenizer.encode("Mochi the cat")
+    reply = client.completions.create(model=MODEL, prompt=ids, max_tokens=1, temperature=0,
+                                      extra_body={"prompt_logprobs": 2})
+    scored = reply.choices[0].model_extra["prompt_logprobs"]
+    assert len(scored) == len(ids) and scored[0] is None
+    expected = logprobs_of(ids)
+    for i in range(1, len(ids)):
+        entry = scored[i][str(ids[i])]
+        assert entry["logprob"] == pytest.approx(float(expected[i - 1, ids[i]]), rel=0.01, abs=0.05)
+        assert entry["decoded_token"] == tokenizer.decode([ids[i]])
+        assert sum(e["rank"] <= 2 for e in scored[i].values()) == 2
+    with pytest.raises(openai.BadRequestError, match="context window"):
+        client.completions.create(model=MODEL, prompt=["Mochi", "cat " * 600], max_tokens=4)
+    engine = server.gateway.backend_for(MODEL).llm
+    deadline = time.monotonic() + 30
+    while engine.has_unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine.has_unfinished_requests()

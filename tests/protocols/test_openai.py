@@ -7,6 +7,7 @@ ChatRequest -> wire -> ChatRequest, and events -> chunks -> events, must come ba
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 
 import pytest
@@ -38,6 +39,7 @@ from tenshu.protocols.openai import (
     error_body,
     parse_chat_request,
     parse_completion_request,
+    parse_completion_requests,
 )
 from tenshu.protocols.openai_client import (
     StreamDecoder,
@@ -51,6 +53,7 @@ from tenshu.protocols.openai_encode import (
     ChatStream,
     Completion,
     CompletionStream,
+    Echo,
     encode_chat_completion,
     encode_completion,
     encode_embeddings,
@@ -246,9 +249,20 @@ def test_completion_prompts():
     assert parse(prompt=[1, 2, 3]).prompt == [1, 2, 3]
     assert parse(prompt="x").max_tokens == 16  # the legacy default
     request = parse(prompt="x", logprobs=2, echo=False)
-    assert (request.logprobs, request.top_logprobs) == (True, 2)
+    assert (request.logprobs, request.top_logprobs, request.prompt_logprobs) == (True, 2, None)
+    # echo with logprobs scores the prompt (lm-eval's loglikelihood), token ids as well as text
+    request = parse(prompt=[5, 6, 7], logprobs=1, echo=True, max_tokens=1)
+    assert (request.echo, request.prompt_logprobs, request.prompt) == (True, 1, [5, 6, 7])
+    assert parse(prompt="x", prompt_logprobs=3).prompt_logprobs == 3  # vLLM's own field
+
+    def several(**body):
+        return parse_completion_requests(CompletionRequest.model_validate({"model": "m", **body}))
+
+    assert [r.prompt for r in several(prompt=["a", "b"], n=2)] == ["a", "b"]
+    assert [r.prompt for r in several(prompt=[[1, 2], [3]])] == [[1, 2], [3]]
+    assert all(r.n == 2 for r in several(prompt=["a", "b"], n=2))
     for body, field in [({"prompt": ["a", "b"]}, "prompt"), ({"prompt": "a", "suffix": "z"},
-                        "suffix"), ({"prompt": [1, 2], "echo": True}, "echo")]:
+                        "suffix"), ({"prompt": ["a"] * 257}, "prompt")]:
         with pytest.raises(InvalidRequestError) as err:
             parse(**body)
         assert err.value.field == field
@@ -352,19 +366,48 @@ def test_chat_stream_chunks():
 
 
 def test_completion_echo_and_legacy_logprobs():
-    body = encode_completion(TEXT, "cmpl-1", echo="Say: ", logprobs=True)
+    body = encode_completion(TEXT, "cmpl-1", echo=Echo("Say: "), logprobs=True)
     Completion.model_validate(body)
     (choice,) = body["choices"]
     assert choice["text"] == "Say: Hello"
     assert choice["logprobs"] == {
         "tokens": ["Hel", "lo"], "token_logprobs": [-0.1, -0.2],
         "top_logprobs": [{"Hel": -0.1, "He": -2.5}, {"lo": -0.2, "l": -3.0}],
-        "text_offset": [5, 8]}
-    encoder = CompletionStream("cmpl-1", echo="Say: ", logprobs=True)
+        "text_offset": [0, 3]}
+    encoder = CompletionStream("cmpl-1", echo=Echo("Say: "), logprobs=True)
     chunks = [c for e in TEXT for c in encoder.encode(e)]
     assert "".join(c["choices"][0]["text"] for c in chunks) == "Say: Hello"
     assert [c["choices"][0]["logprobs"]["text_offset"] for c in chunks[1:3]] == [[5], [8]]
     assert chunks[0]["object"] == "text_completion"
+
+
+def test_echo_with_logprobs_puts_the_scored_prompt_first():
+    """As OpenAI's legacy API and vLLM: the prompt's tokens lead the logprobs, the first with
+    null; text offsets count from the start of the echoed prompt; vLLM's prompt_logprobs field
+    keys each position by token id."""
+    say = [TokenLogprob("Say", None, id=7),
+           TokenLogprob(": ", -1.5, top=[TokenLogprob(":", -0.5, id=9, rank=1)], id=8, rank=2)]
+    events = [dataclasses.replace(TEXT[0], prompt_text="Say: ", prompt_tokens=say), *TEXT[1:]]
+    body = encode_completion(events, "cmpl-1", echo=Echo(True, True, scores=True),
+                             logprobs=True)
+    Completion.model_validate(body)
+    (choice,) = body["choices"]
+    assert choice["text"] == "Say: Hello"
+    assert choice["logprobs"]["tokens"] == ["Say", ": ", "Hel", "lo"]
+    assert choice["logprobs"]["token_logprobs"] == [None, -1.5, -0.1, -0.2]
+    assert choice["logprobs"]["top_logprobs"][:2] == [None, {": ": -1.5, ":": -0.5}]
+    assert choice["logprobs"]["text_offset"] == [0, 3, 5, 8]
+    assert choice["prompt_logprobs"] == [None, {
+        "8": {"logprob": -1.5, "rank": 2, "decoded_token": ": "},
+        "9": {"logprob": -0.5, "rank": 1, "decoded_token": ":"}}]
+    encoder = CompletionStream("cmpl-1", echo=Echo(True, True), logprobs=True)
+    chunks = [c for e in events for c in encoder.encode(e)]
+    assert chunks[0]["choices"][0]["text"] == "Say: "
+    assert chunks[0]["choices"][0]["logprobs"]["token_logprobs"] == [None, -1.5]
+    assert [c["choices"][0]["logprobs"]["text_offset"] for c in chunks[1:3]] == [[5], [8]]
+    # a backend that cannot score prompts (an upstream) says so instead of leaving them out
+    with pytest.raises(InvalidRequestError, match="does not score prompts"):
+        encode_completion(TEXT, "cmpl-1", echo=Echo("Say: ", True), logprobs=True)
 
 
 def test_embeddings_base64_is_little_endian_float32():
