@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages claude-code run test lint bench bench-router default-model clean
+.PHONY: install system-packages claude-code codex run test lint bench bench-router default-model clean
 
 install: $(STAMP)
 
@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory claude-code
+	$(MAKE) --no-print-directory codex
 	$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
 
@@ -46,6 +47,14 @@ claude-code:
 		npm install --prefix $(VENV)/claude-code --no-audit --no-fund --loglevel=error \
 			@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); \
 	else echo "npm not found: the Claude Code compatibility tests will be skipped"; fi
+
+# Codex CLI, for its compatibility tests (tests/api/test_codex.py; skipped where npm is missing).
+CODEX_VERSION := 0.171.0
+codex:
+	@if command -v npm >/dev/null; then \
+		npm install --prefix $(VENV)/codex --no-audit --no-fund --loglevel=error \
+			@openai/codex@$(CODEX_VERSION); \
+	else echo "npm not found: the Codex compatibility tests will be skipped"; fi
 
 run: install
 	$(BIN)/tenshu serve

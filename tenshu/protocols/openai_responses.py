@@ -9,8 +9,13 @@ reasoning_summary_text.delta, response.completed). Beyond Ollama, the state Open
 `store` (default true) keeps the response with the conversation the model saw, as items
 (`conversation_items`), and `previous_response_id` continues one: its input items and output
 come before the new input (its instructions do not carry over, as OpenAI documents). The
-store itself is the API's (api/responses.py); `conversation` objects are refused. Hosted tools
-(web_search, file_search, ...) run on OpenAI's servers, so they are refused by name.
+store itself is the API's (api/responses.py); `conversation` objects are refused.
+
+Codex as a model provider (`tenshu connect codex`) also sends `namespace` tools (its MCP servers'
+tools and its sub-agent tools, each group a namespace of function tools) and OpenAI's hosted
+`web_search`; see client_tools for what becomes of each. The fields that do not change the answer
+(include, prompt_cache_key, client_metadata, service_tier, text.verbosity, reasoning.summary)
+are accepted and left unused.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class ResponsesRequest(_Wire):
     user: str | None = None
 
 
+CLIENT_TOOLS = ("function", "custom")  # the tool types whose calls the client runs itself
+
 # A custom tool (freeform input, Codex's apply_patch for some models) is offered to the model as a
 # function of one string, and its call goes back as a custom_tool_call with that string.
 _CUSTOM_INPUT = {"type": "object", "properties": {"input": {
@@ -92,7 +99,7 @@ def parse_request(body: ResponsesRequest, history: list[dict] = ()) -> ChatReque
     if not any(m.role != "system" for m in request.messages):
         raise InvalidRequestError("input is empty: give the text or items to answer",
                                   field="input")
-    request.tools = [_tool(tool, i) for i, tool in enumerate(body.tools or [])]
+    request.tools = [_tool(name, tool) for name, (_, tool) in client_tools(body.tools).items()]
     request.tool_choice = _tool_choice(body, request.tools)
     request.response_format = _text_format(body.text)
     effort = (body.reasoning or {}).get("effort")
@@ -150,6 +157,8 @@ def parse_input(items: list[dict], known: int = 0) -> list[Message]:
             if not isinstance(call_id, str) or not isinstance(name, str):
                 raise InvalidRequestError(f"{field}: a {kind} needs call_id and name",
                                           field=field)
+            if isinstance(item.get("namespace"), str):  # named as the model was offered it
+                name = flat_name(item["namespace"], name)
             args = (_arguments(item.get("arguments"), f"{field}.arguments")
                     if kind == "function_call" else {"input": str(item.get("input") or "")})
             assistant().content.append(ToolUseBlock(call_id, name, args))
@@ -214,28 +223,63 @@ def _arguments(arguments, field: str) -> dict:
     return value
 
 
-def _tool(tool: dict, i: int) -> ToolSpec:
-    """A function (or custom) tool. Hosted tools (web_search, file_search, code_interpreter,
-    computer_use_preview, image_generation, mcp, local_shell, ...) run on OpenAI's servers: a
-    local server has none to run, so they are refused by name rather than silently left out
-    (the client would wait for results that never come)."""
-    field, kind = f"tools.{i}", tool.get("type")
-    if kind not in ("function", "custom"):
-        raise InvalidRequestError(
-            f"tools[{i}]: the hosted tool {kind!r} is not available on this server; only "
-            "function tools are (and custom tools, as Codex sends)", field=f"{field}.type")
+def client_tools(tools: list[dict] | None) -> dict[str, tuple[str | None, dict]]:
+    """The tools the client runs, by the name the model is offered each one: its namespace (None
+    for a top-level tool) and its definition, in the request's order.
+
+    A `namespace` tool groups function (or custom) tools under one name; Codex sends each MCP
+    server's tools, and its sub-agent tools, this way. The model sees each as a plain function
+    named `{namespace}__{name}` (as vLLM names them), and its call goes back with `name` and
+    `namespace` apart, as OpenAI's do: Codex finds a tool by the two together.
+
+    Every other tool is left out of what the model sees: OpenAI's hosted tools (web_search,
+    file_search, code_interpreter, image_generation, mcp, ...), which run on OpenAI's servers and
+    this server has none of, and types it does not read (Codex's tool_search). Offering a tool
+    lets the model call it and never makes it, so an answer without them is one OpenAI's API may
+    give too. Refusing them instead would fail every request Codex makes, since it offers
+    web_search on every turn (llama.cpp leaves them out as well; Ollama runs web_search through
+    its own cloud service, which a self-hosted server has no counterpart of). Only a request that
+    requires one (tool_choice) is refused, in _tool_choice: that answer cannot be given here."""
+    offered: dict[str, tuple[str | None, dict]] = {}
+    for i, tool in enumerate(tools or []):
+        kind = tool.get("type")
+        if kind in CLIENT_TOOLS:
+            offered[_name(tool, f"tools.{i}")] = (None, tool)
+        elif kind == "namespace":
+            namespace = _name(tool, f"tools.{i}")
+            inner = tool.get("tools")
+            if not isinstance(inner, list):
+                raise InvalidRequestError(f"tools.{i}.tools must be a list of function tools",
+                                          field=f"tools.{i}.tools")
+            for j, member in enumerate(inner):
+                field = f"tools.{i}.tools.{j}"
+                if not isinstance(member, dict) or member.get("type") not in CLIENT_TOOLS:
+                    raise InvalidRequestError(f"{field}: a namespace holds function or custom "
+                                              "tools", field=f"{field}.type")
+                offered[flat_name(namespace, _name(member, field))] = (namespace, member)
+    return offered
+
+
+def flat_name(namespace: str, name: str) -> str:
+    """The one name the model knows a namespace's tool by: mcp__tenshu, memory_search ->
+    mcp__tenshu__memory_search (a namespace that already ends in _ is not given more)."""
+    return f"{namespace.rstrip('_') or namespace}__{name}"
+
+
+def _name(tool: dict, field: str) -> str:
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequestError(f"{field}.name is required", field=f"{field}.name")
+    return name
+
+
+def _tool(name: str, tool: dict) -> ToolSpec:
+    """A function tool, or a custom one (free text, offered as a function of one string)."""
     description = tool.get("description") or ""
-    if kind == "custom":
+    if tool.get("type") == "custom":
         return ToolSpec(name, description, _CUSTOM_INPUT)
     return ToolSpec(name, description,
                     tool.get("parameters") or {"type": "object", "properties": {}})
-
-
-def custom_tools(body: ResponsesRequest) -> set[str]:
-    return {t.get("name") for t in body.tools or [] if t.get("type") == "custom"}
 
 
 def _tool_choice(body: ResponsesRequest, tools: list[ToolSpec]) -> ToolChoice | None:
@@ -243,14 +287,23 @@ def _tool_choice(body: ResponsesRequest, tools: list[ToolSpec]) -> ToolChoice | 
     if choice is None and parallel is None:
         return None
     if isinstance(choice, dict):
+        if choice.get("type", "function") not in CLIENT_TOOLS:
+            raise InvalidRequestError(
+                f"tool_choice of type {choice.get('type')!r} is not supported here: this server "
+                "runs no hosted tools; choose auto, none, required, or a function tool by name",
+                field="tool_choice")
         name = choice.get("name")
+        if isinstance(choice.get("namespace"), str) and isinstance(name, str):
+            name = flat_name(choice["namespace"], name)
         if name not in {t.name for t in tools}:
             raise InvalidRequestError(f"tool_choice names {name!r}, which is not in tools",
                                       field="tool_choice")
         result = ToolChoice("tool", name)
     elif choice in (None, "auto", "none", "required"):
         if choice == "required" and not tools:
-            raise InvalidRequestError("tool_choice 'required' needs tools", field="tool_choice")
+            raise InvalidRequestError(
+                "tool_choice 'required' needs function tools (hosted tools are not run here)",
+                field="tool_choice")
         result = ToolChoice(choice or "auto")
     else:
         raise InvalidRequestError("tool_choice must be auto, none, required or a function",
@@ -283,7 +336,7 @@ class ResponseStream:
 
     def __init__(self, id: str, body: ResponsesRequest, created: int, *, store: bool = False):
         self.id, self.body, self.created, self.store = id, body, created, store
-        self.custom = custom_tools(body)
+        self.tools = client_tools(body.tools)  # the name the model calls -> (namespace, tool)
         self.model = body.model
         self.output: list[dict] = []  # finished items, in order
         self.open: dict[int, dict] = {}  # block index -> the item it is writing
@@ -334,11 +387,14 @@ class ResponseStream:
     def _start(self, index: int, block) -> list[dict]:
         n = len(self.output)
         if isinstance(block, ToolUseBlock):
-            custom = block.name in self.custom
+            namespace, tool = self.tools.get(block.name, (None, {}))
+            custom = tool.get("type") == "custom"
             item = {"id": f"{'ctc' if custom else 'fc'}_{self.id}_{n}",
                     "type": "custom_tool_call" if custom else "function_call",
-                    "status": "in_progress", "call_id": block.id, "name": block.name,
-                    "input" if custom else "arguments": ""}
+                    "status": "in_progress", "call_id": block.id,
+                    "name": tool.get("name", block.name), "input" if custom else "arguments": ""}
+            if namespace is not None:
+                item["namespace"] = namespace
             self.arguments[index] = []
         elif isinstance(block, ThinkingBlock):
             item = {"id": f"rs_{self.id}_{n}", "type": "reasoning", "summary": []}

@@ -1,5 +1,6 @@
 """OpenAI's Responses API (/v1/responses) through the official `openai` SDK, as Codex uses it
-against an Ollama of 0.13.4 or later (`codex --oss`: function tools, streamed events, the
+against an Ollama of 0.13.4 or later (`codex --oss`) and as a model provider (function and
+namespace tools, OpenAI's hosted web_search offered beside them, streamed events, the
 conversation sent back as input items, store false), and as OpenAI's own state keeps it:
 stored responses, retrieved, listed, continued by previous_response_id and deleted, each only
 by its owner; and the OpenAI Agents SDK's default model over it."""
@@ -25,6 +26,7 @@ SHELL = {"type": "function", "name": "shell", "description": "Runs a shell comma
                  "type": "array", "items": {"type": "string", "maxLength": 8},
                  "minItems": 1, "maxItems": 3}},
              "required": ["command"], "additionalProperties": False}}
+WEB_SEARCH = {"type": "web_search", "external_web_access": False}  # as Codex offers it
 
 
 @pytest.fixture(scope="module")
@@ -161,23 +163,77 @@ def test_another_users_response_answers_as_a_missing_one(server, client):
     assert ana.responses.retrieve(hers.id).output_text == hers.output_text  # still there
 
 
-def test_hosted_tools_are_refused_by_name(client):
+def test_what_codex_sends_beside_the_conversation_leaves_the_answer_alone(coder):
+    """Codex 0.171 offers OpenAI's hosted web_search on every turn, and sends fields for
+    OpenAI's own service (include, prompt_cache_key, service_tier, client_metadata,
+    text.verbosity, reasoning.summary): none of them changes the answer, and web_search is left
+    out of what the model is offered (the prompt is as long as without it)."""
+    asked = {"model": "coder", "input": "hi, who are you?", "temperature": 0,
+             "max_output_tokens": 12}
+    plain = coder.responses.create(tools=[SHELL], **asked)
+    codex = coder.responses.create(
+        tools=[SHELL, WEB_SEARCH], store=False, include=["reasoning.encrypted_content"],
+        prompt_cache_key="thread-1", service_tier="flex", text={"verbosity": "low"},
+        reasoning={"summary": "auto"}, extra_body={"client_metadata": {"thread_id": "t-1"}},
+        **asked)
+    assert codex.output_text == plain.output_text
+    assert codex.usage.input_tokens == plain.usage.input_tokens
+    assert [tool.type for tool in codex.tools] == ["function", "web_search"]  # as it was asked
+
+
+def test_a_hosted_tool_is_refused_where_the_request_requires_it(client):
+    for choice, said in (({"type": "web_search"}, "tool_choice of type 'web_search' is not "
+                                                  "supported here: this server runs no hosted"),
+                         ("required", "tool_choice 'required' needs function tools")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model=MODEL, input="search it", tools=[WEB_SEARCH],
+                                    tool_choice=choice)
+        assert err.value.body["param"] == "tool_choice"
+        assert err.value.body["message"].startswith(said)
+
+
+def test_a_namespaced_tool_is_called_by_its_name_and_namespace(coder):
+    """Codex sends each MCP server's tools, and its sub-agent tools, as a `namespace` of function
+    tools, and finds the tool a call is for by its name and namespace together: a call says
+    both, apart, even where a top-level tool has the same name; and it is read back so."""
+    box = {"type": "namespace", "name": "mcp__box", "description": "A sandbox's tools.",
+           "tools": [{**SHELL, "description": "Runs a command in the sandbox."}]}
+    turn = {"model": "coder", "tools": [SHELL, box], "store": False, "temperature": 0,
+            "max_output_tokens": 200}
+    asked = [{"role": "user", "content": "list the files in the sandbox"}]
+    with coder.responses.stream(input=asked, **turn, tool_choice={
+            "type": "function", "name": "shell", "namespace": "mcp__box"}) as s:
+        added = [event.item for event in s if event.type == "response.output_item.added"]
+        first = s.get_final_response()
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert (call.name, call.namespace) == ("shell", "mcp__box")
+    assert added[-1].namespace == "mcp__box"  # said from the call's first event
+    plain = coder.responses.create(input=asked, tool_choice={"type": "function", "name": "shell"},
+                                   **turn)
+    (other,) = [item for item in plain.output if item.type == "function_call"]
+    assert (other.name, other.namespace) == ("shell", None)
+
+    history = [*asked, *(item.model_dump(exclude_none=True) for item in first.output),
+               {"type": "function_call_output", "call_id": call.call_id, "output": "README.md"}]
+    again = coder.responses.create(input=history, **turn)
+    assert again.status in ("completed", "incomplete") and again.output
+
+
+def test_a_namespace_holds_only_function_tools(client):
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model=MODEL, input="search it", tools=[
-            SHELL, {"type": "function", "name": "f", "parameters": {"type": "object"}},
-            {"type": "web_search"}])
-    assert err.value.body["param"] == "tools.2.type"
-    assert err.value.body["message"].startswith(
-        "tools[2]: the hosted tool 'web_search' is not available on this server; only "
-        "function tools are")
+        client.responses.create(model=MODEL, input="hi", tools=[
+            SHELL, {"type": "namespace", "name": "web", "description": "", "tools": [
+                SHELL, WEB_SEARCH]}])
+    assert err.value.body["param"] == "tools.1.tools.1.type"
 
 
 def test_codex_shaped_turns_call_a_tool_and_take_its_output_back(coder):
-    """What Codex sends: instructions, a developer message, user items, function tools,
-    reasoning settings, store false; then the call and its output back as items. The random
-    model calls only when made to (tool_choice required)."""
+    """What Codex sends: instructions, a developer message, user items, function tools (and
+    web_search, which no call can be for here), reasoning settings, store false; then the call
+    and its output back as items. The random model calls only when made to (tool_choice
+    required)."""
     turn = {"model": "coder", "instructions": "You are a coding agent.", "store": False,
-            "tools": [SHELL], "parallel_tool_calls": False,
+            "tools": [SHELL, WEB_SEARCH], "parallel_tool_calls": False,
             "reasoning": {"effort": "medium", "summary": "auto"},
             "include": ["reasoning.encrypted_content"], "prompt_cache_key": "thread-1"}
     history = [{"type": "message", "role": "developer",
