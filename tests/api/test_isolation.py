@@ -1,5 +1,6 @@
 """One user's record is never another's: ben, with his own key in each header form, tries every
-/tenshu/v1 endpoint on ana's conversations, turns and feedback (by id, by guessed ids, through
+/tenshu/v1 endpoint, and the stored Responses API's, on ana's conversations, turns, feedback,
+memory, agent runs and stored responses (by id, by guessed ids, through
 list filters and cursors, by naming her) and tries to continue her conversation in a chat
 request of each protocol. Every attempt fails as an id that does not exist fails; ana's record
 is unchanged after; an admin's read of it is logged; members cannot reach the admin endpoints.
@@ -50,7 +51,10 @@ def world(tmp_path_factory):
                          json={"task": "ana's errand: fetch the moat key", "wait": 60},
                          timeout=90).json()
         assert run["status"] == "succeeded", run
-        yield {"run": run["id"], "live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
+        response = httpx.post(live.base_url + "/v1/responses", headers=ana, timeout=60, json={
+            "model": "tenshu-tiny", "input": "ana's note: the moat key", "max_output_tokens": 4})
+        assert response.status_code == 200, response.text
+        yield {"response": response.json()["id"], "run": run["id"], "live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
                "coll": "diary", "doc": str(doc.json()["id"]), "chunk": str(chunk),
                "session": session.id, "request": first.headers["request-id"]}
 
@@ -71,7 +75,9 @@ def snapshot(world) -> dict:
                 "collection": c.get("/memory/collections/diary").json(),
                 "documents": c.get("/memory/collections/diary/documents").json(),
                 "shares": c.get("/memory/collections/diary/shares").json(),
-                "run": c.get(f"/runs/{world['run']}").json(), "runs": c.get("/runs").json()}
+                "run": c.get(f"/runs/{world['run']}").json(), "runs": c.get("/runs").json(),
+                "response": c.get(world["live"].base_url + f"/v1/responses/{world['response']}"
+                                  ).json()}
 
 
 def attempts(world) -> list[tuple[str, str, dict, str]]:
@@ -109,6 +115,13 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
         ("POST", "/tenshu/v1/runs/{run}/deny", {"json": {"reason": "no"}}, "deny it"),
         ("POST", "/tenshu/v1/runs/{run}/cancel", {}, "cancel her run"),
         ("GET", "/tenshu/v1/requests?user=ana", {}, "list ana's requests"),
+        ("GET", "/v1/responses/{response}", {}, "read her stored response"),
+        ("GET", "/v1/responses/{response}/input_items", {}, "read what she asked in it"),
+        ("DELETE", "/v1/responses/{response}", {}, "delete her response"),
+        ("POST", "/v1/responses", {"json": {"model": "tenshu-tiny", "input": "and then?",
+                                            "max_output_tokens": 4,
+                                            "previous_response_id": "{response}"}},
+         "continue her response"),
         ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {HEADER: "{conv}"}},
          "continue it (OpenAI)"),
         ("POST", "/v1/messages", {"json": CHAT, "headers": {HEADER: "{conv}"}},
@@ -177,7 +190,8 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
     base = world["live"].base_url
     anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"],
             "coll": world["coll"], "doc": world["doc"], "chunk": world["chunk"],
-            "session": world["session"], "request": world["request"], "run": world["run"]}
+            "session": world["session"], "request": world["request"], "run": world["run"],
+            "response": world["response"]}
     failures = []
     for method, path, kwargs, what in attempts(world):
         made_up = {"conv": "conv_" + secrets.token_hex(12),
@@ -186,7 +200,8 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
                    "chunk": str(secrets.randbelow(10**6) + 1000),
                    "session": "ses_" + secrets.token_hex(10),
                    "request": "req_" + secrets.token_hex(12),
-                   "run": "run_" + secrets.token_hex(12)}
+                   "run": "run_" + secrets.token_hex(12),
+                   "response": "resp_" + secrets.token_hex(12)}
         answers = []
         for ids in (anas, made_up):
             args = fill(kwargs, ids)
