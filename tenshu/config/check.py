@@ -20,7 +20,7 @@ from tenshu.config import ServerSettings, credential
 class ModelLine:
     name: str
     locality: str  # local or cloud
-    backend: str  # embedded, openai, anthropic, ollama
+    backend: str  # embedded, openai, openai-responses, anthropic, ollama
     upstream_model: str
     where: str  # the checkpoint directory, or the endpoints
     price: str  # "" when free

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 from tenshu.router.sovereignty import DEFAULT_MATCHERS, MATCHERS
 
-UPSTREAM_BACKENDS = ("openai", "anthropic", "ollama")
+# openai: Chat Completions; openai-responses: OpenAI's Responses API (POST {endpoint}/responses)
+UPSTREAM_BACKENDS = ("openai", "openai-responses", "anthropic", "ollama")
 BACKENDS = ("embedded", *UPSTREAM_BACKENDS)
 _LOOPBACK = ("localhost", "::1", "[::1]")
 
@@ -74,8 +75,8 @@ class ModelSpec:
                                  f"({', '.join(UPSTREAM_BACKENDS)})")
         else:
             if not self.endpoints:
-                raise ValueError(f"needs an endpoint: the URL you would give "
-                                 f"the {self.backend} SDK")
+                sdk = self.backend.removesuffix("-responses")  # both of OpenAI's APIs: its SDK
+                raise ValueError(f"needs an endpoint: the URL you would give the {sdk} SDK")
             for url in self.endpoints:
                 parts = urlsplit(url)
                 if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -48,8 +48,8 @@ def free_port() -> int:
 
 
 def endpoint_of(protocol: str, base_url: str) -> str:
-    """Endpoints as each official SDK takes them: OpenAI's with /v1."""
-    return f"{base_url}/v1" if protocol == "openai" else base_url
+    """Endpoints as each official SDK takes them: OpenAI's with /v1 (both of its APIs)."""
+    return f"{base_url}/v1" if protocol in ("openai", "openai-responses") else base_url
 
 
 @asynccontextmanager
