@@ -9,7 +9,8 @@
                          store: tenshu (the caller's record, users and keys), memory, stats
                          (the dashboards), arena, admin (sessions, models, the config check),
                          adapters (LoRA adapters loaded and unloaded at run time), jobs (the
-                         scheduler's), agents (runs, approvals, MCP servers' pins)
+                         scheduler's), agents (runs, approvals, MCP servers' pins),
+                         triggers (the context engine's events, deliveries, the inbox)
     web                  the browser UI's pages (tenshu/web), whose scripts call these same
                          routes with the session cookie instead of a key
 """
@@ -35,6 +36,7 @@ from tenshu.api import (
     responses,
     stats,
     tenshu,
+    triggers,
 )
 from tenshu.api import mcp as mcp_api
 from tenshu.api import memory as memory_api
@@ -68,8 +70,9 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.adapters = None  # learn/serving.AdapterService, set by the server
     app.state.scheduler = None  # jobs.Scheduler, set by the server: /tenshu/v1/jobs
     app.state.agents = None  # agents.AgentService, set by the server: /tenshu/v1/agents, runs
+    app.state.context = None  # context.ContextEngine, set by the server: /tenshu/v1/context
     for module in (health, docs, openai, responses, anthropic, ollama, tenshu, memory_api, stats,
-                   arena, admin, adapters, jobs, agents):
+                   arena, admin, adapters, jobs, agents, triggers):
         app.include_router(module.router)
     mcp_api.install(app, settings, auth)  # /mcp: tenshu's MCP server (app.state.mcp)
     if store is not None:

@@ -93,6 +93,7 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
     scheduler = app.state.scheduler = Scheduler(jobs, store.jobs)
     agents = app.state.agents = AgentService(settings.agents, gateway, store,
                                              home=tenshu_home(), memory=memory)
+    context = app.state.context = _context_engine(settings, store, agents, memory)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -101,6 +102,8 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
             await adapters.start()
         await scheduler.start()
         await agents.start()  # runs a stopped server left unfinished go on
+        if context is not None:
+            await context.start()  # after the agents: deliveries follow the runs they resume
         if failed := await asyncio.to_thread(memory.recover):
             log.warning("%d uploaded document(s) were not indexed before the server last "
                         "stopped; they are marked failed, to upload again", failed)
@@ -108,6 +111,8 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
             async with app.state.mcp.run():  # /mcp's requests are served in its task group
                 yield
         finally:
+            if context is not None:
+                await context.close()  # sources stop; deliveries' runs resume at next start
             await scheduler.close()  # running jobs are ended (SIGTERM) and marked cancelled
             await agents.close()  # runs stay as they are, to resume at the next start
             await adapters.close()
@@ -118,6 +123,18 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
 
     app.router.lifespan_context = lifespan
     return Server(settings, gateway, store, metrics, app)
+
+
+def _context_engine(settings: ServerSettings, store, agents: AgentService, memory):
+    """The context engine, when tenshu.toml configures sources (None otherwise)."""
+    context = settings.context
+    if not context.sources:
+        return None
+    from tenshu.context.engine import ContextEngine
+    from tenshu.context.notify import Notifier, channels_from_config
+
+    return ContextEngine(context, store, agents,
+                         Notifier(channels_from_config(dict(context.channels))), memory=memory)
 
 
 def _then_sync(adapters: AdapterService):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tenshu.config.agents import AgentsSettings, parse_agents
+from tenshu.config.context import ContextSettings, parse_context
 from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
 from tenshu.config.routing import (
@@ -141,6 +142,7 @@ class ServerSettings:
     store_url: str = ""
     memory: MemorySettings = MemorySettings()
     agents: AgentsSettings = AgentsSettings()  # [agents.*], [mcp.servers.*], [approvals]
+    context: ContextSettings = ContextSettings()  # [context.*], [notify.*]
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str) -> ValueError:
@@ -314,10 +316,10 @@ def _store_url(file: Path, data: dict) -> str:
 
 def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
-             if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents")}
+             if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents", "context")}
     server = data.get("server", {})
     unknown = ((set(data) - {"server", "store", "memory", "learn", "agents", "mcp",
-                             "approvals", *_ROUTING_KEYS})
+                             "approvals", "context", "notify", *_ROUTING_KEYS})
                | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -353,6 +355,8 @@ def _server_table(file: Path, data: dict) -> dict:
         values["memory"] = _section(file, data, "memory", MemorySettings)
     try:
         values["agents"] = parse_agents(data, tenshu_home() / "agents")
+        values["context"] = parse_context(data)
+        values["context"].check_agents(values["agents"])
     except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
     return values

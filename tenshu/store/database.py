@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from tenshu.config import store_location
 from tenshu.store.audit import AuditLog
 from tenshu.store.collections import CollectionStore
+from tenshu.store.context import ContextStore
 from tenshu.store.conversations import ConversationStore
 from tenshu.store.feedback import FeedbackStore
 from tenshu.store.jobs import JobStore
@@ -35,7 +36,8 @@ class Store:
     """One database: its engine, its users and their keys, conversations and feedback, memory
     collections and their documents, browser sessions, the audit log (read here; audit records
     and turns are written through a record writer), the sentinel's thresholds, and the job
-    scheduler's jobs and runs, agent runs, and the Responses API's stored responses."""
+    scheduler's jobs and runs, agent runs, the Responses API's stored responses, and the context
+    engine's events, deliveries and the people's inbox."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -51,6 +53,7 @@ class Store:
         self.jobs = JobStore(engine)
         self.runs = RunStore(engine)  # agent runs, their steps, MCP servers' pinned tools
         self.responses = ResponseStore(engine)  # stored responses of /v1/responses
+        self.context = ContextStore(engine)  # events, cursors, deliveries, the inbox
 
     def _changed(self) -> None:
         """A user changed (a role, a password, removed): what the keys and sessions cached

@@ -489,9 +489,64 @@ def m010_responses(conn: Connection) -> None:
     responses.create(conn)
 
 
+def m011_context(conn: Connection) -> None:
+    """The context engine: the events its sources noticed (each once per source and key), what
+    each source remembers between runs, each trigger's delivery of an event as an agent run
+    (attempts, backoff, the run, the end), and the people's inbox of notifications."""
+    events = Table(
+        "context_events", MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("source", String(64), nullable=False),
+        Column("key_hash", String(64), nullable=False),  # sha256 of the key: keys may be long
+        Column("key", Text, nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("payload", Text, nullable=False, server_default="{}"),
+        Column("at", UTCDateTime(), nullable=False),
+    )
+    Index("ux_context_events_source_key", events.c.source, events.c.key_hash, unique=True)
+    Index("ix_context_events_at", events.c.at)
+    events.create(conn)
+    Table(
+        "context_cursors", MetaData(),
+        Column("source", String(64), primary_key=True),
+        Column("state", Text, nullable=False, server_default="{}"),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    ).create(conn)
+    deliveries = Table(
+        "context_deliveries", MetaData(),
+        Column("event_id", Integer, primary_key=True),
+        Column("trigger", String(64), primary_key=True),
+        Column("owner_id", Integer, nullable=False),
+        # pending | running | succeeded | failed (given up after its attempts)
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("next_at", UTCDateTime(), nullable=False),  # when a pending one is due
+        Column("run_id", String(40)),  # the agent run of the last attempt
+        Column("error", Text, nullable=False, server_default=""),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    Index("ix_context_deliveries_status_next", deliveries.c.status, deliveries.c.next_at)
+    Index("ix_context_deliveries_owner", deliveries.c.owner_id, deliveries.c.updated_at)
+    deliveries.create(conn)
+    inbox = Table(
+        "inbox", MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("owner_id", Integer, nullable=False),
+        Column("title", Text, nullable=False),
+        Column("body", Text, nullable=False, server_default=""),
+        Column("url", Text),
+        Column("source", String(100), nullable=False, server_default=""),  # trigger or job
+        Column("run_id", String(40)),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("read_at", UTCDateTime()),
+    )
+    Index("ix_inbox_owner_created", inbox.c.owner_id, inbox.c.created_at)
+    inbox.create(conn)
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
                                m006_web, m007_adapters, m008_jobs, m009_agents,
-                               m010_responses]
+                               m010_responses, m011_context]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

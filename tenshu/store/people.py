@@ -234,9 +234,10 @@ class UserStore:
 
     def remove(self, name: str) -> dict[str, int]:
         """Remove a user and everything that is theirs: keys, conversations (with what was
-        derived from them), feedback, memory collections, agent runs, stored responses. Returns
-        how many of each were removed."""
+        derived from them), feedback, memory collections, agent runs, stored responses, trigger
+        deliveries and inbox. Returns how many of each were removed."""
         from tenshu.store.collections import delete_user_collections
+        from tenshu.store.context import delete_user_context
         from tenshu.store.conversations import delete_conversations
         from tenshu.store.responses import delete_user_responses
         from tenshu.store.runs import delete_user_runs
@@ -252,6 +253,7 @@ class UserStore:
             removed["collections"] = delete_user_collections(conn, user.id)
             removed["runs"] = delete_user_runs(conn, user.id)
             removed["responses"] = delete_user_responses(conn, user.id)
+            removed["context"] = delete_user_context(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
             conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user.id))

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tenshu.config.agents import AgentSpec, AgentsSettings
+from tenshu.store.sql import utcnow as store_now
 from tests.api.live import live_server
 
 HEADER = "x-tenshu-conversation"
@@ -54,7 +55,14 @@ def world(tmp_path_factory):
         response = httpx.post(live.base_url + "/v1/responses", headers=ana, timeout=60, json={
             "model": "tenshu-tiny", "input": "ana's note: the moat key", "max_output_tokens": 4})
         assert response.status_code == 200, response.text
-        yield {"response": response.json()["id"], "run": run["id"], "live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
+        ana_id = store.users.get("ana").id
+        event = store.context.add_event("news", "e1", "feed.entry", {"title": "moat"},
+                                        store_now())
+        store.context.add_delivery(event, "brief", ana_id, store_now())
+        store.context.finish(event, "brief", "failed", "ana's delivery failed")
+        inbox = store.context.notify(ana_id, "ana's brief", "the moat key")
+        yield {"event": str(event), "inbox": str(inbox),
+               "response": response.json()["id"], "run": run["id"], "live": live, "keys": keys, "conv": conv, "turns": turns, "feedback": fb,
                "coll": "diary", "doc": str(doc.json()["id"]), "chunk": str(chunk),
                "session": session.id, "request": first.headers["request-id"]}
 
@@ -77,7 +85,8 @@ def snapshot(world) -> dict:
                 "shares": c.get("/memory/collections/diary/shares").json(),
                 "run": c.get(f"/runs/{world['run']}").json(), "runs": c.get("/runs").json(),
                 "response": c.get(world["live"].base_url + f"/v1/responses/{world['response']}"
-                                  ).json()}
+                                  ).json(),
+                "deliveries": c.get("/context/deliveries").json(), "inbox": c.get("/inbox").json()}
 
 
 def attempts(world) -> list[tuple[str, str, dict, str]]:
@@ -115,6 +124,10 @@ def attempts(world) -> list[tuple[str, str, dict, str]]:
         ("POST", "/tenshu/v1/runs/{run}/deny", {"json": {"reason": "no"}}, "deny it"),
         ("POST", "/tenshu/v1/runs/{run}/cancel", {}, "cancel her run"),
         ("GET", "/tenshu/v1/requests?user=ana", {}, "list ana's requests"),
+        ("POST", "/tenshu/v1/context/deliveries/{event}/brief/retry", {},
+         "retry her failed delivery"),
+        ("POST", "/tenshu/v1/inbox/{inbox}/read", {}, "mark her notification read"),
+        ("DELETE", "/tenshu/v1/inbox/{inbox}", {}, "delete her notification"),
         ("GET", "/v1/responses/{response}", {}, "read her stored response"),
         ("GET", "/v1/responses/{response}/input_items", {}, "read what she asked in it"),
         ("DELETE", "/v1/responses/{response}", {}, "delete her response"),
@@ -191,7 +204,7 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
     anas = {"conv": world["conv"], "turn": world["turns"][0], "feedback": world["feedback"],
             "coll": world["coll"], "doc": world["doc"], "chunk": world["chunk"],
             "session": world["session"], "request": world["request"], "run": world["run"],
-            "response": world["response"]}
+            "response": world["response"], "event": world["event"], "inbox": world["inbox"]}
     failures = []
     for method, path, kwargs, what in attempts(world):
         made_up = {"conv": "conv_" + secrets.token_hex(12),
@@ -201,7 +214,9 @@ def test_ben_cannot_reach_anas_record_by_any_way(world, form):
                    "session": "ses_" + secrets.token_hex(10),
                    "request": "req_" + secrets.token_hex(12),
                    "run": "run_" + secrets.token_hex(12),
-                   "response": "resp_" + secrets.token_hex(12)}
+                   "response": "resp_" + secrets.token_hex(12),
+                   "event": str(secrets.randbelow(10**6) + 1000),
+                   "inbox": str(secrets.randbelow(10**6) + 1000)}
         answers = []
         for ids in (anas, made_up):
             args = fill(kwargs, ids)
@@ -242,6 +257,12 @@ def test_lists_and_cursors_show_ben_only_his_own(world):
     assert httpx.get(base + "/approvals", headers=ben).json()["data"] == []
     assert httpx.get(base + "/runs", params={"agent": "helper"},
                      headers=ben).json()["data"] == []
+    for params in ({}, {"status": "failed"}, {"trigger": "brief"}):
+        assert httpx.get(base + "/context/deliveries", params=params,
+                         headers=ben).json()["data"] == [], params
+    assert httpx.post(base + "/inbox/read", headers=ben).json() == {"read": 0}
+    assert httpx.get(base + "/inbox", headers=ben).json() == {"object": "list", "data": [],
+                                                               "unread": 0}
 
 
 def test_members_cannot_use_the_admin_endpoints(world):
@@ -264,6 +285,8 @@ def test_members_cannot_use_the_admin_endpoints(world):
                                ("POST", "/jobs/learn-nightly/pause", None),
                                ("POST", "/jobs/learn-nightly/resume", None),
                                ("GET", "/mcp/servers", None),
+                               ("GET", "/context/sources", None),
+                               ("GET", "/context/events", None),
                                ("POST", "/mcp/servers/notes/approve", None)):
         r = httpx.request(method, base + path, json=body, headers=ben)
         assert r.status_code == 403, (method, path, r.text)
@@ -341,5 +364,13 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("POST", "/tenshu/v1/runs/{run_id}/cancel"), ("GET", "/tenshu/v1/runs"),
                ("GET", "/tenshu/v1/approvals"), ("GET", "/tenshu/v1/agents"),
                ("POST", "/tenshu/v1/agents/{name}/runs"), ("GET", "/tenshu/v1/mcp/servers"),
-               ("POST", "/tenshu/v1/mcp/servers/{name}/approve")}
+               ("POST", "/tenshu/v1/mcp/servers/{name}/approve"),
+               # the context engine: ana's delivery and inbox (attempts); the caller's own
+               # lists (lists test); sources and events are admins' only
+               ("POST", "/tenshu/v1/context/deliveries/{event_id}/{trigger}/retry"),
+               ("POST", "/tenshu/v1/inbox/{item_id}/read"), ("DELETE", "/tenshu/v1/inbox/{item_id}"),
+               ("POST", "/tenshu/v1/inbox/read"),  # the caller's own (lists test)
+               ("GET", "/tenshu/v1/context/deliveries"), ("GET", "/tenshu/v1/inbox"),
+               ("GET", "/tenshu/v1/context/triggers"), ("GET", "/tenshu/v1/context/sources"),
+               ("GET", "/tenshu/v1/context/events")}
     assert endpoints == covered

@@ -37,11 +37,13 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
                                                     "m004_people", "m005_memory", "m006_web",
                                                     "m007_adapters", "m008_jobs",
-                                                        "m009_agents", "m010_responses"]
+                                                        "m009_agents", "m010_responses",
+                                                    "m011_context"]
     assert {"_migrations", "keys", "audit", "sentinel_thresholds", "users", "conversations",
             "turns", "feedback", "admin_reads", "collections", "collection_shares",
             "memory_indexes", "documents", "chunks", "chunk_vectors", "turn_sources",
-            "chunks_fts", "jobs", "job_runs", "responses"} <= tables(path)
+            "chunks_fts", "jobs", "job_runs", "responses", "context_events", "context_cursors",
+            "context_deliveries", "inbox"} <= tables(path)
 
 
 def test_reopening_applies_nothing(tmp_path):
@@ -65,13 +67,15 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
     engine = create_engine_for(path)
     assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory",
                                "m006_web", "m007_adapters", "m008_jobs",
-                                                        "m009_agents", "m010_responses"]
+                                                        "m009_agents", "m010_responses",
+                               "m011_context"]
     engine.dispose()
     assert recorded(path)[0] == first
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
                                                     "m004_people", "m005_memory", "m006_web",
                                                     "m007_adapters", "m008_jobs",
-                                                        "m009_agents", "m010_responses"]
+                                                        "m009_agents", "m010_responses",
+                                                    "m011_context"]
     assert "audit" in tables(path)
 
 

@@ -10,7 +10,7 @@ from tenshu.core.errors import NotFoundError, PermissionDeniedError
 from tenshu.store import Principal, TurnRecord, open_store
 from tenshu.store.conversations import state_hash, write_turns
 from tenshu.store.runs import Run, Step
-from tenshu.store.sql import begin_write
+from tenshu.store.sql import begin_write, utcnow
 
 
 @pytest.fixture
@@ -99,12 +99,18 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
     store.runs.record(Step(run.id, 1, "model", "model", "m", "done"))
     store.responses.save(Principal.of(ana), {"id": "resp_ana", "model": "m"},
                          [{"type": "message", "role": "user", "content": "ana's question"}])
+    event = store.context.add_event("news", "entry-1", "feed.entry", {}, utcnow())
+    store.context.add_delivery(event, "brief", ana.id, utcnow())
+    store.context.add_delivery(event, "brief-kim", kim.id, utcnow())
+    store.context.notify(ana.id, "ana's brief")
     assert store.users.usage("ana") == {"keys": 1, "conversations": 1, "turns": 1,
                                         "feedback": 1, "collections": 1, "runs": 1,
                                         "responses": 1}
     removed = store.users.remove("ana")
     assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "collections": 1,
-                       "runs": 1, "responses": 1, "keys": 1}
+                       "runs": 1, "responses": 1, "context": 2, "keys": 1}
+    assert store.context.inbox(Principal.of(ana)) == []
+    assert [d.trigger for d in store.context.deliveries(Principal.of(kim))] == ["brief-kim"]
     assert store.runs.steps(None, run.id) == []
     assert store.responses.get(Principal.of(ana), "resp_ana") is None
     assert [c.name for c in store.collections.list(Principal.of(kim))] == ["notes"]
