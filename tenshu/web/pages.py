@@ -44,7 +44,8 @@ HEADERS = {
     "Cache-Control": "no-store",  # pages hold a person's words and a CSRF token
 }
 NAV = [("chat", "Chat", "/chat"), ("arena", "Arena", "/arena"), ("memory", "Memory", "/memory"),
-       ("runs", "Runs", "/runs"), ("dashboard", "Dashboard", "/dashboard"),
+       ("runs", "Runs", "/runs"), ("inbox", "Inbox", "/inbox"),
+       ("dashboard", "Dashboard", "/dashboard"),
        ("admin", "Admin", "/admin")]
 
 _templates = Environment(
