@@ -132,14 +132,15 @@ class SourceSpec:
         return parse_schedule(text, self.timezone)
 
 
-ACTIONS = ("agent", "ingest")
+ACTIONS = ("agent", "ingest", "pipeline")
 
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """Events of `source` (of `kinds`, if given) become runs of `agent`, for `owner`; or, with
+    """Events of `source` (of `kinds`, if given) become runs of `agent`, for `owner`; with
     action "ingest", documents of the owner's memory `collection` (a file event's file, a
-    feed entry's or item's link)."""
+    feed entry's or item's link); with action "pipeline", runs of the shipped pipeline
+    [pipelines.NAME] `pipeline` (an analyst's report, a draft from a feed's article)."""
 
     name: str
     source: str
@@ -147,6 +148,7 @@ class TriggerSpec:
     input: str = ""  # a Jinja2 template over `event` (source, key, kind, payload, at)
     action: str = "agent"
     collection: str = ""  # ingest: the owner's memory collection (made if missing)
+    pipeline: str = ""  # pipeline: the [pipelines.NAME] it runs
     owner: str = ""  # a user's name (default: the server's owner)
     kinds: tuple[str, ...] = ()
     max_attempts: int = 3  # runs tried for one event before it is given up
@@ -159,11 +161,18 @@ class TriggerSpec:
             raise ValueError(f"{self.name!r}: a trigger's name is letters, digits, - and _")
         if self.action not in ACTIONS:
             raise ValueError(f"action: {self.action!r} is not one of {', '.join(ACTIONS)}")
+        if self.action != "pipeline" and self.pipeline:
+            raise ValueError("pipeline: only a pipeline trigger (action = \"pipeline\") takes it")
         if self.action == "ingest":
             if not self.collection:
                 raise ValueError("collection: the memory collection an ingest trigger fills")
             if self.agent or self.input:
                 raise ValueError("an ingest trigger takes no agent or input")
+        elif self.action == "pipeline":
+            if not self.pipeline:
+                raise ValueError("pipeline: the [pipelines.NAME] a pipeline trigger runs")
+            if self.agent or self.input or self.collection:
+                raise ValueError("a pipeline trigger takes no agent, input or collection")
         elif not self.agent:
             raise ValueError("agent: the agent the events are given to")
         elif not self.input.strip():
@@ -188,6 +197,7 @@ class ContextSettings:
     sources: tuple[SourceSpec, ...] = ()
     triggers: tuple[TriggerSpec, ...] = ()
     channels: tuple[tuple[str, dict], ...] = ()  # [notify.channels.NAME] tables, as written
+    pipelines: tuple = ()  # config.pipelines.PipelineSpec: [pipelines.NAME]
 
     def __post_init__(self) -> None:
         for kind, names in (("sources", [s.name for s in self.sources]),
@@ -196,8 +206,12 @@ class ContextSettings:
                 raise ValueError(f"context.{kind}: two share a name")
         sources = {s.name for s in self.sources}
         channels = {name for name, _ in self.channels} | {INBOX}
+        pipelines = {p.name for p in self.pipelines}
         for trigger in self.triggers:
             where = f"context.triggers.{trigger.name}"
+            if trigger.pipeline and trigger.pipeline not in pipelines:
+                raise ValueError(f"{where}.pipeline: {trigger.pipeline!r} names no configured "
+                                 f"pipeline ([pipelines.{trigger.pipeline}])")
             if trigger.source not in sources:
                 raise ValueError(f"{where}.source: {trigger.source!r} names no configured "
                                  f"source ([context.sources.{trigger.source}])")
@@ -240,7 +254,12 @@ def parse_context(data: dict) -> ContextSettings:
         if name == INBOX:
             raise ValueError(f"notify.channels.{INBOX}: the name is the web UI's inbox's")
         channels.append((name, dict(table)))
-    settings = ContextSettings(tuple(sources), tuple(triggers), tuple(channels))
+    pipelines = ()
+    if "pipelines" in data:
+        from tenshu.config.pipelines import parse_pipelines
+
+        pipelines = tuple(parse_pipelines(data))
+    settings = ContextSettings(tuple(sources), tuple(triggers), tuple(channels), pipelines)
     if channels:
         from tenshu.context.notify import channels_from_config
 

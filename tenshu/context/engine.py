@@ -225,6 +225,8 @@ class ContextEngine:
                 principal = await self._principal(delivery.owner_id)
                 if trigger.action == "ingest":
                     return await self._ingest(delivery, trigger, event, principal)
+                if trigger.action == "pipeline":
+                    return await self._pipeline(delivery, trigger, event, principal)
                 task = self.render(trigger, event)
                 run = await self.agents.create(principal, trigger.agent, task)
                 await run_in_threadpool(self.store.context.set_run, delivery.event_id,
@@ -283,7 +285,7 @@ class ContextEngine:
             summary = await self.memory.ingest(principal, trigger.collection,
                                                [Path(payload["path"])])
             what = payload.get("relative") or payload["path"]
-        elif isinstance(link := payload.get("link") or payload.get("url"), str):
+        elif isinstance(link := _link(event), str):
             summary = await self.memory.ingest_url(principal, trigger.collection, link)
             what = link
         else:
@@ -296,6 +298,21 @@ class ContextEngine:
             body = (f"{what}: {summary.added} added, {summary.updated} updated, "
                     f"{summary.chunks} chunks in {summary.collection}")
             await self._send(trigger, principal, f"{trigger.name}: {what}", body, None)
+        return Outcome("succeeded")
+
+    async def _pipeline(self, delivery: Delivery, trigger: TriggerSpec, event: StoredEvent,
+                        principal: Principal) -> Outcome:
+        """A shipped pipeline (context/pipelines/) over the event, as the owner."""
+        from tenshu.config import tenshu_home
+        from tenshu.context.pipelines import run_pipeline
+
+        spec = next(p for p in self.settings.pipelines if p.name == trigger.pipeline)
+        result = await run_pipeline(spec, event, principal, gateway=self.agents.gateway,
+                                    home=tenshu_home(), now=self.clock())
+        await run_in_threadpool(self.store.context.finish, delivery.event_id, trigger.name,
+                                "succeeded")
+        if trigger.notify:
+            await self._send(trigger, principal, result.title, result.body, None)
         return Outcome("succeeded")
 
     async def _ended(self, principal: Principal, run_id: str):
@@ -372,6 +389,18 @@ class _Failed(Exception):
     def __init__(self, message: str, final: bool = False) -> None:
         super().__init__(message)
         self.final = final
+
+
+def _link(event: StoredEvent) -> str | None:
+    """The page an event points at: a feed entry's link, an HTTP item's link or url field
+    (not the polled endpoint's url, which every http event carries)."""
+    payload = event.payload
+    if isinstance(payload.get("link"), str):
+        return payload["link"]
+    item = payload.get("item")
+    if isinstance(item, dict):
+        return next((item[k] for k in ("link", "url") if isinstance(item.get(k), str)), None)
+    return None
 
 
 def _summary(event: StoredEvent) -> str:

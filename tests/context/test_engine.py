@@ -280,3 +280,37 @@ async def test_a_file_dropped_in_a_watched_folder_lands_in_its_owners_memory(ech
         assert note.title == "file-it: moat.md" and "1 added" in note.body
         ben = Principal.of(tenshu.store.users.get("ben"))
         assert tenshu.store.collections.list(ben) == []  # ana's memory, not his
+
+
+async def test_a_schedule_triggers_the_analyst_pipeline_whose_report_reaches_the_inbox(
+        tmp_path, monkeypatch):
+    """A pipeline trigger end to end: a due time, the analyst over a CSV with the served model
+    (grammar-held JSON), the report and chart in the owner's workspace, a note in the inbox."""
+    from tenshu.config.pipelines import PipelineSpec
+
+    monkeypatch.setenv("TENSHU_HOME", str(tmp_path / "home"))
+    rows = ["day,region,sales"] + [f"2026-11-{d:02d},{r},{100 + d * (2 if r == 'north' else 1)}"
+                                   for d in range(1, 31) for r in ("north", "south")]
+    (tmp_path / "sales.csv").write_text("\n".join(rows) + "\n")
+    context = ContextSettings(
+        sources=(SourceSpec("daily", "schedule", cron="0 7 * * *"),),
+        triggers=(TriggerSpec("report", source="daily", action="pipeline", pipeline="sales",
+                              owner="ana", notify=("inbox",)),),
+        pipelines=(PipelineSpec("sales", "analyst", model="tenshu-tiny",
+                                csv=str(tmp_path / "sales.csv"), group_by="region"),))
+    config = ServerSettings(port=free_port(), embedder=False, context=context,
+                            kv_cache_memory_gib=0.25)
+    async with Running(config, tmp_path / "s.db", Clock()) as tenshu:
+        people(tenshu.store)
+        await tenshu.engine.emit(Event("daily", "2026-12-06T07:00:00+00:00", "schedule.due",
+                                       {"due": "2026-12-06T07:00:00+00:00"}))
+        await tenshu.engine.settle()
+        (delivery,) = deliveries(tenshu)
+        assert delivery.status == "succeeded", delivery.error
+        ana = tenshu.store.users.get("ana")
+        reports = tmp_path / "home" / "workspaces" / str(ana.id) / "pipelines" / "reports"
+        report = (reports / "2026-12-06-sales.md").read_text()
+        assert "north" in report and "2026-12-06-sales.png" in report
+        assert (reports / "2026-12-06-sales.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (note,) = tenshu.store.context.inbox(Principal.of(ana))
+        assert note.source == "trigger:report"

@@ -86,8 +86,8 @@ def test_a_bad_source_is_a_config_error_naming_it(table, says):
 
 
 def test_the_documented_example_is_valid(tmp_path, monkeypatch):
-    """docs/context.md's tenshu.toml loads as a whole (its agents, sources, triggers and
-    channels), and means what it says."""
+    """docs/context.md's tenshu.toml (its blocks together) loads as a whole: its agents,
+    sources, triggers, channels and pipelines, and means what it says."""
     import re
     from pathlib import Path
 
@@ -95,12 +95,15 @@ def test_the_documented_example_is_valid(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TENSHU_HOME", str(tmp_path))
     docs = (Path(__file__).resolve().parents[2] / "docs" / "context.md").read_text()
-    example = re.search(r"```toml\n(.*?)```", docs, re.S)[1]
+    example = "\n".join(re.findall(r"```toml\n(.*?)```", docs, re.S))
     file = tmp_path / "tenshu.toml"
     file.write_text('[[models]]\nname = "qwen"\nbackend = "openai"\n'
                     'endpoints = ["http://127.0.0.1:9/v1"]\n\n' + example)
     context = load_server_settings(file).context
     assert [s.type for s in context.sources] == ["folder", "feed", "http", "schedule"]
     assert {t.name: t.notify for t in context.triggers} == {
-        "brief": ("phone", "inbox"), "heartbeat": ("phone",)}
+        "brief": ("phone", "inbox"), "heartbeat": ("phone",), "sales-report": ("inbox",),
+        "drafts": ("phone",)}
+    assert [(p.name, p.type) for p in context.pipelines] == [("sales", "analyst"),
+                                                              ("posts", "draft")]
     assert context.sources[3].schedule().zone.key == "Europe/Paris"
