@@ -140,6 +140,9 @@ class Gateway:
         self.conversations = conversations
         self.memory = memory
         self.in_flight = 0
+        # time.time() when a request last ended: whether the server is idle, for the job
+        # scheduler's energy policy (jobs/policy.py's SystemProbe, with in_flight)
+        self.last_request_at: float | None = None
         self.draining = False
         self.created = int(time.time())
 
@@ -261,6 +264,7 @@ class Gateway:
             raise
         finally:
             self.in_flight -= 1
+            self.last_request_at = time.time()
             self._done(request, ctx, served, start, first, last, usage, error, recording,
                        retrieval)
 
@@ -358,6 +362,7 @@ class Gateway:
             return await embedder.embed(inputs)
         finally:
             self.in_flight -= 1
+            self.last_request_at = time.time()
 
     # -- shutdown -----------------------------------------------------------------------------
 

@@ -30,11 +30,18 @@ from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
 from tenshu.backends.upstream import Timeouts
 from tenshu.backends.upstreams import upstream_backend
-from tenshu.config import ModelSpec, ServerSettings, credential, tenshu_home
+from tenshu.config import (
+    ModelSpec,
+    ServerSettings,
+    credential,
+    load_jobs_settings,
+    tenshu_home,
+)
 from tenshu.conversations import ConversationStage
+from tenshu.core.errors import NotFoundError
 from tenshu.engine import EngineConfig
 from tenshu.gateway import Gateway
-from tenshu.jobs import Job, Scheduler, configured_jobs
+from tenshu.jobs import Job, Scheduler, SystemProbe, configured_jobs
 from tenshu.jobs.learn import NAME as LEARN_JOB
 from tenshu.learn.registry import Registry
 from tenshu.learn.serving import AdapterService
@@ -90,7 +97,10 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
     # a nightly run that promotes a version is served at once, not at the watch's next look
     jobs = [replace(job, on_done=_then_sync(adapters)) if job.name == LEARN_JOB else job
             for job in jobs]
-    scheduler = app.state.scheduler = Scheduler(jobs, store.jobs)
+    # heavy jobs wait for mains power, an idle machine and their hours ([jobs] in tenshu.toml)
+    scheduler = app.state.scheduler = Scheduler(jobs, store.jobs, policy=load_jobs_settings(),
+                                                probe=SystemProbe(gateway))
+    metrics.attach_scheduler(scheduler)
     agents = app.state.agents = AgentService(settings.agents, gateway, store,
                                              home=tenshu_home(), memory=memory)
     context = app.state.context = _context_engine(settings, store, agents, memory)
@@ -130,6 +140,12 @@ def _context_engine(settings: ServerSettings, store, agents: AgentService, memor
     context = settings.context
     if not context.sources:
         return None
+    for pipeline in context.pipelines:  # a model that is not served: refused now, not at 7am
+        try:
+            agents.gateway.model_info(pipeline.model)
+        except NotFoundError:
+            raise ValueError(f"pipelines.{pipeline.name}.model: {pipeline.model!r} is not a "
+                             "model or route this server serves") from None
     from tenshu.context.engine import ContextEngine
     from tenshu.context.notify import Notifier, channels_from_config
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tenshu.config.agents import AgentsSettings, parse_agents
 from tenshu.config.context import ContextSettings, parse_context
+from tenshu.config.jobs import JobsSettings
 from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
 from tenshu.config.routing import (
@@ -289,6 +290,11 @@ def load_learn_settings(file: Path | None = None) -> LearnSettings:
     return _load_section(file, "learn", LearnSettings)
 
 
+def load_jobs_settings(file: Path | None = None) -> JobsSettings:
+    """[jobs] of tenshu.toml: when the job scheduler may start a heavy job (energy policy)."""
+    return _load_section(file, "jobs", JobsSettings)
+
+
 def store_location(file: Path | None = None) -> str:
     """Where the state database is, for commands that open it without a server: tenshu.toml's
     [store] url, else state.db in the home."""
@@ -318,8 +324,8 @@ def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
              if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents", "context")}
     server = data.get("server", {})
-    unknown = ((set(data) - {"server", "store", "memory", "learn", "agents", "mcp",
-                             "approvals", "context", "notify", *_ROUTING_KEYS})
+    unknown = ((set(data) - {"server", "store", "memory", "learn", "jobs", "agents", "mcp",
+                             "approvals", "context", "notify", "pipelines", *_ROUTING_KEYS})
                | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")

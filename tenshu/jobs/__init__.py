@@ -5,21 +5,27 @@ state and history in the state database (store/jobs.py).
     scheduler = Scheduler(configured_jobs(), store.jobs)
     await scheduler.start(); ...; await scheduler.close()
 
-schedule.py parses when a job is due (cron with a time zone, or `every 30m`); scheduler.py
-runs the jobs; learn.py makes the learning loop's nightly job from [learn] in tenshu.toml.
+job.py says what a job is; schedule.py parses when it is due (cron with a time zone, or
+`every 30m`); scheduler.py runs the jobs; learn.py makes the learning loop's nightly job from
+[learn] in tenshu.toml. A heavy job waits for the energy policy ([jobs] in tenshu.toml):
+policy.py says whether the machine is on mains, idle and within the hours; energy.py measures
+what each run used.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tenshu.jobs.energy import EnergyMeter
+from tenshu.jobs.job import Job
 from tenshu.jobs.learn import learn_job
+from tenshu.jobs.policy import Conditions, FixedProbe, SystemProbe
 from tenshu.jobs.schedule import Schedule, parse_schedule
-from tenshu.jobs.scheduler import Job, Scheduler
+from tenshu.jobs.scheduler import Scheduler
 from tenshu.store.jobs import JobRun, JobState
 
-__all__ = ["Job", "JobRun", "JobState", "Schedule", "Scheduler", "configured_jobs",
-           "learn_job", "parse_schedule"]
+__all__ = ["Conditions", "EnergyMeter", "FixedProbe", "Job", "JobRun", "JobState", "Schedule",
+           "Scheduler", "SystemProbe", "configured_jobs", "learn_job", "parse_schedule"]
 
 
 def configured_jobs(file: Path | None = None) -> list[Job]:

@@ -1,7 +1,8 @@
 """The learning loop's nightly job: `tenshu learn nightly` on [learn]'s schedule.
 
 The run itself (enough new feedback? train, gate, promote) is learn/nightly.py's, in its own
-low-priority process; this module only says when and with which flags, from tenshu.toml:
+low-priority process; this module only says when and with which flags, from tenshu.toml. It is
+a heavy job: a scheduled run waits for [jobs]' energy policy (on mains, idle, within hours).
 
     [learn]
     schedule = "0 3 * * *"
@@ -13,8 +14,8 @@ from __future__ import annotations
 import sys
 
 from tenshu.config.learn import LearnSettings
+from tenshu.jobs.job import Job
 from tenshu.jobs.schedule import parse_schedule
-from tenshu.jobs.scheduler import Job
 
 NAME = "learn-nightly"
 
@@ -32,4 +33,4 @@ def learn_job(settings: LearnSettings, model: str = "") -> Job | None:
     if settings.user:
         command += ["--user", settings.user]
     return Job(NAME, parse_schedule(settings.schedule, settings.timezone), command,
-               catch_up=settings.catch_up)
+               catch_up=settings.catch_up, heavy=True)  # it trains: it waits for [jobs]' policy

@@ -10,13 +10,16 @@ a time that a spring-forward skips runs at the first minute after the gap, and o
 fall-back repeats runs once. An interval counts from the Unix epoch, so `every 2h` is due at
 the even hours (UTC) whenever the server started. Both give `next_after(t)`, aware UTC in and
 out, so the scheduler never does local-time arithmetic.
+
+    parse_hours("01:00-06:00")                        the hours a heavy job may start in
+    parse_hours("22:30-05:00", "Europe/Paris")        (crossing midnight), Paris time
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -90,6 +93,45 @@ def parse_schedule(text: str, timezone: str = "") -> Schedule:
     schedule = Cron(text, zone)
     schedule.next_after(datetime.now(UTC))  # one that never matches (30 February) is an error
     return schedule
+
+
+_HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+@dataclass(frozen=True)
+class Hours:
+    """A daily window of wall-clock times, from `start` (in it) to `end` (not); an end before
+    the start crosses midnight. `label` is what reasons show: the text, with its zone when one
+    was named."""
+
+    label: str
+    start: time
+    end: time
+    zone: tzinfo
+
+    def contains(self, when: datetime) -> bool:
+        local = _utc(when).astimezone(self.zone).time()
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+def parse_hours(text: str, timezone: str = "") -> Hours | None:
+    """The window "HH:MM-HH:MM" in `timezone` (an IANA name, "" for the machine's); None for ""
+    (any time). Anything wrong is one ValueError that names the text."""
+    text = "".join(str(text).split())
+    if not text:
+        return None
+    match = _HOURS.fullmatch(text)
+    bounds = [(int(match[i]), int(match[i + 1])) for i in (1, 3)] if match else []
+    if not bounds or any(h > 23 or m > 59 for h, m in bounds):
+        raise ValueError(f"{text!r}: expected two times of day, 'HH:MM-HH:MM' (e.g. "
+                         "'01:00-06:00', or '22:00-05:00' across midnight), or '' for any time")
+    start, end = (time(h, m) for h, m in bounds)
+    if start == end:
+        raise ValueError(f"{text!r}: starts where it ends; use '' for any time")
+    label = f"{text} ({timezone})" if timezone else text
+    return Hours(label, start, end, zone_named(timezone))
 
 
 def zone_named(name: str, text: str = "") -> tzinfo:

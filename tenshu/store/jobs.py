@@ -2,7 +2,9 @@
 
 The scheduler (jobs/scheduler.py) writes a job's state as it changes (paused, last run, next
 due), so that after a restart it knows which scheduled run it missed; and every run, skipped
-ones included, as it is triggered, starts and ends, so the history says what happened and why.
+ones included, as it is triggered, starts and ends, so the history says what happened and why:
+a heavy job's run that waits for the energy policy is "deferred", with why it waits, until it
+starts or is given up; a run that ran has the energy it used (energy_j, where it was measured).
 Jobs are the server's, not a person's: nothing here is owner-scoped, and only admins reach it
 (api/jobs.py). Database I/O: not for the event loop.
 """
@@ -16,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     Engine,
+    Float,
     Integer,
     String,
     Text,
@@ -40,11 +43,11 @@ job_runs = table(
     "job_runs", column("id", String), column("job", String), column("trigger", String),
     column("status", String), column("why", Text), column("exit_code", Integer),
     column("started_at", UTCDateTime()), column("finished_at", UTCDateTime()),
-    column("log", Text),
+    column("log", Text), column("energy_j", Float),
 )
 
 TRIGGERS = ("schedule", "manual", "catch-up")
-STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "cancelled")
+STATUSES = ("deferred", "queued", "running", "succeeded", "failed", "skipped", "cancelled")
 ENDED = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
 
@@ -61,7 +64,9 @@ class JobState:
 @dataclass(frozen=True, slots=True)
 class JobRun:
     """One run of a job. started_at is when it was triggered (a skipped run: when it was
-    refused); why says what a person would ask about it (why skipped, failed or cancelled)."""
+    refused; a deferred one: when it came due, then when it started); why says what a person
+    would ask about it (why it waits, or was skipped, failed or cancelled). energy_j: the joules
+    the machine's CPU packages used while it ran (jobs/energy.py); None where not measured."""
 
     id: str
     job: str
@@ -72,6 +77,7 @@ class JobRun:
     exit_code: int | None = None
     finished_at: datetime | None = None
     log: str | None = None  # the file its output went to
+    energy_j: float | None = None
 
     @classmethod
     def new(cls, job: str, trigger: str, status: str = "queued", **values) -> JobRun:
@@ -83,20 +89,22 @@ class JobRun:
     def ended(self) -> bool:
         return self.status in ENDED
 
-    def end(self, status: str, why: str = "", exit_code: int | None = None) -> JobRun:
-        return replace(self, status=status, why=why, exit_code=exit_code, finished_at=utcnow())
+    def end(self, status: str, why: str = "", exit_code: int | None = None,
+            at: datetime | None = None) -> JobRun:
+        return replace(self, status=status, why=why, exit_code=exit_code,
+                       finished_at=at or utcnow())
 
     def to_json(self) -> dict:
         return {"id": self.id, "object": "job.run", "job": self.job, "trigger": self.trigger,
                 "status": self.status, "why": self.why, "exit_code": self.exit_code,
                 "started_at": self.started_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-                "log": self.log}
+                "log": self.log, "energy_j": self.energy_j}
 
 
 _RUN = (job_runs.c.id, job_runs.c.job, job_runs.c.trigger, job_runs.c.status,
         job_runs.c.started_at, job_runs.c.why, job_runs.c.exit_code, job_runs.c.finished_at,
-        job_runs.c.log)
+        job_runs.c.log, job_runs.c.energy_j)
 _NEWEST = (job_runs.c.started_at.desc(), job_runs.c.id.desc())
 
 
@@ -130,7 +138,7 @@ class JobStore:
         """Write a run as it is now: added the first time, updated after."""
         values = dict(job=run.job, trigger=run.trigger, status=run.status, why=run.why,
                       exit_code=run.exit_code, started_at=run.started_at,
-                      finished_at=run.finished_at, log=run.log)
+                      finished_at=run.finished_at, log=run.log, energy_j=run.energy_j)
         with begin_write(self._engine) as conn:
             found = conn.execute(update(job_runs).where(job_runs.c.id == run.id).values(**values))
             if found.rowcount == 0:
@@ -168,13 +176,22 @@ class JobStore:
         with self._engine.connect() as conn:
             return {row.job: JobRun(*row) for row in conn.execute(stmt)}
 
+    def deferred(self, names: list[str]) -> set[str]:
+        """Those of the named jobs that have a run still deferred (the process that ran the
+        scheduler stopped while it waited)."""
+        stmt = (select(job_runs.c.job).distinct()
+                .where(job_runs.c.job.in_(names), job_runs.c.status == "deferred"))
+        with self._engine.connect() as conn:
+            return set(conn.execute(stmt).scalars())
+
     def abandon(self, names: list[str], why: str) -> int:
         """Mark the named jobs' runs that never ended (the process that ran them stopped
         first) as cancelled, saying `why`; how many there were."""
         if not names:
             return 0
         stmt = (update(job_runs)
-                .where(job_runs.c.job.in_(names), job_runs.c.status.in_(("queued", "running")))
+                .where(job_runs.c.job.in_(names),
+                       job_runs.c.status.in_(("deferred", "queued", "running")))
                 .values(status="cancelled", why=why, finished_at=utcnow()))
         with begin_write(self._engine) as conn:
             return conn.execute(stmt).rowcount

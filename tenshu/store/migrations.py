@@ -544,9 +544,15 @@ def m011_context(conn: Connection) -> None:
     inbox.create(conn)
 
 
+def m012_job_energy(conn: Connection) -> None:
+    """The energy a job run used (joules, from the CPU's RAPL counters where they can be read;
+    NULL where they cannot), and runs that wait for the energy policy (status "deferred")."""
+    _add_column(conn, "job_runs", Column("energy_j", Float))
+
+
 MIGRATIONS: list[Migration] = [m001_keys, m002_audit, m003_routing, m004_people, m005_memory,
                                m006_web, m007_adapters, m008_jobs, m009_agents,
-                               m010_responses, m011_context]
+                               m010_responses, m011_context, m012_job_energy]
 
 
 def _add_column(conn: Connection, table: str, added: Column) -> None:

@@ -8,6 +8,7 @@
     dashboard.py   /dashboard and /traces/{id}: what the server did, in pictures
     runs.py        /runs and /runs/{id}: agent runs, their approvals, one run followed live
     inbox.py       /inbox: the notifications the context engine's runs left for the viewer
+    jobs.py        /jobs: the scheduler's jobs, their runs and logs; run, pause, resume (admins)
     admin.py       /admin: users, keys, sessions, models, the config check
     templates/     Jinja2, escaped by default
     static/        the pages' scripts and styles, and vendored libraries (static/vendor)
@@ -28,10 +29,10 @@ from tenshu.web.login import LoginThrottle
 
 def install(app) -> None:
     """Mount the pages and their static files on the API's app."""
-    from tenshu.web import admin, arena, chat, dashboard, inbox, login, memory, runs
+    from tenshu.web import admin, arena, chat, dashboard, inbox, jobs, login, memory, runs
 
     app.state.login_throttle = LoginThrottle()
     app.mount("/static", StaticFiles(directory=str(resources.files("tenshu.web") / "static")),
               name="static")
-    for module in (login, chat, arena, memory, runs, inbox, dashboard, admin):
+    for module in (login, chat, arena, memory, runs, inbox, dashboard, jobs, admin):
         app.include_router(module.router)

@@ -45,8 +45,9 @@ HEADERS = {
 }
 NAV = [("chat", "Chat", "/chat"), ("arena", "Arena", "/arena"), ("memory", "Memory", "/memory"),
        ("runs", "Runs", "/runs"), ("inbox", "Inbox", "/inbox"),
-       ("dashboard", "Dashboard", "/dashboard"),
+       ("dashboard", "Dashboard", "/dashboard"), ("jobs", "Jobs", "/jobs"),
        ("admin", "Admin", "/admin")]
+ADMINS_ONLY = {"jobs", "admin"}  # not in a member's top bar: those pages refuse them
 
 _templates = Environment(
     loader=FileSystemLoader(str(resources.files("tenshu.web") / "templates")),
@@ -60,7 +61,7 @@ def render(request: Request, viewer: Viewer | None, template: str, *, status: in
     """The page `template` for `viewer` (None: a page shown before login)."""
     session = viewer.session if viewer is not None else None
     nav = [(key, label, href) for key, label, href in NAV
-           if key != "admin" or (session is not None and session.role == "admin")]
+           if key not in ADMINS_ONLY or (session is not None and session.role == "admin")]
     html = _templates.get_template(template).render(
         request=request, session=session, csrf=session.csrf if session else "", nav=nav,
         version=__version__, **data)

@@ -284,6 +284,7 @@ def test_members_cannot_use_the_admin_endpoints(world):
                                ("POST", "/jobs/learn-nightly/run", None),
                                ("POST", "/jobs/learn-nightly/pause", None),
                                ("POST", "/jobs/learn-nightly/resume", None),
+                               ("GET", "/jobs/runs/jobrun_0123/log", None),
                                ("GET", "/mcp/servers", None),
                                ("GET", "/context/sources", None),
                                ("GET", "/context/events", None),
@@ -351,6 +352,7 @@ def test_every_tenshu_v1_endpoint_is_in_the_matrix(world):
                ("POST", "/tenshu/v1/adapters/{name}/rollback"), ("GET", "/tenshu/v1/jobs"),
                ("GET", "/tenshu/v1/jobs/{name}/runs"), ("POST", "/tenshu/v1/jobs/{name}/run"),
                ("POST", "/tenshu/v1/jobs/{name}/pause"), ("POST", "/tenshu/v1/jobs/{name}/resume"),
+               ("GET", "/tenshu/v1/jobs/runs/{run_id}/log"),
                # arena: the caller's own votes; scope=all is admins only (test_arena.py)
                ("GET", "/tenshu/v1/arena/contenders"), ("GET", "/tenshu/v1/arena/leaderboard"),
                # the dashboards: the caller's own requests (attempts name ana's)

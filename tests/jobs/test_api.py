@@ -5,13 +5,15 @@ an unknown job, or a server without a scheduler, 404."""
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tenshu.api.server import build_server
 from tenshu.config import ServerSettings
-from tenshu.jobs import Job, Scheduler, parse_schedule
+from tenshu.jobs import Conditions, FixedProbe, Job, Scheduler, parse_schedule
+from tests.jobs.test_energy import Clock
 
 WAIT = 120
 
@@ -64,13 +66,14 @@ async def test_an_admin_runs_a_job_and_reads_its_history(scheduler, client):
     nightly = listed["data"][0]
     assert (nightly["schedule"], nightly["paused"], nightly["last_run"], nightly["running"]) == \
         ("0 3 * * * (UTC)", False, None, None)
+    assert (nightly["heavy"], nightly["deferred"]) == (False, None)
     assert nightly["next_run_at"].endswith("03:00:00+00:00")
 
     started = await http.post("/tenshu/v1/jobs/nightly/run", headers=as_("owner"))
     assert started.status_code == 202
     run = started.json()
-    assert (run["object"], run["job"], run["trigger"], run["status"]) == \
-        ("job.run", "nightly", "manual", "queued")
+    assert (run["object"], run["job"], run["trigger"], run["status"], run["energy_j"]) == \
+        ("job.run", "nightly", "manual", "queued", None)
     again = (await http.post("/tenshu/v1/jobs/nightly/run", headers=as_("owner"))).json()
     assert again["status"] == "skipped" and run["id"] in again["why"]
     listed = (await http.get("/tenshu/v1/jobs", headers=as_("owner"))).json()
@@ -132,3 +135,33 @@ async def test_a_server_without_a_scheduler_has_no_jobs(app, client):
         assert response.status_code == 404
         assert "this server runs no jobs" in response.json()["error"]["message"]
     assert (await http.get("/tenshu/v1/jobs", headers=as_("ana"))).status_code == 403
+
+
+async def test_a_heavy_jobs_deferred_run_and_a_run_by_hand(app, client, tmp_path):
+    """On battery: the nightly heavy job's run is deferred, and the API says so and why; a run
+    by hand starts at once, in its place."""
+    as_, http = client
+    clock = Clock(datetime(2026, 3, 2, 3, 1, tzinfo=UTC))
+    scheduler = Scheduler([Job("train", parse_schedule("0 3 * * *", "UTC"),
+                               [sys.executable, "-c", ""], heavy=True)],
+                          app.store.jobs, logs=tmp_path / "logs", clock=clock,
+                          probe=FixedProbe(Conditions(on_mains=False)))
+    await scheduler.start()
+    app.app.state.scheduler = scheduler
+    try:
+        clock.now = datetime(2026, 3, 3, 3, 1, tzinfo=UTC)
+        await scheduler.check()
+        (job,) = (await http.get("/tenshu/v1/jobs", headers=as_("owner"))).json()["data"]
+        assert job["heavy"] and job["deferred"] is not None and job["running"] is None
+        (waiting,) = (await http.get("/tenshu/v1/jobs/train/runs",
+                                     headers=as_("owner"))).json()["data"]
+        assert (waiting["id"], waiting["status"], waiting["why"], waiting["energy_j"]) == \
+            (job["deferred"], "deferred", "on battery", None)
+        run = (await http.post("/tenshu/v1/jobs/train/run", headers=as_("owner"))).json()
+        assert (run["trigger"], run["status"]) == ("manual", "queued")
+        assert (await scheduler.wait(run["id"])).status == "succeeded"
+        runs = (await http.get("/tenshu/v1/jobs/train/runs", headers=as_("owner"))).json()
+        assert {r["id"]: r["status"] for r in runs["data"]} == \
+            {run["id"]: "succeeded", waiting["id"]: "skipped"}
+    finally:
+        await scheduler.close()

@@ -34,7 +34,7 @@ def test_the_nightly_job_and_its_flags(tmp_path):
                           'method = "kto"\nmin_new = 20\ncatch_up = false\n')
     assert load_server_settings(path).port == 7400  # [learn] is no unknown key to the server
     (job,) = configured_jobs(path)
-    assert job.name == "learn-nightly" and not job.catch_up
+    assert job.name == "learn-nightly" and not job.catch_up and job.heavy
     assert isinstance(job.schedule, Cron) and job.schedule.describe() == \
         "0 3 * * * (Europe/Paris)"
     assert list(job.command) == [sys.executable, "-m", "tenshu", "learn", "nightly",
@@ -84,8 +84,8 @@ def test_tenshu_jobs_list_run_and_history(tmp_path):
     listed = tenshu("list")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["JOB", "SCHEDULE", "PAUSED", "NEXT", "RUN", "LAST", "RUN"]
-    assert row.split()[:7] == ["learn-nightly", "0", "3", "*", "*", "*", "(UTC)"]
+    assert header.split() == ["JOB", "KIND", "SCHEDULE", "PAUSED", "NEXT", "RUN", "LAST", "RUN"]
+    assert row.split()[:8] == ["learn-nightly", "heavy", "0", "3", "*", "*", "*", "(UTC)"]
     assert row.rstrip().endswith("never")
     assert tenshu("run", "nope").stderr.strip().endswith("the jobs are: learn-nightly")
 
@@ -98,4 +98,8 @@ def test_tenshu_jobs_list_run_and_history(tmp_path):
     assert run.status == ("succeeded" if ran.returncode == 0 else "failed")
     history = tenshu("history", "learn-nightly").stdout.splitlines()
     assert history[0].split()[:4] == ["RUN", "JOB", "TRIGGER", "STATUS"]
+    assert "ENERGY" in history[0].split()
     assert history[1].split()[:4] == [run.id, "learn-nightly", "manual", run.status]
+    # where this machine's energy counters cannot be read, the history says so, never a guess
+    assert (run.energy_j is None) == ("n/a" in history[1].split())
+    assert f"energy {'n/a' if run.energy_j is None else ''}" in ran.stdout

@@ -16,7 +16,6 @@ import pytest
 
 from tenshu.core.errors import NotFoundError, ShuttingDownError
 from tenshu.jobs import Job, Scheduler, parse_schedule
-from tenshu.store import open_store
 from tenshu.store.jobs import JobRun, JobState
 from tenshu.store.sql import utcnow
 
@@ -36,17 +35,6 @@ BLOCK = py("import sys, time, pathlib\n"
 SLEEP = py("import time; print('ready', flush=True); time.sleep(600)")
 STUBBORN = py("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
               "print('ready', flush=True); time.sleep(600)")
-
-
-@pytest.fixture
-def store(database):
-    with open_store(database) as store:
-        yield store
-
-
-@pytest.fixture
-def logs(tmp_path) -> Path:
-    return tmp_path / "logs" / "jobs"
 
 
 class Finished:

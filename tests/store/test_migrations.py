@@ -38,7 +38,7 @@ def test_a_fresh_database_gets_every_migration_in_order(tmp_path):
                                                     "m004_people", "m005_memory", "m006_web",
                                                     "m007_adapters", "m008_jobs",
                                                         "m009_agents", "m010_responses",
-                                                    "m011_context"]
+                                                    "m011_context", "m012_job_energy"]
     assert {"_migrations", "keys", "audit", "sentinel_thresholds", "users", "conversations",
             "turns", "feedback", "admin_reads", "collections", "collection_shares",
             "memory_indexes", "documents", "chunks", "chunk_vectors", "turn_sources",
@@ -68,14 +68,14 @@ def test_an_older_database_gets_only_the_new_migrations(tmp_path):
     assert migrate(engine) == ["m002_audit", "m003_routing", "m004_people", "m005_memory",
                                "m006_web", "m007_adapters", "m008_jobs",
                                                         "m009_agents", "m010_responses",
-                               "m011_context"]
+                               "m011_context", "m012_job_energy"]
     engine.dispose()
     assert recorded(path)[0] == first
     assert [name for name, _ in recorded(path)] == ["m001_keys", "m002_audit", "m003_routing",
                                                     "m004_people", "m005_memory", "m006_web",
                                                     "m007_adapters", "m008_jobs",
                                                         "m009_agents", "m010_responses",
-                                                    "m011_context"]
+                                                    "m011_context", "m012_job_energy"]
     assert "audit" in tables(path)
 
 

@@ -10,7 +10,7 @@ import httpx
 
 from tests.web.conftest import PASSWORDS
 
-PAGES = ["/chat", "/arena", "/memory", "/dashboard", "/runs", "/inbox", "/admin"]
+PAGES = ["/chat", "/arena", "/memory", "/dashboard", "/runs", "/inbox", "/jobs", "/admin"]
 CHAT = {"model": "tenshu-tiny", "max_tokens": 4, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}
 
