@@ -231,6 +231,7 @@ class ContextSettings:
 def parse_context(data: dict) -> ContextSettings:
     """[context.*] and [notify.*] of a read tenshu.toml. Any problem is a ValueError naming
     the key."""
+    from tenshu.config.agents import _pairs
     from tenshu.config.routing import _build
 
     context = data.get("context", {})
@@ -265,9 +266,3 @@ def parse_context(data: dict) -> ContextSettings:
 
         channels_from_config(dict(channels))  # raises, naming the channel and key
     return settings
-
-
-def _pairs(value, where: str) -> list[list]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(f"{where}: must be a table of strings")
-    return [[k, v] for k, v in value.items()]

@@ -16,7 +16,7 @@ from tenshu.engine import lora
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.layers.attention import AttentionMetadata, PrefillChunk, causal_mask
 from tenshu.engine.loader import LoadedModel
-from tenshu.engine.sampling import Logprob, Sampler, logprob_entry
+from tenshu.engine.sampling import Logprob, Sampler, logprob_entries
 from tenshu.engine.scheduler import ScheduledBatch
 from tenshu.engine.sequence import Sequence
 
@@ -149,9 +149,8 @@ class ModelRunner:
         for lo in range(first, last + 1, _LOGIT_ROWS):
             hi = min(lo + _LOGIT_ROWS, last + 1)
             rows = hidden[start + lo - 1 - c : start + hi - 1 - c]
-            logprobs = torch.log_softmax(self.model.compute_logits(rows).float(), dim=-1).cpu()
-            for j, target in enumerate(range(lo, hi)):
-                seq.prompt_logprobs.append(logprob_entry(logprobs[j], seq.token_ids[target], top))
+            logprobs = torch.log_softmax(self.model.compute_logits(rows).float(), dim=-1)
+            seq.prompt_logprobs += logprob_entries(logprobs, seq.token_ids[lo:hi], top)
 
     def _lora_batch(self, adapters: dict, rows: int) -> lora.LoRABatch | None:
         """Which rows each adapter of the batch adds its product to (None: no adapters)."""

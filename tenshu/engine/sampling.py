@@ -222,13 +222,27 @@ class Sampler:
 def logprob_entry(logprobs: torch.Tensor, token: int, top: int) -> dict[int, Logprob]:
     """One position's entry from its log-softmax [V]: the token that stands there, with its
     rank, and the `top` most likely tokens."""
-    chosen = float(logprobs[token])
-    entry = {token: Logprob(chosen, int((logprobs > chosen).sum()) + 1)}
+    return logprob_entries(logprobs[None], [token], top)[0]
+
+
+def logprob_entries(logprobs: torch.Tensor, tokens: list[int], top: int
+                    ) -> list[dict[int, Logprob]]:
+    """logprob_entry for each row of a log-softmax [R, V] and its token, the tensor work done
+    for all rows at once (prompt scoring makes hundreds of rows a step)."""
+    ids = torch.tensor(tokens, dtype=torch.long, device=logprobs.device)
+    chosen = logprobs.gather(1, ids[:, None])  # [R, 1]
+    ranks = ((logprobs > chosen).sum(dim=-1) + 1).tolist()
+    chosen = chosen[:, 0].tolist()
     if top:
-        values, ids = logprobs.topk(top)
-        for rank, (v, t) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), 1):
-            entry.setdefault(t, Logprob(v, rank))
-    return entry
+        values, likeliest = (t.tolist() for t in logprobs.topk(top, dim=-1))
+    entries = []
+    for j, token in enumerate(tokens):
+        entry = {token: Logprob(chosen[j], ranks[j])}
+        if top:
+            for rank, (v, t) in enumerate(zip(values[j], likeliest[j], strict=True), 1):
+                entry.setdefault(t, Logprob(v, rank))
+        entries.append(entry)
+    return entries
 
 
 _NEG_INF = torch.tensor(float("-inf"))
