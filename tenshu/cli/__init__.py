@@ -13,7 +13,7 @@ from tenshu.core.errors import TenshuError
 # in main(), so `tenshu users list` or `tenshu --help` starts in a fraction of a second.
 COMMANDS = ("serve", "chat", "run", "train", "bench", "users", "keys", "feedback", "export",
             "ingest", "memory", "learn", "adapters", "jobs",
-            "config", "trace", "routes", "agent", "runs", "connect", "mcp")
+            "config", "trace", "routes", "agent", "runs", "connect", "mcp", "integrations")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

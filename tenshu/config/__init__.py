@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tenshu.config.agents import AgentsSettings, parse_agents
 from tenshu.config.context import ContextSettings, parse_context
+from tenshu.config.integrations import parse_integrations
 from tenshu.config.jobs import JobsSettings
 from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
@@ -325,7 +326,8 @@ def _server_table(file: Path, data: dict) -> dict:
              if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents", "context")}
     server = data.get("server", {})
     unknown = ((set(data) - {"server", "store", "memory", "learn", "jobs", "agents", "mcp",
-                             "approvals", "context", "notify", "pipelines", *_ROUTING_KEYS})
+                             "approvals", "context", "notify", "pipelines", "integrations",
+                             *_ROUTING_KEYS})
                | (set(server) - set(known)))
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -363,6 +365,7 @@ def _server_table(file: Path, data: dict) -> dict:
         values["agents"] = parse_agents(data, tenshu_home() / "agents")
         values["context"] = parse_context(data)
         values["context"].check_agents(values["agents"])
+        parse_integrations(data)  # checked at start; tenshu/integrations reads it when used
     except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
     return values

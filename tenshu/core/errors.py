@@ -17,6 +17,9 @@
     ├── UpstreamError              502 upstream_error            (an upstream server failed)
     │   └── UpstreamTimeoutError   504 timeout_error             (no connection, first token or
     │                                                             next token in time)
+    ├── IntegrationError           502 integration_error         (a service's OAuth 2 server refused,
+    │   │                                                          or the browser's answer was wrong)
+    │   └── ReconnectRequiredError 409 reconnect_required        (no usable grant: connect again)
     └── ShuttingDownError          503 overloaded_error
 
 Protocols map `kind` to their own error formats; the message is written for the person who
@@ -134,6 +137,23 @@ class UpstreamTimeoutError(UpstreamError):
 
     status = 504
     kind = "timeout_error"
+
+
+class IntegrationError(TenshuError):
+    """A connected service's OAuth 2 step failed: its server refused (its error is in the
+    message), the browser brought back an answer that was not to tenshu's request, or none came
+    in time."""
+
+    status = 502
+    kind = "integration_error"
+
+
+class ReconnectRequiredError(IntegrationError):
+    """An integration has no usable grant: never connected, revoked at the service, or a
+    refresh the service refused. Only the person can fix it, by connecting again."""
+
+    status = 409
+    kind = "reconnect_required"
 
 
 _BY_STATUS: dict[int, type[TenshuError]] = {
