@@ -20,9 +20,9 @@ notification are their owner's: another user's answers as missing (404).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from tenshu.api.tenshu import _ERRORS, Context, Limit, _run
 from tenshu.core.errors import ConflictError, NotFoundError, PermissionDeniedError
@@ -30,6 +30,7 @@ from tenshu.store.sql import utcnow
 
 router = APIRouter(prefix="/tenshu/v1", tags=["tenshu"])
 Status = Literal["pending", "running", "succeeded", "failed"]
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]  # what the database's integer keys can hold
 
 
 def _settings(request: Request):
@@ -86,7 +87,7 @@ async def list_deliveries(request: Request, ctx: Context, status: Status | None 
 
 
 @router.post("/context/deliveries/{event_id}/{trigger}/retry", responses=_ERRORS)
-async def retry_delivery(event_id: int, trigger: str, request: Request, ctx: Context) -> dict:
+async def retry_delivery(event_id: Id, trigger: str, request: Request, ctx: Context) -> dict:
     store = _store(request)
     found = await _run(store.delivery, ctx.principal, event_id, trigger)
     if found is None:
@@ -115,14 +116,14 @@ async def read_all(request: Request, ctx: Context) -> dict:
 
 
 @router.post("/inbox/{item_id}/read", responses=_ERRORS)
-async def read_item(item_id: int, request: Request, ctx: Context) -> dict:
+async def read_item(item_id: Id, request: Request, ctx: Context) -> dict:
     if not await _run(_store(request).mark_read, ctx.principal, item_id):
         raise NotFoundError(f"no notification {item_id}")
     return {"id": item_id, "read": True}
 
 
 @router.delete("/inbox/{item_id}", status_code=204, responses=_ERRORS)
-async def delete_item(item_id: int, request: Request, ctx: Context) -> Response:
+async def delete_item(item_id: Id, request: Request, ctx: Context) -> Response:
     if not await _run(_store(request).remove, ctx.principal, item_id):
         raise NotFoundError(f"no notification {item_id}")
     return Response(status_code=204)

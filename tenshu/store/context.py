@@ -314,7 +314,11 @@ def _event(row) -> StoredEvent:
     return StoredEvent(row.id, row.source, row.key, row.kind, json.loads(row.payload), row.at)
 
 
-def delete_user_context(conn, owner_id: int) -> int:
-    """A removed user's deliveries and inbox (inside the removal's transaction)."""
-    removed = conn.execute(delete(deliveries).where(deliveries.c.owner_id == owner_id)).rowcount
-    return removed + conn.execute(delete(inbox).where(inbox.c.owner_id == owner_id)).rowcount
+def delete_user_context(conn, owner_id: int) -> dict[str, int]:
+    """A removed user's trigger deliveries and notifications (inside the removal's
+    transaction), counted."""
+    return {
+        "deliveries": conn.execute(delete(deliveries)
+                                   .where(deliveries.c.owner_id == owner_id)).rowcount,
+        "notifications": conn.execute(delete(inbox).where(inbox.c.owner_id == owner_id)).rowcount,
+    }

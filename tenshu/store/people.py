@@ -253,7 +253,7 @@ class UserStore:
             removed["collections"] = delete_user_collections(conn, user.id)
             removed["runs"] = delete_user_runs(conn, user.id)
             removed["responses"] = delete_user_responses(conn, user.id)
-            removed["context"] = delete_user_context(conn, user.id)
+            removed |= delete_user_context(conn, user.id)
             removed["keys"] = conn.execute(
                 delete(key_table).where(key_table.c.user_id == user.id)).rowcount
             conn.execute(delete(web_sessions).where(web_sessions.c.user_id == user.id))

@@ -63,7 +63,7 @@ def test_removing_a_user_says_what_goes_and_asks(tenshu, tmp_path):
     done = tenshu("users", "remove", "ana", "--yes")
     assert done.returncode == 0, done.stderr
     assert ("removed ana: 1 conversations, 2 turns, 0 feedback, 0 collections, 0 runs, "
-            "0 responses, 1 keys") in done.stdout
+            "0 responses, 0 deliveries, 0 notifications, 1 keys") in done.stdout
     assert "ana" not in tenshu("users", "list").stdout
     last = tenshu("users", "remove", "owner", "--yes")
     assert last.returncode == 1 and "last admin" in last.stderr

@@ -108,7 +108,8 @@ def test_removing_a_user_removes_everything_of_theirs_and_nothing_else(store):
                                         "responses": 1}
     removed = store.users.remove("ana")
     assert removed == {"conversations": 1, "turns": 1, "feedback": 1, "collections": 1,
-                       "runs": 1, "responses": 1, "context": 2, "keys": 1}
+                       "runs": 1, "responses": 1, "deliveries": 1, "notifications": 1,
+                       "keys": 1}
     assert store.context.inbox(Principal.of(ana)) == []
     assert [d.trigger for d in store.context.deliveries(Principal.of(kim))] == ["brief-kim"]
     assert store.runs.steps(None, run.id) == []
