@@ -1,8 +1,8 @@
 // The jobs page (web/jobs.py renders its skeleton; admins only): every job from /tenshu/v1/jobs
 // with Run now, Pause and Resume; one job's runs (?job=NAME in the address) and one run's log
 // (?log=RUN_ID), from /tenshu/v1/jobs/{name}/runs and /tenshu/v1/jobs/runs/{id}/log. While
-// anything shown has not ended (queued, running, or another state the API adds), the page reads
-// it all again every POLL_MS.
+// anything shown is queued or running, the page reads it all again every POLL_MS; while a run
+// only waits (deferred, or a state the API adds), twenty times less often.
 // A log is a program's output and a `why` is its words: both go into the page as text nodes.
 // A run's fields beyond the ones this page knows (the API may add some) are listed as they come.
 
@@ -234,8 +234,14 @@ async function refresh() {
   logCard.classList.toggle("hidden", !chosen.run);
   if (chosen.run) await drawLog(mine);
   if (mine !== reads) return;
-  const live = jobs.data.some((j) => j.running) || [...runs.values()].some((r) => !ENDED.has(r.status));
-  if (live) timer = setTimeout(refresh, POLL_MS);
+  // A job's last run is read apart from whether it runs, so one read may say "not running"
+  // while its last run still says "running": look again until both agree it has ended. A run
+  // waiting for the energy policy (deferred) may wait for hours: looked at less often.
+  const shown = [...jobs.data.map((j) => j.last_run).filter(Boolean), ...runs.values()];
+  const busy = jobs.data.some((j) => j.running) ||
+    shown.some((r) => r.status === "queued" || r.status === "running");
+  if (busy) timer = setTimeout(refresh, POLL_MS);
+  else if (shown.some((r) => !ENDED.has(r.status))) timer = setTimeout(refresh, POLL_MS * 20);
 }
 
 /** What the address chooses: a job's runs, a run's log. */
