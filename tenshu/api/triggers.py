@@ -96,9 +96,10 @@ async def retry_delivery(event_id: Id, trigger: str, request: Request, ctx: Cont
     now = engine.clock() if engine is not None else utcnow()  # due by the engine's clock
     if not await _run(store.retry, ctx.principal, event_id, trigger, now):
         raise ConflictError(f"the delivery is {found.status}: only a failed one is retried")
-    if engine is not None:
+    retried = (await _run(store.delivery, ctx.principal, event_id, trigger)).to_json()
+    if engine is not None:  # after the read: the answer is the retry's, not the next attempt's
         engine.wake()
-    return (await _run(store.delivery, ctx.principal, event_id, trigger)).to_json()
+    return retried
 
 
 @router.get("/inbox", responses=_ERRORS)

@@ -207,12 +207,17 @@ class ContextEngine:
 
     async def settle(self) -> None:
         """Until every delivery due now has had its attempt and none is under way (what a
-        test waits for; the loop and this claim atomically, so nothing runs twice)."""
+        test waits for; the loop and this claim atomically, so nothing runs twice). A delivery
+        the loop has claimed but not yet started counts as under way: it is running in the
+        store before its task exists."""
+        context = self.store.context
         while True:
             await self.deliver_due()
             await self.wait_idle()
-            if not await run_in_threadpool(self.store.context.due, self.clock(), 1):
+            if not (await run_in_threadpool(context.due, self.clock(), 1)
+                    or await run_in_threadpool(context.running)):
                 return
+            await asyncio.sleep(0.02)
 
     async def _attempt(self, delivery: Delivery, attempt: int) -> Outcome:
         async with self._slots:
