@@ -290,7 +290,7 @@ class ContextEngine:
             summary = await self.memory.ingest(principal, trigger.collection,
                                                [Path(payload["path"])])
             what = payload.get("relative") or payload["path"]
-        elif isinstance(link := _link(event), str):
+        elif (link := event.link()) is not None:
             summary = await self.memory.ingest_url(principal, trigger.collection, link)
             what = link
         else:
@@ -394,18 +394,6 @@ class _Failed(Exception):
     def __init__(self, message: str, final: bool = False) -> None:
         super().__init__(message)
         self.final = final
-
-
-def _link(event: StoredEvent) -> str | None:
-    """The page an event points at: a feed entry's link, an HTTP item's link or url field
-    (not the polled endpoint's url, which every http event carries)."""
-    payload = event.payload
-    if isinstance(payload.get("link"), str):
-        return payload["link"]
-    item = payload.get("item")
-    if isinstance(item, dict):
-        return next((item[k] for k in ("link", "url") if isinstance(item.get(k), str)), None)
-    return None
 
 
 def _summary(event: StoredEvent) -> str:

@@ -71,6 +71,20 @@ class StoredEvent:
     payload: dict[str, Any]
     at: datetime
 
+    def entry(self) -> dict[str, Any]:
+        """What the event is about: an HTTP item's item, any other event's payload."""
+        item = self.payload.get("item") if self.kind == "http.item" else self.payload
+        return item if isinstance(item, dict) else {}
+
+    def link(self) -> str | None:
+        """The page the event points at: a feed entry's link, an HTTP item's link or url (not
+        the polled endpoint's url, which an http.changed event carries)."""
+        if self.kind == "http.changed":
+            return None
+        entry = self.entry()
+        link = entry.get("link") or entry.get("url")
+        return link if isinstance(link, str) and link else None
+
     def to_json(self) -> dict:
         return {"id": self.id, "source": self.source, "key": self.key, "kind": self.kind,
                 "payload": self.payload, "at": self.at.isoformat()}

@@ -40,16 +40,13 @@ _PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/
 
 def link_of(event: StoredEvent) -> tuple[str, str]:
     """The event's link and title ("" when it has none)."""
-    entry = event.payload.get("item") if event.kind == "http.item" else event.payload
-    if not isinstance(entry, dict) or event.kind == "http.changed":
-        entry = {}  # an http.changed event's url is the endpoint, not a page to draft about
-    link = entry.get("link") or entry.get("url")
-    if not isinstance(link, str) or not link:
+    link = event.link()
+    if link is None:
         raise PipelineError(f"the {event.kind} event {event.key[:200]!r} of {event.source} has "
                             "no link (or url) to draft from", final=True)
     if not link.startswith(("http://", "https://")):
         raise PipelineError(f"{link}: only http:// and https:// links are fetched", final=True)
-    title = entry.get("title")
+    title = event.entry().get("title")
     return link, " ".join(title.split()) if isinstance(title, str) else ""
 
 
