@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from tenshu.agents.builtins import builtin_tools
 from tenshu.agents.mcp import McpServers
 from tenshu.agents.runner import AgentGraph, RunFailed, RunState
-from tenshu.config.agents import AgentSpec, AgentsSettings
+from tenshu.config.agents import INTEGRATION, SEPARATOR, AgentSpec, AgentsSettings
 from tenshu.core.errors import ConflictError, InvalidRequestError, NotFoundError, TenshuError
+from tenshu.integrations.tools import service_tools, tool_names
 from tenshu.store.people import Principal
 from tenshu.store.runs import Run, Step, utcnow
 
@@ -34,15 +35,18 @@ MAX_TASK_CHARS = 100_000
 
 class AgentService:
     def __init__(self, settings: AgentsSettings, gateway: Gateway, store, *, home: Path,
-                 memory=None) -> None:
+                 memory=None, integrations=None) -> None:
+        """`integrations`: the TokenSource of the configured integrations (None: none)."""
         self.settings = settings
         self.gateway = gateway
+        self.integrations = integrations
         for agent in settings.agents:
             try:
                 gateway.model_info(agent.model)
             except NotFoundError:
                 raise ValueError(f"agents.{agent.name}.model: {agent.model!r} is not a model or "
                                  "route this server serves") from None
+            _check_service_tools(agent, integrations)
         self.store = store
         self.runs = store.runs
         self.home = home
@@ -243,6 +247,10 @@ class AgentService:
                 await self._record(replace(cut, status="failed", finished_at=utcnow(),
                                            data={"error": "cut off by a restart"}))
             state.tools = {t.name: t for t in builtin_tools(agent.builtins())}
+            for name in agent.integrations():
+                for tool in service_tools(self.integrations.integration(name), self.integrations):
+                    if agent.offers(tool.name):
+                        state.tools[tool.name] = tool
             for server in agent.servers():
                 for tool in await self.servers.open(server, stack,
                                                     call_timeout_s=agent.tool_timeout_s):
@@ -296,6 +304,25 @@ class AgentService:
 
     async def _save(self, run: Run) -> None:
         await asyncio.to_thread(self.runs.save, run)
+
+
+def _check_service_tools(agent: AgentSpec, integrations) -> None:
+    """Each `integration:NAME__TOOL` the agent names is a tool NAME's provider has."""
+    for entry in agent.tools:
+        if not entry.startswith(INTEGRATION):
+            continue
+        name, _, tool = entry[len(INTEGRATION):].partition(SEPARATOR)
+        if integrations is None:
+            raise ValueError(f"agents.{agent.name}.tools: {entry!r} names no configured "
+                             f"integration ([integrations.{name}])")
+        provider = integrations.integration(name).provider.name
+        known = tool_names(provider)
+        if not known:
+            raise ValueError(f"agents.{agent.name}.tools: {entry!r}: a {provider} integration "
+                             "has no agent tools (google, github and slack have)")
+        if tool and tool not in known:
+            raise ValueError(f"agents.{agent.name}.tools: {entry!r}: {provider} has no tool "
+                             f"{tool!r}; its tools: {', '.join(known)}")
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -71,6 +71,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     app.state.scheduler = None  # jobs.Scheduler, set by the server: /tenshu/v1/jobs
     app.state.agents = None  # agents.AgentService, set by the server: /tenshu/v1/agents, runs
     app.state.context = None  # context.ContextEngine, set by the server: /tenshu/v1/context
+    app.state.integrations = None  # integrations.TokenSource, set by the server when configured
     for module in (health, docs, openai, responses, anthropic, ollama, tenshu, memory_api, stats,
                    arena, admin, adapters, jobs, agents, triggers):
         app.include_router(module.router)

@@ -101,8 +101,10 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
     scheduler = app.state.scheduler = Scheduler(jobs, store.jobs, policy=load_jobs_settings(),
                                                 probe=SystemProbe(gateway))
     metrics.attach_scheduler(scheduler)
+    integrations = app.state.integrations = _token_source(settings)
     agents = app.state.agents = AgentService(settings.agents, gateway, store,
-                                             home=tenshu_home(), memory=memory)
+                                             home=tenshu_home(), memory=memory,
+                                             integrations=integrations)
     context = app.state.context = _context_engine(settings, store, agents, memory)
 
     @contextlib.asynccontextmanager
@@ -133,6 +135,16 @@ def build_server(settings: ServerSettings, state_db=None, adapters_root: Path | 
 
     app.router.lifespan_context = lifespan
     return Server(settings, gateway, store, metrics, app)
+
+
+def _token_source(settings: ServerSettings):
+    """The tokens of the configured integrations, for agents' service tools (None: none)."""
+    if not settings.integrations.integrations:
+        return None
+    from tenshu.integrations import Integration, TokenSource, open_token_store
+
+    return TokenSource([Integration.from_spec(s) for s in settings.integrations.integrations],
+                       open_token_store(tenshu_home()))
 
 
 def _context_engine(settings: ServerSettings, store, agents: AgentService, memory):

@@ -346,7 +346,13 @@ async def update_user(name: str, body: UserUpdate, request: Request, ctx: Contex
 async def remove_user(name: str, request: Request, ctx: Context) -> dict:
     _admin(ctx)
     await _settled(request)
+    user = await _run(store_of(request).users.get, name)
     removed = await _run(store_of(request).users.remove, name)
+    if (source := request.app.state.integrations) is not None and user is not None:
+        from tenshu.integrations import forget_user
+
+        removed["integration_tokens"] = await forget_user(source.integrations, source.store,
+                                                          str(user.id))
     return {"name": name, "object": "user.deleted", "deleted": True, "removed": removed}
 
 

@@ -16,6 +16,7 @@ the keys that existed before users did are theirs. Give a person a key with
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import sys
 
@@ -68,9 +69,26 @@ def main(args) -> int:
             if not args.yes and not _confirmed(f"remove {args.name}?"):
                 print("nothing removed", file=sys.stderr)
                 return 1
+            user = users.get(args.name)
             removed = users.remove(args.name)
+            if user is not None:
+                removed |= _forget_tokens(str(user.id))
             print(f"removed {args.name}: " + ", ".join(f"{n} {k}" for k, n in removed.items()))
     return 0
+
+
+def _forget_tokens(user_id: str) -> dict[str, int]:
+    """The removed user's integration tokens (docs/integrations.md), when any are configured."""
+    from tenshu.config import tenshu_home
+    from tenshu.config.integrations import load_integrations
+    from tenshu.integrations import Integration, forget_user, open_token_store
+
+    specs = load_integrations().integrations
+    if not specs:
+        return {}
+    store = open_token_store(tenshu_home())
+    gone = asyncio.run(forget_user([Integration.from_spec(s) for s in specs], store, user_id))
+    return {"integration tokens": gone}
 
 
 def _new_password(name: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tenshu.config.agents import AgentsSettings, parse_agents
 from tenshu.config.context import ContextSettings, parse_context
-from tenshu.config.integrations import parse_integrations
+from tenshu.config.integrations import IntegrationsSettings, parse_integrations
 from tenshu.config.jobs import JobsSettings
 from tenshu.config.learn import LearnSettings
 from tenshu.config.memory import MemorySettings
@@ -145,6 +145,7 @@ class ServerSettings:
     memory: MemorySettings = MemorySettings()
     agents: AgentsSettings = AgentsSettings()  # [agents.*], [mcp.servers.*], [approvals]
     context: ContextSettings = ContextSettings()  # [context.*], [notify.*]
+    integrations: IntegrationsSettings = IntegrationsSettings()  # [integrations.*]
 
     def __post_init__(self) -> None:
         def bad(key: str, problem: str) -> ValueError:
@@ -365,7 +366,8 @@ def _server_table(file: Path, data: dict) -> dict:
         values["agents"] = parse_agents(data, tenshu_home() / "agents")
         values["context"] = parse_context(data)
         values["context"].check_agents(values["agents"])
-        parse_integrations(data)  # checked at start; tenshu/integrations reads it when used
+        values["integrations"] = parse_integrations(data)
+        values["agents"].check_integrations(values["integrations"])
     except ValueError as exc:
         raise ValueError(f"{file}: {exc}") from None
     return values

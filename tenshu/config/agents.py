@@ -10,6 +10,7 @@
     model = "qwen"                             # a model or route the server serves
     instructions = "Answer from my notes."
     tools = ["memory_search", "files", "mcp:notes"]   # built-ins, groups, a server's tools
+    # and a connected service's: "integration:gmail" (all), "integration:gmail__search_mail"
     max_steps = 20
 
     [approvals]                                # per tool class: allow, ask or deny
@@ -42,7 +43,8 @@ GROUPS = {"memory": ("memory_search", "memory_ingest"),
           "files": ("list_files", "read_file", "write_file", "delete_file")}
 TOOL_CHOICES = ("auto", "none", "required")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
-SEPARATOR = "__"  # an MCP tool is offered as SERVER__TOOL
+SEPARATOR = "__"  # an MCP tool is offered as SERVER__TOOL, an integration's as NAME__TOOL
+INTEGRATION = "integration:"
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ class AgentSpec:
                 return True
             if entry.startswith("mcp:") and tool.startswith(entry[4:] + SEPARATOR):
                 return True
+            if entry.startswith(INTEGRATION):
+                named = entry[len(INTEGRATION):]
+                if tool == named or SEPARATOR not in named and tool.startswith(named + SEPARATOR):
+                    return True
         return False
 
     def builtins(self) -> list[str]:
@@ -137,9 +143,20 @@ class AgentSpec:
         """The MCP servers whose tools the agent uses."""
         out = []
         for entry in self.tools:
+            if entry.startswith(INTEGRATION):
+                continue
             server = entry[4:] if entry.startswith("mcp:") else entry.partition(SEPARATOR)[0]
             if (entry.startswith("mcp:") or SEPARATOR in entry) and server not in out:
                 out.append(server)
+        return out
+
+    def integrations(self) -> list[str]:
+        """The integrations whose tools the agent uses."""
+        out = []
+        for entry in self.tools:
+            name = entry[len(INTEGRATION):].partition(SEPARATOR)[0]
+            if entry.startswith(INTEGRATION) and name not in out:
+                out.append(name)
         return out
 
 
@@ -159,15 +176,28 @@ class AgentsSettings:
             raise ValueError("agents: two agents share a name")
         for agent in self.agents:
             for entry in agent.tools:
+                if entry.startswith(INTEGRATION):
+                    continue  # checked against [integrations.*]: check_integrations
                 server = entry[4:] if entry.startswith("mcp:") else entry.partition(SEPARATOR)[0]
                 if entry.startswith("mcp:") or SEPARATOR in entry:
                     if server not in servers:
                         raise ValueError(f"agents.{agent.name}.tools: {entry!r} names no "
                                          f"configured MCP server ([mcp.servers.{server}])")
                 elif entry not in BUILTINS and entry not in GROUPS:
-                    known = ", ".join([*BUILTINS, *GROUPS, "mcp:SERVER", "SERVER__TOOL"])
+                    known = ", ".join([*BUILTINS, *GROUPS, "mcp:SERVER", "SERVER__TOOL",
+                                       "integration:NAME", "integration:NAME__TOOL"])
                     raise ValueError(f"agents.{agent.name}.tools: unknown tool {entry!r}; "
                                      f"known: {known}")
+
+    def check_integrations(self, integrations) -> None:
+        """Every `integration:NAME` an agent names is configured ([integrations.NAME]); which
+        tools NAME has is its provider's, checked when the agents start."""
+        names = {spec.name for spec in integrations.integrations}
+        for agent in self.agents:
+            for name in agent.integrations():
+                if name not in names:
+                    raise ValueError(f"agents.{agent.name}.tools: 'integration:{name}' names no "
+                                     f"configured integration ([integrations.{name}])")
 
     def agent(self, name: str) -> AgentSpec | None:
         return next((a for a in self.agents if a.name == name), None)

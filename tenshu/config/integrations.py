@@ -14,6 +14,11 @@
     token_url = "https://auth.example.com/token"
     revoke_url = "https://auth.example.com/revoke"   # optional: RFC 7009 revocation
 
+    [integrations.ghe]                         # any provider: where its API is, when it is not
+    provider = "github"                        #   the public one (GitHub Enterprise Server)
+    client_id = "Iv1.0123456789abcdef"
+    api_url = "https://github.example.com/api/v3"
+
 Validated here, once, each error naming its key; tenshu/integrations takes these frozen settings
 as they are. The secret is read from its variable when it is used (`client_secret`), so that
 `tenshu integrations list` works without it.
@@ -45,6 +50,7 @@ class IntegrationSpec:
     authorize_url: str = ""  # custom only, as are the two below
     token_url: str = ""
     revoke_url: str = ""
+    api_url: str = ""  # the service's API for its agent tools ("": the provider's own)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -59,6 +65,8 @@ class IntegrationSpec:
         for scope in self.scopes or ():
             if not scope or any(c.isspace() for c in scope) or "," in scope:
                 raise ValueError(f"scopes: {scope!r} is not one scope (one per list item)")
+        if self.api_url:
+            _check_url(self.api_url, "api_url")
         if self.provider != "custom":
             for key in _URL_KEYS:
                 if getattr(self, key):

@@ -12,7 +12,7 @@ providers.py describes the providers; oauth.py makes the OAuth 2 calls (authlib)
 connects and disconnects; token_store.py keeps the tokens; token_source.py refreshes them.
 """
 
-from tenshu.integrations.flow import Disconnected, connect, disconnect
+from tenshu.integrations.flow import Disconnected, connect, disconnect, forget_user
 from tenshu.integrations.oauth import Integration
 from tenshu.integrations.providers import BUILT_IN, Provider
 from tenshu.integrations.token_source import TokenSource
@@ -36,5 +36,6 @@ __all__ = [
     "TokenStore",
     "connect",
     "disconnect",
+    "forget_user",
     "open_token_store",
 ]

@@ -3,6 +3,7 @@ through a loopback redirect (RFC 8252 §7.3), as native apps do it; and revocati
 
     token = await connect(integration, store, user, open_url=webbrowser.open)
     outcome = await disconnect(integration, store, user)    # revoked at the provider, removed
+    count = await forget_user(integrations, store, user)    # a removed user's, all of them
 
 tenshu listens on 127.0.0.1, on a port the system picks, for the one redirect the browser
 makes after the person consents: http://127.0.0.1:PORT/callback?code=...&state=... The state
@@ -15,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from html import escape
 from urllib.parse import parse_qsl, urlsplit
@@ -28,8 +30,10 @@ from tenshu.integrations.oauth import (
     exchange,
     revoke,
 )
-from tenshu.integrations.token_store import TokenStore
+from tenshu.integrations.token_store import FileTokenStore, TokenStore
 from tenshu.integrations.tokens import Token
+
+log = logging.getLogger("tenshu.integrations")
 
 CALLBACK = "/callback"
 TIMEOUT_S = 300.0  # for the person to sign in and consent
@@ -78,6 +82,23 @@ async def disconnect(integration: Integration, store: TokenStore, user: str) -> 
     finally:
         await asyncio.to_thread(store.delete, user, integration.name)
     return Disconnected(True, revoked, problem)
+
+
+async def forget_user(integrations: Iterable[Integration], store: TokenStore, user: str) -> int:
+    """A removed user's grants: each configured integration's disconnected (revoked where the
+    provider can, deleted here), and, in the token files, any left by integrations no longer
+    configured. Returns how many tokens were deleted. (Tokens are keyed by the user's id, which
+    a user made later may be given again: none may outlive the user.)"""
+    removed = 0
+    for integration in integrations:
+        outcome = await disconnect(integration, store, user)
+        removed += outcome.removed
+        if outcome.removed and not outcome.revoked and integration.provider.revoke_url:
+            log.warning("integration %r: the removed user's token was deleted but not revoked "
+                        "at %s: %s", integration.name, integration.provider.name, outcome.problem)
+    if isinstance(store, FileTokenStore):
+        removed += await asyncio.to_thread(store.forget, user)
+    return removed
 
 
 def _code(integration: Integration, request: AuthorizationRequest, params: dict) -> str:

@@ -38,6 +38,14 @@ class TokenSource:
         self.margin = margin
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
+    @property
+    def integrations(self) -> list[Integration]:
+        return list(self._integrations.values())
+
+    @property
+    def store(self) -> TokenStore:
+        return self._store
+
     def integration(self, name: str) -> Integration:
         if name not in self._integrations:
             configured = ", ".join(self._integrations) or "none"

@@ -150,6 +150,15 @@ class FileTokenStore:
             return False
         return True
 
+    def forget(self, user: str) -> int:
+        """Delete every token of `user`, configured integration or not; how many there were."""
+        _entry(user, "any")
+        gone = 0
+        for path in self._folder.glob(f"{user}.*.token"):
+            path.unlink(missing_ok=True)
+            gone += 1
+        return gone
+
     def _fernet(self):
         from cryptography.fernet import Fernet
 

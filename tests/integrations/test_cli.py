@@ -101,3 +101,29 @@ def test_a_bad_table_is_named(home):
     done = tenshu(home, "list")
     assert done.returncode == 1
     assert "integrations.work.client_secret: keep the secret out of tenshu.toml" in done.stderr
+
+
+def test_removing_a_user_revokes_and_deletes_their_tokens(home, server):
+    users = [sys.executable, "-m", "tenshu", "users"]
+    made = subprocess.run([*users, "add", "ben"], cwd=REPO, env=environment(home),
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    for who in ("ben", None):  # ben's token, and the owner's
+        connected = tenshu(home, "connect", "work", *(["--user", who] if who else []))
+        assert connected.returncode == 0, connected.stderr
+    # a token of an integration since taken out of tenshu.toml: in the files all the same
+    folder = home / "private" / "integrations"
+    (ben_file,) = [p for p in folder.iterdir() if p.name.endswith(".work.token")
+                   and not p.name.startswith("1.")]
+    ben_id = ben_file.name.split(".")[0]
+    (folder / f"{ben_id}.old.token").write_bytes(ben_file.read_bytes())
+
+    removed = subprocess.run([*users, "remove", "ben", "--yes"], cwd=REPO, env=environment(home),
+                             capture_output=True, text=True, timeout=60)
+
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip().endswith("2 integration tokens")
+    assert server.revoked == ["refresh_token", "access_token"]  # ben's grant, not the owner's
+    assert sorted(p.name for p in folder.iterdir()) == ["1.work.token"]
+    listed = tenshu(home, "list")
+    assert listed.stdout.splitlines()[1].split()[:3] == ["work", "custom", "connected"]

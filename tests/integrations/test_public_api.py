@@ -6,7 +6,7 @@ import tenshu.integrations
 def test_public_names():
     assert sorted(tenshu.integrations.__all__) == sorted([
         "BUILT_IN", "Disconnected", "FileTokenStore", "Integration", "KeyringTokenStore",
-        "Provider", "Token", "TokenSource", "TokenStore", "connect", "disconnect",
+        "Provider", "Token", "TokenSource", "TokenStore", "connect", "disconnect", "forget_user",
         "open_token_store",
     ])
     for name in tenshu.integrations.__all__:
