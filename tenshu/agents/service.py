@@ -95,7 +95,10 @@ class AgentService:
             raise NotFoundError(f"no agent named {name!r} (agents: {known})")
         return agent
 
-    async def create(self, principal: Principal, name: str, task: str) -> Run:
+    async def create(self, principal: Principal, name: str, task: str, *,
+                     run_id: str | None = None) -> Run:
+        """Start a run. `run_id`: the id it is to have, chosen (and recorded) by a caller that
+        must know it before the run exists (store.runs.new_run_id)."""
         agent = self.agent(name)
         if not isinstance(task, str) or not task.strip():
             raise InvalidRequestError("task: say what the agent should do", field="task")
@@ -103,7 +106,7 @@ class AgentService:
             raise InvalidRequestError(f"task: longer than {MAX_TASK_CHARS} characters",
                                       field="task")
         self.gateway.model_info(agent.model)  # a model that is not served: 404 now, not later
-        run = Run.new(principal.user_id, agent.name, task)
+        run = Run.new(principal.user_id, agent.name, task, run_id)
         await asyncio.to_thread(self.runs.create, run)
         self._spawn(run, agent, principal)
         return run

@@ -39,7 +39,9 @@ from starlette.concurrency import run_in_threadpool
 from tenshu.config.context import INBOX, ContextSettings, SourceSpec, TriggerSpec
 from tenshu.context.events import Event
 from tenshu.context.schedules import ScheduleSource
+from tenshu.core.errors import NotFoundError
 from tenshu.store.people import Principal
+from tenshu.store.runs import new_run_id
 
 if TYPE_CHECKING:
     from tenshu.agents.service import AgentService
@@ -233,10 +235,13 @@ class ContextEngine:
                 if trigger.action == "pipeline":
                     return await self._pipeline(delivery, trigger, event, principal)
                 task = self.render(trigger, event)
-                run = await self.agents.create(principal, trigger.agent, task)
+                # the run's id is recorded before the run exists: a restart in between finds
+                # an id with no run (and starts one), never a run it does not know of
+                run_id = new_run_id()
                 await run_in_threadpool(self.store.context.set_run, delivery.event_id,
-                                        trigger.name, run.id)
-                return await self._follow(delivery, trigger, event, principal, run.id, attempt)
+                                        trigger.name, run_id)
+                await self.agents.create(principal, trigger.agent, task, run_id=run_id)
+                return await self._follow(delivery, trigger, event, principal, run_id, attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (the attempt's failure, recorded)
@@ -246,9 +251,10 @@ class ContextEngine:
 
     async def _resume(self, delivery: Delivery) -> Outcome:
         """A delivery that was running when the server stopped."""
-        if delivery.run_id is None:  # its run was never recorded: put it back in line
-            await run_in_threadpool(self.store.context.finish, delivery.event_id,
-                                    delivery.trigger, "pending", "", self.clock())
+        if delivery.run_id is None or not await self._run_exists(delivery):
+            # stopped before its run was made: put it back in line (the attempt not counted)
+            await run_in_threadpool(self.store.context.requeue, delivery.event_id,
+                                    delivery.trigger, self.clock())
             self._wake.set()
             return Outcome("pending")
         async with self._slots:
@@ -256,16 +262,26 @@ class ContextEngine:
             if trigger is None:
                 return await self._failed(delivery, None, delivery.attempts, "the trigger is "
                                           "no longer configured", delivery.run_id, final=True)
-            event = await run_in_threadpool(self.store.context.event, delivery.event_id)
-            principal = await self._principal(delivery.owner_id)
             try:
+                event = await run_in_threadpool(self.store.context.event, delivery.event_id)
+                principal = await self._principal(delivery.owner_id)
                 return await self._follow(delivery, trigger, event, principal, delivery.run_id,
                                           delivery.attempts)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (recorded)
                 return await self._failed(delivery, trigger, delivery.attempts, str(exc),
-                                          delivery.run_id)
+                                          delivery.run_id, final=getattr(exc, "final", False))
+
+    async def _run_exists(self, delivery: Delivery) -> bool:
+        user = await run_in_threadpool(self.store.users.by_id, delivery.owner_id)
+        if user is None:
+            return True  # the owner is gone: following it fails the delivery, as it should
+        try:
+            await self.agents.get(Principal.of(user), delivery.run_id)
+        except NotFoundError:
+            return False
+        return True
 
     async def _follow(self, delivery: Delivery, trigger: TriggerSpec, event: StoredEvent,
                       principal: Principal, run_id: str, attempt: int) -> Outcome:

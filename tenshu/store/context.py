@@ -215,11 +215,12 @@ class ContextStore:
 
     def claim(self, event_id: int, trigger: str) -> int | None:
         """Mark a pending delivery running and count the attempt; its attempt number, or None
-        when it was not pending (another claimed it, or a person cancelled it)."""
+        when it was not pending (another claimed it, or a person cancelled it). The last
+        attempt's run is forgotten: the new attempt records its own (set_run)."""
         with begin_write(self._engine) as conn:
             claimed = conn.execute(update(deliveries).where(_pair(event_id, trigger),
                                                             deliveries.c.status == "pending")
-                                   .values(status="running", updated_at=utcnow(),
+                                   .values(status="running", updated_at=utcnow(), run_id=None,
                                            attempts=deliveries.c.attempts + 1)).rowcount
             if not claimed:
                 return None
@@ -230,6 +231,15 @@ class ContextStore:
         with begin_write(self._engine) as conn:
             conn.execute(update(deliveries).where(_pair(event_id, trigger))
                          .values(run_id=run_id, updated_at=utcnow()))
+
+    def requeue(self, event_id: int, trigger: str, at: datetime) -> None:
+        """A running delivery whose attempt never began (the server stopped before its run was
+        made): pending again at `at`, that attempt not counted."""
+        with begin_write(self._engine) as conn:
+            conn.execute(update(deliveries).where(_pair(event_id, trigger),
+                                                  deliveries.c.status == "running")
+                         .values(status="pending", next_at=at, run_id=None, updated_at=utcnow(),
+                                 attempts=deliveries.c.attempts - 1))
 
     def finish(self, event_id: int, trigger: str, status: str, error: str = "",
                retry_at: datetime | None = None) -> None:

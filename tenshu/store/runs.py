@@ -61,6 +61,10 @@ ENDED = frozenset({"succeeded", "failed", "cancelled"})
 STEP_STATUSES = ("started", "done", "failed", "waiting_approval", "approved", "denied")
 
 
+def new_run_id() -> str:
+    return f"run_{secrets.token_hex(12)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     id: str
@@ -77,8 +81,8 @@ class Run:
     finished_at: datetime | None = None
 
     @classmethod
-    def new(cls, owner_id: int, agent: str, task: str) -> Run:
-        return cls(f"run_{secrets.token_hex(12)}", owner_id, agent, task)
+    def new(cls, owner_id: int, agent: str, task: str, run_id: str | None = None) -> Run:
+        return cls(run_id or new_run_id(), owner_id, agent, task)
 
     @property
     def ended(self) -> bool:

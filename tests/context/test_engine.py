@@ -104,10 +104,10 @@ class Running:
         self.clock = clock
 
     async def __aenter__(self):
+        self.engine = self.app.state.context
+        self.engine.clock = self.clock  # before the start: what it takes up reads it too
         self.lifespan = self.app.router.lifespan_context(self.app)
         await self.lifespan.__aenter__()
-        self.engine = self.app.state.context
-        self.engine.clock = self.clock
         self.store = self.server.store
         return self
 
@@ -246,6 +246,37 @@ async def test_a_restart_during_a_run_finishes_it_once(echo, tmp_path):
         assert (delivery.status, delivery.attempts) == ("succeeded", 1)
         assert len(tenshu.store.runs.list(ana)) == 1  # the same run, resumed
         assert [i.title for i in tenshu.store.context.inbox(ana)] == ["brief: slow news"]
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["before-the-run", "after-the-run"])
+async def test_a_stop_while_the_run_is_being_made_starts_it_once(echo, tmp_path, monkeypatch,
+                                                                 made):
+    """The server stops just before the trigger's run is made, or just after: either way the
+    next start ends with one run, delivered once."""
+    clock = Clock()
+    async with Running(settings(echo, tmp_path), tmp_path / "s.db", clock) as tenshu:
+        people(tenshu.store)
+        reached = asyncio.Event()
+        create = tenshu.app.state.agents.create
+
+        async def stopped_here(*args, **kwargs):
+            if made:
+                await create(*args, **kwargs)
+            reached.set()
+            await asyncio.Event().wait()  # the server stops here
+
+        monkeypatch.setattr(tenshu.app.state.agents, "create", stopped_here)
+        await tenshu.engine.emit(news("e7", "the gate creaks"))
+        await asyncio.wait_for(reached.wait(), 60)
+    monkeypatch.undo()
+    async with Running(settings(echo, tmp_path), tmp_path / "s.db", clock) as tenshu:
+        await tenshu.engine.settle()
+        ana = Principal.of(tenshu.store.users.get("ana"))
+        (delivery,) = deliveries(tenshu)
+        assert (delivery.status, delivery.attempts) == ("succeeded", 1)
+        (run,) = tenshu.store.runs.list(ana)  # one run, made once
+        assert run.id == delivery.run_id and run.status == "succeeded"
+        assert [i.title for i in tenshu.store.context.inbox(ana)] == ["brief: the gate creaks"]
 
 
 async def test_a_file_dropped_in_a_watched_folder_lands_in_its_owners_memory(echo, tmp_path):
