@@ -198,8 +198,12 @@ class ContextSettings:
     triggers: tuple[TriggerSpec, ...] = ()
     channels: tuple[tuple[str, dict], ...] = ()  # [notify.channels.NAME] tables, as written
     pipelines: tuple = ()  # config.pipelines.PipelineSpec: [pipelines.NAME]
+    keep_days: float = 30.0  # then an event's payload is emptied, once nothing will read it
 
     def __post_init__(self) -> None:
+        if not isinstance(self.keep_days, int | float) or isinstance(self.keep_days, bool) \
+                or self.keep_days <= 0:
+            raise ValueError("context.keep_days: a number of days, more than 0")
         for kind, names in (("sources", [s.name for s in self.sources]),
                             ("triggers", [t.name for t in self.triggers])):
             if len(set(names)) != len(names):
@@ -235,8 +239,8 @@ def parse_context(data: dict) -> ContextSettings:
     from tenshu.config.routing import _build
 
     context = data.get("context", {})
-    if not isinstance(context, dict) or set(context) - {"sources", "triggers"}:
-        raise ValueError("[context] takes two tables, sources and triggers")
+    if not isinstance(context, dict) or set(context) - {"sources", "triggers", "keep_days"}:
+        raise ValueError("[context] takes two tables, sources and triggers, and keep_days")
     notify = data.get("notify", {})
     if not isinstance(notify, dict) or set(notify) - {"channels"}:
         raise ValueError("[notify] takes one table, channels ([notify.channels.NAME])")
@@ -260,7 +264,9 @@ def parse_context(data: dict) -> ContextSettings:
         from tenshu.config.pipelines import parse_pipelines
 
         pipelines = tuple(parse_pipelines(data))
-    settings = ContextSettings(tuple(sources), tuple(triggers), tuple(channels), pipelines)
+    settings = ContextSettings(tuple(sources), tuple(triggers), tuple(channels), pipelines,
+                               **({"keep_days": context["keep_days"]}
+                                  if "keep_days" in context else {}))
     if channels:
         from tenshu.context.notify import channels_from_config
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tenshu.context")
 
 _RECHECK = 60.0  # the longest the loop sleeps without looking at the store
+_COMPACT_EVERY = timedelta(hours=1)
 MAX_BACKOFF = 6 * 3600.0  # a retry waits at most this long
 MAX_CONCURRENT = 4  # deliveries whose runs go on at once
 
@@ -180,10 +181,14 @@ class ContextEngine:
     # -- deliveries out ----------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        compacted = None
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 await self.deliver_due()
+                if compacted is None or self.clock() - compacted > _COMPACT_EVERY:
+                    compacted = self.clock()
+                    await self.compact()
             except Exception:  # a database that went away for a moment: logged, looked again
                 log.exception("context deliveries could not be read")
             following = await run_in_threadpool(self.store.context.next_due)
@@ -201,6 +206,15 @@ class ContextEngine:
             if attempt is not None:
                 started.append(self._spawn_attempt(self._attempt(delivery, attempt)))
         return list(await asyncio.gather(*started)) if wait else []
+
+    async def compact(self) -> int:
+        """Empty old events' payloads ([context] keep_days), once nothing will read them."""
+        before = self.clock() - timedelta(days=self.settings.keep_days)
+        emptied = await run_in_threadpool(self.store.context.compact, before)
+        if emptied:
+            log.info("context: emptied %d event(s) older than %g days", emptied,
+                     self.settings.keep_days)
+        return emptied
 
     async def wait_idle(self) -> None:
         """Until no attempt is under way."""

@@ -279,6 +279,28 @@ async def test_a_stop_while_the_run_is_being_made_starts_it_once(echo, tmp_path,
         assert [i.title for i in tenshu.store.context.inbox(ana)] == ["brief: the gate creaks"]
 
 
+async def test_old_events_are_emptied_once_nothing_will_read_them_and_stay_known(echo,
+                                                                                 tmp_path):
+    clock = Clock()
+    async with Running(settings(echo, tmp_path), tmp_path / "s.db", clock) as tenshu:
+        people(tenshu.store)
+        done = await tenshu.engine.emit(news("e8", "old news"))
+        failed = await tenshu.engine.emit(news("e9", "fail news"))
+        await tenshu.engine.settle()
+        clock.now += timedelta(minutes=5)  # past the backoff: the second attempt fails too
+        await tenshu.engine.settle()
+        assert sorted(d.status for d in deliveries(tenshu)) == ["failed", "succeeded"]
+        assert await tenshu.engine.compact() == 0  # within keep_days (30)
+
+        clock.now += timedelta(days=31)
+        assert await tenshu.engine.compact() == 1
+
+        context = tenshu.store.context
+        assert context.event(done).payload == {}
+        assert context.event(failed).payload["title"] == "fail news"  # may be retried by hand
+        assert await tenshu.engine.emit(news("e8", "old news")) is None  # still known
+
+
 async def test_a_file_dropped_in_a_watched_folder_lands_in_its_owners_memory(echo, tmp_path):
     """The folder-to-memory pipeline end to end: a real watcher, the ingest action, the inbox."""
     folder = tmp_path / "drop"
