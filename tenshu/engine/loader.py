@@ -1,5 +1,6 @@
 """Loads a Hugging Face checkpoint directory: config.json, one or many *.safetensors files,
-the tokenizer with its chat template, and generation_config.json's end-of-sequence ids."""
+the tokenizer with its chat template, and generation_config.json's end-of-sequence ids.
+A `.gguf` file goes to quant/gguf_file.py."""
 
 from __future__ import annotations
 
@@ -139,17 +140,27 @@ def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
     dst.copy_(src)
 
 
-def load_model(config: EngineConfig) -> LoadedModel:
-    path = Path(config.model).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"model path {path} is not a directory")
-    hf_config = load_config(path)
+def context_length(config: EngineConfig, hf_config) -> int:
+    """max_model_len: asked for, else the model's max_position_embeddings, and never more."""
     limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or None
     max_model_len = config.max_model_len or limit or 4096
     if limit is not None and max_model_len > limit:
         raise ValueError(
             f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {limit}"
         )
+    return max_model_len
+
+
+def load_model(config: EngineConfig) -> LoadedModel:
+    path = Path(config.model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        from tenshu.engine.quant.gguf_file import load_gguf_model  # it imports this module
+
+        return load_gguf_model(config, path)
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} is not a directory (nor a .gguf file)")
+    hf_config = load_config(path)
+    max_model_len = context_length(config, hf_config)
     checkpoint_dtype = getattr(hf_config, "dtype", None)
     if isinstance(checkpoint_dtype, str):
         checkpoint_dtype = getattr(torch, checkpoint_dtype, None)

@@ -11,6 +11,8 @@ for decoding, half the bytes to read per token) while activations are float32:
   cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
   for a few rows, straight on the bf16 weights. The scratch buffer matters: upcasting into
   fresh memory costs 4-8x more, in page faults, than the conversion itself.
+A quantized weight (engine/quant: a QuantWeight module in place of the parameter) computes its
+own product, dequantizing into the same scratch buffer.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def linear(
 ) -> torch.Tensor:
     """x @ weight.T + bias in x's dtype; `wide_weight` is an optional copy of `weight` in x's
     dtype, used for more than one row."""
+    if isinstance(weight, nn.Module):  # a quantized weight (engine/quant/weight.py)
+        return weight(x, bias)
     if weight.dtype == x.dtype:
         return F.linear(x, weight, bias)
     if x.shape[0] == 1 and x.device.type == "cpu":
@@ -67,40 +71,59 @@ def _gemv_math(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (weight.to(x.dtype) * x).sum(dim=-1).unsqueeze(0)
 
 
-_compiled_gemv = None  # None: not tried yet; False: compiling failed, upcast instead
-_uncompiled_shapes: set[torch.Size] = set()
+class ShapeCompiled:
+    """`fn` compiled by inductor once per input shape. A call returns None where that cannot be
+    done, and the caller takes its eager path: no C++ compiler or unsupported platform (found
+    on the first call, once), or a shape that fails to compile, such as one past dynamo's
+    recompile limit (8): a process that loads several models must not fail there."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compiled = None  # None: not tried yet; False: compiling failed
+        self.uncompiled: set = set()  # keys of the shapes that take the eager path
+
+    def __call__(self, key, *args) -> torch.Tensor | None:
+        if self.compiled is False or key in self.uncompiled:
+            return None
+        if self.compiled is None:
+            try:
+                compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+                out = compiled(*args)  # fail here, once, if this machine cannot compile
+            except Exception as exc:
+                logger.warning("compiled %s unavailable, using torch's: %s", self.fn.__name__, exc)
+                self.compiled = False
+                return None
+            self.compiled = compiled
+            return out
+        try:
+            return self.compiled(*args)
+        except Exception as exc:
+            logger.warning("%s for %s not compiled (%s); using torch's", self.fn.__name__, key,
+                           type(exc).__name__)
+            self.uncompiled.add(key)
+            return None
+
+
+_compiled_gemv = ShapeCompiled(_gemv_math)
 
 
 def _gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    global _compiled_gemv
-    if _compiled_gemv is None:
-        try:
-            fn = torch.compile(_gemv_math, dynamic=False, fullgraph=True)
-            fn(x, weight[:8])  # fail here, once, if this machine cannot compile
-            _compiled_gemv = fn
-        except Exception as exc:  # no C++ compiler, unsupported platform, ...
-            logger.warning("compiled bf16 GEMV unavailable, using torch's: %s", exc)
-            _compiled_gemv = False
-    if _compiled_gemv is False or weight.shape in _uncompiled_shapes:
-        return F.linear(x, _upcast(weight, x))  # exact, where torch's bf16 GEMV rounds x
-    try:
-        return _compiled_gemv(x, weight)
-    except Exception as exc:
-        # Each weight shape is a compilation, and dynamo stops at its recompile limit (8): a
-        # process that loads several models must not fail there; this shape takes torch's GEMV.
-        logger.warning("bf16 GEMV for shape %s not compiled (%s); using torch's",
-                       tuple(weight.shape), type(exc).__name__)
-        _uncompiled_shapes.add(weight.shape)
-        return F.linear(x, _upcast(weight, x))
+    out = _compiled_gemv(weight.shape, x, weight)
+    # exact, where torch's bf16 GEMV rounds x
+    return F.linear(x, _upcast(weight, x)) if out is None else out
 
 
-def _upcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def scratch(n: int, like: torch.Tensor) -> torch.Tensor:
+    """This thread's reused buffer of at least `n` elements in `like`'s dtype and device."""
     buf = getattr(_local, "scratch", None)
-    n = weight.numel()
     if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
         buf = torch.empty(max(n, 1 << 20), dtype=like.dtype, device=like.device)
         _local.scratch = buf
-    return buf[:n].view(weight.shape).copy_(weight)
+    return buf[:n]
+
+
+def _upcast(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return scratch(weight.numel(), like).view(weight.shape).copy_(weight)
 
 
 class Linear(nn.Linear):

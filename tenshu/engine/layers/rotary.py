@@ -32,11 +32,25 @@ class RotaryEmbedding:
                 inv_freq, scaling = _default_inv_freq(config, head_dim)
             else:
                 inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
-            positions = torch.arange(max_positions, dtype=torch.float)
-            freqs = positions[:, None] * inv_freq[None, :]  # [P, D/2]
+        self.inv_freq, self.scaling, self.max_positions = inv_freq, scaling, max_positions
+        self._tables()
+
+    def _tables(self) -> None:
+        with torch.device("cpu"):
+            positions = torch.arange(self.max_positions, dtype=torch.float)
+            freqs = positions[:, None] * self.inv_freq[None, :]  # [P, D/2]
             emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
-            self.cos = emb.cos() * scaling
-            self.sin = emb.sin() * scaling
+            self.cos = emb.cos() * self.scaling
+            self.sin = emb.sin() * self.scaling
+
+    def scale_frequencies(self, factors: torch.Tensor) -> None:
+        """Divide each inverse frequency by its factor: how a GGUF file stores llama3 rope
+        scaling (its `rope_freqs` tensor). Call before `to(device)`."""
+        if factors.shape != self.inv_freq.shape:
+            raise UnsupportedModelError(f"rope_freqs has {factors.numel()} factors for "
+                                        f"{self.inv_freq.numel()} frequencies")
+        self.inv_freq = self.inv_freq / factors.cpu()
+        self._tables()
 
     def to(self, device: torch.device) -> None:
         self.cos, self.sin = self.cos.to(device), self.sin.to(device)

@@ -1,0 +1,124 @@
+"""GGML tensor types -> the engine's weights: float types to torch tensors, quantized blocks to a
+QuantWeight (the mapping of each format is in quant/weight.py's docstring).
+
+Each converter takes a tensor's raw bytes as a uint8 [rows, bytes per row] tensor (the layout
+of llama.cpp's ggml-common.h blocks, read as gguf-py's dequantizers read them) and returns the
+values that those dequantizers compute, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from tenshu.engine.quant.weight import QuantWeight
+
+QK_K = 256  # the K-quants' super-block
+
+
+def _f16(raw: torch.Tensor) -> torch.Tensor:
+    """[..., 2] little-endian bytes -> float32 [...]."""
+    return raw.contiguous().view(torch.float16).squeeze(-1).float()
+
+
+def _blocks(raw: torch.Tensor, block_bytes: int) -> torch.Tensor:
+    rows, nbytes = raw.shape
+    return raw.view(rows, nbytes // block_bytes, block_bytes)  # [N, blocks, bytes]
+
+
+def _pack4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..15 [N, K] -> [N, K/2]: low nibbles the first half of the row."""
+    half = codes.shape[1] // 2
+    return codes[:, :half] | (codes[:, half:] << 4)
+
+
+def q8_0(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 34)  # d f16, qs int8[32]
+    rows, nb, _ = b.shape
+    q = b[..., 2:].contiguous().view(torch.int8).reshape(rows, nb * 32)
+    return QuantWeight(q, _f16(b[..., :2]), None, bits=8, group_size=32, in_features=nb * 32)
+
+
+def q4_0(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 18)  # d f16, qs[16]: element j low nibble, element j + 16 high nibble
+    rows, nb, _ = b.shape
+    qs = b[..., 2:]
+    codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
+    return QuantWeight(_pack4(codes), _f16(b[..., :2]), None, bits=4, group_size=32, offset=8,
+                       in_features=nb * 32)
+
+
+def _k_scales(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K/Q5_K: d, dmin and 8 packed 6-bit (scale, min) pairs -> float32 [N, blocks * 8]
+    scales d * sc and mins dmin * m (ggml's get_scale_min_k4)."""
+    rows, nb, _ = b.shape
+    d, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
+    packed = b[..., 4:16].reshape(rows, nb, 3, 4)
+    lo, hi, mixed = packed[..., 0, :], packed[..., 1, :], packed[..., 2, :]
+    sc = torch.cat((lo & 63, (mixed & 15) | ((lo >> 2) & 48)), dim=-1)  # [N, blocks, 8]
+    m = torch.cat((hi & 63, (mixed >> 4) | ((hi >> 2) & 48)), dim=-1)
+    scales = d.unsqueeze(-1) * sc.float()
+    mins = dmin.unsqueeze(-1) * m.float()
+    return scales.reshape(rows, nb * 8), mins.reshape(rows, nb * 8)
+
+
+def q4_k(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 144)  # d, dmin, scales[12], qs[128]
+    rows, nb, _ = b.shape
+    scales, mins = _k_scales(b)
+    qs = b[..., 16:].reshape(rows, nb, 4, 1, 32)  # 4 chunks of 64: low nibbles, then high
+    codes = torch.cat((qs & 15, qs >> 4), dim=3).reshape(rows, nb * QK_K)
+    return QuantWeight(_pack4(codes), scales, mins, bits=4, group_size=32,
+                       in_features=nb * QK_K)
+
+
+def q5_k(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 176)  # d, dmin, scales[12], qh[32], qs[128]
+    rows, nb, _ = b.shape
+    scales, mins = _k_scales(b)
+    qs = b[..., 48:].reshape(rows, nb, 4, 1, 32)
+    low = torch.cat((qs & 15, qs >> 4), dim=3).reshape(rows, nb, 8, 32)
+    shifts = torch.arange(8, dtype=torch.uint8).view(8, 1)
+    high = (b[..., 16:48].reshape(rows, nb, 1, 32) >> shifts) & 1  # bit i: sub-block i
+    codes = (low | (high << 4)).view(torch.int8).reshape(rows, nb * QK_K)
+    return QuantWeight(codes, scales, mins, bits=8, group_size=32, in_features=nb * QK_K)
+
+
+def q6_k(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 210)  # ql[128], qh[64], scales int8[16], d
+    rows, nb, _ = b.shape
+    ql = b[..., :128].reshape(rows, nb, 2, 1, 64)  # two halves of 128 elements
+    low = torch.cat((ql & 15, ql >> 4), dim=3).reshape(rows, nb, 8, 32)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(4, 1)
+    high = ((b[..., 128:192].reshape(rows, nb, 2, 1, 32) >> shifts) & 3).reshape(rows, nb, 8, 32)
+    codes = (low | (high << 4)).view(torch.int8) - 32  # -32..31
+    sc = b[..., 192:208].contiguous().view(torch.int8).float()  # [N, blocks, 16]
+    scales = _f16(b[..., 208:210]).unsqueeze(-1) * sc
+    return QuantWeight(codes.reshape(rows, nb * QK_K), scales.reshape(rows, nb * 16), None,
+                       bits=8, group_size=16, in_features=nb * QK_K)
+
+
+def f32(raw: torch.Tensor) -> torch.Tensor:
+    return raw.view(torch.float32)
+
+
+def f16(raw: torch.Tensor) -> torch.Tensor:
+    return raw.view(torch.float16)
+
+
+def bf16(raw: torch.Tensor) -> torch.Tensor:
+    return raw.view(torch.bfloat16)
+
+
+# GGML type name -> converter of its raw bytes
+CONVERTERS: dict[str, Callable[[torch.Tensor], torch.Tensor | QuantWeight]] = {
+    "F32": f32, "F16": f16, "BF16": bf16,
+    "Q8_0": q8_0, "Q4_0": q4_0, "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k,
+}
+
+
+def convert(type_name: str, raw: torch.Tensor) -> torch.Tensor | QuantWeight:
+    """A 2-D tensor's raw bytes -> a float tensor or a QuantWeight; raises KeyError for a type
+    with no converter (the loader names it)."""
+    return CONVERTERS[type_name](raw)

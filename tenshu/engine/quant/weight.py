@@ -1,0 +1,198 @@
+"""QuantWeight: the engine's one quantized weight, integer codes in groups along the input dim.
+
+    W[r, c] = scales[r, g] * (q[r, c] - offset) - mins[r, g],   g = c // group_size
+
+in float32 with one rounding per operation, in that order, so that the GGML formats map onto it
+*exactly* (bit for bit against gguf-py's dequantization; `quant/ggml.py` converts them):
+
+    Q8_0  8-bit, groups of 32: q int8, scale d (f16), no min
+    Q4_0  4-bit, groups of 32: q 0..15, offset 8, scale d (f16), no min
+    Q4_K  4-bit, groups of 32: q 0..15, scale d*sc, min dmin*m (sc, m the 6-bit sub-block pair)
+    Q5_K  5-bit codes widened to int8 (0..31), groups of 32, scale and min as Q4_K
+    Q6_K  6-bit codes widened to int8 (q - 32, -32..31), groups of 16, scale d*sc (sc int8)
+
+4-bit codes are packed two to a byte: a row's low nibbles are its first K/2 columns, the high
+nibbles the last K/2 (so unpacking is two strided copies). Scales and mins are float32 (the
+products the K-quants define do not always fit an f16), so a weight takes 9 bits (Q8_0), 5
+(Q4_0), 6 (Q4_K) and 10 (Q5_K, Q6_K: codes widened to a byte for simplicity) against 8.5, 4.5,
+4.5, 5.5 and 6.6 in the file; a quarter to a third of float32's.
+
+A product x @ W.T never makes a float copy of W. One row on a CPU (single-stream decoding, bound
+by reading the weights) runs a kernel that inductor compiles per weight shape, which reads the
+codes straight into float multiply-adds (about as fast as float32 F.linear while reading 4-8x
+fewer bytes). More rows, or where nothing compiles, dequantize W a row chunk at a time into a
+reused scratch buffer and multiply there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenshu.engine.layers.linear import ShapeCompiled, scratch
+
+# Rows dequantized at once: about 256 KiB of float32 per chunk keeps the chunk in L2 between the
+# dequantization and the product for a single row; batches amortize the chunk over more rows,
+# so they take bigger ones (fewer, larger GEMMs).
+CHUNK_ELEMENTS = 1 << 16
+BATCH_CHUNK_ELEMENTS = 1 << 22
+
+
+class QuantWeight(nn.Module):
+    """A [out_features, in_features] weight in groupwise integer codes (see the module
+    docstring). Its tensors are buffers, so `.to(device)` moves them with the model."""
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None,
+                 *, bits: int, group_size: int, offset: int = 0, in_features: int):
+        super().__init__()
+        if bits not in (4, 8):
+            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        if in_features % group_size or (bits == 4 and in_features % 2):
+            raise ValueError(f"in_features {in_features} is not a multiple of the group size "
+                             f"{group_size}")
+        rows = qweight.shape[0]
+        if qweight.shape[1] != in_features * bits // 8 or \
+                scales.shape != (rows, in_features // group_size) or \
+                (mins is not None and mins.shape != scales.shape):
+            raise ValueError(f"codes {tuple(qweight.shape)} and scales {tuple(scales.shape)} do "
+                             f"not fit a {bits}-bit [{rows}, {in_features}] weight")
+        self.register_buffer("qweight", qweight)  # int8 [N, K], or uint8 [N, K/2] when 4-bit
+        self.register_buffer("scales", scales.float())  # [N, K / group_size]
+        self.register_buffer("mins", None if mins is None else mins.float())
+        self.bits, self.group_size, self.offset = bits, group_size, offset
+        self.shape = torch.Size((rows, in_features))
+
+    def extra_repr(self) -> str:
+        return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
+                f"offset={self.offset}, mins={self.mins is not None}")
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ W.T + bias: what `layers.linear.linear()` calls for a quantized weight."""
+        return quant_linear(x, self, bias)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def take_rows(self, index: torch.Tensor) -> QuantWeight:
+        """The weight made of rows `index`, in that order (llama.cpp's q/k row permutation)."""
+        return QuantWeight(self.qweight[index], self.scales[index],
+                           None if self.mins is None else self.mins[index], bits=self.bits,
+                           group_size=self.group_size, offset=self.offset,
+                           in_features=self.shape[1])
+
+    def _format(self) -> tuple:
+        return self.bits, self.group_size, self.offset, self.mins is not None
+
+    def _int8_codes(self) -> torch.Tensor:
+        """The codes, offset subtracted, as int8 [N, K]."""
+        if self.bits == 8:
+            return self.qweight - self.offset if self.offset else self.qweight
+        codes = torch.cat((self.qweight & 15, self.qweight >> 4), dim=1)
+        return codes.view(torch.int8) - self.offset
+
+    @staticmethod
+    def cat(parts: list[QuantWeight]) -> QuantWeight:
+        """Row-wise concatenation (a fused q/k/v or gate/up). Parts in different formats (a
+        Q4_K q with a Q6_K v) are first brought to one, exactly: int8 codes with the offsets
+        subtracted, the smallest group size (a group's scale and min repeated), zero mins."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        in_features = first.shape[1]
+        mins = [p.mins for p in parts]
+        if all(p._format() == first._format() for p in parts):
+            return QuantWeight(torch.cat([p.qweight for p in parts]),
+                               torch.cat([p.scales for p in parts]),
+                               None if first.mins is None else torch.cat(mins),
+                               bits=first.bits, group_size=first.group_size,
+                               offset=first.offset, in_features=in_features)
+        group = min(p.group_size for p in parts)
+        scales = [p.scales.repeat_interleave(p.group_size // group, dim=1) for p in parts]
+        if any(m is not None for m in mins):
+            mins = [torch.zeros_like(s) if p.mins is None else
+                    p.mins.repeat_interleave(p.group_size // group, dim=1)
+                    for p, s in zip(parts, scales, strict=True)]
+        return QuantWeight(torch.cat([p._int8_codes() for p in parts]), torch.cat(scales),
+                           torch.cat(mins) if mins[0] is not None else None, bits=8,
+                           group_size=group, in_features=in_features)
+
+    def dequantize(self, rows: slice | torch.Tensor = slice(None), out: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """W[rows] as floats, written into `out` ([n, K]) when given. A tensor `rows` gathers
+        rows (an embedding lookup)."""
+        codes = self.qweight[rows]
+        n, k = codes.shape[0], self.shape[1]
+        w = torch.empty(n, k, dtype=dtype, device=codes.device) if out is None else out
+        if self.bits == 4:
+            half = k // 2
+            w[:, :half].copy_(codes & 15)
+            w[:, half:].copy_(codes >> 4)
+        else:
+            w.copy_(codes)
+        if self.offset:
+            w.sub_(self.offset)  # exact: small integers in any float type
+        groups = w.view(n, k // self.group_size, self.group_size)
+        groups.mul_(self.scales[rows].to(dtype).unsqueeze(-1))
+        if self.mins is not None:
+            groups.sub_(self.mins[rows].to(dtype).unsqueeze(-1))
+        return w
+
+
+def _gemv_math(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor,
+               mins: torch.Tensor | None, offset: int) -> torch.Tensor:
+    # [1, K] x W [N, K] -> [1, N], W's groups as [N, halves, groups per half, group size]:
+    # a 4-bit row's two halves are its two nibbles; compiled, the unpacking fuses into the sum
+    n, groups = scales.shape
+    halves = 2 if q.dtype == torch.uint8 else 1
+    size = q.shape[1] * halves // groups
+    q = q.view(n, 1, groups // halves, size)
+    codes = torch.cat((q & 15, q >> 4), dim=1) if halves == 2 else q
+    w = (codes.to(x.dtype) - offset) * scales.view(n, halves, -1, 1).to(x.dtype)
+    if mins is not None:
+        w = w - mins.view(n, halves, -1, 1).to(x.dtype)
+    return (w * x.view(1, halves, groups // halves, size)).sum((-1, -2, -3)).unsqueeze(0)
+
+
+_compiled_gemv = ShapeCompiled(_gemv_math)
+
+
+def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """x @ W.T + bias in x's dtype (see the module docstring for how)."""
+    out_features, in_features = weight.shape
+    halves_align = weight.bits == 8 or weight.scales.shape[1] % 2 == 0  # see _gemv_math
+    if x.numel() == in_features and x.device.type == "cpu" and halves_align:
+        key = (weight.shape, weight.bits, weight.group_size, weight.offset,
+               weight.mins is None, x.dtype)
+        out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
+                             weight.mins, weight.offset)
+        if out is not None:
+            out = out.view(*x.shape[:-1], out_features)
+            return out if bias is None else out + bias.to(x.dtype)
+    budget = CHUNK_ELEMENTS if x.numel() <= 8 * in_features else BATCH_CHUNK_ELEMENTS
+    rows = max(1, min(out_features, budget // in_features))
+    buf = scratch(rows * in_features, x)
+    bias = None if bias is None else bias.to(x.dtype)
+    if rows == out_features:
+        return F.linear(x, weight.dequantize(slice(None), buf.view(rows, in_features), x.dtype),
+                        bias)
+    out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device)
+    for start in range(0, out_features, rows):
+        part = slice(start, min(start + rows, out_features))
+        n = part.stop - part.start
+        w = weight.dequantize(part, buf[: n * in_features].view(n, in_features), x.dtype)
+        out[..., part] = F.linear(x, w, None if bias is None else bias[part])
+    return out
+
+
+class QuantEmbedding(nn.Module):
+    """An embedding table kept quantized: a lookup dequantizes only the rows it reads. Its
+    `weight` also serves a tied output layer through `linear()`."""
+
+    def __init__(self, weight: QuantWeight):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight.dequantize(ids.reshape(-1)).view(*ids.shape, self.weight.shape[1])

@@ -1,0 +1,139 @@
+"""Serving GGUF files: `LLM(model="model.gguf")` equals transformers on the dequantized weights,
+token for token; the tokenizer and chat template come from the file; bad files are clear errors.
+
+The files are written in fixtures with gguf-py's GGUFWriter (tests/engine/gguf_files.py).
+K-quant blocks hold 256 weights a row, so the K-quant models are 256 wide (still tiny).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+from tenshu import LLM, SamplingParams
+from tenshu.core.errors import ModelLoadError, UnsupportedModelError
+from tenshu.engine.quant import QuantEmbedding, QuantWeight
+from tests.checkpoints import IM_END
+from tests.engine.gguf_files import K_MIX, LEGACY_MIX, make_gguf, permute
+from tests.engine.reference import hf_greedy, random_prompts
+
+WIDE = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
+MIXES = {
+    "k": (K_MIX, WIDE),
+    "legacy": (LEGACY_MIX, {}),
+    # a float k between quantized q and v: the fused q/k/v stays float, dequantized exactly
+    "float-k": (LEGACY_MIX | {"attn_k": "F16"}, {}),
+}
+
+
+@pytest.fixture(scope="session")
+def gguf_model(checkpoint, tmp_path_factory):
+    """gguf_model(family, mix, **kwargs) -> (model.gguf, its dequantized HF checkpoint)."""
+    made = {}
+
+    def make(family: str, mix: str, **kwargs):
+        key = (family, mix, tuple(sorted(kwargs.items())))
+        if key not in made:
+            types, shape = MIXES[mix]
+            source = checkpoint(family, **shape)
+            made[key] = make_gguf(source, tmp_path_factory.mktemp(f"{family}-{mix}"), types,
+                                  **kwargs)
+        return made[key]
+
+    return make
+
+
+@pytest.mark.parametrize(("family", "mix"), [
+    ("llama", "k"), ("llama", "legacy"), ("qwen3", "k"), ("qwen3", "legacy"), ("qwen2", "float-k"),
+])
+def test_greedy_matches_transformers_on_the_dequantized_weights(gguf_model, family, mix):
+    path, reference = gguf_model(family, mix)
+    llm = LLM(str(path), dtype="float32", block_size=16)
+    model = llm.engine.runner.model
+    quantized = [m for m in model.modules() if isinstance(m, QuantWeight)]
+    assert quantized, "the weights stay quantized"
+    assert isinstance(model.model.embed_tokens, QuantEmbedding) == (mix == "k")
+    prompts = random_prompts(llm.engine.vocab_size, [1, 7, 40], seed=3)
+    params = SamplingParams(temperature=0, max_tokens=16)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    for prompt, out in zip(prompts, outputs, strict=True):
+        assert out.outputs[0].token_ids == hf_greedy(reference, prompt, 16), len(prompt)
+
+
+def test_tokenizer_and_chat_template_come_from_the_file(gguf_model, checkpoint):
+    path, _ = gguf_model("qwen3", "legacy")
+    llm = LLM(str(path), dtype="float32")
+    original = AutoTokenizer.from_pretrained(checkpoint("qwen3"))
+    text = "The quick brown fox, café 日本語 🙂 -- 42%!"
+    tokenizer = llm.get_tokenizer()
+    assert tokenizer.encode(text) == original.encode(text)
+    assert tokenizer.decode(original.encode(text)) == text
+    conversation = [{"role": "user", "content": "Hello!"}]
+    assert llm.engine.apply_chat_template(conversation, True) == original.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert original.convert_tokens_to_ids(IM_END) in llm.engine.eos_token_ids  # eot
+    out = llm.chat(conversation, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    assert len(out[0].outputs[0].token_ids) == 4
+
+
+def test_the_fixture_permutes_q_and_k_as_transformers_expects():
+    # transformers' GGUF loader undoes llama.cpp's permutation; it must undo the fixture's
+    rows = np.arange(4 * 16 * 3, dtype=np.float32).reshape(4 * 16, 3)
+    undone = LlamaTensorProcessor({"num_attention_heads": 4, "num_key_value_heads": 4}).process(
+        permute(rows, 4), "blk.0.attn_q.weight").weights
+    assert np.array_equal(undone, rows)
+
+
+def test_a_file_without_a_tokenizer_needs_skip_tokenizer_init(gguf_model):
+    path, reference = gguf_model("qwen3", "legacy", tokenizer=False)
+    with pytest.raises(ModelLoadError, match="skip_tokenizer_init"):
+        LLM(str(path))
+    llm = LLM(str(path), dtype="float32", skip_tokenizer_init=True)
+    out = llm.generate({"prompt_token_ids": [5, 6, 7]}, SamplingParams(temperature=0, max_tokens=6))
+    assert out[0].outputs[0].token_ids == hf_greedy(reference, [5, 6, 7], 6)
+
+
+def test_a_truncated_file_is_a_clear_error(gguf_model, tmp_path):
+    path, _ = gguf_model("qwen3", "legacy")
+    data = path.read_bytes()
+    for size in (len(data) - 100, 2000, 10):
+        cut = tmp_path / f"cut-{size}.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(ModelLoadError, match="truncated"):
+            LLM(str(cut))
+
+
+def test_an_unsupported_tensor_type_is_named(checkpoint, tmp_path):
+    path, _ = make_gguf(checkpoint("qwen3"), tmp_path, LEGACY_MIX | {"ffn_down": "Q5_0"},
+                        tokenizer=False)
+    with pytest.raises(ModelLoadError) as err:
+        LLM(str(path), skip_tokenizer_init=True)
+    assert "Q5_0" in str(err.value) and "Q4_K" in str(err.value)
+    assert "blk.0.ffn_down.weight" in str(err.value)
+
+
+def test_an_unsupported_architecture_is_named(tmp_path):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "gpt2.gguf"
+    writer = GGUFWriter(path, "gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModelError) as err:
+        LLM(str(path))
+    assert "'gpt2'" in str(err.value) and "qwen3" in str(err.value)
+
+
+def test_a_quantized_model_is_smaller(gguf_model):
+    path, _ = gguf_model("llama", "k")
+    model = LLM(str(path), dtype="float32", skip_tokenizer_init=True).engine.runner.model
+    weights = [m for m in model.modules() if isinstance(m, QuantWeight)]
+    float32_bytes = sum(w.shape[0] * w.shape[1] * 4 for w in weights)
+    assert sum(w.nbytes() for w in weights) < float32_bytes / 3  # 8-bit Q6_K, Q8_0 among them
+    assert not any(p.dim() == 2 for p in model.parameters())  # no float matrix is left

@@ -1,0 +1,83 @@
+"""The quantized weight (engine/quant): GGML types converted exactly, and its products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
+
+from tenshu.engine.layers.linear import Linear
+from tenshu.engine.quant import QuantEmbedding, QuantWeight, ggml, weight
+from tests.engine.gguf_files import encode
+
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def _raw(kind: str, rows: int = 24, cols: int = 512, seed: int = 0) -> np.ndarray:
+    w = np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
+    data = encode(w, kind, seed)  # gguf-py's quantizer; K-quants: valid random blocks
+    return data.view(np.uint8).reshape(rows, -1)
+
+
+def _quant(kind: str, **kwargs) -> QuantWeight:
+    return ggml.convert(kind, torch.from_numpy(_raw(kind, **kwargs)))
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_each_type_converts_exactly_as_gguf_dequantizes(kind):
+    raw = _raw(kind)
+    reference = torch.from_numpy(dequantize(raw, T[kind]).reshape(24, 512).copy())
+    value = ggml.convert(kind, torch.from_numpy(raw))
+    ours = value.dequantize() if isinstance(value, QuantWeight) else value.float()
+    # bit for bit: the same float32 operations in the same order
+    assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
+    if isinstance(value, QuantWeight):
+        bits = 8 * value.nbytes() / reference.numel()
+        assert bits <= {"Q4_0": 5, "Q4_K": 6}.get(kind, 10)  # stays quantized in memory
+
+
+def test_parts_in_different_formats_concatenate_exactly():
+    # a fused q/k/v can hold a Q4_K q, a Q4_0 k and a Q6_K v (llama.cpp's *_M mixes)
+    parts = [_quant("Q4_K", rows=8), _quant("Q4_0", rows=4), _quant("Q6_K", rows=4),
+             _quant("Q8_0", rows=2)]
+    fused = QuantWeight.cat(parts)
+    expected = torch.cat([p.dequantize() for p in parts])
+    assert torch.equal(fused.dequantize().view(torch.int32), expected.view(torch.int32))
+    same = QuantWeight.cat([_quant("Q4_K", rows=8), _quant("Q4_K", rows=8, seed=1)])
+    assert same.bits == 4  # one format: no widening
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, rows, monkeypatch):
+    monkeypatch.setattr(weight, "BATCH_CHUNK_ELEMENTS", 64 * 512)  # several chunks for 40 rows
+    qw = _quant(kind, rows=160)
+    layer = Linear(512, 160, bias=True)
+    torch.nn.init.normal_(layer.bias)
+    del layer.weight
+    layer.weight = qw  # as the GGUF loader installs it
+    x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(rows))
+    with torch.inference_mode():
+        got = layer(x)
+    expected = F.linear(x.double(), qw.dequantize().double(), layer.bias.double())
+    # float32 sums in another order (chunked, or the compiled single-row kernel): ~1e-7 relative
+    # to the sum of |products|
+    scale = (x.double().abs() @ qw.dequantize().double().abs().T).max()
+    assert (got.double() - expected).abs().max() <= 1e-6 * scale
+
+
+def test_quantized_embedding_dequantizes_the_rows_it_reads():
+    qw = _quant("Q6_K", rows=50, cols=256)
+    ids = torch.tensor([[3, 0, 49], [7, 7, 1]])
+    rows = QuantEmbedding(qw)(ids)
+    assert rows.shape == (2, 3, 256)
+    assert torch.equal(rows, qw.dequantize()[ids])
+
+
+def test_row_permutation_keeps_each_row_exact():
+    qw = _quant("Q4_K", rows=16)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(qw.take_rows(order).dequantize(), qw.dequantize()[order])
