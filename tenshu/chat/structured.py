@@ -21,7 +21,6 @@ from typing import Any
 
 import llguidance
 import llguidance.hf
-import llguidance.torch
 import torch
 
 from tenshu.core.errors import InvalidRequestError
@@ -45,13 +44,22 @@ class Matcher:
         self._m = matcher
 
     def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
-        llguidance.torch.fill_next_token_bitmask(self._m, bitmask, row)
+        _fill_bitmask()(self._m, bitmask, row)
 
     def accept(self, token: int) -> bool:
         return self._m.consume_token(token)
 
     def finished(self) -> bool:
         return self._m.is_stopped() and not self._m.is_error()
+
+
+def _fill_bitmask():
+    """llguidance.torch's mask filler, imported on first use: the module compiles a kernel with
+    torch.compile as it is imported, which brings in dynamo and inductor (about 2 s of a
+    server's start) for a function tenshu does not call."""
+    import llguidance.torch
+
+    return llguidance.torch.fill_next_token_bitmask
 
 
 class Grammar:
