@@ -41,6 +41,8 @@ def test_file_then_flags(tmp_path):
     ("[server]\nkeep_alive = true\n", "server.keep_alive"),
     ('[server]\ncors_origins = "*"\n', "server.cors_origins"),
     ("[[models]]\nname = 'x'\n", "models.x: needs a path"),
+    ('[server]\nquantization = "int3"\n', "server.quantization: must be one of int8, int4"),
+    ("[[models]]\nname = 'x'\npath = '/m'\nquantization = 'q2'\n", "models.x.quantization: must be one of"),
     ("[server\n", "not valid TOML"),
 ])
 def test_a_bad_file_is_one_error_naming_the_key(tmp_path, text, key):
@@ -69,3 +71,13 @@ def test_keys_cannot_be_turned_off_beyond_loopback():
 def test_model_arguments(tmp_path):
     assert parse_model_arg(f"{tmp_path}/Qwen3-0.6B").name == "Qwen3-0.6B"
     assert parse_model_arg("q=/m/x") == ModelSpec("q", "/m/x")
+
+
+def test_quantization_per_model_or_for_the_server(tmp_path):
+    file = tmp_path / "tenshu.toml"
+    file.write_text('[server]\nquantization = "int8"\n[[models]]\npath = "/m/a"\n'
+                    'quantization = "int4"\n[[models]]\npath = "/m/b"\n')
+    settings = load_server_settings(file)
+    assert settings.quantization == "int8"
+    assert [m.quantization for m in settings.models] == ["int4", ""]  # "": the server's
+    assert load_server_settings(file, quantization="awq").quantization == "awq"  # --quantization

@@ -209,7 +209,9 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
             model=spec.path, dtype=settings.dtype, device=settings.device,
             kv_cache_memory_gib=settings.kv_cache_memory_gib,
             max_num_seqs=settings.max_num_seqs, enable_lora=True,
-            max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank))
+            max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank,
+            quantization=spec.quantization or settings.quantization or None,
+            quantization_cache_dir=str(tenshu_home() / "cache")))
         # what the engine runs at once, and the queue that may wait for it
         limit = settings.max_num_seqs + settings.max_queue
         source = (f"server.max_num_seqs {settings.max_num_seqs} + server.max_queue "

@@ -44,6 +44,7 @@ from tenshu.engine import (
     RequestOutputKind,
     SamplingParams,
 )
+from tenshu.engine.quant import QuantWeight
 
 _ids = itertools.count()
 
@@ -328,7 +329,8 @@ def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
     weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
     hf = llm.hf_config
     arch = (getattr(hf, "architectures", None) or [""])[0]
-    params = sum(p.numel() for p in llm.runner.model.parameters())
+    params = sum(p.numel() for p in llm.runner.model.parameters()) + sum(
+        m.shape.numel() for m in llm.runner.model.modules() if isinstance(m, QuantWeight))
     # The dtype the weights are held in, which is what Ollama's quantization_level reports: a
     # bf16 checkpoint stays bf16 in memory even where the engine computes in float32 (a CPU
     # without native bf16, engine/config.py), so `llm.dtype`, the compute dtype, would say F32.
@@ -337,13 +339,16 @@ def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
         by_dtype[p.dtype] += p.numel()
     weights_dtype = by_dtype.most_common(1)[0][0] if by_dtype else llm.dtype
     template = getattr(llm.tokenizer, "chat_template", "") or ""
+    # the decoder Linears' format, where they are quantized (engine/quant)
+    qc = getattr(hf, "quantization_config", None)
+    quantization = config.quantization or (qc.get("quant_method") if isinstance(qc, dict) else None)
     return ModelInfo(
         name=name,
         context_window=llm.max_model_len,
         created=int(path.stat().st_mtime),
         family=getattr(hf, "model_type", "") or arch,
         parameters=params,
-        dtype=str(weights_dtype).removeprefix("torch."),
+        dtype=quantization or str(weights_dtype).removeprefix("torch."),
         size_bytes=weights,
         path=str(path),
         chat_template=template if isinstance(template, str) else "",

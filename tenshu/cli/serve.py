@@ -4,6 +4,7 @@
   tenshu serve --model ~/models/Qwen3-0.6B      a checkpoint directory (named after it)
   tenshu serve --model qwen=~/models/Qwen3-0.6B --model tiny=path/to/other
   tenshu serve --host 0.0.0.0                   listen beyond loopback (API keys required)
+  tenshu serve --model DIR --quantization int4  quantize a float checkpoint's layers on load
 
 Point clients at it:
   OpenAI SDK      base_url="http://127.0.0.1:7311/v1"
@@ -37,6 +38,9 @@ def add_arguments(parser) -> None:
                         help="requests that may wait for the engine before 429 (default 256)")
     parser.add_argument("--kv-cache-gib", type=float, metavar="GIB",
                         help="KV cache memory per model on CPU (default 2)")
+    parser.add_argument("--quantization", choices=["int8", "int4", "gptq", "awq"],
+                        help="int8/int4: quantize float checkpoints on load (cached beside the "
+                             "model); gptq/awq: the checkpoints are (read as such anyway)")
     parser.add_argument("--max-loras", type=int, metavar="N",
                         help="LoRA adapters served at once, each a model (default 4)")
     parser.add_argument("--max-lora-rank", type=int, metavar="R",
@@ -57,6 +61,7 @@ def main(args) -> int:
         max_queue=args.max_queue,
         kv_cache_memory_gib=args.kv_cache_gib,
         max_loras=args.max_loras,
+        quantization=args.quantization,
         max_lora_rank=args.max_lora_rank,
         log_level=args.log_level,
     )

@@ -24,6 +24,7 @@ from tenshu.config.routing import (
     RouterSettings,
     RouteSpec,
     RoutingSettings,
+    check_quantization,
     parse_routing,
 )
 
@@ -112,6 +113,9 @@ class ServerSettings:
         empty: state.db in the home.
     max_loras, max_lora_rank: LoRA adapters served at once (each a model of its own), and the
         highest rank accepted (vLLM's names).
+    quantization: for embedded models without their own `quantization` key: "int8" or "int4"
+        (quantize a float checkpoint on load, cached beside it or in $TENSHU_HOME/cache),
+        "gptq" or "awq" (the checkpoint must be one); empty: as the checkpoint is.
     """
 
     host: str = "127.0.0.1"
@@ -140,6 +144,7 @@ class ServerSettings:
     max_lora_rank: int = 64
     dtype: str = "auto"
     device: str = "auto"
+    quantization: str = ""
     log_level: str = "info"
     store_url: str = ""
     memory: MemorySettings = MemorySettings()
@@ -173,6 +178,10 @@ class ServerSettings:
             raise bad("max_loras", "must be >= 1")
         if self.max_lora_rank < 1:
             raise bad("max_lora_rank", "must be >= 1")
+        try:
+            check_quantization(self.quantization)
+        except ValueError as exc:
+            raise ValueError(f"server.{exc}") from None
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise bad("log_level", "must be one of critical, error, warning, info, debug")
         _ = self.routing  # checks the models, tiers, routes and budgets against each other

@@ -33,6 +33,16 @@ def is_loopback_url(url: str) -> bool:
     return host in _LOOPBACK or host.startswith("127.")
 
 
+# EngineConfig.quantization's values (engine/config.py; not imported: it would load torch)
+QUANTIZATIONS = ("int8", "int4", "gptq", "awq")
+
+
+def check_quantization(value: str) -> None:
+    if value and value not in QUANTIZATIONS:
+        raise ValueError(f"quantization: must be one of {', '.join(QUANTIZATIONS)}, "
+                         f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model tenshu can send requests to.
@@ -59,10 +69,15 @@ class ModelSpec:
     first_token_timeout: float = 60.0
     idle_timeout: float = 30.0
     vision: bool = False
+    quantization: str = ""  # an embedded model's; empty: server.quantization
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("name: every model needs one")
+        check_quantization(self.quantization)
+        if self.quantization and self.backend != "embedded":
+            raise ValueError("quantization: applies to embedded models only (an upstream "
+                             "quantizes its own)")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {', '.join(BACKENDS)}, "
                              f"got {self.backend!r}")

@@ -15,6 +15,9 @@ _DTYPES = {
     "half": torch.float16,
 }
 
+# on load (int8, int4), then the packed checkpoint formats (gptq, awq)
+QUANTIZATIONS = ("int8", "int4", "gptq", "awq")
+
 
 def cpu_has_native_bf16() -> bool:
     """bf16 matmuls are fast on CPUs with AVX512-BF16 or AMX; elsewhere they run several times
@@ -39,6 +42,11 @@ class EngineConfig:
         chunks, so a long prompt does not stall running decodes. Default 512 on CPU, 4096 on CUDA.
     max_model_len: the context window; defaults to the model's max_position_embeddings.
     num_kv_blocks: set the number of KV blocks directly instead of deriving it from the budget.
+    quantization: None (a float checkpoint stays float; a GPTQ or AWQ checkpoint is read as
+        what it is), "int8" or "int4" (quantize a float checkpoint's decoder Linears on load,
+        engine/quant/quantize.py), or "gptq" / "awq" (vLLM's names: the checkpoint must be one).
+    quantization_cache_dir: where quantized weights are cached when the model's own directory
+        cannot be written (engine/quant/cache.py); None: not cached then.
     cpu_float32_copy_gib: when bf16 weights are computed in float32 on CPU, also keep a float32
         copy of them if it takes at most this much memory: batched steps then skip the upcast
         (about 30% faster); single-stream decoding reads the bf16 weights either way. 0 = never.
@@ -57,6 +65,8 @@ class EngineConfig:
     cpu_float32_copy_gib: float = 8.0
     enable_prefix_caching: bool = True
     skip_tokenizer_init: bool = False
+    quantization: str | None = None
+    quantization_cache_dir: str | None = None
     seed: int = 0
     # LoRA adapters (engine/lora.py), as vLLM names these: off unless asked for
     enable_lora: bool = False
@@ -64,6 +74,9 @@ class EngineConfig:
     max_lora_rank: int = 16
 
     def __post_init__(self) -> None:
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} (or None), "
+                             f"got {self.quantization!r}")
         if self.max_loras < 1 or self.max_lora_rank < 1:
             raise ValueError("max_loras and max_lora_rank must be >= 1")
         if self.dtype != "auto" and self.dtype not in _DTYPES:

@@ -1,6 +1,7 @@
 """Loads a Hugging Face checkpoint directory: config.json, one or many *.safetensors files,
 the tokenizer with its chat template, and generation_config.json's end-of-sequence ids.
-A `.gguf` file goes to quant/gguf_file.py."""
+A `.gguf` file goes to quant/gguf_file.py. Quantized weights (quantization on load, its cache,
+GPTQ and AWQ checkpoints) are read through a quant/load.py QuantLoad, chosen in `quant_load`."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
-from tenshu.core.errors import ModelLoadError
+from tenshu.core.errors import ModelLoadError, UnsupportedModelError
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.models import build_model
 from tenshu.engine.models.llama import LlamaForCausalLM
+from tenshu.engine.quant import cache, gptq, quantize
+from tenshu.engine.quant.load import QuantLoad, decoder_linears
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
@@ -80,8 +83,10 @@ def checkpoint_files(path: Path) -> list[Path]:
     return files
 
 
-def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
-    """Copy checkpoint tensors into the model, fusing q/k/v and gate/up, casting the dtype."""
+def load_weights(model: LlamaForCausalLM, files: list[Path], quant: QuantLoad | None = None
+                 ) -> None:
+    """Copy checkpoint tensors into the model, fusing q/k/v and gate/up, casting the dtype;
+    those of quantized weights go to `quant`."""
     params = dict(model.named_parameters())
     loaded: set[str] = set()
     for file in files:
@@ -91,11 +96,14 @@ def load_weights(model: LlamaForCausalLM, files: list[Path]) -> None:
                     continue
                 if name == "lm_head.weight" and model.tie_word_embeddings:
                     continue
-                tensor = f.get_tensor(name)
                 target, shard = _target(model, name)
+                if quant is not None and quant.claims(name, target):
+                    quant.add(name, target, shard, lambda f=f, name=name: f.get_tensor(name))
+                    continue
                 if target not in params:
                     raise ModelLoadError(f"{file.name}: unexpected tensor {name}")
                 param = params[target]
+                tensor = f.get_tensor(name)
                 if shard is None:
                     _copy(param.data, tensor, name)
                 else:
@@ -151,9 +159,44 @@ def context_length(config: EngineConfig, hf_config) -> int:
     return max_model_len
 
 
+def quant_load(config: EngineConfig, path: Path, hf_config, model: LlamaForCausalLM,
+               files: list[Path]) -> tuple[QuantLoad | None, list[Path]]:
+    """How the quantized weights are read, given the checkpoint and `config.quantization`
+    (the model still on the meta device), and where to cache them once quantized (empty: do
+    not)."""
+    packed = gptq.packed_format(hf_config)
+    method = config.quantization
+    if packed is not None:
+        if method not in (None, packed.method):
+            raise UnsupportedModelError(f"{path} is a {packed.method} checkpoint; it cannot be "
+                                        f"quantized again to {method}: leave quantization unset "
+                                        f"or set it to {packed.method!r}")
+        names = []
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                names += f.keys()
+        targets = gptq.packed_targets(model, names, _target)
+        return gptq.PackedCheckpoint(model, targets, packed), []
+    if method in gptq.METHODS:
+        raise UnsupportedModelError(f"quantization={method!r} needs a {method} checkpoint, but "
+                                    f"{path / 'config.json'} has no {method} quantization_config")
+    if method is None:
+        return None, []
+    fallback = Path(config.quantization_cache_dir) if config.quantization_cache_dir else None
+    places = cache.candidates(path, files, method, fallback)
+    shapes = {t: model.get_parameter(t).shape for t in decoder_linears(model)}
+    for place in places:
+        if (weights := cache.read(place, shapes)) is not None:
+            return cache.CachedWeights(model, weights), []
+    return quantize.OnLoadQuantizer(model, method), places
+
+
 def load_model(config: EngineConfig) -> LoadedModel:
     path = Path(config.model).expanduser()
     if path.suffix == ".gguf" and path.is_file():
+        if config.quantization is not None:
+            raise UnsupportedModelError(f"{path} is a GGUF file, quantized as it is: leave "
+                                        "quantization unset")
         from tenshu.engine.quant.gguf_file import load_gguf_model  # it imports this module
 
         return load_gguf_model(config, path)
@@ -168,10 +211,16 @@ def load_model(config: EngineConfig) -> LoadedModel:
     device = config.torch_device
     with torch.device("meta"):
         model = build_model(hf_config, max_model_len)
+    files = checkpoint_files(path)
+    quant, cache_places = quant_load(config, path, hf_config, model, files)  # drops their floats
     model = model.to(weight_dtype).to_empty(device=device)
     model.compute_dtype = dtype
     model.model.rotary.to(device)
-    load_weights(model, checkpoint_files(path))
+    load_weights(model, files, quant)
+    if quant is not None:
+        installed = quant.install(model, device)
+        if cache_places:
+            cache.write(cache_places, installed)
     model.eval().requires_grad_(False)
     if weight_dtype != dtype and device.type == "cpu":
         matmul_params = sum(p.numel() for p in model.parameters() if p.dim() == 2)

@@ -169,7 +169,8 @@ class LlamaForCausalLM(nn.Module):
     def keep_wide_copies(self) -> None:
         """Keep compute-dtype copies of narrower matmul weights (see layers/linear.py)."""
         for module in self.modules():
-            if isinstance(module, Linear) and module.weight.dtype != self.compute_dtype:
+            if isinstance(module, Linear) and isinstance(module.weight, torch.Tensor) and \
+                    module.weight.dtype != self.compute_dtype:  # not a QuantWeight
                 module.wide_weight = module.weight.to(self.compute_dtype)
         weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
         if weight.dtype != self.compute_dtype:

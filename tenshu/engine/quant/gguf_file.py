@@ -17,17 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from gguf import GGUFReader
-from torch import nn
 from transformers import AutoConfig, AutoTokenizer
 
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
 from tenshu.engine.config import EngineConfig
-from tenshu.engine.layers.linear import Linear
 from tenshu.engine.loader import LoadedModel, _copy, _shard_range, _target, context_length
 from tenshu.engine.models import build_model
 from tenshu.engine.models.llama import LlamaForCausalLM
 from tenshu.engine.quant.ggml import CONVERTERS, convert
-from tenshu.engine.quant.weight import QuantEmbedding, QuantWeight
+from tenshu.engine.quant.load import drop_weight, install_weight
+from tenshu.engine.quant.weight import QuantWeight
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM"}
@@ -168,25 +167,6 @@ def _quantized(reader: GGUFReader, targets) -> set[str]:
     return {target for target, k in kinds.items() if k == {True}}
 
 
-def _drop_weight(model: LlamaForCausalLM, target: str) -> None:
-    """Remove a float parameter that a QuantWeight will replace, before memory is allocated."""
-    module = model.get_submodule(target.rsplit(".", 1)[0])
-    if target.rsplit(".", 1)[1] != "weight" or not isinstance(module, Linear | nn.Embedding):
-        raise ModelLoadError(f"{target}: a quantized tensor where the engine needs floats")
-    del module.weight
-
-
-def _install(model: LlamaForCausalLM, target: str, weight: QuantWeight, shape) -> None:
-    if weight.shape != shape:
-        raise ModelLoadError(f"{target}: quantized shape {tuple(weight.shape)} does not fit "
-                             f"{tuple(shape)}")
-    module_name = target.rsplit(".", 1)[0]
-    if module_name == "model.embed_tokens":
-        model.model.embed_tokens = QuantEmbedding(weight)
-    else:
-        model.get_submodule(module_name).weight = weight
-
-
 def load_gguf_weights(model: LlamaForCausalLM, reader: GGUFReader, device,
                       weight_dtype: torch.dtype) -> None:
     """Allocate the model on `device` and fill it: float tensors into its parameters (fused
@@ -203,7 +183,7 @@ def load_gguf_weights(model: LlamaForCausalLM, reader: GGUFReader, device,
         shards.setdefault(fused, set()).add(shard)
     expected = {(name, s) for name in shapes for s in shards.get(name.split(".")[-2], {None})}
     for target in quantized:
-        _drop_weight(model, target)
+        drop_weight(model, target)
     model.to(weight_dtype).to_empty(device=device)
     params = dict(model.named_parameters())
     pending: dict[str, dict[int | None, QuantWeight]] = {}
@@ -234,7 +214,7 @@ def load_gguf_weights(model: LlamaForCausalLM, reader: GGUFReader, device,
     for target in list(pending):  # popped: each fused part is freed once concatenated
         parts = pending.pop(target)
         weight = QuantWeight.cat([parts[s] for s in sorted(parts, key=lambda s: s or 0)])
-        _install(model, target, weight, shapes[target])
+        install_weight(model, target, weight, shapes[target])
 
 
 def _rope_freqs(model: LlamaForCausalLM, reader: GGUFReader) -> None:
