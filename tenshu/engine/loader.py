@@ -1,6 +1,6 @@
 """Loads a Hugging Face checkpoint directory: config.json, one or many *.safetensors files,
 the tokenizer with its chat template, and generation_config.json's end-of-sequence ids.
-A `.gguf` file goes to quant/gguf_file.py."""
+A GGUF file (a `.gguf`, or an Ollama blob) goes to quant/gguf_file.py."""
 
 from __future__ import annotations
 
@@ -151,9 +151,18 @@ def context_length(config: EngineConfig, hf_config) -> int:
     return max_model_len
 
 
+def is_gguf(path: Path) -> bool:
+    """A `.gguf` file (a broken one gets the GGUF reader's error), or any file that starts
+    with GGUF's magic: Ollama's blobs are named `sha256-<hex>`."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return path.suffix == ".gguf" or f.read(4) == b"GGUF"
+
+
 def load_model(config: EngineConfig) -> LoadedModel:
     path = Path(config.model).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
+    if is_gguf(path):
         from tenshu.engine.quant.gguf_file import load_gguf_model  # it imports this module
 
         return load_gguf_model(config, path)
