@@ -37,6 +37,7 @@ from tenshu.core.events import (
 from tenshu.core.messages import TextBlock, ToolResultBlock
 from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest
+from tenshu.core.weights import gguf_format
 from tenshu.engine import (
     AsyncEngine,
     EngineConfig,
@@ -326,7 +327,9 @@ def _generation_defaults(path: Path) -> dict:
 
 def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
     path = Path(config.model)
-    weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    gguf = path.is_file()  # a .gguf file or an Ollama blob (engine/loader.py's is_gguf)
+    weights = path.stat().st_size if gguf else sum(
+        f.stat().st_size for f in path.glob("*.safetensors"))
     hf = llm.hf_config
     arch = (getattr(hf, "architectures", None) or [""])[0]
     params = sum(p.numel() for p in llm.runner.model.parameters()) + sum(
@@ -342,6 +345,8 @@ def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
     # the decoder Linears' format, where they are quantized (engine/quant)
     qc = getattr(hf, "quantization_config", None)
     quantization = config.quantization or (qc.get("quant_method") if isinstance(qc, dict) else None)
+    if gguf:  # as Ollama reports a GGUF's: Q4_K_M, Q8_0, F16
+        quantization = gguf_format(path).removeprefix("GGUF ")
     return ModelInfo(
         name=name,
         context_window=llm.max_model_len,

@@ -11,8 +11,8 @@ from tenshu.core.errors import TenshuError
 
 # Each command is a module of this package; their own imports of the engine (torch) happen
 # in main(), so `tenshu users list` or `tenshu --help` starts in a fraction of a second.
-COMMANDS = ("serve", "chat", "run", "train", "bench", "users", "keys", "feedback", "export",
-            "ingest", "memory", "learn", "adapters", "jobs",
+COMMANDS = ("serve", "chat", "run", "models", "pull", "train", "bench", "users", "keys",
+            "feedback", "export", "ingest", "memory", "learn", "adapters", "jobs",
             "config", "trace", "routes", "agent", "runs", "connect", "mcp", "integrations")
 
 

@@ -2,6 +2,10 @@
 
   tenshu serve                                  the built-in model, on 127.0.0.1:7311
   tenshu serve --model ~/models/Qwen3-0.6B      a checkpoint directory (named after it)
+  tenshu serve --model ~/models/qwen.gguf       a GGUF file (named qwen)
+  tenshu serve --model qwen2.5:7b               a model Ollama pulled (also ollama:qwen2.5:7b),
+                                                read in place from $OLLAMA_MODELS
+  tenshu serve --model Qwen3-0.6B               what `tenshu pull` put in $TENSHU_HOME/models
   tenshu serve --model qwen=~/models/Qwen3-0.6B --model tiny=path/to/other
   tenshu serve --host 0.0.0.0                   listen beyond loopback (API keys required)
   tenshu serve --model DIR --quantization int4  quantize a float checkpoint's layers on load
@@ -67,8 +71,9 @@ def main(args) -> int:
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
     for spec in settings.served_models():
-        if spec.backend == "embedded" and not Path(spec.path).is_dir():
-            raise ValueError(f"model {spec.name}: {spec.path} is not a directory")
+        if spec.backend == "embedded" and not Path(spec.path).exists():
+            raise ValueError(f"model {spec.name}: {spec.path} does not exist (give a checkpoint "
+                             "directory, a .gguf file or an Ollama model name)")
     server = build_server(settings, jobs=configured_jobs(args.config))
     names = ", ".join(m.name for m in server.gateway.models())
     url = f"http://{_url_host(settings.host)}:{settings.port}"

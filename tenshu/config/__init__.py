@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from tenshu.config import ollama_store
 from tenshu.config.agents import AgentsSettings, parse_agents
 from tenshu.config.context import ContextSettings, parse_context
 from tenshu.config.integrations import IntegrationsSettings, parse_integrations
@@ -79,9 +80,22 @@ def _owner_only(path: Path) -> None:
         path.chmod(mode & 0o700)
 
 
+def models_dir() -> Path:
+    """Where `tenshu pull` puts models, and where `--model NAME` looks first: models/ in the
+    home."""
+    return tenshu_home() / "models"
+
+
+def ollama_models_dir() -> Path:
+    """Ollama's model store: OLLAMA_MODELS (as Ollama reads it), else ~/.ollama/models."""
+    if store := os.environ.get("OLLAMA_MODELS"):
+        return Path(store).expanduser()
+    return Path.home() / ".ollama" / "models"
+
+
 def resolve_model(model: str | None) -> str:
-    """A model the user named (a checkpoint directory), or the built-in default."""
-    return str(model) if model else str(DEFAULT_MODEL_DIR)
+    """A model the user named (see `model_source`), or the built-in default."""
+    return model_source(model)[1] if model else str(DEFAULT_MODEL_DIR)
 
 
 # -- the server's settings: tenshu.toml, then command-line flags ---------------------------------
@@ -231,15 +245,51 @@ def config_path() -> Path:
 
 
 def parse_model_arg(value: str) -> ModelSpec:
-    """`PATH` or `NAME=PATH`; the name defaults to the directory's name."""
-    name, sep, path = value.partition("=")
+    """`SOURCE` or `NAME=SOURCE` (see `model_source`); the name defaults to the source's."""
+    name, sep, source = value.partition("=")
     if not sep:
-        name, path = "", value
-    path = str(Path(path).expanduser())
-    name = name or Path(path).resolve().name
+        name, source = "", value
+    default_name, path = model_source(source)
+    name = name or default_name
     if not name:
         raise ValueError(f"--model {value!r}: cannot tell the model's name; use NAME=PATH")
     return ModelSpec(name, path)
+
+
+def model_source(source: str) -> tuple[str, str]:
+    """(its default name, the file or directory to load) for what a person wrote as a model:
+    a checkpoint directory or a .gguf file (named after it); a folder of models/ in the home
+    (what `tenshu pull` made, named after it; a folder of one .gguf file stands for that file);
+    or a model in Ollama's store, `ollama:NAME` or just `NAME` (named as written, loaded from
+    its blob in place). A path that exists wins over the other readings."""
+    if source.startswith(ollama_store.PREFIX):
+        found = ollama_store.resolve(ollama_models_dir(), source)
+        return source.removeprefix(ollama_store.PREFIX), str(found.blob)
+    path = Path(source).expanduser()
+    pulled = models_dir() / source
+    if not path.exists() and source and ".." not in Path(source).parts and pulled.exists():
+        path = pulled
+    elif not path.exists() and not source.startswith(("/", ".", "~")) \
+            and path.suffix != ".gguf" and ollama_store.parse_name(source) is not None:
+        try:
+            return source, str(ollama_store.resolve(ollama_models_dir(), source).blob)
+        except ollama_store.OllamaModelNotFound as exc:
+            raise ValueError(f"model {source!r}: no such file or directory, nor a model in "
+                             f"{models_dir()}; and {exc}") from None
+    name = path.stem if path.suffix == ".gguf" else path.resolve().name
+    return name, str(_single_gguf(path))
+
+
+def _single_gguf(path: Path) -> Path:
+    """A folder of GGUF files without a checkpoint (a pull of `--include '*Q4_K_M.gguf'`)
+    stands for its one .gguf file; with several, the person picks one."""
+    if not path.is_dir() or (path / "config.json").exists():
+        return path
+    files = sorted(path.glob("*.gguf"))
+    if len(files) > 1:
+        raise ValueError(f"{path} holds {len(files)} GGUF files ({', '.join(f.name for f in files)}"
+                         "); name the one to serve, e.g. --model " + str(files[0]))
+    return files[0] if files else path
 
 
 def load_server_settings(file: Path | None = None, **overrides) -> ServerSettings:

@@ -1,7 +1,8 @@
 """Loads a Hugging Face checkpoint directory: config.json, one or many *.safetensors files,
 the tokenizer with its chat template, and generation_config.json's end-of-sequence ids.
-A `.gguf` file goes to quant/gguf_file.py. Quantized weights (quantization on load, its cache,
-GPTQ and AWQ checkpoints) are read through a quant/load.py QuantLoad, chosen in `quant_load`."""
+A GGUF file (a `.gguf`, or an Ollama blob) goes to quant/gguf_file.py. Quantized weights
+(quantization on load, its cache, GPTQ and AWQ checkpoints) are read through a quant/load.py
+QuantLoad, chosen in `quant_load`."""
 
 from __future__ import annotations
 
@@ -191,9 +192,18 @@ def quant_load(config: EngineConfig, path: Path, hf_config, model: LlamaForCausa
     return quantize.OnLoadQuantizer(model, method), places
 
 
+def is_gguf(path: Path) -> bool:
+    """A `.gguf` file (a broken one gets the GGUF reader's error), or any file that starts
+    with GGUF's magic: Ollama's blobs are named `sha256-<hex>`."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return path.suffix == ".gguf" or f.read(4) == b"GGUF"
+
+
 def load_model(config: EngineConfig) -> LoadedModel:
     path = Path(config.model).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
+    if is_gguf(path):
         if config.quantization is not None:
             raise UnsupportedModelError(f"{path} is a GGUF file, quantized as it is: leave "
                                         "quantization unset")
