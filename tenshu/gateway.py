@@ -155,6 +155,19 @@ class Gateway:
         routes = [self._route_info(r) for r in self.router.routes]
         return chat + routes + [e.info for e in self.embedders.values()]
 
+    def load_states(self) -> dict[str, str]:
+        """Each embedded model's load: "loading", "ready", "unloaded" (released while idle,
+        loaded again by its next request) or "failed: why" (backends/loading.py)."""
+        return {name: group[0].backend.loader.state
+                for name, group in self.router.deployments.items()
+                if getattr(group[0].backend, "loader", None) is not None}
+
+    def loaded(self) -> bool:
+        """Whether every embedded model has loaded once (it may have been unloaded since)."""
+        return all(group[0].backend.loader.has_loaded
+                   for group in self.router.deployments.values()
+                   if getattr(group[0].backend, "loader", None) is not None)
+
     def _route_info(self, route: RouteSpec, name: str | None = None) -> ModelInfo:
         return ModelInfo(name=name or route.name, created=self.created, owned_by="tenshu",
                          context_window=self.router.context_window(route), family="route")

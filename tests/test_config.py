@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tenshu.config import (
@@ -43,6 +45,9 @@ def test_file_then_flags(tmp_path):
     ("[[models]]\nname = 'x'\n", "models.x: needs a path"),
     ('[server]\nquantization = "int3"\n', "server.quantization: must be one of int8, int4"),
     ("[[models]]\nname = 'x'\npath = '/m'\nquantization = 'q2'\n", "models.x.quantization: must be one of"),
+    ('[server]\nmodel_keep_alive = "soon"\n', "server.model_keep_alive: 'soon' is not a"),
+    ("[server]\nload_timeout = 0\n", "server.load_timeout"),
+    ("[[models]]\nname = 'x'\npath = '/m'\nkeep_alive = '5 min'\n", "models.x.keep_alive"),
     ("[server\n", "not valid TOML"),
 ])
 def test_a_bad_file_is_one_error_naming_the_key(tmp_path, text, key):
@@ -50,6 +55,20 @@ def test_a_bad_file_is_one_error_naming_the_key(tmp_path, text, key):
     file.write_text(text)
     with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
         load_server_settings(file)
+
+
+def test_keep_alive_defaults_to_forever_unless_set(tmp_path):
+    file = tmp_path / "tenshu.toml"
+    file.write_text("[[models]]\nname = 'a'\npath = '/a'\n"
+                    "[[models]]\nname = 'b'\npath = '/b'\nkeep_alive = -1\n"
+                    "[[models]]\nname = 'c'\npath = '/c'\nkeep_alive = 30\n")
+    settings = load_server_settings(file)
+    a, b, c = settings.models
+    assert settings.model_keep_alive_for(a) == math.inf  # tenshu's default: always on
+    assert settings.model_keep_alive_for(b) == math.inf and settings.model_keep_alive_for(c) == 30
+    file.write_text('[server]\nmodel_keep_alive = "5m"\n' + file.read_text())
+    settings = load_server_settings(file)
+    assert [settings.model_keep_alive_for(m) for m in settings.models] == [300, math.inf, 30]
 
 
 def test_a_missing_explicit_file_is_an_error(tmp_path):

@@ -1,7 +1,12 @@
 """/health (the process is alive), /ready (models loaded, not draining) and /metrics.
 
-/health and /ready answer without a key (load balancers and supervisors probe them); /ready
-lists the models only to a request that could list them through the API.
+/health answers as soon as the process serves HTTP, while the embedded models are still loading
+in the background (backends/loading.py). /ready answers 503 {"status": "loading", "models":
+{name: "loading" | "ready" | "failed: why"}} until every one has loaded (and the adapters in
+service are added), 503 "failed" if one could not be, then 200 as long as the server is not
+draining; a model unloaded after its keep_alive still counts as ready (its next request loads
+it). Both answer without a key (load balancers and supervisors probe them); /ready lists the
+models only to a request that could list them through the API.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ async def ready(request: Request):
     gateway = request.app.state.gateway
     if gateway.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
-    if not await _may_list(request):
+    may_list = await _may_list(request)
+    states = gateway.load_states()
+    adapters = getattr(request.app.state, "adapters", None)
+    failed = any(state.startswith("failed") for state in states.values())
+    if failed or not gateway.loaded() or (adapters is not None and not adapters.started):
+        body = {"status": "failed" if failed else "loading"}
+        if may_list:
+            body["models"] = states
+        return JSONResponse(body, status_code=503)
+    if not may_list:
         return {"status": "ready"}
     return {"status": "ready", "models": [m.name for m in gateway.models()]}
 

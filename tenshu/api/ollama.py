@@ -1,10 +1,11 @@
 """The Ollama API routes: parse with protocols/ollama.py, run through the gateway, encode.
 
     GET  /, /api/version          "Ollama is running", the version (no key needed: clients probe)
-    GET  /api/tags, /api/ps       the models (all of tenshu's are always loaded)
+    GET  /api/tags, /api/ps       the models; those loaded now, with when they unload
     POST /api/show                one model's template, details and capabilities
     POST /api/pull                succeeds for a model served here; tenshu downloads nothing
-    POST /api/chat, /api/generate NDJSON chunks by default, one JSON object with stream: false
+    POST /api/chat, /api/generate NDJSON chunks by default, one JSON object with stream: false;
+                                  with no prompt, Ollama's load call (keep_alive 0: unload)
     POST /api/embed, /api/embeddings
 """
 
@@ -15,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -167,7 +169,8 @@ class OllamaEmbeddingsResponse(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OllamaError, "description": why} for status, why in (
         (400, "bad input"), (401, "missing or invalid API key"), (404, "unknown model"),
-        (413, "request too large"), (429, "queue full"), (503, "shutting down"))}
+        (413, "request too large"), (429, "queue full"),
+        (503, "shutting down, or the model still loading"))}
 
 
 def _streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
@@ -201,7 +204,16 @@ async def tags(request: Request, ctx: Context) -> dict:
 
 @router.get("/api/ps", response_model=OllamaPs, responses=_ERRORS)
 async def ps(request: Request, ctx: Context) -> dict:
-    return {"models": [ollama_encode.running_entry(m) for m in gateway_of(request).models()]}
+    """The embedded models loaded now (and the adapters served on them), each with when its
+    keep_alive unloads it. Upstreams and the embedder are not loaded by this process's engine."""
+    running = []
+    for name, group in gateway_of(request).router.deployments.items():
+        engine = _engine_of(group[0].backend)
+        expires_in = engine.loader.expires_in() if engine is not None else None
+        if expires_in is not None:
+            info = replace(group[0].backend.info, name=name)
+            running.append(ollama_encode.running_entry(info, expires_in))
+    return {"models": running}
 
 
 @router.post("/api/pull", response_model=None, responses=_streamed(OllamaPullStatus))
@@ -239,9 +251,7 @@ async def show(body: ollama.ShowBody, request: Request, ctx: Context) -> dict:
 async def chat(body: ollama.ChatBody, request: Request, ctx: Context) -> Response:
     started = time.perf_counter_ns()
     if ollama.is_load_request(body):
-        gateway_of(request).backend_for(body.model)  # an unknown model is still a 404
-        return JSONResponse(ollama_encode.load_reply(body.model, "chat", ollama.load_reason(
-            body.keep_alive)))
+        return JSONResponse(await _load_call(request, body, "chat"))
     return await _reply(request, ctx, ollama.parse_chat(body), body.model, "chat", started)
 
 
@@ -250,9 +260,7 @@ async def generate(body: ollama.GenerateBody, request: Request, ctx: Context) ->
     started = time.perf_counter_ns()
     gateway = gateway_of(request)
     if ollama.is_load_request(body):
-        gateway.backend_for(body.model)
-        return JSONResponse(ollama_encode.load_reply(body.model, "generate", ollama.load_reason(
-            body.keep_alive)))
+        return JSONResponse(await _load_call(request, body, "generate"))
     chat_request = ollama.parse_generate(body)
     if body.context and not body.raw:  # Ollama, too, reads `context` only for templated prompts
         engine = _engine_of(gateway.backend_for(body.model))
@@ -260,9 +268,10 @@ async def generate(body: ollama.GenerateBody, request: Request, ctx: Context) ->
             raise InvalidRequestError(
                 f"context: {body.model} is served by an upstream, whose token ids tenshu does "
                 "not know; send the conversation with /api/chat instead", field="context")
+        await engine.prepare()  # its tokenizer (the first load's)
         turn = await asyncio.to_thread(engine.prompt_ids, chat_request)
         chat_request = ollama.continue_from(chat_request, body.context, turn,
-                                            engine.llm.vocab_size)
+                                            engine.vocab_size)
     context = None if body.raw else _context_ids(gateway, ctx, chat_request)
     return await _reply(request, ctx, chat_request, body.model, "generate", started, context)
 
@@ -273,6 +282,19 @@ async def generate(body: ollama.GenerateBody, request: Request, ctx: Context) ->
 # here, so the ids are the prompt's as its engine tokenized it (exactly what it read: sent back,
 # they hit the prefix cache) and the answer's text tokenized again, as Ollama builds it
 # (tokenize(prompt + answer)). An upstream's reply keeps `context: []`.
+
+
+async def _load_call(request: Request, body: ollama.ChatBody | ollama.GenerateBody,
+                     kind: Literal["chat", "generate"]) -> dict:
+    """Ollama's load call (no messages, no prompt): load the model and keep it `keep_alive`
+    (the model's own when not sent); with keep_alive 0, unload it instead, once no request
+    holds it. An upstream model is neither: the reply only says which was asked."""
+    backend = gateway_of(request).backend_for(body.model)  # an unknown model is still a 404
+    seconds = ollama.keep_alive(body.keep_alive)
+    engine = _engine_of(backend)
+    if engine is not None:
+        await (engine.unload() if seconds == 0 else engine.load(seconds))
+    return ollama_encode.load_reply(body.model, kind, "unload" if seconds == 0 else "load")
 
 
 def _engine_of(backend) -> EmbeddedBackend | None:
@@ -291,7 +313,7 @@ def _context_ids(gateway, ctx: RequestContext, chat_request: ChatRequest):
             return []
 
         def ids() -> list[int]:
-            tokenizer = engine.llm.tokenizer
+            tokenizer = engine.tokenizer
             return [*engine.prompt_ids(chat_request),
                     *tokenizer.encode(answer, add_special_tokens=False)]
 

@@ -1,7 +1,9 @@
 """Build and run the whole server: models, gateway, state store, app, and uvicorn.
 
-`build_server(settings)` loads every configured model (or the built-in default), connects the
-upstream ones, builds the router over them, and returns a Server whose `app` any ASGI server can run; `run(server)` runs it with uvicorn and shuts down
+`build_server(settings)` starts loading every configured embedded model (or the built-in
+default) in the background (backends/loading.py: /health answers at once, /ready once they are
+in), connects the upstream ones, builds the router over them, and returns a Server whose `app`
+any ASGI server can run; `run(server)` runs it with uvicorn and shuts down
 gracefully: on SIGTERM/SIGINT it stops accepting, lets requests in flight finish for
 `grace_seconds`, then ends those still running with the protocol's error event and exits.
 """
@@ -211,7 +213,8 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
             max_num_seqs=settings.max_num_seqs, enable_lora=True,
             max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank,
             quantization=spec.quantization or settings.quantization or None,
-            quantization_cache_dir=str(tenshu_home() / "cache")))
+            quantization_cache_dir=str(tenshu_home() / "cache")),
+            keep_alive=settings.model_keep_alive_for(spec), load_timeout=settings.load_timeout)
         # what the engine runs at once, and the queue that may wait for it
         limit = settings.max_num_seqs + settings.max_queue
         source = (f"server.max_num_seqs {settings.max_num_seqs} + server.max_queue "

@@ -4,6 +4,13 @@ Templating (chat/), sampling defaults from the checkpoint's generation_config, f
 max_tokens to the context window, and turning the engine's RequestOutputs into the ChatEvent
 sequence every protocol encodes.
 
+The engine is built in the background as the server starts, and released after `keep_alive`
+idle seconds (backends/loading.py): a request holds it from start to end, waiting for it to
+load first if need be. The model's ModelInfo is read from its files at once
+(backends/checkpoint_info.py); what needs the tokenizer (the chat template's tool format,
+grammars, token counts) is built with the first engine and kept across unloads. LoRA adapters
+added to the engine are added again to each engine built after an unload.
+
 Rendering and tokenizing a prompt can take seconds for one of a few MB, so it
 runs in a worker thread, never on the event loop. A prompt that cannot fit the window is refused
 before it is tokenized in full: first by its length in characters (no token of the vocabulary is
@@ -17,15 +24,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tenshu.backends.base import BackendStats
+from tenshu.backends.checkpoint_info import checkpoint_info, loaded_info
+from tenshu.backends.loading import DEFAULT_TIMEOUT, Loader
 from tenshu.chat.reply import OutputShape, Reply, output_shape
 from tenshu.chat.structured import GrammarCompiler
 from tenshu.chat.template import prompt_text, tool_format
+from tenshu.chat.tools import ToolFormat
 from tenshu.core.errors import ContextLengthError, InvalidRequestError, ShuttingDownError
 from tenshu.core.events import (
     ChatEvent,
@@ -34,10 +45,9 @@ from tenshu.core.events import (
     TokenLogprob,
     Usage,
 )
+from tenshu.core.keep_alive import FOREVER
 from tenshu.core.messages import TextBlock, ToolResultBlock
-from tenshu.core.models import ModelInfo
 from tenshu.core.request import ChatRequest
-from tenshu.core.weights import gguf_format
 from tenshu.engine import (
     AsyncEngine,
     EngineConfig,
@@ -45,30 +55,156 @@ from tenshu.engine import (
     RequestOutputKind,
     SamplingParams,
 )
-from tenshu.engine.quant import QuantWeight
+from tenshu.engine.lora import LoRAError
 
+log = logging.getLogger("tenshu.backends")
 _ids = itertools.count()
 
 
+@dataclass(frozen=True)
+class _Text:
+    """What the tokenizer gives: built with the first engine, kept while it is unloaded."""
+
+    tokenizer: object
+    vocab_size: int
+    grammars: GrammarCompiler
+    tool_format: ToolFormat
+    max_token_chars: int
+
+    @classmethod
+    def of(cls, llm) -> _Text:
+        tokenizer = llm.tokenizer
+        return cls(tokenizer, llm.vocab_size,
+                   GrammarCompiler(tokenizer, llm.vocab_size, _eos_ids(llm)),
+                   tool_format(tokenizer), _max_token_chars(tokenizer))
+
+
 class EmbeddedBackend:
-    def __init__(self, name: str, config: EngineConfig):
+    def __init__(self, name: str, config: EngineConfig, *, keep_alive: float = FOREVER,
+                 load_timeout: float = DEFAULT_TIMEOUT):
+        """Starts loading the engine in the background. `keep_alive`: idle seconds before it
+        is released (FOREVER: never); `load_timeout`: how long a request waits for a load."""
         self.config = config
-        self.engine = AsyncEngine(config)
-        self.llm = self.engine.engine
         self.defaults = _generation_defaults(Path(config.model))
-        tokenizer = self.llm.tokenizer
-        self.grammars = GrammarCompiler(tokenizer, self.llm.vocab_size, _eos_ids(self.llm))
-        self.tool_format = tool_format(tokenizer)
-        self.info = _model_info(name, config, self.llm)
-        self.max_token_chars = _max_token_chars(tokenizer)
+        self.info = checkpoint_info(name, config)
+        self._text: _Text | None = None
+        self._loras: dict[int, LoRARequest] = {}  # adapters every engine built gets
         self._prompt_tokens = 0
         self._cached_tokens = 0
+        self.loader: Loader[AsyncEngine] = Loader(
+            name, self._build, AsyncEngine.shutdown, keep_alive=keep_alive, timeout=load_timeout)
+        self.loader.start()
+
+    # -- the engine, while it is loaded ------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine | None:
+        return self.loader.value
+
+    @property
+    def llm(self):
+        """The synchronous engine (LLMEngine) while loaded, else None."""
+        engine = self.loader.value
+        return engine.engine if engine is not None else None
+
+    @property
+    def tokenizer(self):
+        return self._prepared().tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._prepared().vocab_size
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        return self._prepared().grammars
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        return self._prepared().tool_format
+
+    @property
+    def max_token_chars(self) -> int:
+        return self._prepared().max_token_chars
+
+    def _prepared(self) -> _Text:
+        if self._text is None:
+            raise RuntimeError(f"{self.info.name}: the tokenizer is read with the first load; "
+                               "await prepare() first")
+        return self._text
+
+    async def prepare(self) -> None:
+        """Return once the tokenizer's side is ready (after the first load)."""
+        if self._text is None:
+            await self.loader.acquire()
+            self.loader.release()
+
+    async def load(self, keep_alive: float | None = None) -> None:
+        """Ollama's load call: load now if need be, and stay `keep_alive` seconds (None: the
+        model's own)."""
+        await self.loader.acquire()
+        self.loader.release(self.loader.keep_alive if keep_alive is None else keep_alive)
+
+    async def unload(self) -> None:
+        """Ollama's keep_alive 0: release the engine once no request holds it."""
+        await self.loader.unload()
+
+    async def add_lora(self, lora: LoRARequest) -> str:
+        """Hold an adapter in this engine and every one built after an unload; returns the
+        sha256 of its weights. Raises LoRAError for one that cannot be used."""
+        engine = await self.loader.acquire()
+        try:
+            digest = await engine.add_lora(lora)
+            self._loras[lora.lora_int_id] = lora
+            return digest
+        finally:
+            self.loader.release()
+
+    def remove_lora(self, lora_int_id: int) -> None:
+        """Give an adapter up; raises LoRAError while a request runs on it."""
+        engine = self.loader.value
+        if engine is not None:
+            engine.remove_lora(lora_int_id)
+        self._loras.pop(lora_int_id, None)
+
+    def _build(self) -> AsyncEngine:
+        """Loader's load, in its thread: the engine, its adapters, and the tokenizer's side."""
+        engine = AsyncEngine(self.config)
+        try:
+            llm = engine.engine
+            for lora in list(self._loras.values()):
+                try:
+                    llm.add_lora(lora)
+                except LoRAError as exc:  # its files changed since: the model goes on without
+                    log.warning("adapter %s is not served again: %s", lora.lora_name, exc)
+                    self._loras.pop(lora.lora_int_id, None)
+            if self._text is None:
+                self._text = _Text.of(llm)
+            self.info = loaded_info(self.info.name, self.config, llm)
+        except BaseException:
+            engine.shutdown()
+            raise
+        return engine
 
     # -- the Backend interface ----------------------------------------------------------------
 
     async def chat(self, request: ChatRequest, lora: LoRARequest | None = None
                    ) -> AsyncIterator[ChatEvent]:
-        """The reply's events; with `lora`, from that adapter (one the engine holds)."""
+        """The reply's events; with `lora`, from that adapter (one the engine holds). Waits
+        for the engine to load; `request.keep_alive` (None: the model's own) is how long it
+        stays loaded afterwards."""
+        engine = await self.loader.acquire()
+        events = self._generate(engine, request, lora)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # now, not when collected: it aborts the engine's request
+            keep = request.keep_alive
+            self.loader.release(self.loader.keep_alive if keep is None else keep)
+
+    async def _generate(self, engine: AsyncEngine, request: ChatRequest,
+                        lora: LoRARequest | None) -> AsyncIterator[ChatEvent]:
         ids = await asyncio.to_thread(self.prompt_ids, request)
         shape = OutputShape()
         if request.tools or request.response_format:
@@ -80,8 +216,7 @@ class EmbeddedBackend:
         counts: dict[int, int] = {}  # choice -> tokens so far
         replies: dict[int, Reply] = {}
         done: set[int] = set()  # choices finished (the engine reports them again while n > 1 run)
-        async for out in self.engine.generate(request_id, {"prompt_token_ids": ids}, params,
-                                              lora):
+        async for out in engine.generate(request_id, {"prompt_token_ids": ids}, params, lora):
             if not counts:
                 self._prompt_tokens += len(ids)
                 self._cached_tokens += out.num_cached_tokens
@@ -122,7 +257,7 @@ class EmbeddedBackend:
         """MessageStart's prompt_text and prompt_tokens, for a completion that wants them."""
         if not request.is_completion or not (request.echo or request.prompt_logprobs is not None):
             return {}
-        tokenizer = self.llm.tokenizer
+        tokenizer = self.tokenizer
         text = request.prompt if isinstance(request.prompt, str) else tokenizer.decode(ids)
         tokens = None
         if scored is not None:
@@ -139,10 +274,14 @@ class EmbeddedBackend:
         return output_shape(request, self.grammars, self.tool_format)
 
     async def count_tokens(self, request: ChatRequest) -> int:
+        await self.prepare()
         return len(await asyncio.to_thread(self.prompt_ids, request))
 
     def stats(self) -> BackendStats:
-        scheduler, blocks = self.llm.scheduler, self.llm.block_manager
+        llm = self.llm
+        if llm is None:  # loading or unloaded: requests waiting for it are the deployment's
+            return BackendStats(0, 0, self.config.max_num_seqs, 0.0)
+        scheduler, blocks = llm.scheduler, llm.block_manager
         used = 1 - blocks.num_free_blocks / max(1, blocks.num_blocks)
         return BackendStats(len(scheduler.running), len(scheduler.waiting),
                             self.config.max_num_seqs, used)
@@ -152,18 +291,20 @@ class EmbeddedBackend:
         return self._prompt_tokens, self._cached_tokens
 
     async def abort_all(self) -> None:
-        for request_id in list(self.llm.requests):
-            await self.engine.abort(request_id)
+        engine = self.engine
+        if engine is not None:
+            for request_id in list(engine.engine.requests):
+                await engine.abort(request_id)
 
     def close(self) -> None:
-        self.engine.shutdown()
+        self.loader.close()
 
     # -- request -> engine --------------------------------------------------------------------
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids; raises ContextLengthError when they cannot fit the window.
         Slow for a large prompt: not for the event loop."""
-        tokenizer = self.llm.tokenizer
+        tokenizer = self.tokenizer
         window = self.window(request)
         self._check_fits(_least_chars(request) // self.max_token_chars, window, request)
         if request.is_completion and not isinstance(request.prompt, str):
@@ -323,38 +464,3 @@ def _generation_defaults(path: Path) -> dict:
         return {"temperature": 0.0}
     keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
     return {k: config[k] for k in keys if config.get(k) is not None}
-
-
-def _model_info(name: str, config: EngineConfig, llm) -> ModelInfo:
-    path = Path(config.model)
-    gguf = path.is_file()  # a .gguf file or an Ollama blob (engine/loader.py's is_gguf)
-    weights = path.stat().st_size if gguf else sum(
-        f.stat().st_size for f in path.glob("*.safetensors"))
-    hf = llm.hf_config
-    arch = (getattr(hf, "architectures", None) or [""])[0]
-    params = sum(p.numel() for p in llm.runner.model.parameters()) + sum(
-        m.shape.numel() for m in llm.runner.model.modules() if isinstance(m, QuantWeight))
-    # The dtype the weights are held in, which is what Ollama's quantization_level reports: a
-    # bf16 checkpoint stays bf16 in memory even where the engine computes in float32 (a CPU
-    # without native bf16, engine/config.py), so `llm.dtype`, the compute dtype, would say F32.
-    by_dtype = Counter()
-    for p in llm.runner.model.parameters():
-        by_dtype[p.dtype] += p.numel()
-    weights_dtype = by_dtype.most_common(1)[0][0] if by_dtype else llm.dtype
-    template = getattr(llm.tokenizer, "chat_template", "") or ""
-    # the decoder Linears' format, where they are quantized (engine/quant)
-    qc = getattr(hf, "quantization_config", None)
-    quantization = config.quantization or (qc.get("quant_method") if isinstance(qc, dict) else None)
-    if gguf:  # as Ollama reports a GGUF's: Q4_K_M, Q8_0, F16
-        quantization = gguf_format(path).removeprefix("GGUF ")
-    return ModelInfo(
-        name=name,
-        context_window=llm.max_model_len,
-        created=int(path.stat().st_mtime),
-        family=getattr(hf, "model_type", "") or arch,
-        parameters=params,
-        dtype=quantization or str(weights_dtype).removeprefix("torch."),
-        size_bytes=weights,
-        path=str(path),
-        chat_template=template if isinstance(template, str) else "",
-    )

@@ -18,6 +18,10 @@ Point clients at it:
 Settings come from $TENSHU_HOME/tenshu.toml ([server], and the models, tiers, routes and
 budgets of docs/config.md; `tenshu config check` validates it), then these flags. API keys: `tenshu keys create --name NAME`; once one exists,
 every request needs one. Stop with Ctrl-C or SIGTERM: requests in flight get --grace seconds.
+
+The server answers at once (/health) and loads the models in the background; /ready answers
+200 once they are in, and a request that comes sooner waits for its model. An idle model stays
+loaded (server.model_keep_alive, or a model's keep_alive, releases it: docs/serve.md).
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ def main(args) -> int:
     url = f"http://{_url_host(settings.host)}:{settings.port}"
     print(f"tenshu serving {names} on {url}", file=sys.stderr)
     print(f"  OpenAI: {url}/v1   Anthropic: {url}   Ollama: {url}", file=sys.stderr)
+    print(f"  models load in the background: {url}/ready answers 200 once they are in",
+          file=sys.stderr)
     if not server.app.state.auth.is_required():
         print("  no API keys: open to this machine only (`tenshu keys create` adds one)",
               file=sys.stderr)

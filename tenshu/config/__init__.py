@@ -28,6 +28,7 @@ from tenshu.config.routing import (
     check_quantization,
     parse_routing,
 )
+from tenshu.core.keep_alive import FOREVER, keep_alive_seconds
 
 # The built-in chat model: a tiny model tenshu's own trainer built (`tenshu train tiny`),
 # shipped inside the package so everything works offline on a fresh machine.
@@ -122,7 +123,15 @@ class ServerSettings:
         headers are complete; slower (slowloris) or silent connections are closed.
     body_timeout, body_min_kib_per_s: a body must arrive within body_timeout seconds, extended
         by one second per body_min_kib_per_s KiB received (Apache's mod_reqtimeout MinRate).
-    keep_alive: seconds an idle connection is kept open between requests.
+    keep_alive: seconds an idle connection is kept open between requests (HTTP's keep-alive;
+        a model's is model_keep_alive).
+    model_keep_alive: how long an embedded model stays loaded after its last request, as
+        Ollama's keep_alive: "5m", "1h", a number of seconds, 0 (unload after each request) or
+        -1 (forever); a model's own `keep_alive` and a request's override it. Empty (the
+        default): forever. Ollama unloads after 5 minutes because it loads models on demand;
+        tenshu's promise is an always-on model that answers at once, so a model stays loaded
+        unless its owner asks for memory back (model_keep_alive = "5m" behaves as Ollama).
+    load_timeout: seconds a request waits for a model that is still loading before a 503.
     store_url: the state database, from [store] url: a SQLite path or a postgresql:// URL;
         empty: state.db in the home.
     max_loras, max_lora_rank: LoRA adapters served at once (each a model of its own), and the
@@ -152,6 +161,8 @@ class ServerSettings:
     body_timeout: float = 20.0
     body_min_kib_per_s: float = 64.0
     keep_alive: float = 5.0
+    model_keep_alive: str | float = ""
+    load_timeout: float = 300.0
     kv_cache_memory_gib: float = 2.0
     max_num_seqs: int = 64
     max_loras: int = 4
@@ -181,11 +192,16 @@ class ServerSettings:
         if self.max_connections < 1:
             raise bad("max_connections", "must be >= 1")
         for key in ("max_header_kib", "header_timeout", "body_timeout", "body_min_kib_per_s",
-                    "keep_alive"):
+                    "keep_alive", "load_timeout"):
             if getattr(self, key) <= 0:
                 raise bad(key, "must be > 0")
         if self.kv_cache_memory_gib <= 0:
             raise bad("kv_cache_memory_gib", "must be > 0")
+        if self.model_keep_alive != "":
+            try:
+                keep_alive_seconds(self.model_keep_alive)
+            except ValueError as exc:
+                raise ValueError(f"server.model_keep_alive: {exc}") from None
         if self.max_num_seqs < 1:
             raise bad("max_num_seqs", "must be >= 1")
         if self.max_loras < 1:
@@ -224,6 +240,13 @@ class ServerSettings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mib * 1024 * 1024)
+
+    def model_keep_alive_for(self, spec: ModelSpec) -> float:
+        """Seconds `spec` stays loaded when idle (FOREVER unless keep_alive is set)."""
+        for value in (spec.keep_alive, self.model_keep_alive):
+            if value != "":
+                return keep_alive_seconds(value)
+        return FOREVER
 
     def served_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, or the built-in default when there are none."""
@@ -411,6 +434,9 @@ def _server_table(file: Path, data: dict) -> dict:
             # a checkpoint: the name defaults to its directory's, and ~ is expanded
             entry = {**entry, "path": (spec := parse_model_arg(entry["path"])).path}
             entry.setdefault("name", spec.name)
+        keep = entry.get("keep_alive") if isinstance(entry, dict) else None
+        if isinstance(keep, (int, float)) and not isinstance(keep, bool):
+            entry = {**entry, "keep_alive": str(keep)}  # -1 or 300: seconds, as "-1", "300"
         models.append(entry)
     try:
         routing = parse_routing(data, models)

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
+from tenshu.core.keep_alive import keep_alive_seconds
 from tenshu.router.sovereignty import DEFAULT_MATCHERS, MATCHERS
 
 # openai: Chat Completions; openai-responses: OpenAI's Responses API (POST {endpoint}/responses)
@@ -70,11 +71,19 @@ class ModelSpec:
     idle_timeout: float = 30.0
     vision: bool = False
     quantization: str = ""  # an embedded model's; empty: server.quantization
+    keep_alive: str = ""  # an embedded model's idle time before unload; empty: server's
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("name: every model needs one")
         check_quantization(self.quantization)
+        if self.keep_alive:
+            if self.backend != "embedded":
+                raise ValueError("keep_alive: applies to embedded models only")
+            try:
+                keep_alive_seconds(self.keep_alive)
+            except ValueError as exc:
+                raise ValueError(f"keep_alive: {exc}") from None
         if self.quantization and self.backend != "embedded":
             raise ValueError("quantization: applies to embedded models only (an upstream "
                              "quantizes its own)")

@@ -13,6 +13,7 @@
     │   └── QuotaExceededError     429 rate_limit_error          (an upstream's quota or billing)
     ├── ModelLoadError             500 model_load_error
     │   └── UnsupportedModelError  400 unsupported_model        (also a ValueError)
+    ├── ModelLoadingError          503 overloaded_error          (still loading after the wait)
     ├── EngineDeadError            503 engine_dead
     ├── UpstreamError              502 upstream_error            (an upstream server failed)
     │   └── UpstreamTimeoutError   504 timeout_error             (no connection, first token or
@@ -107,6 +108,14 @@ class ModelLoadError(TenshuError):
 class UnsupportedModelError(ModelLoadError, ValueError):
     status = 400
     kind = "unsupported_model"
+
+
+class ModelLoadingError(TenshuError):
+    """A model is still loading after the request waited for it as long as the server allows
+    (server.load_timeout); retrying later will find it loaded."""
+
+    status = 503
+    kind = "overloaded_error"
 
 
 class EngineDeadError(TenshuError):

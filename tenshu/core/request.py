@@ -84,6 +84,9 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
     num_ctx: int | None = None  # Ollama's per-request context window
+    # Ollama's keep_alive, in seconds (math.inf: forever, 0: unload after this request); None:
+    # the model's own (core/keep_alive.py parses the wire's "10m", -1, ...)
+    keep_alive: float | None = None
     user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -123,6 +123,16 @@ class EngineConfig:
             return dtype, torch.float32
         return torch.float32, torch.float32
 
+    def context_length(self, limit: int | None) -> int:
+        """max_model_len: asked for, else the model's max_position_embeddings (`limit`), and
+        never more than it."""
+        max_model_len = self.max_model_len or limit or 4096
+        if limit is not None and max_model_len > limit:
+            raise ValueError(
+                f"max_model_len {max_model_len} exceeds the model's max_position_embeddings "
+                f"{limit}")
+        return max_model_len
+
     @property
     def batched_tokens(self) -> int:
         if self.max_num_batched_tokens is not None:

@@ -151,13 +151,8 @@ def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
 
 def context_length(config: EngineConfig, hf_config) -> int:
     """max_model_len: asked for, else the model's max_position_embeddings, and never more."""
-    limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or None
-    max_model_len = config.max_model_len or limit or 4096
-    if limit is not None and max_model_len > limit:
-        raise ValueError(
-            f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {limit}"
-        )
-    return max_model_len
+    return config.context_length(int(getattr(hf_config, "max_position_embeddings", 0) or 0)
+                                 or None)
 
 
 def quant_load(config: EngineConfig, path: Path, hf_config, model: LlamaForCausalLM,

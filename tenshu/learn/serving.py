@@ -33,7 +33,13 @@ from pathlib import Path
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.lora import LoRABackend
 from tenshu.config.routing import ModelSpec
-from tenshu.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from tenshu.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelLoadError,
+    ModelLoadingError,
+    NotFoundError,
+)
 from tenshu.engine import LoRARequest
 from tenshu.engine.lora import LoRAError
 from tenshu.learn.registry import _NAME, Registry
@@ -71,6 +77,7 @@ class AdapterService:
         self._retiring: set[asyncio.Task] = set()
         self._watcher: asyncio.Task | None = None
         self._seen: dict[str, int] = {}  # alias file -> its mtime at the last sync
+        self.started = False  # the first sync is done (start)
 
     # -- what is served -------------------------------------------------------------------------
 
@@ -121,7 +128,7 @@ class AdapterService:
         backend = self.bases()[base_name]
         lora = LoRARequest(name, next(self._ids), str(folder))
         try:
-            digest = await backend.engine.add_lora(lora)
+            digest = await backend.add_lora(lora)  # waits for the engine while it loads
         except LoRAError as exc:
             raise InvalidRequestError(f"{name}: {exc}", field="lora_path") from None
         # a registry version by its number; one loaded by path by its weights (no path shown)
@@ -199,7 +206,7 @@ class AdapterService:
         # its next step boundary: until then the adapter is still in use there.
         while True:
             try:
-                backend.base.engine.remove_lora(lora.lora_int_id)
+                backend.base.remove_lora(lora.lora_int_id)
                 return
             except LoRAError:
                 await asyncio.sleep(0.02)
@@ -225,7 +232,8 @@ class AdapterService:
                     continue  # loaded by path, by an admin: theirs to change
                 try:
                     await self._load(name, None, None, replace=current is not None)
-                except (InvalidRequestError, NotFoundError) as exc:
+                except (InvalidRequestError, NotFoundError, ModelLoadError,
+                        ModelLoadingError) as exc:
                     log.warning("adapter %s %s is not served: %s", name, version, exc)
                     continue
                 changes.append(f"{name}: {version} in service")
@@ -239,11 +247,23 @@ class AdapterService:
         return changes
 
     async def start(self) -> None:
-        """Serve the registry's adapters, then watch it for promotions and rollbacks."""
-        for change in await self.sync():
-            log.info("%s", change)
-        if self.registry is not None and self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(), name="tenshu-adapter-watch")
+        """Serve the registry's adapters, then watch it for promotions and rollbacks. In the
+        background: adding an adapter waits for its base model to load, and the server answers
+        meanwhile (`started` turns true once the first sync is done; /ready waits for it)."""
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._start_and_watch(),
+                                                name="tenshu-adapter-watch")
+
+    async def _start_and_watch(self) -> None:
+        try:
+            for change in await self.sync():
+                log.info("%s", change)
+        except Exception:
+            log.exception("could not serve the registry's adapters")
+        finally:
+            self.started = True
+        if self.registry is not None:
+            await self._watch()
 
     async def close(self) -> None:
         if self._watcher is not None:

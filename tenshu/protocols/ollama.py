@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenshu.core.errors import InvalidRequestError, TenshuError
+from tenshu.core.keep_alive import keep_alive_seconds
 from tenshu.core.messages import (
     ImageBlock,
     Message,
@@ -103,7 +104,8 @@ class _Generation(_Wire):
     format: Format = Field(None, description='"json", or a JSON schema the reply must match')
     options: OllamaOptions | None = None
     stream: bool | None = Field(None, description="default true: NDJSON chunks")
-    keep_alive: KeepAlive = Field(None, description="accepted; tenshu's models stay loaded")
+    keep_alive: KeepAlive = Field(None, description='how long the model stays loaded after '
+                                  'the request: "5m", seconds, 0 (unload), -1 (forever)')
     think: bool | Literal["low", "medium", "high"] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -230,11 +232,19 @@ def is_load_request(body: ChatBody | GenerateBody) -> bool:
     return not body.prompt and not body.system and not body.images
 
 
-def load_reason(keep_alive: KeepAlive) -> str:
-    """keep_alive 0 asks Ollama to unload; tenshu's models stay loaded, but the reply says it."""
-    zero = keep_alive == 0 or (isinstance(keep_alive, str) and keep_alive.strip() in
-                               {"0", "0s", "0m", "0h"})
-    return "unload" if zero else "load"
+def keep_alive(value: KeepAlive) -> float | None:
+    """A request's keep_alive in seconds (FOREVER for a negative one); None when not sent."""
+    if value is None:
+        return None
+    try:
+        return keep_alive_seconds(value)
+    except ValueError as exc:
+        raise InvalidRequestError(f"keep_alive: {exc}", field="keep_alive") from None
+
+
+def load_reason(value: KeepAlive) -> str:
+    """What a load call does: keep_alive 0 unloads the model, anything else loads it."""
+    return "unload" if keep_alive(value) == 0 else "load"
 
 
 def parse_messages(messages: list[OllamaMessage]) -> list[Message]:
@@ -306,7 +316,8 @@ def _images(images: list[str], field: str) -> list[ImageBlock]:
 
 
 def _base_request(body: _Generation) -> ChatRequest:
-    request = ChatRequest(model=body.model, stream=body.stream is not False)
+    request = ChatRequest(model=body.model, stream=body.stream is not False,
+                          keep_alive=keep_alive(body.keep_alive))
     apply_options(request, body.options)
     if body.format == "json":
         request.response_format = {"type": "json_object"}
@@ -343,7 +354,9 @@ def apply_options(request: ChatRequest, options: OllamaOptions | None) -> None:
 
 
 def parse_embed(body: EmbedBody) -> list[str]:
-    """The texts to embed; empty for Ollama's load call (`input` "" or [])."""
+    """The texts to embed; empty for Ollama's load call (`input` "" or []). keep_alive is
+    checked, not used: the embedder stays loaded from its first use (it is small)."""
+    keep_alive(body.keep_alive)
     return [body.input] if isinstance(body.input, str) and body.input else list(body.input or [])
 
 

@@ -228,9 +228,11 @@ def model_entry(info: ModelInfo) -> dict:
 NEVER_EXPIRES = "2318-01-01T00:00:00Z"
 
 
-def running_entry(info: ModelInfo) -> dict:
-    """One model in /api/ps: tenshu keeps every model loaded; size_vram is not tracked (0)."""
-    return {**model_entry(info), "expires_at": NEVER_EXPIRES, "size_vram": 0,
+def running_entry(info: ModelInfo, expires_in: float = math.inf) -> dict:
+    """One loaded model in /api/ps, unloaded in `expires_in` seconds (inf: never); size_vram
+    is not tracked (0)."""
+    expires = NEVER_EXPIRES if math.isinf(expires_in) else timestamp(time.time() + expires_in)
+    return {**model_entry(info), "expires_at": expires, "size_vram": 0,
             "context_length": info.context_window}
 
 

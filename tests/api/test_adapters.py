@@ -128,6 +128,26 @@ def test_an_adapter_loaded_at_run_time_is_a_model_in_every_protocol(setup, offli
         ask(setup, "alpha", PROMPTS[0])
 
 
+def test_an_adapter_outlives_its_base_models_unload_and_reload(setup, offline):
+    """keep_alive 0 releases the base engine, adapters included; the next request builds a
+    new engine, which gets the adapters in service again and answers as before."""
+    assert load(setup, "delta", setup["a"]).status_code == 200
+    try:
+        assert ask(setup, "delta", PROMPTS[1])[0] == offline["a"][1]
+        base = setup["live"].gateway.backends["base"]
+        loads = base.loader.loads
+        with http(setup) as h:
+            unloaded = h.post("/api/generate", json={"model": "base", "keep_alive": 0})
+            assert unloaded.json()["done_reason"] == "unload"
+            assert h.get("/api/ps").json()["models"] == []
+        assert base.llm is None
+        assert ask(setup, "delta", PROMPTS[1])[0] == offline["a"][1]  # on a new engine
+        assert base.loader.loads == loads + 1
+        assert ask(setup, "base", PROMPTS[1])[0] == offline[None][1]
+    finally:
+        assert unload(setup, "delta").status_code == 200
+
+
 def test_only_admins_load_and_unload_and_bad_adapters_are_refused(setup):
     refused = load(setup, "beta", setup["a"], who="ben")
     assert refused.status_code == 403

@@ -136,6 +136,19 @@ def test_load_calls():
     assert ollama.is_load_request(ollama.ChatBody(model="m"))
     assert ollama.load_reason(None) == "load"
     assert ollama.load_reason(0) == ollama.load_reason("0s") == "unload"
+
+
+def test_keep_alive_reads_durations_and_seconds_as_ollama_does():
+    assert ollama.keep_alive(None) is None
+    assert ollama.keep_alive("10m") == ollama.keep_alive(600) == ollama.keep_alive("600") == 600
+    assert ollama.keep_alive("1h30m") == 5400 and ollama.keep_alive("300ms") == 0.3
+    assert ollama.keep_alive(-1) == ollama.keep_alive("-1m") == math.inf  # forever
+    assert ollama.keep_alive("0") == ollama.keep_alive(0) == 0
+    for bad in ("soon", "5x", "", "m"):
+        with pytest.raises(InvalidRequestError, match="keep_alive"):
+            ollama.keep_alive(bad)
+    request = ollama.parse_chat(ollama.ChatBody(model="m", keep_alive="1s"))
+    assert request.keep_alive == 1.0
     assert ollama_encode.load_reply("m", "generate", "load") | {"created_at": ""} == {
         "model": "m", "created_at": "", "response": "", "done": True, "done_reason": "load"}
 
