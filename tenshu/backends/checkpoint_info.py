@@ -13,13 +13,11 @@ engine is loaded, backends/embedded.py's `loaded_info` replaces it with what the
 from __future__ import annotations
 
 import json
-import math
-import struct
 from collections import Counter
 from pathlib import Path
 
 from tenshu.core.models import ModelInfo
-from tenshu.core.weights import gguf_format
+from tenshu.core.weights import gguf_format, safetensors_counts
 from tenshu.engine import EngineConfig
 from tenshu.engine.quant import QuantWeight
 
@@ -41,7 +39,7 @@ def checkpoint_info(name: str, config: EngineConfig) -> ModelInfo:
     except ValueError:
         window = limit or 0  # the load fails and says why
     files = sorted(path.glob("*.safetensors"))
-    counts = _parameters(files)
+    counts = safetensors_counts(files)
     qc = hf.get("quantization_config")
     quantization = config.quantization or (qc.get("quant_method") if isinstance(qc, dict)
                                            else None)
@@ -93,22 +91,6 @@ def _json(file: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _parameters(files: list[Path]) -> Counter:
-    """Elements per safetensors dtype, from the files' headers."""
-    counts: Counter = Counter()
-    for file in files:
-        try:
-            with file.open("rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, struct.error):
-            continue
-        for key, entry in header.items():
-            if key != "__metadata__" and isinstance(entry, dict):
-                counts[entry.get("dtype", "")] += math.prod(entry.get("shape") or [1])
-    return counts
 
 
 def _weights_dtype(config: EngineConfig, hf: dict, counts: Counter) -> str:

@@ -5,6 +5,7 @@ quantization as llama.cpp names it, a safetensors checkpoint's main dtype. For l
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections import Counter
 from pathlib import Path
@@ -33,11 +34,11 @@ def gguf_format(path: Path) -> str:
     return "GGUF " + (counts.most_common(1)[0][0] if counts else "?")
 
 
-def safetensors_format(path: Path) -> str:
-    """`safetensors BF16`: the dtype most of the checkpoint's weights have, from the files'
-    headers (config.json's dtype may be what they were trained in, not what is stored)."""
-    counts = Counter()
-    for file in sorted(path.glob("*.safetensors")):
+def safetensors_counts(files: list[Path]) -> Counter:
+    """Elements per dtype ("BF16", "F32", ...) in these safetensors files, from their headers
+    (8 bytes of length, then JSON); a file that cannot be read counts nothing."""
+    counts: Counter = Counter()
+    for file in files:
         try:
             with file.open("rb") as f:
                 (length,) = struct.unpack("<Q", f.read(8))
@@ -45,9 +46,13 @@ def safetensors_format(path: Path) -> str:
         except (OSError, ValueError, struct.error):
             continue
         for name, info in header.items():
-            if name != "__metadata__":
-                elements = 1
-                for n in info["shape"]:
-                    elements *= n
-                counts[info["dtype"]] += elements
+            if name != "__metadata__" and isinstance(info, dict):
+                counts[info.get("dtype", "")] += math.prod(info.get("shape") or [1])
+    return counts
+
+
+def safetensors_format(path: Path) -> str:
+    """`safetensors BF16`: the dtype most of the checkpoint's weights have, from the files'
+    headers (config.json's dtype may be what they were trained in, not what is stored)."""
+    counts = safetensors_counts(sorted(path.glob("*.safetensors")))
     return "safetensors " + counts.most_common(1)[0][0] if counts else "no safetensors"

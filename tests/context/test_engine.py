@@ -12,7 +12,6 @@ event. The engine's clock is a test's, so no test sleeps for a backoff.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -26,6 +25,7 @@ from tenshu.config.context import ContextSettings, SourceSpec, TriggerSpec
 from tenshu.context.events import Event
 from tenshu.store.people import Principal
 from tests.api.live import free_port
+from tests.chat_stub import chat_server, stream_reply
 
 
 class Echo:
@@ -46,32 +46,17 @@ class Echo:
         if "slow" in task:
             await self.release.wait()
         reply = "NOTHING TO REPORT" if "quiet" in task else f"DONE: {task}"
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await stream.prepare(request)
-        for chunk in ({"delta": {"role": "assistant", "content": reply}, "finish_reason": None},
-                      {"delta": {}, "finish_reason": "stop"}):
-            data = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "echo",
-                    "choices": [{"index": 0, **chunk}]}
-            await stream.write(f"data: {json.dumps(data)}\n\n".encode())
         usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-        await stream.write(f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'created': 0, 'model': 'echo', 'choices': [], 'usage': usage})}\n\n".encode())
-        await stream.write(b"data: [DONE]\n\n")
-        return stream
+        return await stream_reply(request, {"role": "assistant", "content": reply}, "stop",
+                                  usage)
 
 
 @pytest.fixture
 async def echo():
     model = Echo()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", model.chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    model.url = f"http://127.0.0.1:{port}/v1"
-    yield model
-    model.release.set()
-    await runner.cleanup()
+    async with chat_server(model.chat) as model.url:
+        yield model
+        model.release.set()
 
 
 class Clock:

@@ -19,6 +19,7 @@ from tenshu.config.integrations import IntegrationSpec, IntegrationsSettings
 from tenshu.integrations import Integration, connect, open_token_store
 from tenshu.store.people import Principal
 from tests.api.live import free_port
+from tests.chat_stub import chat_server, stream_reply
 from tests.integrations.conftest import SECRET_ENV
 from tests.integrations.services import Services
 from tests.integrations.test_tools import at
@@ -44,29 +45,14 @@ class Script:
                 "index": 0, "id": "call_1", "type": "function",
                 "function": {"name": "code__create_issue", "arguments": json.dumps(CALL)}}]}
             finish = "tool_calls"
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await stream.prepare(request)
-        for choice in ({"delta": delta, "finish_reason": None},
-                       {"delta": {}, "finish_reason": finish}):
-            data = {"id": "c", "object": "chat.completion.chunk", "created": 0,
-                    "model": "script", "choices": [{"index": 0, **choice}]}
-            await stream.write(f"data: {json.dumps(data)}\n\n".encode())
-        await stream.write(b"data: [DONE]\n\n")
-        return stream
+        return await stream_reply(request, delta, finish)
 
 
 @pytest.fixture
 async def script():
     model = Script()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", model.chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    model.url = f"http://127.0.0.1:{port}/v1"
-    yield model
-    await runner.cleanup()
+    async with chat_server(model.chat) as model.url:
+        yield model
 
 
 @pytest.fixture
