@@ -159,6 +159,20 @@ class PkceRequired(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
+def serve_wsgi(app) -> tuple[WSGIServer, str]:
+    """`app` served on loopback from threads, quietly; the server (to shut down) and its URL."""
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    class Threading(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    http = make_server("127.0.0.1", 0, app, server_class=Threading, handler_class=Quiet)
+    threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
+    return http, f"http://127.0.0.1:{http.server_port}"
+
+
 class AuthServer(AuthorizationServer):
     def __init__(self, *, expires_in: int = 3600, client_id: str = "tenshu-test",
                  client_secret: str = "test-secret"):
@@ -239,19 +253,7 @@ class AuthServer(AuthorizationServer):
     # -- what the tests use ---------------------------------------------------------------
 
     def __enter__(self) -> AuthServer:
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, *args):
-                pass
-
-        class Threading(ThreadingMixIn, WSGIServer):
-            daemon_threads = True
-
-        self._http = make_server("127.0.0.1", 0, self._app, server_class=Threading,
-                                 handler_class=Quiet)
-        self.base = f"http://127.0.0.1:{self._http.server_port}"
-        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
+        self._http, self.base = serve_wsgi(self._app)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-from socketserver import ThreadingMixIn
 from urllib.parse import parse_qsl
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from tests.integrations.oauth_server import serve_wsgi
 
 
 def b64(text: str) -> str:
@@ -50,17 +49,7 @@ class Services:
         self.posts: list[dict] = []
 
     def __enter__(self) -> Services:
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, *args):
-                pass
-
-        class Threading(ThreadingMixIn, WSGIServer):
-            daemon_threads = True
-
-        self._http = make_server("127.0.0.1", 0, self._app, server_class=Threading,
-                                 handler_class=Quiet)
-        self.url = f"http://127.0.0.1:{self._http.server_port}"
-        threading.Thread(target=self._http.serve_forever, args=(0.05,), daemon=True).start()
+        self._http, self.url = serve_wsgi(self._app)
         return self
 
     def __exit__(self, *exc) -> None:
