@@ -71,11 +71,17 @@ def _gemv_math(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (weight.to(x.dtype) * x).sum(dim=-1).unsqueeze(0)
 
 
+RECOMPILE_LIMIT = 64  # weight shapes compiled per kernel in a process (several models)
+
+
 class ShapeCompiled:
     """`fn` compiled by inductor once per input shape. A call returns None where that cannot be
     done, and the caller takes its eager path: no C++ compiler or unsupported platform (found
     on the first call, once), or a shape that fails to compile, such as one past dynamo's
-    recompile limit (8): a process that loads several models must not fail there."""
+    recompile limit: a process that loads several models must not fail there. That limit
+    (8 by default, per function) is raised to RECOMPILE_LIMIT: one model has 5-7 weight shapes,
+    and past the limit a shape silently takes the eager path, several times slower
+    (docs/benchmarks.md, GGUF)."""
 
     def __init__(self, fn):
         self.fn = fn
@@ -87,6 +93,10 @@ class ShapeCompiled:
             return None
         if self.compiled is None:
             try:
+                import torch._dynamo.config
+
+                limit = torch._dynamo.config.recompile_limit
+                torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
                 compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
                 out = compiled(*args)  # fail here, once, if this machine cannot compile
             except Exception as exc:
