@@ -113,11 +113,12 @@ def _tokenizer_metadata(writer: GGUFWriter, checkpoint: Path, vocab_size: int) -
 
 
 def make_gguf(checkpoint: Path, out_dir: Path, types: dict[str, str] | None = None,
-              default: str = "Q8_0", *, tokenizer: bool = True, seed: int = 0
-              ) -> tuple[Path, Path]:
+              default: str = "Q8_0", *, tokenizer: bool = True, seed: int = 0,
+              reference: bool = True) -> tuple[Path, Path | None]:
     """Writes `out_dir/model.gguf` from the transformers checkpoint `checkpoint` (llama, qwen2
     or qwen3), each 2-D weight in `types[gguf role]` (else `default`), norms and biases F32.
-    Returns (the GGUF file, a transformers checkpoint of its dequantized weights)."""
+    Returns (the GGUF file, a transformers checkpoint of its dequantized weights; None with
+    `reference=False`, which benchmarks use to skip writing it)."""
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     config = model.config
     arch = ARCH[config.model_type]
@@ -143,7 +144,7 @@ def make_gguf(checkpoint: Path, out_dir: Path, types: dict[str, str] | None = No
         base = 1.0 / rope["rope_theta"] ** (torch.arange(0, head_dim, 2).float() / head_dim)
         scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
         writer.add_tensor("rope_freqs.weight", (base / scaled).numpy().astype(np.float32))
-    reference = {}
+    dequantized: dict[str, torch.Tensor] = {}
     for i, (hf, tensor) in enumerate(model.state_dict().items()):
         if hf == "lm_head.weight" and config.tie_word_embeddings:
             continue
@@ -151,7 +152,9 @@ def make_gguf(checkpoint: Path, out_dir: Path, types: dict[str, str] | None = No
         weight = tensor.numpy()
         kind = "F32" if weight.ndim == 1 else types.get(name.split(".")[-2], default)
         data = encode(weight, kind, seed * 1000 + i)
-        reference[hf] = torch.from_numpy(dequantize(data, T[kind]).reshape(weight.shape).copy())
+        if reference:
+            dequantized[hf] = torch.from_numpy(
+                dequantize(data, T[kind]).reshape(weight.shape).copy())
         if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
             heads = config.num_attention_heads if "attn_q" in name else \
                 config.num_key_value_heads
@@ -161,6 +164,8 @@ def make_gguf(checkpoint: Path, out_dir: Path, types: dict[str, str] | None = No
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    model.load_state_dict(reference, strict=False)  # the tied lm_head follows the embedding
+    if not reference:
+        return path, None
+    model.load_state_dict(dequantized, strict=False)  # the tied lm_head follows the embedding
     model.save_pretrained(out_dir / "reference")
     return path, out_dir / "reference"

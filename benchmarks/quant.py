@@ -1,0 +1,367 @@
+"""GGUF benchmarks: tenshu against llama.cpp on the same files, side by side in one run.
+
+  python benchmarks/quant.py                       # every section, bf16 Q8_0 Q4_0 Q4_K_M
+  python benchmarks/quant.py --quick               # the 4-layer model, for development
+  python benchmarks/quant.py --only decode,prefill --types q8_0,q4_0
+  python benchmarks/quant.py --only profile --types q8_0,q4_0
+
+The model is benchmarks/engine.py's checkpoint (the Qwen3-0.6B shape, random bf16 weights).
+bf16, Q8_0 and Q4_0 files are written by tests/engine/gguf_files.py (gguf-py's writer and
+quantizer: every 2-D weight in the file's type, norms F32, the tied embedding once). Q4_K_M is
+made from the bf16 file by llama.cpp's own quantizer (`llama_model_quantize`), so it has
+llama.cpp's mix (Q4_K, with Q6_K for some v and down projections and the embedding). Each
+engine runs every file, so each reads the other's.
+
+Sections, file by file, the two engines taking turns (A, B, A, B; the best of --repeats):
+- decode: single-stream decode tokens/s (64-token prompt, 128 new tokens, greedy, EOS ignored),
+  against the bandwidth limit: the weight bytes read per token (the file's 2-D tensors) over
+  the streaming read bandwidth measured here (engine.py's `read_bandwidth`).
+- prefill: prompt processing of a 2,048-token prompt (tenshu: `max_tokens=1`, 512-token
+  chunks; llama.cpp: n_batch 512, up to the first token's logits).
+- concurrent: 16 requests at once (64-token prompts, --stream-tokens new tokens). tenshu: `LLM.generate`
+  on all 16; llama.cpp: 16 sequences in one context through `llama_decode`
+  (llamacpp_peer.throughput's continuous batching; llama-server itself is not built here).
+- profile: tenshu alone, 16 decode steps under torch.profiler: the top ops, and the share of
+  the step spent in the compiled GEMV (timed around each call, in a second pass).
+llama.cpp joins when llama-cpp-python is installed (see benchmarks/llamacpp_peer.py). Results
+print as they come and are saved to benchmarks/results/quant-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib.util
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.engine import CACHE, RESULTS, checkpoint, read_bandwidth  # noqa: E402
+from tenshu import LLM, SamplingParams  # noqa: E402
+from tenshu.engine.sampling import RequestOutputKind  # noqa: E402
+
+TYPES = ("bf16", "q8_0", "q4_0", "q4_k_m")
+GGUF_PY = {"bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}  # written by gguf-py
+LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}  # made by llama.cpp from the bf16 file
+GREEDY = dict(temperature=0, ignore_eos=True, output_kind=RequestOutputKind.FINAL_ONLY)
+
+
+def has_llamacpp() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+# -- the files ---------------------------------------------------------------------------------
+
+
+def gguf_file(kind: str, quick: bool) -> Path:
+    """The benchmark checkpoint as a GGUF file of `kind`, made once and cached."""
+    src = checkpoint(quick)
+    path = CACHE / f"{src.name}.{kind}.gguf"
+    if path.is_file():
+        return path
+    print(f"making {path.name} ...", flush=True)
+    if kind in GGUF_PY:
+        from tests.engine.gguf_files import make_gguf
+
+        tmp = CACHE / f"{path.name}.tmp"
+        made, _ = make_gguf(src, tmp, default=GGUF_PY[kind], reference=False)
+        made.rename(path)
+        tmp.rmdir()
+    else:
+        import llama_cpp
+
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, LLAMA_QUANTIZE[kind])
+        params.nthread = torch.get_num_threads()
+        bf16 = gguf_file("bf16", quick)
+        if llama_cpp.llama_model_quantize(str(bf16).encode(), str(path).encode(),
+                                          ctypes.byref(params)) != 0:
+            raise RuntimeError(f"llama_model_quantize failed for {path}")
+    return path
+
+
+def file_bytes(path: Path) -> dict:
+    """Weight bytes read per decoded token: every 2-D tensor of the file once (the tied
+    embedding is read whole as the output projection; its row lookup is negligible). Also the
+    types the file holds, by bytes."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    total, types = 0, {}
+    for t in reader.tensors:
+        if len(t.shape) == 2:
+            total += int(t.n_bytes)
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + int(t.n_bytes)
+    return {"weight_bytes_per_token": total, "bytes_by_type": types,
+            "file_bytes": path.stat().st_size}
+
+
+# -- tenshu --------------------------------------------------------------------------------------
+
+
+def tenshu_llm(path: Path) -> LLM:
+    return LLM(path, skip_tokenizer_init=True, max_num_seqs=16, kv_cache_memory_gib=4)
+
+
+def resident_bytes(llm: LLM) -> int:
+    """Bytes of the matmul weights as tenshu holds them: QuantWeights keep float32 scales (and
+    int8 codes for Q8_0), a little more than the file's blocks. A float32 weight copy for
+    batched steps, where the loader keeps one, is not counted (decode does not read it)."""
+    from tenshu.engine.quant.weight import QuantWeight
+
+    model = llm.engine.runner.model
+    quant = sum(m.nbytes() for m in model.modules() if isinstance(m, QuantWeight))
+    floats = sum(p.numel() * p.element_size() for p in model.parameters() if p.dim() == 2)
+    return quant + floats
+
+
+def tenshu_decode(llm: LLM, prompt: list[int], n_out: int) -> dict:
+    engine = llm.engine
+    engine.add_request(f"d{time.time()}", {"prompt_token_ids": prompt},
+                       SamplingParams(max_tokens=n_out, **GREEDY))
+    engine.step()  # prefill and the first token
+    start, steps, outs = time.perf_counter(), 0, []
+    while engine.has_unfinished_requests():
+        outs += engine.step()
+        steps += 1
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": steps / seconds, "tokens": list(outs[-1].outputs[0].token_ids)}
+
+
+def tenshu_prefill(llm: LLM, prompt: list[int]) -> dict:
+    start = time.perf_counter()
+    llm.generate([{"prompt_token_ids": prompt}], SamplingParams(max_tokens=1, **GREEDY))
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": len(prompt) / seconds, "seconds": seconds}
+
+
+def tenshu_concurrent(llm: LLM, requests) -> dict:
+    prompts = [{"prompt_token_ids": p} for p, _ in requests]
+    params = [SamplingParams(max_tokens=o, **GREEDY) for _, o in requests]
+    start = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+class _Timed:
+    """Wraps a ShapeCompiled GEMV, adding up the time spent in its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        out = self.inner(*args)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def tenshu_profile(llm: LLM, prompt: list[int], steps: int = 16, top: int = 15) -> dict:
+    """Where a decode step's time goes: torch.profiler's top ops over `steps` steps, then
+    the compiled GEMVs' share, timed around each call (quantized and bf16 weights) in a
+    second pass without the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tenshu.engine.layers import linear as float_linear
+    from tenshu.engine.quant import weight as quant_weight
+
+    engine = llm.engine
+
+    def run(tag: str, prof=None) -> float:
+        engine.add_request(f"{tag}{time.time()}", {"prompt_token_ids": prompt},
+                           SamplingParams(max_tokens=steps + 1, **GREEDY))
+        engine.step()  # prefill, not profiled
+        if prof is not None:
+            prof.start()
+        start = time.perf_counter()
+        while engine.has_unfinished_requests():
+            engine.step()
+        seconds = time.perf_counter() - start
+        if prof is not None:
+            prof.stop()
+        return seconds
+
+    run("warm")
+    prof = profile(activities=[ProfilerActivity.CPU])
+    run("prof", prof)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=top)
+    total_us = sum(e.self_cpu_time_total for e in averages)
+    ops = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:top]
+    top_ops = [{"op": e.key, "calls_per_step": e.count / steps,
+                "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+                "share": e.self_cpu_time_total / total_us} for e in ops]
+    timed = {m: _Timed(m._compiled_gemv) for m in (quant_weight, float_linear)}
+    try:
+        for module, wrapper in timed.items():
+            module._compiled_gemv = wrapper
+        seconds = run("timed")
+    finally:
+        for module, wrapper in timed.items():
+            module._compiled_gemv = wrapper.inner
+    gemv = sum(w.seconds for w in timed.values())
+    return {"steps": steps, "ms_per_step": seconds * 1e3 / steps,
+            "gemv_ms_per_step": gemv * 1e3 / steps, "gemv_share": gemv / seconds,
+            "gemv_calls_per_step": sum(w.calls for w in timed.values()) / steps,
+            "top_ops": top_ops, "table": table}
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def best(runs: list[dict]) -> dict:
+    return max(runs, key=lambda r: r["tokens_per_s"])
+
+
+def agreeing(a: list[int], b: list[int]) -> int:
+    """Greedy tokens the two engines agree on before their first difference."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="decode,prefill,concurrent,profile")
+    parser.add_argument("--types", default=",".join(TYPES))
+    parser.add_argument("--quick", action="store_true", help="the 4-layer model")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--prefill-tokens", type=int, default=2048)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--stream-tokens", type=int, default=128,
+                        help="new tokens per request in the concurrent section")
+    parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--save", help=argparse.SUPPRESS)  # where a child writes its results
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    peer = None
+    if not args.no_llamacpp and has_llamacpp():
+        from benchmarks import llamacpp_peer as peer
+    kinds = [k for k in args.types.split(",") if k in GGUF_PY or peer is not None]
+    if len(kinds) > 1:
+        return _each_in_its_own_process(kinds, sys.argv[1:] if argv is None else argv)
+    threads = torch.get_num_threads()
+    vocab = 151936
+    rng = random.Random(3)
+    prompt = [rng.randrange(vocab) for _ in range(64)]
+    n_out = 128
+    results: dict = {
+        "model": checkpoint(args.quick).name, "threads": threads,
+        "llamacpp": None if peer is None else peer.LLAMA_CPP_PYTHON_VERSION,
+        "torch": torch.__version__, "read_gb_s": read_bandwidth() / 1e9, "files": {},
+    }
+    print(json.dumps(results, indent=1), flush=True)
+    bandwidth = results["read_gb_s"] * 1e9
+    for kind in kinds:
+        path = gguf_file(kind, args.quick)
+        res = results["files"][kind] = {"file": path.name, **file_bytes(path)}
+        print(f"== {kind}: {res}", flush=True)
+        start = time.perf_counter()
+        llm = tenshu_llm(path)
+        res["tenshu_load_s"] = time.perf_counter() - start
+        res["tenshu_resident_weight_bytes"] = resident_bytes(llm)
+        warm = [rng.randrange(vocab) for _ in range(600)]
+        llm.generate([{"prompt_token_ids": warm}], SamplingParams(max_tokens=4, **GREEDY))
+        limit = bandwidth / res["weight_bytes_per_token"]
+        if "decode" in sections:
+            runs: dict[str, list] = {"tenshu": [], "llamacpp": []}
+            for _ in range(args.repeats):
+                runs["tenshu"].append(tenshu_decode(llm, prompt, n_out))
+                if peer is not None:
+                    lc = peer.single_stream(path, prompt, n_out, n_threads=threads)
+                    runs["llamacpp"].append({"tokens_per_s": lc["decode_tokens_per_s"],
+                                             "tokens": lc["tokens"]})
+            d = res["decode"] = {"bandwidth_limit_tokens_per_s": limit}
+            for name, r in runs.items():
+                if r:
+                    b = best(r)
+                    d[name] = {"tokens_per_s": b["tokens_per_s"],
+                               "runs": [x["tokens_per_s"] for x in r],
+                               "fraction_of_limit": b["tokens_per_s"] / limit}
+            if runs["llamacpp"]:
+                d["ratio_tenshu_over_llamacpp"] = (d["tenshu"]["tokens_per_s"]
+                                                   / d["llamacpp"]["tokens_per_s"])
+                d["greedy_tokens_agreeing"] = agreeing(runs["tenshu"][0]["tokens"],
+                                                       runs["llamacpp"][0]["tokens"])
+            print("decode", {k: v for k, v in d.items()}, flush=True)
+        if "prefill" in sections:
+            runs = {"tenshu": [], "llamacpp": []}
+            for _ in range(args.repeats):
+                long = [rng.randrange(vocab) for _ in range(args.prefill_tokens)]
+                runs["tenshu"].append(tenshu_prefill(llm, long))
+                if peer is not None:
+                    lc = peer.single_stream(path, long, 2, n_threads=threads)
+                    runs["llamacpp"].append({"tokens_per_s": lc["prefill_tokens_per_s"]})
+            p = res["prefill"] = {"prompt_tokens": args.prefill_tokens}
+            for name, r in runs.items():
+                if r:
+                    p[name] = {"tokens_per_s": best(r)["tokens_per_s"],
+                               "runs": [x["tokens_per_s"] for x in r]}
+            if runs["llamacpp"]:
+                p["ratio_tenshu_over_llamacpp"] = (p["tenshu"]["tokens_per_s"]
+                                                   / p["llamacpp"]["tokens_per_s"])
+            print("prefill", p, flush=True)
+        if "concurrent" in sections:
+            reqs = [([rng.randrange(vocab) for _ in range(64)], args.stream_tokens)
+                    for _ in range(args.streams)]
+            c = res["concurrent"] = {"streams": args.streams,
+                                     "tenshu": tenshu_concurrent(llm, reqs)}
+            if peer is not None:
+                c["llamacpp"] = peer.throughput(path, reqs, n_threads=threads,
+                                                n_parallel=args.streams)
+                c["ratio_tenshu_over_llamacpp"] = (c["tenshu"]["tokens_per_s"]
+                                                   / c["llamacpp"]["tokens_per_s"])
+            print("concurrent", c, flush=True)
+        if "profile" in sections:
+            prof = res["profile"] = tenshu_profile(llm, prompt)
+            print(prof.pop("table"), flush=True)
+            print("profile", {k: v for k, v in prof.items() if k != "top_ops"}, flush=True)
+        del llm
+
+    return _save(results, args.save)
+
+
+def _save(results: dict, path: str | None = None) -> int:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(path) if path else RESULTS / f"quant-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"saved {out}")
+    return 0
+
+
+def _each_in_its_own_process(kinds: list[str], argv: list[str]) -> int:
+    """One process per file, as a server loads one model. In one process the models' GEMV
+    shapes add up: past dynamo's recompile limit (8 shapes of one compiled function) the
+    next model's GEMVs fall back to the eager path (see the report in docs/benchmarks.md)."""
+    import subprocess
+    import tempfile
+
+    merged: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            out = Path(tmp) / f"{kind}.json"
+            subprocess.run([sys.executable, __file__, *argv, "--types", kind, "--save", str(out)],
+                           check=True)
+            one = json.loads(out.read_text())
+            files = one.pop("files")
+            merged = merged or {**one, "read_gb_s": {}, "files": {}}
+            merged["read_gb_s"][kind] = one["read_gb_s"]
+            merged["files"].update(files)
+    return _save(merged)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
