@@ -235,7 +235,9 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path, upstream):
 def paused_tokenizer(server, monkeypatch):
     """Stops the built-in model's tokenizer on any text holding MARKER until `go` is set;
     `entered` is set when it stops, `seen` counts the texts with MARKER it was given."""
-    tokenizer = server.gateway.backends["tenshu-tiny"].llm.tokenizer
+    # the backend's own: the one prompts go through (kept across an unload; the session's
+    # server may have been unloaded and loaded again by an Ollama client's keep_alive)
+    tokenizer = server.gateway.backends["tenshu-tiny"].tokenizer
     encode = tokenizer.encode
     state = {"entered": threading.Event(), "go": threading.Event(), "seen": []}
 
