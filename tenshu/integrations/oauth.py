@@ -100,9 +100,9 @@ async def exchange(integration: Integration, request: AuthorizationRequest, code
     return Token.from_response(data, asked=integration.scopes)
 
 
-async def refresh(integration: Integration, token: Token) -> Token:
-    """A new access token for the refresh token (RFC 6749 §6). A grant the provider no longer
-    honours is ReconnectRequiredError."""
+async def refresh(integration: Integration, token: Token, now: float | None = None) -> Token:
+    """A new access token for the refresh token (RFC 6749 §6), obtained at `now` (None: the
+    time now). A grant the provider no longer honours is ReconnectRequiredError."""
     if not token.refresh_token:
         raise integration.reconnect("the access token has expired and the provider gave no "
                                     "refresh token")
@@ -118,7 +118,7 @@ async def refresh(integration: Integration, token: Token) -> Token:
                                             "expired") from None
             raise IntegrationError(f"integration {integration.name!r}: the provider refused "
                                    f"to refresh the token ({refused.detail})") from None
-    return Token.from_response(data, previous=token)
+    return Token.from_response(data, previous=token, now=now)
 
 
 async def revoke(integration: Integration, token: Token) -> bool:

@@ -17,7 +17,8 @@ this process's: the server is the one process that refreshes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import httpx
 
@@ -32,10 +33,12 @@ MARGIN_S = 60.0
 
 class TokenSource:
     def __init__(self, integrations: Iterable[Integration], store: TokenStore, *,
-                 margin: float = MARGIN_S):
+                 margin: float = MARGIN_S, clock: Callable[[], float] = time.time):
+        """`clock`: the time now, in seconds since the epoch (a test's, to let time pass)."""
         self._integrations = {i.name: i for i in integrations}
         self._store = store
         self.margin = margin
+        self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
@@ -57,7 +60,7 @@ class TokenSource:
         the margin, or within half its lifetime for a token that lives less than twice that."""
         token = await self._stored(user, name)
         lifetime = (token.expires_at or 0) - token.obtained_at
-        if token.expires_within(min(self.margin, lifetime / 2)):
+        if token.expires_within(min(self.margin, lifetime / 2), now=self.clock()):
             token = await self.refresh(user, name, stale=token.access_token)
         return token
 
@@ -73,7 +76,7 @@ class TokenSource:
             token = await self._stored(user, name)
             if stale and token.access_token != stale:
                 return token
-            fresh = await oauth.refresh(integration, token)
+            fresh = await oauth.refresh(integration, token, now=self.clock())
             await asyncio.to_thread(self._store.put, user, name, fresh)
             return fresh
 

@@ -13,19 +13,30 @@ from tenshu.integrations import Token, TokenSource, connect
 from tests.integrations.conftest import USER
 
 
+class Clock:
+    """The token source's time: now, until a test lets time pass (no test sleeps for it)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 async def connected(integration, store, server, browser):
-    """A token source over a connected integration whose tokens live 2 s."""
-    server.expires_in = 2
+    """A token source over a connected integration whose tokens live 10 minutes (refreshed
+    within the last minute of their life), on a clock of the test's."""
+    server.expires_in = 600
     await connect(integration, store, USER, open_url=browser.open, timeout=10)
-    return TokenSource([integration], store)
+    return TokenSource([integration], store, clock=Clock())
 
 
 async def test_a_token_is_refreshed_before_it_expires(connected, store, server):
     first = await connected.access_token(USER, "work")
-    assert server.requests["refresh_token"] == 0  # 2 s left: fresh enough
+    assert server.requests["refresh_token"] == 0  # 10 minutes left: fresh enough
 
-    await asyncio.sleep(1.1)  # within half its life of expiring (2 s tokens: 1 s before)
+    connected.clock.now += 545  # within the minute before it expires
     second = await connected.access_token(USER, "work")
 
     assert second != first and server.requests["refresh_token"] == 1
@@ -57,7 +68,7 @@ async def test_a_revoked_grant_says_to_connect_again(connected, server):
 
 async def test_callers_that_find_it_stale_together_spend_the_refresh_token_once(connected,
                                                                                  server):
-    await asyncio.sleep(1.1)
+    connected.clock.now += 545
     server.token_delay = 0.2  # the refresh takes a while: the others arrive meanwhile
 
     tokens = await asyncio.gather(*(connected.access_token(USER, "work") for _ in range(5)))
