@@ -80,7 +80,7 @@ def _gguf_info(name: str, config: EngineConfig, path: Path) -> ModelInfo:
     return ModelInfo(
         name=name, context_window=window, created=int(path.stat().st_mtime), family=arch,
         parameters=sum(int(t.n_elements) for t in reader.tensors),
-        dtype=gguf_format(path).removeprefix("GGUF "),  # as Ollama reports it: Q4_K_M, Q8_0
+        dtype=gguf_format(path, reader).removeprefix("GGUF "),  # as Ollama says: Q4_K_M, Q8_0
         size_bytes=path.stat().st_size, path=str(path),
         chat_template=template if isinstance(template, str) else "")
 
@@ -119,11 +119,12 @@ def _chat_template(path: Path) -> str:
     return template if isinstance(template, str) else ""
 
 
-def loaded_info(name: str, config: EngineConfig, llm) -> ModelInfo:
-    """The ModelInfo of a loaded engine: as checkpoint_info's, counted on what it holds."""
+def loaded_info(before: ModelInfo, config: EngineConfig, llm) -> ModelInfo:
+    """The ModelInfo of a loaded engine: as checkpoint_info's (`before`), counted on what it
+    holds. A GGUF file's size and quantization are `before`'s (its header is not read again)."""
     path = Path(config.model)
     gguf = path.is_file()  # a .gguf file or an Ollama blob (engine/loader.py's is_gguf)
-    weights = path.stat().st_size if gguf else sum(
+    weights = before.size_bytes if gguf else sum(
         f.stat().st_size for f in path.glob("*.safetensors"))
     hf = llm.hf_config
     arch = (getattr(hf, "architectures", None) or [""])[0]
@@ -141,9 +142,9 @@ def loaded_info(name: str, config: EngineConfig, llm) -> ModelInfo:
     qc = getattr(hf, "quantization_config", None)
     quantization = config.quantization or (qc.get("quant_method") if isinstance(qc, dict) else None)
     if gguf:  # as Ollama reports a GGUF's: Q4_K_M, Q8_0, F16
-        quantization = gguf_format(path).removeprefix("GGUF ")
+        quantization = before.dtype
     return ModelInfo(
-        name=name,
+        name=before.name,
         context_window=llm.max_model_len,
         created=int(path.stat().st_mtime),
         family=getattr(hf, "model_type", "") or arch,

@@ -180,7 +180,7 @@ class EmbeddedBackend:
                     self._loras.pop(lora.lora_int_id, None)
             if self._text is None:
                 self._text = _Text.of(llm)
-            self.info = loaded_info(self.info.name, self.config, llm)
+            self.info = loaded_info(self.info, self.config, llm)
         except BaseException:
             engine.shutdown()
             raise

@@ -11,15 +11,17 @@ from collections import Counter
 from pathlib import Path
 
 
-def gguf_format(path: Path) -> str:
+def gguf_format(path: Path, reader=None) -> str:
     """`GGUF Q4_K_M`: llama.cpp's name for the file's `general.file_type`, else the type most
-    of its weights have (files written without the key)."""
+    of its weights have (files written without the key). `reader`: the file's GGUFReader, where
+    the caller has one (reading the header again costs as much as the first time)."""
     from gguf import GGUFReader, LlamaFileType
 
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError, IndexError, KeyError) as exc:
-        return f"unreadable GGUF ({type(exc).__name__})"
+    if reader is None:
+        try:
+            reader = GGUFReader(path)
+        except (ValueError, OSError, IndexError, KeyError) as exc:
+            return f"unreadable GGUF ({type(exc).__name__})"
     field = reader.fields.get("general.file_type")
     if field is not None:
         try:

@@ -20,7 +20,7 @@ FIELDS = ("context_window", "family", "parameters", "dtype", "size_bytes", "path
 def infos(path: Path) -> tuple[dict, dict]:
     config = EngineConfig(model=str(path), num_kv_blocks=8)
     before = checkpoint_info("m", config)
-    after = loaded_info("m", config, LLMEngine(config))
+    after = loaded_info(before, config, LLMEngine(config))
     return ({f: getattr(before, f) for f in FIELDS}, {f: getattr(after, f) for f in FIELDS})
 
 
