@@ -121,7 +121,7 @@ class CachedWeights(QuantLoad):
 
     def add(self, name: str, target: str, shard: int | None,
             read: Callable[[], torch.Tensor]) -> None:
-        pass
+        """Nothing to read: the cache holds the quantized weight (`read` is never called)."""
 
     def install(self, model: nn.Module, device: torch.device) -> dict[str, QuantWeight]:
         installed = {}
