@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m tenshu.engine.kernels
 	$(MAKE) --no-print-directory claude-code
 	$(MAKE) --no-print-directory codex
 	$(MAKE) --no-print-directory system-packages

@@ -4,9 +4,11 @@ Every layer first writes the step's new keys and values into their cache slots, 
 - prefill chunks, one sequence at a time: queries against the sequence's whole context (cached
   blocks plus the chunk), causal with the chunk's offset; a chunk with no cached context uses
   the fresh keys directly;
-- decodes, all at once: one query per sequence against its blocks, gathered and padded to the
-  longest context in the batch.
-Both use torch's scaled_dot_product_attention (a fused kernel on CPU and CUDA), with GQA.
+- decodes, all at once: one query per sequence against its blocks. On a CPU with tenshu's
+  kernels (engine/kernels) they are read where they lie in the cache; elsewhere they are
+  gathered and padded to the longest context in the batch.
+Prefills, and gathered decodes, use torch's scaled_dot_product_attention (a fused kernel on CPU
+and CUDA), with GQA.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from tenshu.engine import kernels
 
 
 @dataclass
@@ -38,6 +42,9 @@ class AttentionMetadata:
     # [2, N, KVH, D] reused buffer for gathered keys and values: gathering into fresh memory
     # every layer costs more in page faults than the copy itself
     workspace: torch.Tensor | None = None
+    # [B] context lengths when decodes are read in place by the CPU kernel (None: gathered)
+    decode_lens: torch.Tensor | None = None
+    window: int | None = None  # the sliding window these metadata mask with
 
 
 def causal_mask(
@@ -87,7 +94,11 @@ class PagedAttention:
                 chunk.mask,
                 causal=chunk.mask is None,
             )[0].transpose(0, 1)
-        if meta.decode_rows is not None:
+        if meta.decode_lens is not None:
+            out[meta.decode_rows] = kernels.ops().paged_decode(
+                q[meta.decode_rows], k_cache, v_cache, meta.decode_slots, meta.decode_lens,
+                self.scale, meta.window or 0)
+        elif meta.decode_rows is not None:
             b, length = meta.decode_slots.shape
             keys, values = self._gather(
                 k_cache, v_cache, meta.decode_slots.reshape(-1), meta.workspace

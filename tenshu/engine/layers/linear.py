@@ -11,6 +11,8 @@ for decoding, half the bytes to read per token) while activations are float32:
   cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
   for a few rows, straight on the bf16 weights. The scratch buffer matters: upcasting into
   fresh memory costs 4-8x more, in page faults, than the conversion itself.
+One row against bf16 weights (either activation dtype) goes first to tenshu's own kernel
+(engine/kernels), which reads them faster than torch's bf16 GEMV (docs/benchmarks.md).
 A quantized weight (engine/quant: a QuantWeight module in place of the parameter) computes its
 own product, dequantizing into the same scratch buffer.
 """
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenshu.engine import lora
+from tenshu.engine import kernels, lora
 
 # Up to this many rows the bf16 matrix-vector path is faster than upcast + float32 GEMM
 # (measured on an AVX2 CPU: equal at about 8 rows, 3x slower at 64).
@@ -45,6 +47,10 @@ def linear(
     dtype, used for more than one row."""
     if isinstance(weight, nn.Module):  # a quantized weight (engine/quant/weight.py)
         return weight(x, bias)
+    if x.shape[0] == 1 and weight.dtype == torch.bfloat16 and x.device.type == "cpu" and \
+            (cpu := kernels.ops()) is not None:
+        out = cpu.bf16_matmul(x, weight)
+        return out if bias is None else out + bias.to(x.dtype)
     if weight.dtype == x.dtype:
         return F.linear(x, weight, bias)
     if x.shape[0] == 1 and x.device.type == "cpu":

@@ -17,11 +17,11 @@ products the K-quants define do not always fit an f16), so a weight takes 9 bits
 (Q4_0), 6 (Q4_K) and 10 (Q5_K, Q6_K: codes widened to a byte for simplicity) against 8.5, 4.5,
 4.5, 5.5 and 6.6 in the file; a quarter to a third of float32's.
 
-A product x @ W.T never makes a float copy of W. One row on a CPU (single-stream decoding, bound
-by reading the weights) runs a kernel that inductor compiles per weight shape, which reads the
-codes straight into float multiply-adds (about as fast as float32 F.linear while reading 4-8x
-fewer bytes). More rows, or where nothing compiles, dequantize W a row chunk at a time into a
-reused scratch buffer and multiply there.
+A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
+(decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
+row once and multiplies it with every row of x; one row of 8-bit codes instead runs a GEMV that
+inductor compiles per weight shape (faster there). More rows (prompts), or where neither can be
+built, dequantize W a row chunk at a time into a reused scratch buffer and multiply there.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tenshu.engine import kernels
 from tenshu.engine.layers.linear import ShapeCompiled, scratch
 
 # Rows dequantized at once: about 256 KiB of float32 per chunk keeps the chunk in L2 between the
@@ -162,7 +163,14 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     """x @ W.T + bias in x's dtype (see the module docstring for how)."""
     out_features, in_features = weight.shape
     halves_align = weight.bits == 8 or weight.scales.shape[1] % 2 == 0  # see _gemv_math
-    if x.numel() == in_features and x.device.type == "cpu" and halves_align:
+    n_rows = x.numel() // in_features
+    if x.device.type == "cpu" and n_rows <= kernels.MAX_ROWS and halves_align and \
+            (n_rows > 1 or weight.bits == 4) and (cpu := kernels.ops()) is not None:
+        out = cpu.quant_matmul(x.reshape(n_rows, in_features), weight.qweight.contiguous(), weight.scales,
+                               weight.mins, weight.bits, weight.group_size, weight.offset)
+        out = out.view(*x.shape[:-1], out_features)
+        return out if bias is None else out + bias.to(x.dtype)
+    if n_rows == 1 and x.device.type == "cpu" and halves_align:
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
         out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
@@ -174,14 +182,20 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     rows = max(1, min(out_features, budget // in_features))
     buf = scratch(rows * in_features, x)
     bias = None if bias is None else bias.to(x.dtype)
+    decode = weight.dequantize
+    if x.dtype == torch.float32 and x.device.type == "cpu" and halves_align and \
+            (cpu := kernels.ops()) is not None:
+        def decode(part, out, dtype):  # the same floats, on all threads, in one pass
+            return cpu.dequantize_rows(weight.qweight.contiguous(), weight.scales, weight.mins,
+                                       weight.bits, weight.group_size, weight.offset,
+                                       part.start or 0, out)
     if rows == out_features:
-        return F.linear(x, weight.dequantize(slice(None), buf.view(rows, in_features), x.dtype),
-                        bias)
+        return F.linear(x, decode(slice(None), buf.view(rows, in_features), x.dtype), bias)
     out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device)
     for start in range(0, out_features, rows):
         part = slice(start, min(start + rows, out_features))
         n = part.stop - part.start
-        w = weight.dequantize(part, buf[: n * in_features].view(n, in_features), x.dtype)
+        w = decode(part, buf[: n * in_features].view(n, in_features), x.dtype)
         out[..., part] = F.linear(x, w, None if bias is None else bias[part])
     return out
 

@@ -1,0 +1,99 @@
+"""tenshu's own CPU kernels (cpu_matmul.cpp), built for this machine's CPU.
+
+They multiply a few rows of activations (decoding) by weights kept narrower than float32, bf16
+or a QuantWeight's integer codes, reading each weight once: torch has no such product for the
+integer formats, and its bf16 one runs well below the memory bandwidth (docs/benchmarks.md).
+
+Built with torch's extension builder (`-O3 -march=native`: each machine builds its own) into
+`~/.cache/tenshu/kernels/` (or `$XDG_CACHE_HOME/tenshu/kernels/`), under a name keyed by the
+source, torch's version, the flags and the CPU: `make install` builds them
+(`python -m tenshu.engine.kernels`); otherwise the first model that needs them builds them
+while it loads (about 20 s, once). Where they cannot be built (no compiler) or are turned off
+(`TENSHU_CPU_KERNELS=0`), `ops()` is None and the engine keeps torch's paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_matmul.cpp")
+MAX_ROWS = 16  # above this many rows the float GEMM on dequantized chunks is faster
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fopenmp-simd"]
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "ops": the loaded namespace, or None once it has failed
+
+
+def enabled() -> bool:
+    return os.environ.get("TENSHU_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "no")
+
+
+def _cpu_key() -> str:
+    """What a -march=native build depends on: the CPU's model and instruction sets."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def build_name() -> str:
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), " ".join(_FLAGS).encode(),
+                 _cpu_key().encode()):
+        digest.update(part)
+    return f"tenshu_cpu_{digest.hexdigest()[:12]}"
+
+
+def build_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tenshu" / "kernels" / build_name()
+
+
+def _load(verbose: bool = False):
+    """Load the built library, building it first where it is missing. A finished build is
+    loaded directly: torch's build step costs about a second even when it has nothing to do."""
+    name, folder = build_name(), build_dir()
+    library = folder / f"{name}.so"
+    if not library.is_file() or (folder / "lock").exists():  # "lock": a build under way
+        from torch.utils import cpp_extension  # imports setuptools: only when building
+
+        folder.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(name, [str(SOURCE)], extra_cflags=_FLAGS,
+                           extra_ldflags=["-fopenmp"], build_directory=str(folder),
+                           is_python_module=False, verbose=verbose)
+    else:
+        torch.ops.load_library(str(library))
+    return torch.ops.tenshu_cpu
+
+
+def ops():
+    """torch.ops.tenshu_cpu (bf16_matmul, quant_matmul), building them the first time; None
+    where they are turned off or cannot be built (said once in the log)."""
+    if "ops" in _state:
+        return _state["ops"]
+    with _lock:
+        if "ops" not in _state:
+            loaded = None
+            if enabled():
+                try:
+                    loaded = _load()
+                except Exception as exc:  # no compiler, a broken toolchain: torch's paths serve
+                    logger.warning("tenshu's CPU kernels could not be built, using torch's "
+                                   "(slower for decoding): %s", str(exc).strip()[-400:])
+            _state["ops"] = loaded
+    return _state["ops"]
+
+
+def wanted(device: torch.device) -> bool:
+    return device.type == "cpu" and enabled()

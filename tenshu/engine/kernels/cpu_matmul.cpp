@@ -1,0 +1,345 @@
+// Matrix products for a few rows of activations (decoding: one row per sequence) against
+// weights stored narrower than float32: bf16, or the groupwise integer codes of a QuantWeight
+// (tenshu/engine/quant/weight.py). Bound by reading the weights, so each weight row is read
+// from memory once, decoded into float32 in a small per-thread buffer (L1/L2), and multiplied
+// there with every activation row. Output rows are split between torch's threads.
+//
+// Built by tenshu/engine/kernels/__init__.py with the compiler's vectorizer for this CPU
+// (-O3 -march=native); the loops are written so that it vectorizes them (`omp simd`). Built
+// with -ffp-contract=off: a decoded weight is rounded exactly as QuantWeight.dequantize rounds
+// it (a multiply, then a subtraction), so `dequantize_rows` is bit for bit that; the sums use
+// std::fma where one rounding is what is wanted.
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+namespace {
+
+// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: w is loaded once per element,
+// and each row keeps L independent partial sums (several vector registers), so the adds do not
+// wait on each other's latency.
+template <int MB, int L>
+inline void dot_rows(const float* w, const float* x, int64_t k, float* out, int64_t ldo) {
+  float acc[MB][L] = {};
+  int64_t i = 0;
+  for (; i + L <= k; i += L) {
+    for (int r = 0; r < MB; ++r) {
+      const float* xr = x + r * k + i;
+#pragma omp simd
+      for (int l = 0; l < L; ++l) acc[r][l] = std::fma(w[i + l], xr[l], acc[r][l]);
+    }
+  }
+  for (int r = 0; r < MB; ++r) {
+    float a = 0.f;
+    for (int64_t j = i; j < k; ++j) a = std::fma(w[j], x[r * k + j], a);
+    for (int l = 0; l < L; ++l) a += acc[r][l];
+    out[r * ldo] = a;
+  }
+}
+
+// One decoded weight row times every activation row: out[m * n_out + row].
+inline void multiply_row(const float* w, const float* x, int64_t m, int64_t k, float* out,
+                         int64_t n_out) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) dot_rows<4, 32>(w, x + r * k, k, out + r * n_out, n_out);
+  for (; r < m; ++r) dot_rows<1, 64>(w, x + r * k, k, out + r * n_out, n_out);
+}
+
+// Decoders: weight row n into float32 w[0..k).
+struct Bf16Rows {
+  const uint16_t* data;
+  int64_t k;
+  void operator()(int64_t n, float* w) const {
+    const uint16_t* src = data + n * k;
+#pragma omp simd
+    for (int64_t i = 0; i < k; ++i) {
+      uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      w[i] = f;
+    }
+  }
+};
+
+// W = scale * (q - offset) - min per group of G columns: the QuantWeight formula, in its order
+// (the subtraction of the offset is exact; the product and the difference each round once).
+template <int G>
+struct Int8Rows {
+  const int8_t* data;
+  const float* scales;
+  const float* mins;  // null: no mins
+  int64_t k, group;
+  int offset;
+  void operator()(int64_t n, float* w) const {
+    const int64_t gs = G > 0 ? G : group, groups = k / gs;
+    const int8_t* q = data + n * k;
+    const float* s = scales + n * groups;
+    const float* mn = mins ? mins + n * groups : nullptr;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float sc = s[g], m0 = mn ? mn[g] : 0.f;
+      const int8_t* qg = q + g * gs;
+      float* wg = w + g * gs;
+#pragma omp simd
+      for (int64_t i = 0; i < gs; ++i)
+        wg[i] = static_cast<float>(static_cast<int>(qg[i]) - offset) * sc - m0;
+    }
+  }
+};
+
+// 4-bit codes two to a byte: byte j of a row holds column j (low nibble) and column
+// j + k/2 (high nibble).
+template <int G>
+struct Int4Rows {
+  const uint8_t* data;
+  const float* scales;
+  const float* mins;
+  int64_t k, group;
+  int offset;
+  void operator()(int64_t n, float* w) const {
+    const int64_t gs = G > 0 ? G : group, groups = k / gs, half = k / 2, hg = groups / 2;
+    const uint8_t* q = data + n * half;
+    const float* s = scales + n * groups;
+    const float* mn = mins ? mins + n * groups : nullptr;
+    for (int64_t g = 0; g < hg; ++g) {
+      const float slo = s[g], shi = s[g + hg];
+      const float mlo = mn ? mn[g] : 0.f, mhi = mn ? mn[g + hg] : 0.f;
+      const uint8_t* qg = q + g * gs;
+      float* lo = w + g * gs;
+      float* hi = w + half + g * gs;
+#pragma omp simd
+      for (int64_t i = 0; i < gs; ++i) {
+        const int b = qg[i];
+        lo[i] = static_cast<float>((b & 15) - offset) * slo - mlo;
+        hi[i] = static_cast<float>((b >> 4) - offset) * shi - mhi;
+      }
+    }
+  }
+};
+
+template <typename Rows>
+at::Tensor run(const at::Tensor& x_in, int64_t n_out, int64_t k, const Rows& rows) {
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t m = x.size(0);
+  at::Tensor out = at::empty({m, n_out}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  // about 64 KiB of weights per task: enough to amortize the hand-off, small enough to balance
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / k);
+  at::parallel_for(0, n_out, grain, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buffer;
+    if (static_cast<int64_t>(buffer.size()) < k) buffer.resize(k);
+    float* w = buffer.data();
+    for (int64_t n = begin; n < end; ++n) {
+      rows(n, w);
+      multiply_row(w, xp, m, k, op + n, n_out);
+    }
+  });
+  return out.to(x_in.scalar_type());
+}
+
+void check_x(const at::Tensor& x, int64_t k) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.size(1) == k,
+              "x must be a [rows, ", k, "] CPU tensor, got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "x must be float32 or bfloat16");
+}
+
+at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& weight) {
+  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.dim() == 2 &&
+                  weight.is_contiguous() && weight.device().is_cpu(),
+              "weight must be a contiguous bfloat16 CPU matrix");
+  const int64_t n = weight.size(0), k = weight.size(1);
+  check_x(x, k);
+  return run(x, n, k,
+             Bf16Rows{reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), k});
+}
+
+// Calls fn(rows) with the decoder of the weight's format, after checking the tensors fit.
+template <typename Fn>
+at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
+                     const std::optional<at::Tensor>& mins, int64_t bits, int64_t group_size,
+                     int64_t offset, Fn&& fn) {
+  TORCH_CHECK(bits == 4 || bits == 8, "bits must be 4 or 8");
+  TORCH_CHECK(qweight.is_contiguous() && scales.is_contiguous() &&
+                  scales.scalar_type() == at::kFloat && qweight.device().is_cpu(),
+              "codes and float32 scales must be contiguous CPU tensors");
+  const int64_t n = qweight.size(0), k = qweight.size(1) * (bits == 4 ? 2 : 1);
+  TORCH_CHECK(group_size > 0 && k % group_size == 0 && scales.size(0) == n &&
+                  scales.size(1) == k / group_size,
+              "scales do not fit the codes");
+  TORCH_CHECK(bits == 8 || (k / group_size) % 2 == 0,
+              "a 4-bit weight needs an even number of groups per row");
+  const float* mp = nullptr;
+  if (mins.has_value()) {
+    TORCH_CHECK(mins->is_contiguous() && mins->scalar_type() == at::kFloat &&
+                    mins->sizes() == scales.sizes(),
+                "mins must be float32 like the scales");
+    mp = mins->data_ptr<float>();
+  }
+  const float* sp = scales.data_ptr<float>();
+  const int off = static_cast<int>(offset);
+  if (bits == 8) {
+    TORCH_CHECK(qweight.scalar_type() == at::kChar, "8-bit codes must be int8");
+    const int8_t* q = qweight.data_ptr<int8_t>();
+    if (group_size == 32) return fn(Int8Rows<32>{q, sp, mp, k, 32, off}, n, k);
+    if (group_size == 16) return fn(Int8Rows<16>{q, sp, mp, k, 16, off}, n, k);
+    return fn(Int8Rows<0>{q, sp, mp, k, group_size, off}, n, k);
+  }
+  TORCH_CHECK(qweight.scalar_type() == at::kByte, "4-bit codes must be uint8");
+  const uint8_t* q = qweight.data_ptr<uint8_t>();
+  if (group_size == 32) return fn(Int4Rows<32>{q, sp, mp, k, 32, off}, n, k);
+  return fn(Int4Rows<0>{q, sp, mp, k, group_size, off}, n, k);
+}
+
+at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                        const std::optional<at::Tensor>& mins, int64_t bits, int64_t group_size,
+                        int64_t offset) {
+  return with_rows(qweight, scales, mins, bits, group_size, offset,
+                   [&](const auto& rows, int64_t n, int64_t k) {
+                     check_x(x, k);
+                     return run(x, n, k, rows);
+                   });
+}
+
+// Rows [start, start + out.size(0)) of the weight, decoded into `out` (float32 [rows, k]):
+// what QuantWeight.dequantize computes, bit for bit, on all of torch's threads.
+at::Tensor dequantize_rows(const at::Tensor& qweight, const at::Tensor& scales,
+                           const std::optional<at::Tensor>& mins, int64_t bits,
+                           int64_t group_size, int64_t offset, int64_t start, at::Tensor out) {
+  return with_rows(
+      qweight, scales, mins, bits, group_size, offset,
+      [&](const auto& rows, int64_t n, int64_t k) {
+        TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.dim() == 2 &&
+                        out.size(1) == k && start >= 0 && start + out.size(0) <= n,
+                    "out must be a contiguous float32 [rows, ", k, "] within the weight's ",
+                    n, " rows");
+        float* op = out.data_ptr<float>();
+        const int64_t grain = std::max<int64_t>(1, (1 << 16) / k);
+        at::parallel_for(0, out.size(0), grain, [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) rows(start + r, op + r * k);
+        });
+        return out;
+      });
+}
+
+// Decode attention over the paged KV cache, read where it lies: one query row per sequence
+// against the keys and values of its context, found through `slots` ([B, L] cache slots of
+// positions 0..L-1, padded past each sequence's length), never gathered into a copy. Heads
+// that share a KV head (GQA) are computed together, so each key and value is read once.
+template <typename T>
+void attend_one(const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin,
+                int64_t end, int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale,
+                float* scores, float* out) {
+  const int64_t n = end - begin, row = kv_heads * d;
+  std::vector<float> kv(d);
+  for (int64_t h = 0; h < group; ++h) {
+    float* acc = out + h * d;
+    for (int64_t i = 0; i < d; ++i) acc[i] = 0.f;
+  }
+  for (int64_t p = 0; p < n; ++p) {
+    const T* k = kc + slots[begin + p] * row + kvh * d;
+    for (int64_t i = 0; i < d; ++i) kv[i] = static_cast<float>(k[i]);
+    for (int64_t h = 0; h < group; ++h) {
+      const float* qh = q + h * d;
+      float a = 0.f;
+#pragma omp simd reduction(+ : a)
+      for (int64_t i = 0; i < d; ++i) a = std::fma(qh[i], kv[i], a);
+      scores[h * n + p] = a * scale;
+    }
+  }
+  for (int64_t h = 0; h < group; ++h) {  // softmax per head
+    float* sc = scores + h * n;
+    float top = sc[0];
+    for (int64_t p = 1; p < n; ++p) top = std::max(top, sc[p]);
+    float total = 0.f;
+    for (int64_t p = 0; p < n; ++p) total += (sc[p] = std::exp(sc[p] - top));
+    const float inv = 1.f / total;
+    for (int64_t p = 0; p < n; ++p) sc[p] *= inv;
+  }
+  for (int64_t p = 0; p < n; ++p) {
+    const T* v = vc + slots[begin + p] * row + kvh * d;
+    for (int64_t i = 0; i < d; ++i) kv[i] = static_cast<float>(v[i]);
+    for (int64_t h = 0; h < group; ++h) {
+      const float w = scores[h * n + p];
+      float* acc = out + h * d;
+#pragma omp simd
+      for (int64_t i = 0; i < d; ++i) acc[i] = std::fma(w, kv[i], acc[i]);
+    }
+  }
+}
+
+template <typename T>
+void paged_decode_typed(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                        const at::Tensor& slots, const at::Tensor& lens, double scale,
+                        int64_t window, at::Tensor& out) {
+  const int64_t b = q.size(0), heads = q.size(1), d = q.size(2);
+  const int64_t kv_heads = k_cache.size(1), group = heads / kv_heads, width = slots.size(1);
+  const float* qp = q.data_ptr<float>();
+  const T* kp = k_cache.data_ptr<T>();
+  const T* vp = v_cache.data_ptr<T>();
+  const int64_t* sp = slots.data_ptr<int64_t>();
+  const int64_t* lp = lens.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, b * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t seq = task / kv_heads, kvh = task % kv_heads;
+      const int64_t len = lp[seq];
+      TORCH_CHECK(len >= 1 && len <= width, "a context length is outside its slots");
+      const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
+      scores.resize(group * (len - first));
+      const int64_t at = (seq * heads + kvh * group) * d;
+      attend_one(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
+                 static_cast<float>(scale), scores.data(), op + at);
+    }
+  });
+}
+
+at::Tensor paged_decode(const at::Tensor& q_in, const at::Tensor& k_cache,
+                        const at::Tensor& v_cache, const at::Tensor& slots,
+                        const at::Tensor& lens, double scale, int64_t window) {
+  TORCH_CHECK(q_in.dim() == 3 && k_cache.dim() == 3 && k_cache.sizes() == v_cache.sizes() &&
+                  k_cache.size(2) == q_in.size(2) && q_in.size(1) % k_cache.size(1) == 0,
+              "q [B, H, D] and caches [slots, KVH, D] do not fit");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() &&
+                  k_cache.scalar_type() == v_cache.scalar_type(),
+              "the caches must be contiguous and of one dtype");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.dim() == 2 &&
+                  slots.size(0) == q_in.size(0) && lens.scalar_type() == at::kLong &&
+                  lens.numel() == q_in.size(0),
+              "slots must be int64 [B, L] and lens int64 [B]");
+  const at::Tensor q = q_in.to(at::kFloat).contiguous();
+  const at::Tensor sl = slots.contiguous(), ln = lens.reshape({-1}).contiguous();
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  switch (k_cache.scalar_type()) {
+    case at::kFloat: paged_decode_typed<float>(q, k_cache, v_cache, sl, ln, scale, window, out); break;
+    case at::kBFloat16:
+      paged_decode_typed<at::BFloat16>(q, k_cache, v_cache, sl, ln, scale, window, out);
+      break;
+    default: TORCH_CHECK(false, "the KV cache must be float32 or bfloat16");
+  }
+  return out.to(q_in.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY(tenshu_cpu, m) {
+  m.def("bf16_matmul(Tensor x, Tensor weight) -> Tensor", &bf16_matmul);
+  m.def("quant_matmul(Tensor x, Tensor qweight, Tensor scales, Tensor? mins, int bits, "
+        "int group_size, int offset) -> Tensor",
+        &quant_matmul);
+  m.def("paged_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor slots, Tensor lens, "
+        "float scale, int window) -> Tensor",
+        &paged_decode);
+  m.def("dequantize_rows(Tensor qweight, Tensor scales, Tensor? mins, int bits, int group_size, "
+        "int offset, int start, Tensor(a!) out) -> Tensor(a!)",
+        &dequantize_rows);
+}

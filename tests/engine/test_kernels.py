@@ -1,0 +1,136 @@
+"""tenshu's CPU kernels (engine/kernels): built for this machine, and the same products as the
+float math on the dequantized weights, for every format a QuantWeight holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tenshu.engine import kernels
+from tenshu.engine.quant import QuantWeight
+
+
+@pytest.fixture(scope="module")
+def ops():
+    built = kernels.ops()
+    if built is None:
+        pytest.skip("the CPU kernels could not be built here (no C++ compiler?): torch's "
+                    "paths serve, and the other tests cover them")
+    return built
+
+
+def _weight(bits: int, group: int, offset: int, mins: bool, rows: int, cols: int) -> QuantWeight:
+    g = torch.Generator().manual_seed(bits * 1000 + group + offset + mins)
+    if bits == 8:
+        q = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=g)
+    else:
+        q = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=g)
+    scales = torch.rand(rows, cols // group, generator=g) * 0.1
+    low = torch.rand(rows, cols // group, generator=g) if mins else None
+    return QuantWeight(q, scales, low, bits=bits, group_size=group, offset=offset,
+                       in_features=cols)
+
+
+def _close(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
+    expected = x.double() @ w.double().T
+    # float32 sums in another order: ~1e-7 relative to the sum of |products|; a bf16 result
+    # is then rounded to 8 bits of mantissa
+    scale = (x.double().abs() @ w.double().abs().T).max()
+    rounding = 2.0**-8 * expected.abs() if got.dtype == torch.bfloat16 else 0
+    assert got.shape == expected.shape
+    assert ((got.double() - expected).abs() <= 2e-6 * scale + rounding).all()
+
+
+FORMATS = [  # bits, group, offset, mins: what each GGML / GPTQ / on-load layout becomes
+    (8, 32, 0, False),  # Q8_0, int8 on load
+    (4, 32, 8, False),  # Q4_0
+    (4, 32, 0, True),  # Q4_K, int4 on load
+    (8, 32, 0, True),  # Q5_K (codes widened to a byte)
+    (8, 16, 0, False),  # Q6_K
+    (4, 128, 8, True),  # GPTQ / AWQ groups of 128
+    (8, 64, 3, False),  # any other group size takes the generic loop
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: "q{}-g{}-off{}-mins{}".format(*f))
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 16])
+def test_quant_matmul_equals_float_math_on_the_dequantized_weight(ops, fmt, rows):
+    bits, group, offset, mins = fmt
+    cols = 416 if bits == 8 and group <= 32 else 512  # 416: a remainder after the 64-wide sums
+    qw = _weight(bits, group, offset, mins, rows=200, cols=cols)
+    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows))
+    got = ops.quant_matmul(x, qw.qweight, qw.scales, qw.mins, bits, group, offset)
+    _close(got, x, qw.dequantize())
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: "q{}-g{}-off{}-mins{}".format(*f))
+def test_dequantize_rows_is_bit_for_bit_the_weights_own(ops, fmt):
+    bits, group, offset, mins = fmt
+    qw = _weight(bits, group, offset, mins, rows=50, cols=512)
+    out = torch.full((20, 512), float("nan"))
+    got = ops.dequantize_rows(qw.qweight, qw.scales, qw.mins, bits, group, offset, 7, out)
+    assert got.data_ptr() == out.data_ptr()  # written in place
+    expected = qw.dequantize(slice(7, 27))
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))
+    with pytest.raises(RuntimeError, match="within the weight's 50 rows"):
+        ops.dequantize_rows(qw.qweight, qw.scales, qw.mins, bits, group, offset, 40, out)
+
+
+@pytest.mark.parametrize("rows", [1, 6])
+def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows):
+    w = torch.randn(300, 256).bfloat16()
+    x = torch.randn(rows, 256)
+    _close(ops.bf16_matmul(x, w), x, w.float())
+    out = ops.bf16_matmul(x.bfloat16(), w)  # bf16 activations: summed in float32, then rounded
+    assert out.dtype == torch.bfloat16
+    _close(out, x.bfloat16().float(), w.float())
+
+
+def test_bf16_activations_come_back_in_their_dtype(ops):
+    qw = _weight(4, 32, 8, False, rows=64, cols=256)
+    x = torch.randn(2, 256).bfloat16()
+    out = ops.quant_matmul(x, qw.qweight, qw.scales, None, 4, 32, 8)
+    assert out.dtype == torch.bfloat16
+    _close(out, x.float(), qw.dequantize())
+
+
+def test_a_shape_mismatch_is_an_error_not_a_crash(ops):
+    qw = _weight(8, 32, 0, False, rows=8, cols=256)
+    with pytest.raises(RuntimeError, match=r"x must be a \[rows, 256\] CPU tensor"):
+        ops.quant_matmul(torch.randn(1, 128), qw.qweight, qw.scales, None, 8, 32, 0)
+    with pytest.raises(RuntimeError, match="bits must be 4 or 8"):
+        ops.quant_matmul(torch.randn(1, 256), qw.qweight, qw.scales, None, 6, 32, 0)
+
+
+def test_the_build_is_keyed_by_source_torch_and_cpu(ops):
+    # a second load in the same process reuses the library; the folder holds one build per key
+    assert kernels.ops() is ops
+    assert kernels.build_name() in str(kernels.build_dir())
+    assert (kernels.build_dir() / f"{kernels.build_name()}.so").is_file()
+
+
+def test_turned_off_the_engine_keeps_torchs_paths(monkeypatch):
+    monkeypatch.setenv("TENSHU_CPU_KERNELS", "0")
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.ops() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window", [0, 5])
+def test_paged_decode_equals_attention_over_the_gathered_context(ops, dtype, window):
+    # 3 sequences of 1, 9 and 17 tokens in a cache of 64 slots, their slots scattered; 8 query
+    # heads on 2 KV heads
+    g = torch.Generator().manual_seed(0)
+    k_cache = torch.randn(64, 2, 16, generator=g).to(dtype)
+    v_cache = torch.randn(64, 2, 16, generator=g).to(dtype)
+    lens = torch.tensor([1, 9, 17])
+    slots = torch.randperm(64, generator=g)[:51].view(3, 17)
+    q = torch.randn(3, 8, 16, generator=g)
+    got = ops.paged_decode(q, k_cache, v_cache, slots, lens, 0.25, window)
+    for b, n in enumerate(lens.tolist()):
+        first = max(0, n - window) if window else 0
+        keys = k_cache[slots[b, first:n]].float().repeat_interleave(4, dim=1)  # [n, 8, 16]
+        values = v_cache[slots[b, first:n]].float().repeat_interleave(4, dim=1)
+        weights = torch.softmax(torch.einsum("hd,nhd->hn", q[b], keys) * 0.25, dim=-1)
+        expected = torch.einsum("hn,nhd->hd", weights, values)
+        torch.testing.assert_close(got[b], expected, atol=1e-5, rtol=1e-5)
