@@ -15,11 +15,14 @@ Generation is greedy (argmax of the logits) and never stops at EOS, so every req
 exactly the tokens asked for. ``throughput`` keeps up to ``n_parallel`` sequences in one llama.cpp
 context (continuous batching: an admitted request is prefilled on its own, then joins the shared
 one-token-per-sequence decode steps); the default ``n_parallel=1`` runs requests one at a time.
-Model loading and a one-token warm-up are never timed.
+Model loading and a one-token warm-up are never timed. ``quantize`` is llama.cpp's own quantizer
+(``llama_model_quantize``, with its per-tensor mix and fallbacks); ``prompt_logprobs`` scores
+token-id windows, as llama.cpp's perplexity tool does, for benchmarks/perplexity.py.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import subprocess
@@ -220,3 +223,43 @@ def single_stream(gguf_path: Path, prompt_ids: list[int], n_out: int, n_threads:
         "decode_s": decode_s,
         "decode_tokens_per_s": (n_out - 1) / decode_s,
     }
+
+
+def quantize(src: Path, dst: Path, ftype: str, n_threads: int) -> Path:
+    """Write `src` (a GGUF file) to `dst` in llama.cpp's `ftype` mix, e.g. "LLAMA_FTYPE_MOSTLY_Q4_K_M"
+    (a tensor whose rows do not fit the type's blocks falls back to another type per tensor)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, ftype)
+    params.nthread = n_threads
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                      ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {dst}")
+    return dst
+
+
+def prompt_logprobs(gguf_path: Path, windows: list[list[int]], n_threads: int) -> list:
+    """For each token-id window, the log-probability of its tokens after the first, given the
+    tokens before them: float64 numpy arrays of len(window) - 1 (log-softmax in float64 over
+    llama.cpp's float32 logits). Each window starts from an empty KV cache."""
+    import llama_cpp
+    import numpy as np
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    n_ctx = max(len(w) for w in windows)
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx,
+                          logits_all=True, n_threads=n_threads, n_threads_batch=n_threads,
+                          verbose=False)
+    out = []
+    try:
+        for window in windows:
+            llm.reset()
+            llm.eval(window)
+            logits = np.asarray(llm.scores[: len(window) - 1], dtype=np.float64)  # [n - 1, V]
+            top = logits.max(axis=1, keepdims=True)
+            norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            out.append(logits[np.arange(len(window) - 1), window[1:]] - norm)
+    finally:
+        llm.close()
+    return out
