@@ -78,7 +78,15 @@ def encode(weight: np.ndarray, kind: str, seed: int) -> np.ndarray:
     """A float [rows, cols] weight as `kind`'s data (K-quants: random blocks, see above)."""
     if kind in ("Q4_K", "Q5_K", "Q6_K"):
         return random_blocks(kind, *weight.shape, seed=seed)
+    if kind in UNREAD:  # only its size matters: the loader refuses the type before reading it
+        block, nbytes = GGML_QUANT_SIZES[T[kind]]
+        rows, cols = weight.shape
+        return np.random.default_rng(seed).integers(0, 256, (rows, cols // block * nbytes),
+                                                    dtype=np.uint8)
     return quantize(weight, T[kind])
+
+
+UNREAD = ("Q2_K", "Q3_K")  # types tenshu's engine does not read (for the error's test)
 
 
 def permute(data: np.ndarray, heads: int) -> np.ndarray:

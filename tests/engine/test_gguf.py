@@ -25,6 +25,9 @@ MIXES = {
     "legacy": (LEGACY_MIX, {}),
     # a float k between quantized q and v: the fused q/k/v stays float, dequantized exactly
     "float-k": (LEGACY_MIX | {"attn_k": "F16"}, {}),
+    # the other legacy types, as llama.cpp's K-quant mixes use them where a row is not a
+    # multiple of 256 (a Q5_1 k fused with Q8_0 q and v)
+    "legacy-5": (LEGACY_MIX | {"ffn_down": "Q5_0", "attn_k": "Q5_1", "ffn_gate": "Q4_1"}, {}),
 }
 
 
@@ -47,6 +50,7 @@ def gguf_model(checkpoint, tmp_path_factory):
 
 @pytest.mark.parametrize(("family", "mix"), [
     ("llama", "k"), ("llama", "legacy"), ("qwen3", "k"), ("qwen3", "legacy"), ("qwen2", "float-k"),
+    ("llama", "legacy-5"),
 ])
 def test_greedy_matches_transformers_on_the_dequantized_weights(gguf_model, family, mix):
     path, reference = gguf_model(family, mix)
@@ -106,11 +110,11 @@ def test_a_truncated_file_is_a_clear_error(gguf_model, tmp_path):
 
 
 def test_an_unsupported_tensor_type_is_named(checkpoint, tmp_path):
-    path, _ = make_gguf(checkpoint("qwen3"), tmp_path, LEGACY_MIX | {"ffn_down": "Q5_0"},
-                        tokenizer=False)
+    path, _ = make_gguf(checkpoint("qwen3", **WIDE), tmp_path,
+                        LEGACY_MIX | {"ffn_down": "Q3_K"}, tokenizer=False, reference=False)
     with pytest.raises(ModelLoadError) as err:
         LLM(str(path), skip_tokenizer_init=True)
-    assert "Q5_0" in str(err.value) and "Q4_K" in str(err.value)
+    assert "Q3_K" in str(err.value) and "Q4_K" in str(err.value) and "Q5_0" in str(err.value)
     assert "blk.0.ffn_down.weight" in str(err.value)
 
 

@@ -13,7 +13,7 @@ from tenshu.engine.layers.linear import Linear
 from tenshu.engine.quant import QuantEmbedding, QuantWeight, ggml, weight
 from tests.engine.gguf_files import encode
 
-TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 
 
 def _raw(kind: str, rows: int = 24, cols: int = 512, seed: int = 0) -> np.ndarray:
@@ -36,7 +36,7 @@ def test_each_type_converts_exactly_as_gguf_dequantizes(kind):
     assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
     if isinstance(value, QuantWeight):
         bits = 8 * value.nbytes() / reference.numel()
-        assert bits <= {"Q4_0": 5, "Q4_K": 6}.get(kind, 10)  # stays quantized in memory
+        assert bits <= {"Q4_0": 5, "Q4_1": 6, "Q4_K": 6}.get(kind, 10)  # stays quantized in memory
 
 
 def test_parts_in_different_formats_concatenate_exactly():
@@ -50,7 +50,7 @@ def test_parts_in_different_formats_concatenate_exactly():
     assert same.bits == 4  # one format: no widening
 
 
-@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
 @pytest.mark.parametrize("rows", [1, 5, 40])
 def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, rows, monkeypatch):
     monkeypatch.setattr(weight, "BATCH_CHUNK_ELEMENTS", 64 * 512)  # several chunks for 40 rows

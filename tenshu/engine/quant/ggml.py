@@ -49,6 +49,40 @@ def q4_0(raw: torch.Tensor) -> QuantWeight:
                        in_features=nb * 32)
 
 
+def q4_1(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 20)  # d f16, m f16, qs[16] as Q4_0's; w = d * q + m
+    rows, nb, _ = b.shape
+    qs = b[..., 4:]
+    codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
+    return QuantWeight(_pack4(codes), _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=4,
+                       group_size=32, in_features=nb * 32)  # minus -m: exactly + m
+
+
+def _q5_codes(b: torch.Tensor, qh_at: int) -> torch.Tensor:
+    """Q5_0/Q5_1: qh (32 high bits, element j's is bit j) and qs[16] (Q4_0's nibbles) -> the
+    5-bit codes 0..31, uint8 [N, blocks * 32]."""
+    rows, nb, _ = b.shape
+    qs = b[..., qh_at + 4:]
+    low = torch.cat((qs & 15, qs >> 4), dim=-1)  # [N, blocks, 32]
+    qh = b[..., qh_at:qh_at + 4].unsqueeze(-1)  # 4 bytes: elements 8i..8i+7 in byte i
+    high = ((qh >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(rows, nb, 32)
+    return (low | (high << 4)).reshape(rows, nb * 32)
+
+
+def q5_0(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 22)  # d f16, qh[4], qs[16]; w = d * (q - 16)
+    codes = _q5_codes(b, 2).view(torch.int8) - 16  # -16..15, the offset taken exactly
+    return QuantWeight(codes, _f16(b[..., :2]), None, bits=8, group_size=32,
+                       in_features=codes.shape[1])
+
+
+def q5_1(raw: torch.Tensor) -> QuantWeight:
+    b = _blocks(raw, 24)  # d f16, m f16, qh[4], qs[16]; w = d * q + m
+    codes = _q5_codes(b, 4).view(torch.int8)
+    return QuantWeight(codes, _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=8, group_size=32,
+                       in_features=codes.shape[1])
+
+
 def _k_scales(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Q4_K/Q5_K: d, dmin and 8 packed 6-bit (scale, min) pairs -> float32 [N, blocks * 8]
     scales d * sc and mins dmin * m (ggml's get_scale_min_k4)."""
@@ -114,7 +148,8 @@ def bf16(raw: torch.Tensor) -> torch.Tensor:
 # GGML type name -> converter of its raw bytes
 CONVERTERS: dict[str, Callable[[torch.Tensor], torch.Tensor | QuantWeight]] = {
     "F32": f32, "F16": f16, "BF16": bf16,
-    "Q8_0": q8_0, "Q4_0": q4_0, "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k,
+    "Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1,
+    "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k,
 }
 
 

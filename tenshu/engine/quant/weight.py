@@ -7,6 +7,9 @@ in float32 with one rounding per operation, in that order, so that the GGML form
 
     Q8_0  8-bit, groups of 32: q int8, scale d (f16), no min
     Q4_0  4-bit, groups of 32: q 0..15, offset 8, scale d (f16), no min
+    Q4_1  4-bit, groups of 32: q 0..15, scale d, min -m (ggml adds m: negating it is exact)
+    Q5_0  5-bit codes widened to int8 (q - 16, -16..15), groups of 32, scale d, no min
+    Q5_1  5-bit codes widened to int8 (0..31), groups of 32, scale d, min -m
     Q4_K  4-bit, groups of 32: q 0..15, scale d*sc, min dmin*m (sc, m the 6-bit sub-block pair)
     Q5_K  5-bit codes widened to int8 (0..31), groups of 32, scale and min as Q4_K
     Q6_K  6-bit codes widened to int8 (q - 32, -32..31), groups of 16, scale d*sc (sc int8)
