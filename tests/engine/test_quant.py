@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
 
+from tenshu.engine import kernels
 from tenshu.engine.layers.linear import Linear
 from tenshu.engine.quant import QuantEmbedding, QuantWeight, ggml, weight
 from tests.engine.gguf_files import encode
@@ -50,9 +51,21 @@ def test_parts_in_different_formats_concatenate_exactly():
     assert same.bits == 4  # one format: no widening
 
 
+@pytest.fixture(params=["kernels", "torch"])
+def paths(request, monkeypatch):
+    """Each product twice: through tenshu's CPU kernels (where this machine builds them) and
+    through torch's paths alone, which serve where no compiler is."""
+    if request.param == "torch":
+        monkeypatch.setattr(kernels, "_state", {"ops": None})
+    elif kernels.ops() is None:
+        pytest.skip("the CPU kernels could not be built here")
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
 @pytest.mark.parametrize("rows", [1, 5, 40])
-def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, rows, monkeypatch):
+def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, rows, paths,
+                                                                        monkeypatch):
     monkeypatch.setattr(weight, "BATCH_CHUNK_ELEMENTS", 64 * 512)  # several chunks for 40 rows
     qw = _quant(kind, rows=160)
     layer = Linear(512, 160, bias=True)

@@ -124,6 +124,137 @@ struct Int4Rows {
   }
 };
 
+// One activation row (single-stream decoding): the weight row's codes are multiplied with x
+// as they are read, no decoded copy. Per group: d = sum(q * x) over the group, then
+// acc += d * scale; the offsets and mins come off at the end through the group sums of x:
+//   sum_k W x = sum_g scale_g * sum(q x) - sum_g (offset * scale_g + min_g) * xsum_g.
+// Written with the compiler's vector types (16 floats: AVX-512, or two AVX2 halves).
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+template <typename V>
+inline V load(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline float lanes_sum(f32x16 v) {
+  float s = 0.f;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+}
+
+inline f32x16 floats(u8x16 q) {
+  return __builtin_convertvector(__builtin_convertvector(q, i32x16), f32x16);
+}
+// Signed bytes through unsigned ones (q ^ 0x80 is q + 128): GCC turns a signed-char vector's
+// conversion into scalar code, an unsigned one into one widening instruction.
+inline f32x16 floats_signed(const int8_t* p) {
+  return floats(u8x16(load<u8x16>(p) ^ 0x80)) - 128.f;
+}
+
+struct Gemv {
+  const float* x;      // [k]
+  const float* xsum;   // [groups] sums of x over each group
+  int64_t k;
+};
+
+// 8-bit codes, groups of G (16 or 32)
+template <int G>
+__attribute__((optimize("fp-contract=fast"))) float gemv_int8_row(const Gemv& a, const int8_t* q,
+                                                                   const float* s, const float* mn,
+                                                                   int offset) {
+  const int64_t groups = a.k / G;
+  f32x16 acc0 = {}, acc1 = {};
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) {
+    f32x16 d0 = {}, d1 = {};
+    for (int i = 0; i < G; i += 16) {
+      d0 += floats_signed(q + g * G + i) * load<f32x16>(a.x + g * G + i);
+      d1 += floats_signed(q + (g + 1) * G + i) * load<f32x16>(a.x + (g + 1) * G + i);
+    }
+    acc0 += d0 * s[g];
+    acc1 += d1 * s[g + 1];
+  }
+  for (; g < groups; ++g) {
+    f32x16 d0 = {};
+    for (int i = 0; i < G; i += 16)
+      d0 += floats_signed(q + g * G + i) * load<f32x16>(a.x + g * G + i);
+    acc0 += d0 * s[g];
+  }
+  float out = lanes_sum(acc0 + acc1), c = 0.f;
+  for (int64_t j = 0; j < groups; ++j) c += (offset * s[j] + (mn ? mn[j] : 0.f)) * a.xsum[j];
+  return out - c;
+}
+
+// 4-bit codes in groups of 32: byte j of the row holds column j (low nibble) and j + k/2
+__attribute__((optimize("fp-contract=fast"))) float gemv_int4_row(const Gemv& a, const uint8_t* q,
+                                                                   const float* s, const float* mn,
+                                                                   int offset) {
+  const int64_t groups = a.k / 32, hg = groups / 2, half = a.k / 2;
+  const u8x16 low_bits = u8x16{} + 15;
+  f32x16 acc0 = {}, acc1 = {};
+  for (int64_t g = 0; g < hg; ++g) {
+    f32x16 lo = {}, hi = {};
+    for (int i = 0; i < 32; i += 16) {
+      const u8x16 b = load<u8x16>(q + g * 32 + i);
+      lo += floats(u8x16(b & low_bits)) * load<f32x16>(a.x + g * 32 + i);
+      hi += floats(u8x16(b >> 4)) * load<f32x16>(a.x + half + g * 32 + i);
+    }
+    acc0 += lo * s[g];
+    acc1 += hi * s[g + hg];
+  }
+  float out = lanes_sum(acc0 + acc1), c = 0.f;
+  for (int64_t j = 0; j < groups; ++j) c += (offset * s[j] + (mn ? mn[j] : 0.f)) * a.xsum[j];
+  return out - c;
+}
+
+__attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a, const uint16_t* w) {
+  f32x16 acc[4] = {};
+  int64_t i = 0;
+  for (; i + 64 <= a.k; i += 64) {
+    for (int j = 0; j < 4; ++j) {
+      const u32x16 bits = __builtin_convertvector(load<u16x16>(w + i + 16 * j), u32x16) << 16;
+      f32x16 f;
+      std::memcpy(&f, &bits, sizeof f);
+      acc[j] += f * load<f32x16>(a.x + i + 16 * j);
+    }
+  }
+  float out = lanes_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  for (; i < a.k; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    out += f * a.x[i];
+  }
+  return out;
+}
+
+// out[0, n] = row_fn(n) for every weight row, on torch's threads; x one float32 row.
+template <typename RowFn>
+at::Tensor gemv(const at::Tensor& x_in, int64_t n_out, int64_t k, int64_t group, RowFn&& row_fn) {
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  std::vector<float> xsum(group > 0 ? k / group : 0);
+  const float* xp = x.data_ptr<float>();
+  for (size_t g = 0; g < xsum.size(); ++g) {
+    float t = 0.f;
+    for (int64_t i = 0; i < group; ++i) t += xp[g * group + i];
+    xsum[g] = t;
+  }
+  const Gemv a{xp, xsum.data(), k};
+  at::Tensor out = at::empty({1, n_out}, x.options());
+  float* op = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(16, (1 << 16) / k);
+  at::parallel_for(0, n_out, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) op[n] = row_fn(a, n);
+  });
+  return out.to(x_in.scalar_type());
+}
+
 template <typename Rows>
 at::Tensor run(const at::Tensor& x_in, int64_t n_out, int64_t k, const Rows& rows) {
   const at::Tensor x = x_in.to(at::kFloat).contiguous();
@@ -158,8 +289,10 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& weight) {
               "weight must be a contiguous bfloat16 CPU matrix");
   const int64_t n = weight.size(0), k = weight.size(1);
   check_x(x, k);
-  return run(x, n, k,
-             Bf16Rows{reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), k});
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
+  if (x.size(0) == 1)
+    return gemv(x, n, k, 0, [&](const Gemv& a, int64_t r) { return gemv_bf16_row(a, w + r * k); });
+  return run(x, n, k, Bf16Rows{w, k});
 }
 
 // Calls fn(rows) with the decoder of the weight's format, after checking the tensors fit.
@@ -202,11 +335,31 @@ at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
 at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                         const std::optional<at::Tensor>& mins, int64_t bits, int64_t group_size,
                         int64_t offset) {
-  return with_rows(qweight, scales, mins, bits, group_size, offset,
-                   [&](const auto& rows, int64_t n, int64_t k) {
-                     check_x(x, k);
-                     return run(x, n, k, rows);
-                   });
+  return with_rows(
+      qweight, scales, mins, bits, group_size, offset, [&](const auto& rows, int64_t n, int64_t k) {
+        check_x(x, k);
+        if (x.size(0) != 1 || !(group_size == 32 || (bits == 8 && group_size == 16)))
+          return run(x, n, k, rows);
+        const float* sp = scales.data_ptr<float>();
+        const float* mp = mins.has_value() ? mins->data_ptr<float>() : nullptr;
+        const int64_t groups = k / group_size;
+        const int off = static_cast<int>(offset);
+        auto at = [&](const float* p, int64_t r) { return p ? p + r * groups : nullptr; };
+        if (bits == 4) {
+          const uint8_t* q = qweight.data_ptr<uint8_t>();
+          return gemv(x, n, k, group_size, [&](const Gemv& a, int64_t r) {
+            return gemv_int4_row(a, q + r * (k / 2), sp + r * groups, at(mp, r), off);
+          });
+        }
+        const int8_t* q = qweight.data_ptr<int8_t>();
+        if (group_size == 16)
+          return gemv(x, n, k, 16, [&](const Gemv& a, int64_t r) {
+            return gemv_int8_row<16>(a, q + r * k, sp + r * groups, at(mp, r), off);
+          });
+        return gemv(x, n, k, 32, [&](const Gemv& a, int64_t r) {
+          return gemv_int8_row<32>(a, q + r * k, sp + r * groups, at(mp, r), off);
+        });
+      });
 }
 
 // Rows [start, start + out.size(0)) of the weight, decoded into `out` (float32 [rows, k]):

@@ -167,13 +167,10 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     out_features, in_features = weight.shape
     halves_align = weight.bits == 8 or weight.scales.shape[1] % 2 == 0  # see _gemv_math
     n_rows = x.numel() // in_features
-    if x.device.type == "cpu" and n_rows <= kernels.MAX_ROWS and halves_align and \
-            (n_rows > 1 or weight.bits == 4) and (cpu := kernels.ops()) is not None:
-        out = cpu.quant_matmul(x.reshape(n_rows, in_features), weight.qweight.contiguous(), weight.scales,
-                               weight.mins, weight.bits, weight.group_size, weight.offset)
-        out = out.view(*x.shape[:-1], out_features)
-        return out if bias is None else out + bias.to(x.dtype)
-    if n_rows == 1 and x.device.type == "cpu" and halves_align:
+    on_cpu = x.device.type == "cpu" and halves_align
+    cpu = kernels.ops() if on_cpu else None
+    if on_cpu and n_rows == 1 and (weight.bits == 8 or cpu is None):
+        # inductor's GEMV: for 8-bit codes a little faster than the kernel's one-row loop
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
         out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
@@ -181,13 +178,18 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
         if out is not None:
             out = out.view(*x.shape[:-1], out_features)
             return out if bias is None else out + bias.to(x.dtype)
+    if cpu is not None and n_rows <= kernels.MAX_ROWS:
+        out = cpu.quant_matmul(x.reshape(n_rows, in_features), weight.qweight.contiguous(),
+                               weight.scales, weight.mins, weight.bits, weight.group_size,
+                               weight.offset)
+        out = out.view(*x.shape[:-1], out_features)
+        return out if bias is None else out + bias.to(x.dtype)
     budget = CHUNK_ELEMENTS if x.numel() <= 8 * in_features else BATCH_CHUNK_ELEMENTS
     rows = max(1, min(out_features, budget // in_features))
     buf = scratch(rows * in_features, x)
     bias = None if bias is None else bias.to(x.dtype)
     decode = weight.dequantize
-    if x.dtype == torch.float32 and x.device.type == "cpu" and halves_align and \
-            (cpu := kernels.ops()) is not None:
+    if x.dtype == torch.float32 and cpu is not None:
         def decode(part, out, dtype):  # the same floats, on all threads, in one pass
             return cpu.dequantize_rows(weight.qweight.contiguous(), weight.scales, weight.mins,
                                        weight.bits, weight.group_size, weight.offset,
