@@ -100,3 +100,13 @@ def test_quantization_per_model_or_for_the_server(tmp_path):
     assert settings.quantization == "int8"
     assert [m.quantization for m in settings.models] == ["int4", ""]  # "": the server's
     assert load_server_settings(file, quantization="awq").quantization == "awq"  # --quantization
+
+
+def test_kv_cache_dtype_for_the_server(tmp_path):
+    file = tmp_path / "tenshu.toml"
+    file.write_text('[server]\nkv_cache_dtype = "bfloat16"\n')
+    assert load_server_settings(file).kv_cache_dtype == "bfloat16"
+    assert load_server_settings(file, kv_cache_dtype="auto").kv_cache_dtype == "auto"  # the flag
+    file.write_text('[server]\nkv_cache_dtype = "fp8"\n')
+    with pytest.raises(ValueError, match="server.kv_cache_dtype: must be auto, bfloat16"):
+        load_server_settings(file)

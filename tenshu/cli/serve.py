@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
                         help="requests that may wait for the engine before 429 (default 256)")
     parser.add_argument("--kv-cache-gib", type=float, metavar="GIB",
                         help="KV cache memory per model on CPU (default 2)")
+    parser.add_argument("--kv-cache-dtype", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="the KV cache's dtype (default auto: the model's; bfloat16 holds "
+                             "twice the context of a float32-computed model)")
     parser.add_argument("--quantization", choices=["int8", "int4", "gptq", "awq"],
                         help="int8/int4: quantize float checkpoints on load (cached beside the "
                              "model); gptq/awq: the checkpoints are (read as such anyway)")
@@ -68,6 +71,7 @@ def main(args) -> int:
         grace_seconds=args.grace,
         max_queue=args.max_queue,
         kv_cache_memory_gib=args.kv_cache_gib,
+        kv_cache_dtype=args.kv_cache_dtype,
         max_loras=args.max_loras,
         quantization=args.quantization,
         max_lora_rank=args.max_lora_rank,

@@ -139,6 +139,8 @@ class ServerSettings:
     quantization: for embedded models without their own `quantization` key: "int8" or "int4"
         (quantize a float checkpoint on load, cached beside it or in $TENSHU_HOME/cache),
         "gptq" or "awq" (the checkpoint must be one); empty: as the checkpoint is.
+    kv_cache_dtype: "auto" (the model's compute dtype) or "bfloat16"/"float32" ("float16" on
+        CUDA): bf16 holds twice the context of a float32-computed model per GiB (vLLM's name).
     """
 
     host: str = "127.0.0.1"
@@ -164,6 +166,7 @@ class ServerSettings:
     model_keep_alive: str | float = ""
     load_timeout: float = 300.0
     kv_cache_memory_gib: float = 2.0
+    kv_cache_dtype: str = "auto"
     max_num_seqs: int = 64
     max_loras: int = 4
     max_lora_rank: int = 64
@@ -197,6 +200,8 @@ class ServerSettings:
                 raise bad(key, "must be > 0")
         if self.kv_cache_memory_gib <= 0:
             raise bad("kv_cache_memory_gib", "must be > 0")
+        if self.kv_cache_dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise bad("kv_cache_dtype", "must be auto, bfloat16, float16 or float32")
         if self.model_keep_alive != "":
             try:
                 keep_alive_seconds(self.model_keep_alive)

@@ -47,6 +47,10 @@ class EngineConfig:
         engine/quant/quantize.py), or "gptq" / "awq" (vLLM's names: the checkpoint must be one).
     quantization_cache_dir: where quantized weights are cached when the model's own directory
         cannot be written (engine/quant/cache.py); None: not cached then.
+    kv_cache_dtype: "auto" (the dtype activations are computed in), "bfloat16", "float16"
+        (CUDA only) or "float32", as vLLM names it: a model computed in float32 (a quantized
+        one, or any on a CPU without native bf16) holds twice the context per GiB in bf16,
+        keys and values rounded to bf16 as they are stored (llama.cpp keeps f16).
     cpu_float32_copy_gib: when bf16 weights are computed in float32 on CPU, also keep a float32
         copy of them if it takes at most this much memory: batched steps then skip the upcast
         (about 30% faster); single-stream decoding reads the bf16 weights either way. 0 = never.
@@ -63,6 +67,7 @@ class EngineConfig:
     max_model_len: int | None = None
     num_kv_blocks: int | None = None
     cpu_float32_copy_gib: float = 8.0
+    kv_cache_dtype: str = "auto"
     enable_prefix_caching: bool = True
     skip_tokenizer_init: bool = False
     quantization: str | None = None
@@ -81,6 +86,9 @@ class EngineConfig:
             raise ValueError("max_loras and max_lora_rank must be >= 1")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.kv_cache_dtype != "auto" and self.kv_cache_dtype not in _DTYPES:
+            raise ValueError(f"kv_cache_dtype must be auto or one of {', '.join(_DTYPES)}, got "
+                             f"{self.kv_cache_dtype!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.block_size < 1:
@@ -122,6 +130,15 @@ class EngineConfig:
         if dtype == torch.bfloat16:  # keep the bf16 weights, compute in float32
             return dtype, torch.float32
         return torch.float32, torch.float32
+
+    def kv_dtype(self, compute_dtype: torch.dtype) -> torch.dtype:
+        """The KV cache's dtype for a model computed in `compute_dtype`."""
+        if self.kv_cache_dtype == "auto":
+            return compute_dtype
+        dtype = _DTYPES[self.kv_cache_dtype]
+        if dtype == torch.float16 and self.torch_device.type != "cuda":
+            raise ValueError("a float16 KV cache is supported on CUDA only; use bfloat16")
+        return dtype
 
     def context_length(self, limit: int | None) -> int:
         """max_model_len: asked for, else the model's max_position_embeddings (`limit`), and

@@ -48,6 +48,7 @@ class ModelRunner:
         self.model = loaded.model
         self.device = config.torch_device
         self.dtype = loaded.dtype
+        self.kv_dtype = config.kv_dtype(loaded.dtype)
         self.block_size = config.block_size
         hf = loaded.hf_config
         self.num_kv_heads = hf.num_key_value_heads
@@ -59,7 +60,7 @@ class ModelRunner:
         # uninitialised memory would still poison the softmax-weighted sum (0 * NaN = NaN)
         cache = torch.zeros(  # [2, layers, slots, kv_heads, head_dim]
             2, self.num_layers, slots, self.num_kv_heads, self.head_dim,
-            dtype=self.dtype, device=self.device,
+            dtype=self.kv_dtype, device=self.device,
         )
         self.kv_caches = [(cache[0, i], cache[1, i]) for i in range(self.num_layers)]
         self._workspace = torch.empty(0, device=self.device)
@@ -68,7 +69,7 @@ class ModelRunner:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        elem = torch.empty((), dtype=self.dtype).element_size()
+        elem = torch.empty((), dtype=self.kv_dtype).element_size()
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem
 
     def _num_blocks(self, config: EngineConfig, max_model_len: int) -> int:
@@ -183,7 +184,8 @@ class ModelRunner:
         if need > have:
             size = max(need, have + have // 2)  # grow in steps, not on every longer context
             self._workspace = torch.empty(
-                2, size, self.num_kv_heads, self.head_dim, dtype=self.dtype, device=self.device
+                2, size, self.num_kv_heads, self.head_dim, dtype=self.kv_dtype,
+                device=self.device,
             )
         return self._workspace
 

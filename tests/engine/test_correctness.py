@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tenshu import LLM, SamplingParams
 from tests.conftest import FAMILIES
@@ -104,3 +105,26 @@ def test_prompt_logprobs_match_transformers_chunked_and_after_a_cached_prefix(ch
         assert set(ref.topk(3).indices.tolist()) <= set(entry)
     # the first generated token is still the model's greedy choice after the whole prompt
     assert out.outputs[0].token_ids == [int(reference[-1].argmax())]
+
+
+def test_a_bf16_kv_cache_holds_twice_the_context_and_stays_close(checkpoint):
+    # a float32 model with its keys and values stored in bf16: the same budget holds twice the
+    # blocks; log-probabilities stay within bf16's rounding of transformers' float32 ones, through
+    # a cold prefill, decode steps, and a prefill that reads cached blocks (small chunks)
+    path = checkpoint("qwen3")
+    budget = dict(dtype="float32", kv_cache_memory_gib=0.001, max_num_batched_tokens=24)
+    wide = LLM(path, **budget)
+    narrow = LLM(path, kv_cache_dtype="bfloat16", **budget)
+    assert narrow.engine.runner.kv_caches[0][0].dtype == torch.bfloat16
+    assert narrow.engine.runner.num_blocks // 2 == wide.engine.runner.num_blocks  # floors
+    prompt = random_prompts(narrow.engine.vocab_size, [60], seed=6)[0]
+    params = SamplingParams(temperature=0.8, seed=1, max_tokens=12, logprobs=1, ignore_eos=True)
+    out = narrow.generate({"prompt_token_ids": prompt}, params)[0].outputs[0]
+    reference = hf_logprobs(path, prompt + out.token_ids)
+    diffs = [abs(entry[token].logprob - float(reference[len(prompt) - 1 + i][token]))
+             for i, (token, entry) in enumerate(zip(out.token_ids, out.logprobs, strict=True))]
+    assert max(diffs) < 0.05 and sum(diffs) / len(diffs) < 0.01
+    with pytest.raises(ValueError, match="kv_cache_dtype must be auto or one of"):
+        LLM(path, kv_cache_dtype="fp8")
+    with pytest.raises(ValueError, match="float16 KV cache is supported on CUDA only"):
+        LLM(path, kv_cache_dtype="float16", device="cpu")

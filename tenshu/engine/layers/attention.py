@@ -78,8 +78,8 @@ class PagedAttention:
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        k_cache.index_copy_(0, meta.slot_mapping, k)
-        v_cache.index_copy_(0, meta.slot_mapping, v)
+        k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))  # rounded where the
+        v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))  # cache is narrower
         out = torch.empty_like(q)
         for chunk in meta.prefills:
             rows = slice(chunk.start, chunk.start + chunk.num_tokens)
@@ -122,7 +122,7 @@ class PagedAttention:
         return keys, values
 
     def _attend(self, q, k, v, mask, causal: bool) -> torch.Tensor:
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+        return F.scaled_dot_product_attention(  # keys from a narrower cache are widened
+            q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=causal, scale=self.scale,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
