@@ -3,6 +3,8 @@
   tenshu run "hello, who are you?"                  the built-in default model (tenshu-tiny)
   tenshu run path/to/checkpoint "What is RoPE?"     a Hugging Face checkpoint directory
   tenshu run path/to/checkpoint "Once upon" --raw   plain completion, no chat template
+  tenshu run model.gguf "hi"                        a GGUF file (or an Ollama model's name)
+  tenshu run path/to/checkpoint "hi" --quantization int4
 
 The prompt is one user turn in the model's chat template, when it has one; --raw completes the
 text as it is. For a conversation, use `tenshu chat`.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from tenshu.config import resolve_model
+from tenshu.config import resolve_model, tenshu_home
 from tenshu.engine import EngineConfig, LLMEngine, RequestOutputKind, SamplingParams
 
 
@@ -34,13 +36,19 @@ def add_engine_arguments(parser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (CUDA)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--quantization", choices=["int8", "int4", "gptq", "awq"],
+                        help="int8/int4: quantize a float checkpoint on load (cached beside it)")
+    parser.add_argument("--kv-cache-dtype", default="auto",
+                        choices=["auto", "bfloat16", "float16", "float32"])
 
 
 def make_engine(args) -> LLMEngine:
     return LLMEngine(
         EngineConfig(
             model=resolve_model(args.model), dtype=args.dtype, device=args.device,
-            max_model_len=args.max_model_len, max_num_seqs=1,
+            max_model_len=args.max_model_len, max_num_seqs=1, quantization=args.quantization,
+            quantization_cache_dir=str(tenshu_home() / "cache"),
+            kv_cache_dtype=args.kv_cache_dtype,
         )
     )
 

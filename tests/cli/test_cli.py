@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,16 @@ def test_run_streams_a_completion(checkpoint):
     assert len(result.stdout.strip()) > 0
     again = tenshu(*args)
     assert again.stdout == result.stdout
+
+
+def test_run_quantizes_on_load_as_serve_does(checkpoint, tmp_path):
+    path = tmp_path / "model"
+    shutil.copytree(checkpoint("qwen3"), path)
+    result = tenshu("run", str(path), "Once upon a time", "--raw", "--max-tokens", "8",
+                    "--quantization", "int4", "--kv-cache-dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert list((path / ".tenshu-cache").glob("int4-*.safetensors"))  # quantized, and cached
 
 
 def test_run_without_a_model_uses_the_built_in_one():
