@@ -51,8 +51,10 @@ def main(args) -> int:
     target = models_dir() / name
     try:
         if not args.include:
-            _one_quantization(HfApi().list_repo_files(args.repo_id, revision=args.revision),
-                              args.repo_id)
+            # the repository's record lists its files in one request; list_repo_files walks
+            # the tree with retries, ~25 s of them before an unreachable Hub is reported
+            info = HfApi().model_info(args.repo_id, revision=args.revision)
+            _one_quantization([s.rfilename for s in info.siblings or []], args.repo_id)
         print(f"pulling {args.repo_id} into {target}", file=sys.stderr)
         snapshot_download(args.repo_id, revision=args.revision, local_dir=target,
                           allow_patterns=args.include or list(DEFAULT_INCLUDE))

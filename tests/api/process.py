@@ -22,6 +22,7 @@ class ServerProcess:
     url: str
     process: subprocess.Popen
     home: Path
+    wrapped: bool = False  # `process` is a wrapper (strace) with the server under it
 
     def log(self) -> str:
         return (self.home / "serve.log").read_text(errors="replace")
@@ -29,7 +30,12 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Send `sig` and wait for the exit code (raises TimeoutExpired if it does not end)."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if self.wrapped:
+                # strace blocks fatal signals while its command runs (-I3, its default with
+                # -o): the server must get the signal itself, and strace ends when it ends.
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
         return self.process.wait(timeout)
 
 
@@ -49,7 +55,7 @@ def start(home: Path, *args: str, wrapper: tuple[str, ...] = (), port: int | Non
         env=env, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)  # a group of its own: `running` ends wrapper and server alike
     log.close()
-    server = ServerProcess(f"http://127.0.0.1:{port}", process, home)
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, home, wrapped=bool(wrapper))
     deadline = time.monotonic() + ready_timeout
     while True:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from tenshu.config import DEFAULT_MODEL_DIR
 from tenshu.learn.datasets import build
 from tenshu.learn.nightly import Busy, history, run
 from tenshu.learn.registry import Registry
-from tenshu.store import Principal
+from tenshu.store import Principal, open_store
 from tenshu.store.feedback import export_rows
 from tests.learn.test_datasets import answered, who
 from tests.learn.test_train import SIGN_OFF, feedback_store, quick
@@ -26,16 +27,14 @@ def data_of(store):
     return build(export_rows(store.engine, Principal.of(store.users.get("ana"))))
 
 
-def test_runs_train_gate_promote_then_wait_for_new_feedback(tmp_path):
-    registry = Registry(tmp_path / "adapters")
-    lines = []
-    config = quick("dpo", max_steps=16)
-    with feedback_store(tmp_path / "state.db", n=60) as store:
-        first = run(registry, "mine", DEFAULT_MODEL_DIR, data_of(store), config, log=lines.append)
-        assert first.status == "promoted", first.why
-        assert registry.serving("mine") == "v1"
-        assert any("judging v1 against the base model" in line for line in lines)
-
+def test_runs_train_gate_promote_then_wait_for_new_feedback(first_night, tmp_path):
+    first, config = first_night["run"], first_night["config"]  # on 60 rated pairs
+    assert first.status == "promoted", first.why
+    assert any("judging v1 against the base model" in line for line in first_night["log"])
+    home = shutil.copytree(first_night["home"], tmp_path / "home")  # to go on from it
+    registry = Registry(home / "adapters")
+    assert registry.serving("mine") == "v1"
+    with open_store(home / "state.db") as store:
         again = run(registry, "mine", DEFAULT_MODEL_DIR, data_of(store), config)
         assert again.status == "skipped" and "not enough new feedback" in again.why
         assert again.version is None and registry.next_version("mine").name == "v2"

@@ -145,8 +145,18 @@ def steps_logged(out) -> list[int]:
     return [step for step, _ in marker["results"]["train_loss"]]
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run that each interrupted one is compared with, made once."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    done = tenshu("train", "tiny", "--out", str(out), "--size", "micro", "--conversations",
+                  "300", "--steps", "40", "--checkpoint-every", "2", "--no-eval")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, sig):
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, sig, straight):
     out = tmp_path / "run"
     proc = start_training(out)
     wait_for_checkpoint(proc, out)
@@ -169,10 +179,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, sig):
     # Same batches, same optimizer state: the uninterrupted run's weights. (Bitwise on an idle
     # machine; a few CPU kernels accumulate in thread order, so allow float32 noise. A resume
     # that lost the optimizer state or replayed batches would be further off.)
-    straight = tmp_path / "straight"
-    done = tenshu("train", "tiny", "--out", str(straight), "--size", "micro", "--conversations",
-                  "300", "--steps", "40", "--checkpoint-every", "2", "--no-eval")
-    assert done.returncode == 0, done.stderr
     a, b = (torch.load(d / "checkpoint" / "state.pt", weights_only=True)["model"]
             for d in (out, straight))
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
