@@ -21,7 +21,6 @@ from tenshu.agents.mcp import McpServers
 from tenshu.agents.runner import AgentGraph, RunFailed, RunState
 from tenshu.config.agents import INTEGRATION, SEPARATOR, AgentSpec, AgentsSettings
 from tenshu.core.errors import ConflictError, InvalidRequestError, NotFoundError, TenshuError
-from tenshu.integrations.tools import service_tools, tool_names
 from tenshu.store.people import Principal
 from tenshu.store.runs import Run, Step, utcnow
 
@@ -250,6 +249,10 @@ class AgentService:
                 await self._record(replace(cut, status="failed", finished_at=utcnow(),
                                            data={"error": "cut off by a restart"}))
             state.tools = {t.name: t for t in builtin_tools(agent.builtins())}
+            if agent.integrations():
+                # here, not at the top: the services' tools (and their OAuth and HTTP clients)
+                # are imported only by a server whose agents use them
+                from tenshu.integrations.tools import service_tools
             for name in agent.integrations():
                 for tool in service_tools(self.integrations.integration(name), self.integrations):
                     if agent.offers(tool.name):
@@ -314,6 +317,7 @@ def _check_service_tools(agent: AgentSpec, integrations) -> None:
     for entry in agent.tools:
         if not entry.startswith(INTEGRATION):
             continue
+        from tenshu.integrations.tools import tool_names  # see _walk: only where used
         name, _, tool = entry[len(INTEGRATION):].partition(SEPARATOR)
         if integrations is None:
             raise ValueError(f"agents.{agent.name}.tools: {entry!r} names no configured "

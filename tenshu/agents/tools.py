@@ -15,8 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
 from tenshu.config.agents import CLASSES
 from tenshu.core.messages import ToolSpec
 
@@ -76,6 +74,8 @@ class Tool:
         """Why `arguments` do not fit the tool's schema (None: they do)."""
         if not isinstance(arguments, dict):
             return "the arguments must be a JSON object"
+        import jsonschema  # where first used: a server whose agents call no tool never needs it
+
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
         if error is None:
             return None
@@ -86,6 +86,8 @@ class Tool:
     def _validator(self):
         """Built once: jsonschema.validate would check the schema itself on every call.
         (Schemas are checked when a tool is made: schema_problem.)"""
+        import jsonschema  # see check
+
         cls = jsonschema.validators.validator_for(self.parameters)
         return cls(self.parameters)
 
@@ -94,6 +96,8 @@ def schema_problem(schema: Any) -> str | None:
     """Why `schema` cannot be a tool's input schema (None: it can)."""
     if not isinstance(schema, dict):
         return "the input schema is not a JSON object"
+    import jsonschema  # see Tool.check
+
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -31,6 +31,7 @@ from tenshu.api import (
     errors,
     health,
     jobs,
+    mcp_endpoint,
     ollama,
     openai,
     responses,
@@ -38,7 +39,6 @@ from tenshu.api import (
     tenshu,
     triggers,
 )
-from tenshu.api import mcp as mcp_api
 from tenshu.api import memory as memory_api
 from tenshu.api.auth import Authenticator
 from tenshu.api.metrics import Metrics, MetricsMiddleware
@@ -75,7 +75,7 @@ def create_app(settings: ServerSettings, gateway: Gateway, auth: Authenticator,
     for module in (health, docs, openai, responses, anthropic, ollama, tenshu, memory_api, stats,
                    arena, admin, adapters, jobs, agents, triggers):
         app.include_router(module.router)
-    mcp_api.install(app, settings, auth)  # /mcp: tenshu's MCP server (app.state.mcp)
+    mcp_endpoint.install(app, settings, auth)  # /mcp: tenshu's MCP server (app.state.mcp)
     if store is not None:
         web.install(app)
     if settings.cors_origins:

@@ -9,8 +9,9 @@ The transport is stateless and answers in JSON. Every POST carries its key and i
 own, as every other route of this app is: no session state lives between requests, so none can
 be reached with another person's key, and none is lost when the server restarts; no tool here
 streams progress or asks the client anything back, which is what sessions would be for. The
-SDK's session manager still runs the task that serves each request: `McpEndpoint.run()` runs it
-for the server's lifespan (api/server.py).
+SDK's session manager still runs the task that serves each request: McpEndpoint
+(api/mcp_endpoint.py) makes it at the first request and runs it until the server's lifespan
+ends (api/server.py).
 
 Security, in the order a request meets it:
 - tenshu's SecurityMiddleware (api/security.py): the Host and Origin checks every route has;
@@ -42,7 +43,6 @@ To add tools, write a group and add it to TOOL_GROUPS:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -56,32 +56,20 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.routing import Route
 
 from tenshu import __version__
-from tenshu.api.auth import Authenticator
-from tenshu.api.context import principal_of
-from tenshu.api.errors import error_response
+from tenshu.api.mcp_endpoint import PRINCIPAL
 from tenshu.api.memory import memory_of
 from tenshu.api.stats import overview, trace_of
 from tenshu.api.tenshu import _run
 from tenshu.config import LOOPBACK_HOSTS, ServerSettings
-from tenshu.core.errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    NotFoundError,
-    ShuttingDownError,
-    TenshuError,
-)
+from tenshu.core.errors import InvalidRequestError, NotFoundError, TenshuError
 from tenshu.memory.ingest import content_hash
 from tenshu.router.policy import route_tiers
-from tenshu.store import CacheMiss, Principal
+from tenshu.store import Principal
 
 log = logging.getLogger("tenshu.api.mcp")
-MCP_PATH = "/mcp"
-PRINCIPAL = "tenshu.mcp.principal"  # scope["state"]: whom the request acts for
 INSTRUCTIONS = (
     "tenshu is the person's own AI server. Search their documents with memory_search before "
     "answering from memory, add notes with memory_ingest, and explain what the server did with "
@@ -457,81 +445,15 @@ def transport_security(settings: ServerSettings) -> TransportSecuritySettings:
                                      allowed_hosts=hosts, allowed_origins=origins)
 
 
-class McpEndpoint:
-    """The ASGI app at /mcp: the caller's key is checked (required on loopback too), then the
-    SDK's transport serves the request, its tool calls acting for the key's user."""
-
-    def __init__(self, server: MCPServer, settings: ServerSettings, auth: Authenticator):
-        self.server = server
-        server.streamable_http_app(  # made for its session manager; its routes are not used
-            stateless_http=True, json_response=True,
-            transport_security=transport_security(settings),
-            max_request_body_size=settings.max_body_bytes)
-        self.manager = server.session_manager
-        # every route's key check and failed-login counting, with a key required regardless
-        self.auth = Authenticator(auth.keys, True, auth.failures)
-        self.running = False
-        self.route: Route | None = None  # the app's route to this (install)
-
-    @contextlib.asynccontextmanager
-    async def run(self):
-        """Serve /mcp while this is entered (the server's lifespan)."""
-        async with self.manager.run():
-            self.running = True
-            try:
-                yield
-            finally:
-                self.running = False
-
-    async def __call__(self, scope, receive, send) -> None:
-        scope["route"] = self.route  # what /metrics labels requests by (FastAPI's routes set it)
-        request = Request(scope, receive)
-        try:
-            if request.method != "POST":
-                raise _not_allowed(request.method)
-            if not self.running:
-                raise ShuttingDownError("the MCP server is not running (starting or stopping)")
-            principal = await self.principal(request)
-        except TenshuError as exc:
-            response = error_response(scope, exc)
-            if exc.status == 405:
-                response.headers["Allow"] = "POST"
-            if exc.status == 401:
-                given = "authorization" in request.headers or "x-api-key" in request.headers
-                response.headers["WWW-Authenticate"] = (
-                    'Bearer realm="tenshu", error="invalid_token"' if given
-                    else 'Bearer realm="tenshu"')
-            return await response(scope, receive, send)
-        scope.setdefault("state", {})[PRINCIPAL] = principal
-        # host names are case-blind, as tenshu's check is; the SDK's compares exactly
-        headers = [(k, v.lower() if k == b"host" else v) for k, v in scope["headers"]]
-        await self.manager.handle_request({**scope, "headers": headers}, receive, send)
-
-    async def principal(self, request: Request) -> Principal:
-        try:
-            key = self.auth.check(request, cached_only=True)
-        except CacheMiss:
-            key = await run_in_threadpool(self.auth.check, request)
-        if key is None:  # no key store: no key can be valid
-            raise AuthenticationError("invalid API key (unknown or revoked)")
-        return await principal_of(request, key)
-
-
-def _not_allowed(method: str) -> InvalidRequestError:
-    """GET (the stream for messages from the server) and DELETE (ending a session) get the 405
-    the MCP specification allows: every request here is answered on its own, in JSON."""
-    error = InvalidRequestError(f"{method} is not allowed on {MCP_PATH}: send MCP requests with "
-                                "POST (this server keeps no sessions and no event stream)")
-    error.status = 405
-    return error
-
-
-def install(app, settings: ServerSettings, auth: Authenticator) -> McpEndpoint:
-    """Mount the MCP server at /mcp; the server's lifespan runs `app.state.mcp.run()`."""
+def session_manager(settings: ServerSettings):
+    """The SDK's session manager over tenshu's tools (with the agents' of api/mcp_agents.py),
+    as McpEndpoint (api/mcp_endpoint.py) serves them: stateless, answering in JSON, behind the
+    SDK's DNS-rebinding check."""
     from tenshu.api.mcp_agents import agent_tools  # built on this module's `tool` and `caller`
 
-    endpoint = McpEndpoint(build_mcp_server((*TOOL_GROUPS, agent_tools)), settings, auth)
-    endpoint.route = Route(MCP_PATH, endpoint, include_in_schema=False)
-    app.router.routes.append(endpoint.route)
-    app.state.mcp = endpoint
-    return endpoint
+    server = build_mcp_server((*TOOL_GROUPS, agent_tools))
+    server.streamable_http_app(  # made for its session manager; its routes are not used
+        stateless_http=True, json_response=True,
+        transport_security=transport_security(settings),
+        max_request_body_size=settings.max_body_bytes)
+    return server.session_manager

@@ -30,8 +30,6 @@ from tenshu.api.connection import ConnectionLimits, protocol_for
 from tenshu.api.metrics import Metrics
 from tenshu.backends.embedded import EmbeddedBackend
 from tenshu.backends.embedding import DEFAULT_EMBEDDER, SentenceEmbedder, default_embedder_path
-from tenshu.backends.upstream import Timeouts
-from tenshu.backends.upstreams import upstream_backend
 from tenshu.config import (
     ModelSpec,
     ServerSettings,
@@ -222,6 +220,11 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
         if spec.max_concurrency and spec.max_concurrency < limit:
             limit, source = spec.max_concurrency, f"max_concurrency {spec.max_concurrency}"
         return [Deployment(spec.name, spec, backend, limit=limit, limit_source=source)]
+    # here, not at the top: the upstream clients (aiohttp) are imported only by a server that
+    # has upstream models
+    from tenshu.backends.upstream import Timeouts
+    from tenshu.backends.upstreams import upstream_backend
+
     key = credential(spec.api_key_env)
     if spec.api_key_env and key is None:
         log.warning("%s: the environment variable %s is not set; %s will refuse requests "
@@ -331,7 +334,11 @@ def settle_heap() -> None:
     allocate. A routed request leaves a few hundred objects for the collector, so at the default
     threshold (700) the youngest generation was collected about every other request; at 20,000,
     every few dozen: 8% less CPU per request in benchmarks/router.py.
+
+    `tenshu serve` turns the collector off while it starts (cli/serve.py): it would otherwise
+    walk the growing heap again and again as the imports fill it. It is turned on here.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
+    gc.enable()

@@ -26,6 +26,7 @@ loaded (server.model_keep_alive, or a model's keep_alive, releases it: docs/serv
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -60,6 +61,18 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    # Start-up makes millions of objects that live as long as the server (torch, transformers,
+    # the app); collecting garbage as they come walks them over and over, a second or more on
+    # a small machine. run() collects once, freezes them and turns the collector back on
+    # (api/server.py's settle_heap); an error before that turns it on here.
+    gc.disable()
+    try:
+        return _serve(args)
+    finally:
+        gc.enable()
+
+
+def _serve(args) -> int:
     from tenshu.api.server import build_server, run
     from tenshu.jobs import configured_jobs
 

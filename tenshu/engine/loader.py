@@ -2,17 +2,24 @@
 the tokenizer with its chat template, and generation_config.json's end-of-sequence ids.
 A GGUF file (a `.gguf`, or an Ollama blob) goes to quant/gguf_file.py. Quantized weights
 (quantization on load, its cache, GPTQ and AWQ checkpoints) are read through a quant/load.py
-QuantLoad, chosen in `quant_load`."""
+QuantLoad, chosen in `quant_load`.
+
+A plain Llama config.json (every field as transformers writes it, RoPE unscaled: the built-in
+model's) is read here, as LlamaConfig would read it, and its tokenizer made as AutoTokenizer
+would make it: transformers' config and Auto classes import torch._dynamo and every model
+family's module list, seconds of a server's start. Any other config goes through transformers."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from torch.overrides import TorchFunctionMode
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
 from tenshu.engine.config import EngineConfig
@@ -37,19 +44,111 @@ class LoadedModel:
 def load_config(path: Path):
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a model directory: it has no config.json")
+    if (plain := plain_llama_config(path)) is not None:
+        return plain
+    # transformers' Auto classes import every model family's module list (half a second), and a
+    # family's config class imports torch._dynamo (a second or two): only for the other configs
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, KeyError, OSError) as exc:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {exc}") from exc
 
 
-def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+class PlainConfig(SimpleNamespace):
+    """A config.json read without transformers (plain_llama_config): its fields as attributes,
+    with the values transformers' LlamaConfig would hold."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_opt_int(value) -> bool:
+    return value is None or _is_int(value)
+
+
+def _is_size(value) -> bool:
+    return _is_int(value) and value > 0
+
+
+# A Llama config.json as transformers' save_pretrained writes it: every field of LlamaConfig, each
+# of the type it declares, RoPE without scaling. LlamaConfig holds these values unchanged (but
+# dtype, turned into a torch.dtype), so the engine reads them itself; any other file, or a value
+# that is not plainly valid, goes through transformers as before, errors included.
+_PLAIN_LLAMA = {
+    "architectures": lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
+    "model_type": lambda v: v == "llama",
+    "transformers_version": lambda v: isinstance(v, str),
+    "dtype": lambda v: v in ("float32", "bfloat16", "float16"),
+    "vocab_size": _is_size,
+    "hidden_size": _is_size,
+    "intermediate_size": _is_size,
+    "num_hidden_layers": _is_size,
+    "num_attention_heads": _is_size,
+    "num_key_value_heads": _is_size,
+    "head_dim": _is_size,
+    "max_position_embeddings": _is_size,
+    "hidden_act": lambda v: v == "silu",
+    "initializer_range": lambda v: isinstance(v, float) and 0.0 <= v <= 1.0,
+    "rms_norm_eps": lambda v: isinstance(v, float),
+    "use_cache": lambda v: isinstance(v, bool),
+    "pad_token_id": _is_opt_int,
+    "bos_token_id": _is_opt_int,
+    "eos_token_id": lambda v: _is_opt_int(v) or (isinstance(v, list) and all(map(_is_int, v))),
+    "pretraining_tp": _is_opt_int,
+    "tie_word_embeddings": lambda v: isinstance(v, bool),
+    "rope_parameters": lambda v: (isinstance(v, dict) and v.keys() == {"rope_type", "rope_theta"}
+                                  and v["rope_type"] == "default"
+                                  and isinstance(v["rope_theta"], float)),
+    "attention_bias": lambda v: isinstance(v, bool),
+    "attention_dropout": lambda v: v is None or isinstance(v, float) or _is_int(v),
+    "mlp_bias": lambda v: isinstance(v, bool),
+}
+
+
+def plain_llama_config(path: Path) -> PlainConfig | None:
+    """config.json as a PlainConfig when it is a plain Llama one (_PLAIN_LLAMA), else None."""
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(raw, dict) and raw.keys() == _PLAIN_LLAMA.keys()
+            and all(valid(raw[key]) for key, valid in _PLAIN_LLAMA.items())
+            and raw["hidden_size"] % raw["num_attention_heads"] == 0):
+        return None
+    return PlainConfig(**{**raw, "dtype": getattr(torch, raw["dtype"])},
+                       _name_or_path=str(path))
+
+
+def load_tokenizer(path: Path, hf_config=None) -> PreTrainedTokenizerBase:
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise ModelLoadError(
             f"{path} has no tokenizer files; pass skip_tokenizer_init=True to use the model "
             "with token ids only"
         )
+    if isinstance(hf_config, PlainConfig) and _plain_tokenizer(path):
+        # what AutoTokenizer chooses for it, without the model config it would load again
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        return TokenizersBackend.from_pretrained(path, local_files_only=True)
+    from transformers import AutoTokenizer  # the Auto classes' import: see load_config
+
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _plain_tokenizer(path: Path) -> bool:
+    """A tokenizer.json with a tokenizer_config.json that names the generic fast tokenizer and
+    no code of its own: for a Llama config AutoTokenizer picks TokenizersBackend, whatever the
+    model config holds."""
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and "auto_map" not in config
+            and config.get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend")
+            and (path / "tokenizer.json").is_file())
 
 
 def eos_ids(path: Path, hf_config, tokenizer: PreTrainedTokenizerBase | None) -> frozenset[int]:
@@ -187,6 +286,28 @@ def quant_load(config: EngineConfig, path: Path, hf_config, model: LlamaForCausa
     return quantize.OnLoadQuantizer(model, method), places
 
 
+class _MetaShortcuts(TorchFunctionMode):
+    """Builds a model on the meta device and gives it real storage without torch's Python
+    reference kernels for meta tensors, whose first call imports torch._dynamo and sympy (a
+    second or two of a server's start): the random initialisation of a meta tensor is
+    skipped (it holds no data, and draws nothing from the random generator), and a contiguous
+    meta tensor's `empty_like` on another device (`Module.to_empty`) is an `empty` of its shape
+    and dtype, as the reference would make it. A torch function mode holds for this thread only.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.init.normal_ or func is torch.Tensor.normal_:
+            tensor = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        elif (func is torch.empty_like and len(args) == 1 and kwargs.keys() == {"device"}
+              and args[0].is_meta and args[0].is_contiguous()
+              and torch.device(kwargs["device"]).type != "meta"):
+            return torch.empty(args[0].shape, dtype=args[0].dtype, device=kwargs["device"])
+        return func(*args, **kwargs)
+
+
 def is_gguf(path: Path) -> bool:
     """A `.gguf` file (a broken one gets the GGUF reader's error), or any file that starts
     with GGUF's magic: Ollama's blobs are named `sha256-<hex>`."""
@@ -214,11 +335,12 @@ def load_model(config: EngineConfig) -> LoadedModel:
         checkpoint_dtype = getattr(torch, checkpoint_dtype, None)
     weight_dtype, dtype = config.dtypes(checkpoint_dtype)
     device = config.torch_device
-    with torch.device("meta"):
+    with torch.device("meta"), _MetaShortcuts():
         model = build_model(hf_config, max_model_len)
     files = checkpoint_files(path)
     quant, cache_places = quant_load(config, path, hf_config, model, files)  # drops their floats
-    model = model.to(weight_dtype).to_empty(device=device)
+    with _MetaShortcuts():
+        model = model.to(weight_dtype).to_empty(device=device)
     model.compute_dtype = dtype
     model.model.rotary.to(device)
     load_weights(model, files, quant)
@@ -232,7 +354,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
         wide_bytes = matmul_params * torch.empty((), dtype=dtype).element_size()
         if wide_bytes <= config.cpu_float32_copy_gib * (1 << 30):
             model.keep_wide_copies()
-    tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
+    tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path, hf_config)
     return LoadedModel(
         model, hf_config, tokenizer, eos_ids(path, hf_config, tokenizer), max_model_len, dtype
     )

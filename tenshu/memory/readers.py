@@ -32,10 +32,6 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-import docx
-import pypdf
-from docx.table import Table
-
 
 @dataclass(frozen=True, slots=True)
 class Section:
@@ -480,6 +476,8 @@ def _read_html(text: str, source: str) -> Document:
 
 
 def _read_pdf(data: bytes, source: str) -> Document:
+    import pypdf  # here, not at the top: a server that reads no PDF starts faster
+
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
     except Exception as exc:  # pypdf raises many kinds of error for a damaged file
@@ -514,6 +512,9 @@ _WORD_HEADING = re.compile(r"heading (\d)", re.IGNORECASE)
 
 
 def _read_docx(data: bytes, source: str) -> Document:
+    import docx  # here, not at the top: python-docx's import takes 0.2 s of a server's start
+    from docx.table import Table
+
     try:
         document = docx.Document(io.BytesIO(data))
         parts: list[str] = []

@@ -7,8 +7,6 @@ API): tenshu makes no connection nobody configured.
 
 from __future__ import annotations
 
-import httpx
-
 from tenshu.memory.readers import ReadError
 
 
@@ -17,6 +15,8 @@ async def fetch(url: str, *, timeout: float, max_bytes: int) -> tuple[bytes, str
     within max_bytes."""
     if not url.startswith(("http://", "https://")):
         raise ReadError(f"{url}: only http:// and https:// URLs can be fetched")
+    import httpx  # here, not at the top: a server that fetches no URL starts without it
+
     try:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client, \
                 client.stream("GET", url) as response:

@@ -92,3 +92,17 @@ def test_listening_beyond_loopback_without_keys_is_refused_at_start(tmp_path):
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "without API keys" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_default_server_starts_without_the_sdks_it_does_not_use(tmp_path):
+    # Each is imported where it is first used (the MCP SDK at the first /mcp request): together
+    # they were about a second of every start.
+    unused = {"mcp", "docx", "pypdf", "aiohttp", "tenshu.integrations"}
+    code = ("import os, sys; from tenshu.api.server import build_server; "
+            "from tenshu.config import ServerSettings; "
+            f"build_server(ServerSettings(port=1), jobs=[]); "
+            f"print(sorted({unused!r} & set(sys.modules)), flush=True); os._exit(0)")
+    env = {**os.environ, "TENSHU_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
