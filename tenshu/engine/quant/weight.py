@@ -22,9 +22,9 @@ products the K-quants define do not always fit an f16), so a weight takes 9 bits
 
 A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
-row once and multiplies it with every row of x; one row of 8-bit codes instead runs a GEMV that
-inductor compiles per weight shape (faster there). More rows (prompts), or where neither can be
-built, dequantize W a row chunk at a time into a reused scratch buffer and multiply there.
+row once and multiplies it with every row of x. Where the kernels cannot be built, one row runs a
+GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
+time into a reused scratch buffer (with the kernels, on all threads) and multiply there.
 """
 
 from __future__ import annotations
@@ -169,19 +169,17 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     n_rows = x.numel() // in_features
     on_cpu = x.device.type == "cpu" and halves_align
     cpu = kernels.ops() if on_cpu else None
-    if on_cpu and n_rows == 1 and (weight.bits == 8 or cpu is None):
-        # inductor's GEMV: for 8-bit codes a little faster than the kernel's one-row loop
-        key = (weight.shape, weight.bits, weight.group_size, weight.offset,
-               weight.mins is None, x.dtype)
-        out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
-                             weight.mins, weight.offset)
-        if out is not None:
-            out = out.view(*x.shape[:-1], out_features)
-            return out if bias is None else out + bias.to(x.dtype)
+    out = None
     if cpu is not None and n_rows <= kernels.MAX_ROWS:
         out = cpu.quant_matmul(x.reshape(n_rows, in_features), weight.qweight.contiguous(),
                                weight.scales, weight.mins, weight.bits, weight.group_size,
                                weight.offset)
+    elif on_cpu and n_rows == 1:  # no kernels: inductor's GEMV, compiled per weight shape
+        key = (weight.shape, weight.bits, weight.group_size, weight.offset,
+               weight.mins is None, x.dtype)
+        out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
+                             weight.mins, weight.offset)
+    if out is not None:
         out = out.view(*x.shape[:-1], out_features)
         return out if bias is None else out + bias.to(x.dtype)
     budget = CHUNK_ELEMENTS if x.numel() <= 8 * in_features else BATCH_CHUNK_ELEMENTS
