@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import llamacpp_peer  # noqa: E402
 from benchmarks.engine import CACHE, RESULTS, checkpoint  # noqa: E402
+from benchmarks.quant import gguf_from  # noqa: E402
 from tenshu import LLM, SamplingParams  # noqa: E402
 from tenshu.core.errors import ModelLoadError  # noqa: E402
 
@@ -58,8 +59,6 @@ TINY = ROOT / "tenshu" / "assets" / "tenshu-tiny"
 MODELS = ("tenshu-tiny", "qwen3-4layers")
 TYPES = ("bf16", "q8_0", "q4_k_m", "q6_k")
 TEXTS = ("pydoc", "heldout")
-GGUF_PY = {"bf16": "BF16", "q8_0": "Q8_0"}  # written by gguf-py
-LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
 TOLERANCE = 0.01  # the issue's goal: within 1% of llama.cpp's perplexity
 
 
@@ -86,22 +85,7 @@ def source(model: str) -> Path:
 
 def gguf_file(model: str, kind: str) -> Path:
     """`model` as a GGUF file of `kind`, made once and cached (quant.py's names)."""
-    src = source(model)
-    path = CACHE / f"{src.name}.{kind}.gguf"
-    if path.is_file():
-        return path
-    print(f"making {path.name} ...", flush=True)
-    if kind in GGUF_PY:
-        from tests.engine.gguf_files import make_gguf
-
-        tmp = CACHE / f"{path.name}.tmp"
-        made, _ = make_gguf(src, tmp, default=GGUF_PY[kind], reference=False)
-        made.rename(path)
-        tmp.rmdir()
-    else:
-        llamacpp_peer.quantize(gguf_file(model, "bf16"), path, LLAMA_QUANTIZE[kind],
-                               torch.get_num_threads())
-    return path
+    return gguf_from(source(model), kind)
 
 
 def tensor_types(path: Path) -> dict[str, int]:

@@ -30,7 +30,6 @@ print as they come and are saved to benchmarks/results/quant-<time>.json.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import random
@@ -49,7 +48,8 @@ from tenshu.engine.sampling import RequestOutputKind  # noqa: E402
 
 TYPES = ("bf16", "q8_0", "q4_0", "q4_k_m")
 GGUF_PY = {"bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}  # written by gguf-py
-LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}  # made by llama.cpp from the bf16 file
+LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",  # made by llama.cpp from the bf16 file
+                  "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
 GREEDY = dict(temperature=0, ignore_eos=True, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
@@ -62,7 +62,12 @@ def has_llamacpp() -> bool:
 
 def gguf_file(kind: str, quick: bool) -> Path:
     """The benchmark checkpoint as a GGUF file of `kind`, made once and cached."""
-    src = checkpoint(quick)
+    return gguf_from(checkpoint(quick), kind)
+
+
+def gguf_from(src: Path, kind: str) -> Path:
+    """The transformers checkpoint `src` as a GGUF file of `kind` (GGUF_PY's or LLAMA_QUANTIZE's),
+    made once and cached as benchmarks/.cache/<src name>.<kind>.gguf."""
     path = CACHE / f"{src.name}.{kind}.gguf"
     if path.is_file():
         return path
@@ -75,15 +80,10 @@ def gguf_file(kind: str, quick: bool) -> Path:
         made.rename(path)
         tmp.rmdir()
     else:
-        import llama_cpp
+        from benchmarks import llamacpp_peer
 
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, LLAMA_QUANTIZE[kind])
-        params.nthread = torch.get_num_threads()
-        bf16 = gguf_file("bf16", quick)
-        if llama_cpp.llama_model_quantize(str(bf16).encode(), str(path).encode(),
-                                          ctypes.byref(params)) != 0:
-            raise RuntimeError(f"llama_model_quantize failed for {path}")
+        llamacpp_peer.quantize(gguf_from(src, "bf16"), path, LLAMA_QUANTIZE[kind],
+                               torch.get_num_threads())
     return path
 
 
