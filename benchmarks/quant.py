@@ -21,8 +21,9 @@ Sections, file by file, the two engines taking turns (A, B, A, B; the best of --
 - concurrent: 16 requests at once (64-token prompts, --stream-tokens new tokens). tenshu: `LLM.generate`
   on all 16; llama.cpp: 16 sequences in one context through `llama_decode`
   (llamacpp_peer.throughput's continuous batching; llama-server itself is not built here).
-- profile: tenshu alone, 16 decode steps under torch.profiler: the top ops, and the share of
-  the step spent in the compiled GEMV (timed around each call, in a second pass).
+- profile: tenshu alone, 16 decode steps under torch.profiler: the top ops (tenshu's CPU
+  kernels as `tenshu_cpu::*`), and the share of the step spent in inductor's compiled GEMV
+  where the kernels are off (TENSHU_CPU_KERNELS=0; timed around each call, in a second pass).
 llama.cpp joins when llama-cpp-python is installed (see benchmarks/llamacpp_peer.py). Results
 print as they come and are saved to benchmarks/results/quant-<time>.json.
 """
@@ -167,9 +168,10 @@ class _Timed:
 
 
 def tenshu_profile(llm: LLM, prompt: list[int], steps: int = 16, top: int = 15) -> dict:
-    """Where a decode step's time goes: torch.profiler's top ops over `steps` steps, then
-    the compiled GEMVs' share, timed around each call (quantized and bf16 weights) in a
-    second pass without the profiler."""
+    """Where a decode step's time goes: torch.profiler's top ops over `steps` steps (tenshu's
+    CPU kernels appear there as `tenshu_cpu::*`), then the share of inductor's compiled GEMVs,
+    timed around each call in a second pass without the profiler (they serve only where the
+    kernels do not: TENSHU_CPU_KERNELS=0)."""
     from torch.profiler import ProfilerActivity, profile
 
     from tenshu.engine.layers import linear as float_linear
