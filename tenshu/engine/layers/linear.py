@@ -48,7 +48,7 @@ def linear(
     if isinstance(weight, nn.Module):  # a quantized weight (engine/quant/weight.py)
         return weight(x, bias)
     if x.shape[0] == 1 and weight.dtype == torch.bfloat16 and x.device.type == "cpu" and \
-            (cpu := kernels.ops()) is not None:
+            weight.is_contiguous() and (cpu := kernels.ops()) is not None:
         out = cpu.bf16_matmul(x, weight)
         return out if bias is None else out + bias.to(x.dtype)
     if weight.dtype == x.dtype:

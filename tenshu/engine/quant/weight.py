@@ -85,6 +85,11 @@ class QuantWeight(nn.Module):
                            group_size=self.group_size, offset=self.offset,
                            in_features=self.shape[1])
 
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(codes, scales, mins) laid out as the CPU kernels read them (contiguous)."""
+        mins = None if self.mins is None else self.mins.contiguous()
+        return self.qweight.contiguous(), self.scales.contiguous(), mins
+
     def _format(self) -> tuple:
         return self.bits, self.group_size, self.offset, self.mins is not None
 
@@ -171,9 +176,8 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     cpu = kernels.ops() if on_cpu else None
     out = None
     if cpu is not None and n_rows <= kernels.MAX_ROWS:
-        out = cpu.quant_matmul(x.reshape(n_rows, in_features), weight.qweight.contiguous(),
-                               weight.scales, weight.mins, weight.bits, weight.group_size,
-                               weight.offset)
+        out = cpu.quant_matmul(x.reshape(n_rows, in_features), *weight.packed(), weight.bits,
+                               weight.group_size, weight.offset)
     elif on_cpu and n_rows == 1:  # no kernels: inductor's GEMV, compiled per weight shape
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
@@ -189,9 +193,8 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     decode = weight.dequantize
     if x.dtype == torch.float32 and cpu is not None:
         def decode(part, out, dtype):  # the same floats, on all threads, in one pass
-            return cpu.dequantize_rows(weight.qweight.contiguous(), weight.scales, weight.mins,
-                                       weight.bits, weight.group_size, weight.offset,
-                                       part.start or 0, out)
+            return cpu.dequantize_rows(*weight.packed(), weight.bits, weight.group_size,
+                                       weight.offset, part.start or 0, out)
     if rows == out_features:
         return F.linear(x, decode(slice(None), buf.view(rows, in_features), x.dtype), bias)
     out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device)
