@@ -1,8 +1,12 @@
-// Matrix products for a few rows of activations (decoding: one row per sequence) against
-// weights stored narrower than float32: bf16, or the groupwise integer codes of a QuantWeight
-// (tenshu/engine/quant/weight.py). Bound by reading the weights, so each weight row is read
-// from memory once, decoded into float32 in a small per-thread buffer (L1/L2), and multiplied
-// there with every activation row. Output rows are split between torch's threads.
+// tenshu's CPU kernels, registered as torch.ops.tenshu_cpu.*:
+// - bf16_matmul, quant_matmul: a few rows of activations (decoding: one row per sequence) times
+//   weights stored narrower than float32, bf16 or the groupwise integer codes of a QuantWeight
+//   (tenshu/engine/quant/weight.py). Each weight row is read from memory once: one activation
+//   row multiplies the codes as they are read; more rows decode the weight row into float32 in
+//   a small per-thread buffer (L1/L2) and multiply it there with every row.
+// - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
+// - paged_decode: decode attention over the paged KV cache, read where it lies.
+// Work is split between torch's own threads (at::parallel_for).
 //
 // Built by tenshu/engine/kernels/__init__.py with the compiler's vectorizer for this CPU
 // (-O3 -march=native); the loops are written so that it vectorizes them (`omp simd`). Built
