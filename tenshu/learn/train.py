@@ -22,6 +22,7 @@ torch, peft and TRL are imported when training starts, not with this module.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -93,8 +94,13 @@ def train(base: Path, datasets: Datasets, config: TrainConfig, out: Path, *,
     _lower_priority(config)
     try:
         return _train(base, datasets, config, out, resume=resume, progress=progress)
-    except (MemoryError, RuntimeError) as exc:
-        if config.memory_gib and (isinstance(exc, MemoryError) or "allocate" in str(exc)):
+    except (MemoryError, RuntimeError, OSError) as exc:
+        # the budget shows as MemoryError, torch's "cannot allocate", or the OS's ENOMEM (an
+        # import that opens a file past the cap)
+        out_of_memory = isinstance(exc, MemoryError) or \
+            (isinstance(exc, OSError) and exc.errno == errno.ENOMEM) or \
+            (isinstance(exc, RuntimeError) and "allocate" in str(exc))
+        if config.memory_gib and out_of_memory:
             raise ValueError(f"training ran out of its memory budget ({config.memory_gib:g} "
                              "GiB): lower --batch-size or --max-length, or raise "
                              "--memory-gib") from None

@@ -73,7 +73,9 @@ def test_sigterm_lets_a_short_request_finish_and_exits_cleanly(serve):
 
 
 def test_a_stream_outliving_the_grace_period_ends_with_an_error_event(serve):
-    proc, url = serve("--grace", "1", "--kv-cache-gib", "0.25")
+    # a grace far shorter than the stream: 450 tokens take seconds, not a tenth of one (with
+    # a 1 s grace, a fast enough engine finished the stream first)
+    proc, url = serve("--grace", "0.1", "--kv-cache-gib", "0.25")
     lines = _stream_lines(url, LONG)
     next(line for line in lines if line.startswith("data: "))
     proc.send_signal(signal.SIGTERM)
