@@ -3,6 +3,8 @@
 They multiply a few rows of activations (decoding) by weights kept narrower than float32, bf16
 or a QuantWeight's integer codes, reading each weight once: torch has no such product for the
 integer formats, and its bf16 one runs well below the memory bandwidth (docs/benchmarks.md).
+They also decode a QuantWeight's rows for prompt chunks, and attend over the paged KV cache
+where it lies (cpu_matmul.cpp's header lists the four).
 
 Built with torch's extension builder (`-O3 -march=native`: each machine builds its own) into
 `~/.cache/tenshu/kernels/` (or `$XDG_CACHE_HOME/tenshu/kernels/`), under a name keyed by the
@@ -78,8 +80,8 @@ def _load(verbose: bool = False):
 
 
 def ops():
-    """torch.ops.tenshu_cpu (bf16_matmul, quant_matmul), building them the first time; None
-    where they are turned off or cannot be built (said once in the log)."""
+    """torch.ops.tenshu_cpu (bf16_matmul, quant_matmul, dequantize_rows, paged_decode), built
+    the first time; None where they are turned off or cannot be built (said once in the log)."""
     if "ops" in _state:
         return _state["ops"]
     with _lock:
@@ -93,7 +95,3 @@ def ops():
                                    "(slower for decoding): %s", str(exc).strip()[-400:])
             _state["ops"] = loaded
     return _state["ops"]
-
-
-def wanted(device: torch.device) -> bool:
-    return device.type == "cpu" and enabled()
