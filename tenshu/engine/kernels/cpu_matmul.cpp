@@ -30,36 +30,6 @@
 
 namespace {
 
-// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: w is loaded once per element,
-// and each row keeps L independent partial sums (several vector registers), so the adds do not
-// wait on each other's latency.
-template <int MB, int L>
-inline void dot_rows(const float* w, const float* x, int64_t k, float* out, int64_t ldo) {
-  float acc[MB][L] = {};
-  int64_t i = 0;
-  for (; i + L <= k; i += L) {
-    for (int r = 0; r < MB; ++r) {
-      const float* xr = x + r * k + i;
-#pragma omp simd
-      for (int l = 0; l < L; ++l) acc[r][l] = std::fma(w[i + l], xr[l], acc[r][l]);
-    }
-  }
-  for (int r = 0; r < MB; ++r) {
-    float a = 0.f;
-    for (int64_t j = i; j < k; ++j) a = std::fma(w[j], x[r * k + j], a);
-    for (int l = 0; l < L; ++l) a += acc[r][l];
-    out[r * ldo] = a;
-  }
-}
-
-// One decoded weight row times every activation row: out[m * n_out + row].
-inline void multiply_row(const float* w, const float* x, int64_t m, int64_t k, float* out,
-                         int64_t n_out) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) dot_rows<4, 32>(w, x + r * k, k, out + r * n_out, n_out);
-  for (; r < m; ++r) dot_rows<1, 64>(w, x + r * k, k, out + r * n_out, n_out);
-}
-
 // Decoders: weight row n into float32 w[0..k).
 struct Bf16Rows {
   const uint16_t* data;
@@ -269,6 +239,37 @@ at::Tensor gemv(const at::Tensor& x_in, int64_t n_out, int64_t k, int64_t group,
     for (int64_t n = begin; n < end; ++n) op[n] = row_fn(a, n);
   });
   return out.to(x_in.scalar_type());
+}
+
+// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: each 32 weights are loaded once
+// for all MB rows, each row keeps two vector sums (so the adds do not wait on each other), and
+// the sums' lanes are added once per weight row.
+template <int MB>
+__attribute__((optimize("fp-contract=fast"))) inline void dot_rows(const float* w, const float* x,
+                                                                    int64_t k, float* out,
+                                                                    int64_t ldo) {
+  f32x16 acc[MB][2] = {};
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    const f32x16 w0 = load<f32x16>(w + i), w1 = load<f32x16>(w + i + 16);
+    for (int r = 0; r < MB; ++r) {
+      acc[r][0] += w0 * load<f32x16>(x + r * k + i);
+      acc[r][1] += w1 * load<f32x16>(x + r * k + i + 16);
+    }
+  }
+  for (int r = 0; r < MB; ++r) {
+    float a = lanes_sum(acc[r][0] + acc[r][1]);
+    for (int64_t j = i; j < k; ++j) a += w[j] * x[r * k + j];
+    out[r * ldo] = a;
+  }
+}
+
+// One decoded weight row times every activation row: out[m * n_out + row].
+inline void multiply_row(const float* w, const float* x, int64_t m, int64_t k, float* out,
+                         int64_t n_out) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) dot_rows<4>(w, x + r * k, k, out + r * n_out, n_out);
+  for (; r < m; ++r) dot_rows<1>(w, x + r * k, k, out + r * n_out, n_out);
 }
 
 template <typename Rows>
