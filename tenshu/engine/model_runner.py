@@ -44,7 +44,7 @@ class ModelRunner:
             tune_cpu_allocator()
         # tenshu's CPU kernels, built or loaded now (while the model loads, not at its first
         # request); with them decode attention reads the cache in place
-        self.paged_decode = config.torch_device.type == "cpu" and kernels.ops() is not None
+        self.decode_in_place = config.torch_device.type == "cpu" and kernels.ops() is not None
         self.model = loaded.model
         self.device = config.torch_device
         self.dtype = loaded.dtype
@@ -178,7 +178,7 @@ class ModelRunner:
     def _workspace_for(self, prefills, decodes) -> torch.Tensor:
         """A [2, N, KVH, D] buffer big enough for this step's gathers; it only ever grows."""
         need = max((s.num_computed_tokens + n for _, n, s in prefills), default=0)
-        if decodes and not self.paged_decode:
+        if decodes and not self.decode_in_place:
             need = max(need, len(decodes) * max(s.num_computed_tokens + 1 for _, s in decodes))
         have = self._workspace.shape[1] if self._workspace.dim() > 1 else 0
         if need > have:
@@ -218,14 +218,14 @@ class ModelRunner:
                 for (start, n, seq), cs in zip(prefills, chunk_slots, strict=True)
             ]
             decode_mask = None
-            if decodes and not self.paged_decode:  # the kernel masks by length and window
+            if decodes and not self.decode_in_place:  # the kernel masks by length and window
                 decode_mask = pos < lens  # [B, L]
                 if window is not None:
                     decode_mask &= pos >= lens - window
                 decode_mask = decode_mask[:, None, None, :]
             metas[window] = AttentionMetadata(
                 slots, chunks, decode_rows, decode_slots, decode_mask, workspace,
-                decode_lens=lens.view(-1) if decodes and self.paged_decode else None,
+                decode_lens=lens.view(-1) if decodes and self.decode_in_place else None,
                 window=window,
             )
         return metas

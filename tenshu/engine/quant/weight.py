@@ -190,18 +190,23 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     rows = max(1, min(out_features, budget // in_features))
     buf = scratch(rows * in_features, x)
     bias = None if bias is None else bias.to(x.dtype)
-    decode = weight.dequantize
-    if x.dtype == torch.float32 and cpu is not None:
-        def decode(part, out, dtype):  # the same floats, on all threads, in one pass
+    on_threads = x.dtype == torch.float32 and cpu is not None
+
+    def decode(part: slice, into: torch.Tensor) -> torch.Tensor:
+        """W[part] into `into`: the kernel makes the same floats as dequantize(), on all
+        threads in one pass."""
+        if on_threads:
             return cpu.dequantize_rows(*weight.packed(), weight.bits, weight.group_size,
-                                       weight.offset, part.start or 0, out)
+                                       weight.offset, part.start or 0, into)
+        return weight.dequantize(part, into, x.dtype)
+
     if rows == out_features:
-        return F.linear(x, decode(slice(None), buf.view(rows, in_features), x.dtype), bias)
+        return F.linear(x, decode(slice(None), buf.view(rows, in_features)), bias)
     out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device)
     for start in range(0, out_features, rows):
         part = slice(start, min(start + rows, out_features))
         n = part.stop - part.start
-        w = decode(part, buf[: n * in_features].view(n, in_features), x.dtype)
+        w = decode(part, buf[: n * in_features].view(n, in_features))
         out[..., part] = F.linear(x, w, None if bias is None else bias[part])
     return out
 
