@@ -107,8 +107,9 @@ def file_bytes(path: Path) -> dict:
 # -- tenshu --------------------------------------------------------------------------------------
 
 
-def tenshu_llm(path: Path) -> LLM:
-    return LLM(path, skip_tokenizer_init=True, max_num_seqs=16, kv_cache_memory_gib=4)
+def tenshu_llm(path: Path, int8_activations: bool = True) -> LLM:
+    return LLM(path, skip_tokenizer_init=True, max_num_seqs=16, kv_cache_memory_gib=4,
+               int8_activations=int8_activations)
 
 
 def resident_bytes(llm: LLM) -> int:
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-tokens", type=int, default=128,
                         help="new tokens per request in the concurrent section")
     parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--float-activations", action="store_true",
+                        help="tenshu with int8_activations=False (float32 decoding products)")
     parser.add_argument("--save", help=argparse.SUPPRESS)  # where a child writes its results
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         res = results["files"][kind] = {"file": path.name, **file_bytes(path)}
         print(f"== {kind}: {res}", flush=True)
         start = time.perf_counter()
-        llm = tenshu_llm(path)
+        llm = tenshu_llm(path, int8_activations=not args.float_activations)
         res["tenshu_load_s"] = time.perf_counter() - start
         res["tenshu_resident_weight_bytes"] = resident_bytes(llm)
         warm = [rng.randrange(vocab) for _ in range(600)]

@@ -102,6 +102,15 @@ def test_quantization_per_model_or_for_the_server(tmp_path):
     assert load_server_settings(file, quantization="awq").quantization == "awq"  # --quantization
 
 
+def test_int8_activations_for_the_server(tmp_path):
+    file = tmp_path / "tenshu.toml"
+    file.write_text("[server]\n")
+    assert load_server_settings(file).int8_activations is True  # llama.cpp's default
+    file.write_text("[server]\nint8_activations = false\n")
+    assert load_server_settings(file).int8_activations is False
+    assert load_server_settings(file, int8_activations=True).int8_activations is True  # flag
+
+
 def test_kv_cache_dtype_for_the_server(tmp_path):
     file = tmp_path / "tenshu.toml"
     file.write_text('[server]\nkv_cache_dtype = "bfloat16"\n')

@@ -208,7 +208,8 @@ def _deployments(spec: ModelSpec, settings: ServerSettings) -> list[Deployment]:
         backend = EmbeddedBackend(spec.name, EngineConfig(
             model=spec.path, dtype=settings.dtype, device=settings.device,
             kv_cache_memory_gib=settings.kv_cache_memory_gib,
-            kv_cache_dtype=settings.kv_cache_dtype, max_num_seqs=settings.max_num_seqs, enable_lora=True,
+            kv_cache_dtype=settings.kv_cache_dtype, int8_activations=settings.int8_activations,
+            max_num_seqs=settings.max_num_seqs, enable_lora=True,
             max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank,
             quantization=spec.quantization or settings.quantization or None,
             quantization_cache_dir=str(tenshu_home() / "cache")),

@@ -12,6 +12,7 @@ text as it is. For a conversation, use `tenshu chat`.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from tenshu.config import resolve_model, tenshu_home
@@ -40,6 +41,8 @@ def add_engine_arguments(parser) -> None:
                         help="int8/int4: quantize a float checkpoint on load (cached beside it)")
     parser.add_argument("--kv-cache-dtype", default="auto",
                         choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--int8-activations", action=argparse.BooleanOptionalAction,
+                        default=True, help="quantized models decode with int8 activations")
 
 
 def make_engine(args) -> LLMEngine:
@@ -48,7 +51,7 @@ def make_engine(args) -> LLMEngine:
             model=resolve_model(args.model), dtype=args.dtype, device=args.device,
             max_model_len=args.max_model_len, max_num_seqs=1, quantization=args.quantization,
             quantization_cache_dir=str(tenshu_home() / "cache"),
-            kv_cache_dtype=args.kv_cache_dtype,
+            kv_cache_dtype=args.kv_cache_dtype, int8_activations=args.int8_activations,
         )
     )
 

@@ -26,6 +26,7 @@ loaded (server.model_keep_alive, or a model's keep_alive, releases it: docs/serv
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
 import sys
@@ -53,6 +54,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quantization", choices=["int8", "int4", "gptq", "awq"],
                         help="int8/int4: quantize float checkpoints on load (cached beside the "
                              "model); gptq/awq: the checkpoints are (read as such anyway)")
+    parser.add_argument("--int8-activations", action=argparse.BooleanOptionalAction,
+                        help="quantized models decode with activations rounded to int8, as "
+                             "llama.cpp does (default on; --no-int8-activations: float32)")
     parser.add_argument("--max-loras", type=int, metavar="N",
                         help="LoRA adapters served at once, each a model (default 4)")
     parser.add_argument("--max-lora-rank", type=int, metavar="R",
@@ -85,6 +89,7 @@ def _serve(args) -> int:
         max_queue=args.max_queue,
         kv_cache_memory_gib=args.kv_cache_gib,
         kv_cache_dtype=args.kv_cache_dtype,
+        int8_activations=args.int8_activations,
         max_loras=args.max_loras,
         quantization=args.quantization,
         max_lora_rank=args.max_lora_rank,

@@ -141,6 +141,8 @@ class ServerSettings:
         "gptq" or "awq" (the checkpoint must be one); empty: as the checkpoint is.
     kv_cache_dtype: "auto" (the model's compute dtype) or "bfloat16"/"float32" ("float16" on
         CUDA): bf16 holds twice the context of a float32-computed model per GiB (vLLM's name).
+    int8_activations: quantized models' decoding products round activations to int8 and
+        multiply in integers on CPU, as llama.cpp does (faster); false keeps float32 ones.
     """
 
     host: str = "127.0.0.1"
@@ -167,6 +169,7 @@ class ServerSettings:
     load_timeout: float = 300.0
     kv_cache_memory_gib: float = 2.0
     kv_cache_dtype: str = "auto"
+    int8_activations: bool = True
     max_num_seqs: int = 64
     max_loras: int = 4
     max_lora_rank: int = 64
@@ -409,6 +412,9 @@ def _store_url(file: Path, data: dict) -> str:
     return str(Path(url).expanduser()) if url and "://" not in url else url
 
 
+_BOOLEAN_KEYS = ("embedder", "require_keys", "int8_activations")
+
+
 def _server_table(file: Path, data: dict) -> dict:
     known = {f.name: f.type for f in fields(ServerSettings)
              if f.name not in (*_ROUTING_KEYS, "store_url", "memory", "agents", "context")}
@@ -425,9 +431,9 @@ def _server_table(file: Path, data: dict) -> dict:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{file}: server.{key} must be a list of strings")
             value = tuple(value)
-        elif key == "require_keys" and not isinstance(value, bool):
-            raise ValueError(f"{file}: server.require_keys must be true or false")
-        elif isinstance(value, bool) and key != "embedder":
+        elif key in _BOOLEAN_KEYS and not isinstance(value, bool):
+            raise ValueError(f"{file}: server.{key} must be true or false")
+        elif isinstance(value, bool) and key not in _BOOLEAN_KEYS:
             raise ValueError(f"{file}: server.{key} must not be a boolean")
         values[key] = value
     entries = data.get("models", [])

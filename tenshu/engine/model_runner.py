@@ -16,6 +16,7 @@ from tenshu.engine import kernels, lora
 from tenshu.engine.config import EngineConfig
 from tenshu.engine.layers.attention import AttentionMetadata, PrefillChunk, causal_mask
 from tenshu.engine.loader import LoadedModel
+from tenshu.engine.quant import QuantWeight
 from tenshu.engine.sampling import Logprob, Sampler, logprob_entries
 from tenshu.engine.scheduler import ScheduledBatch
 from tenshu.engine.sequence import Sequence
@@ -46,6 +47,9 @@ class ModelRunner:
         # request); with them decode attention reads the cache in place
         self.decode_in_place = config.torch_device.type == "cpu" and kernels.ops() is not None
         self.model = loaded.model
+        for module in self.model.modules():
+            if isinstance(module, QuantWeight):
+                module.use_int8_activations(config.int8_activations)
         self.device = config.torch_device
         self.dtype = loaded.dtype
         self.kv_dtype = config.kv_dtype(loaded.dtype)

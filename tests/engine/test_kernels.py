@@ -63,6 +63,47 @@ def test_quant_matmul_equals_float_math_on_the_dequantized_weight(ops, fmt, rows
     _close(got, x, qw.dequantize())
 
 
+def _int8_blocks(x: torch.Tensor) -> torch.Tensor:
+    """x as the integer path sees it: each 32 columns scaled by amax / 127, rounded to the
+    nearest integer (ties to even), scaled back."""
+    blocks = x.view(x.shape[0], -1, 32)
+    top = blocks.abs().amax(-1, keepdim=True)
+    inverse = torch.where(top > 0, 127.0 / top, torch.zeros_like(top))
+    return (torch.round(blocks * inverse) * (top / 127.0)).view_as(x)
+
+
+INT8_FORMATS = FORMATS  # groups of 16 or of 32 << j: every GGML type, GPTQ and AWQ
+
+
+@pytest.mark.parametrize("fmt", INT8_FORMATS, ids=lambda f: "q{}-g{}-off{}-mins{}".format(*f))
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 16])
+def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
+    # x rounded to int8 per 32 columns (x8) times the weight, to float32's rounding
+    bits, group, offset, mins = fmt
+    cols = 384 if group != 128 else 512
+    qw = _weight(bits, group, offset, mins, rows=200, cols=cols)
+    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows)) * 3
+    x[0, :32] = 0  # an all-zero block: scale 0, not a division by zero
+    got = ops.quant_matmul_int8(x, qw.qweight, qw.scales, qw.mins, bits, group, offset)
+    w = qw.dequantize().double()
+    expected = _int8_blocks(x).double() @ w.T
+    scale = (x.double().abs() @ w.abs().T).max()
+    assert ((got.double() - expected).abs() <= 1e-5 * scale).all()
+    # and close to the float product: the rounding of x costs well under 1% of its size
+    exact = x.double() @ w.T
+    assert (got.double() - exact).norm() <= 0.01 * exact.norm()
+
+
+def test_quant_matmul_int8_says_which_weights_it_takes(ops):
+    assert ops.int8_dot_fits(384, 8, 16) and ops.int8_dot_fits(4096, 4, 128)
+    assert not ops.int8_dot_fits(400, 8, 16)  # not whole blocks of 32
+    assert not ops.int8_dot_fits(352, 4, 32)  # 4-bit halves not whole blocks
+    assert not ops.int8_dot_fits(384, 8, 48) and not ops.int8_dot_fits(384, 8, 96)
+    qw = _weight(8, 16, 0, False, rows=8, cols=208)
+    with pytest.raises(RuntimeError, match="208 columns in groups of 16 has no integer-dot"):
+        ops.quant_matmul_int8(torch.randn(1, 208), qw.qweight, qw.scales, None, 8, 16, 0)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: "q{}-g{}-off{}-mins{}".format(*f))
 def test_dequantize_rows_is_bit_for_bit_the_weights_own(ops, fmt):
     bits, group, offset, mins = fmt

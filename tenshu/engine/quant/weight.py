@@ -22,7 +22,9 @@ products the K-quants define do not always fit an f16), so a weight takes 9 bits
 
 A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
-row once and multiplies it with every row of x. Where the kernels cannot be built, one row runs a
+row once and multiplies it with every row of x: in float32, or, where the engine asks for it
+(EngineConfig.int8_activations, the default), with x rounded to int8 per 32 values and the codes
+multiplied in integers, as llama.cpp does. Where the kernels cannot be built, one row runs a
 GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
 time into a reused scratch buffer (with the kernels, on all threads) and multiply there.
 """
@@ -66,6 +68,8 @@ class QuantWeight(nn.Module):
         self.register_buffer("mins", None if mins is None else mins.float())
         self.bits, self.group_size, self.offset = bits, group_size, offset
         self.shape = torch.Size((rows, in_features))
+        # decoding products round x to int8 and multiply in integers (use_int8_activations)
+        self.int8_activations = False
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
@@ -84,6 +88,16 @@ class QuantWeight(nn.Module):
                            None if self.mins is None else self.mins[index], bits=self.bits,
                            group_size=self.group_size, offset=self.offset,
                            in_features=self.shape[1])
+
+    def use_int8_activations(self, on: bool) -> bool:
+        """Whether decoding products (up to kernels.MAX_ROWS rows on a CPU) round x to int8
+        per 32 values and multiply the codes in integers, as llama.cpp does: 1.4-2.9x the float
+        kernel's speed (docs/benchmarks.md), x @ W.T with x's int8 rounding (under 1% of the
+        result). Taken where the kernels are built and the layout fits; returns whether it is."""
+        cpu = kernels.ops() if on and self.qweight.device.type == "cpu" else None
+        self.int8_activations = cpu is not None and cpu.int8_dot_fits(
+            self.shape[1], self.bits, self.group_size)
+        return self.int8_activations
 
     def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(codes, scales, mins) laid out as the CPU kernels read them (contiguous)."""
@@ -176,8 +190,9 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     cpu = kernels.ops() if on_cpu else None
     out = None
     if cpu is not None and n_rows <= kernels.MAX_ROWS:
-        out = cpu.quant_matmul(x.reshape(n_rows, in_features), *weight.packed(), weight.bits,
-                               weight.group_size, weight.offset)
+        product = cpu.quant_matmul_int8 if weight.int8_activations else cpu.quant_matmul
+        out = product(x.reshape(n_rows, in_features), *weight.packed(), weight.bits,
+                      weight.group_size, weight.offset)
     elif on_cpu and n_rows == 1:  # no kernels: inductor's GEMV, compiled per weight shape
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
