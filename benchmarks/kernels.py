@@ -10,6 +10,8 @@ Cases (a 65,536 x 1,024 weight unless said: 64 MiB of int8 codes, larger than an
   `quant_matmul` against what serves without the kernels: inductor's compiled GEMV for one row,
   the chunked dequantize-then-GEMM for more;
 - the lm_head of the Qwen3-0.6B shape in Q8_0 (151,936 x 1,024), one row;
+- int8 activations (`quant_matmul_int8`, the default for quantized weights) against the float
+  kernel, on that lm_head in Q8_0, Q4_K and Q6_K (6-bit codes) as tenshu holds them, --rows;
 - decode attention: `paged_decode` against gathering the context and torch's SDPA, 16 sequences
   of 100 tokens, 16 heads on 8 KV heads of 128.
 Each figure is the best of --turns calls; GB/s counts the weight bytes the product reads.
@@ -47,7 +49,7 @@ def quant_weight_of(bits: int, group: int, offset: int, mins: bool, rows: int, c
     if bits == 8:
         q = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=g)
     else:
-        q = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=g)
+        q = torch.randint(0, 256, (rows, cols * bits // 8), dtype=torch.uint8, generator=g)
     scales = torch.rand(rows, cols // group, generator=g)
     return QuantWeight(q, scales, torch.rand(rows, cols // group, generator=g) if mins else None,
                        bits=bits, group_size=group, offset=offset, in_features=cols)
@@ -100,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     pair("Q8_0 lm_head 151936x1024, 1 row", head.nbytes(),
          lambda: ops.quant_matmul(x, head.qweight, head.scales, None, 8, 32, 0),
          lambda: torch_path(x, head), "inductor GEMV")
+    for label, fmt in (("Q8_0", (8, 32, 0, False)), ("Q4_K", (4, 32, 0, True)),
+                       ("Q6_K", (6, 16, 32, False))):
+        head = quant_weight_of(*fmt, 151936, 1024)
+        operands = (*head.packed(), head.bits, head.group_size, head.offset)
+        for rows in [int(r) for r in args.rows.split(",")]:
+            x = torch.randn(rows, 1024)
+            pair(f"{label} lm_head, {rows} row(s), int8 activations", head.nbytes(),
+                 lambda x=x, a=operands: ops.quant_matmul_int8(x, *a),
+                 lambda x=x, a=operands: ops.quant_matmul(x, *a), "float x")
 
     b, heads, kv_heads, d, length = 16, 16, 8, 128, 100
     for dtype in (torch.float32, torch.bfloat16):

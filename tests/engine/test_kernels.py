@@ -24,7 +24,7 @@ def _weight(bits: int, group: int, offset: int, mins: bool, rows: int, cols: int
     if bits == 8:
         q = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=g)
     else:
-        q = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=g)
+        q = torch.randint(0, 256, (rows, cols * bits // 8), dtype=torch.uint8, generator=g)
     scales = torch.rand(rows, cols // group, generator=g) * 0.1
     low = torch.rand(rows, cols // group, generator=g) if mins else None
     return QuantWeight(q, scales, low, bits=bits, group_size=group, offset=offset,
@@ -46,7 +46,8 @@ FORMATS = [  # bits, group, offset, mins: what each GGML / GPTQ / on-load layout
     (4, 32, 8, False),  # Q4_0
     (4, 32, 0, True),  # Q4_K, int4 on load
     (8, 32, 0, True),  # Q5_K (codes widened to a byte)
-    (8, 16, 0, False),  # Q6_K
+    (6, 16, 32, False),  # Q6_K
+    (8, 16, 0, False),  # Q6_K as the int8 codes a mixed fused weight brings it to
     (4, 128, 8, True),  # GPTQ / AWQ groups of 128
     (8, 64, 3, False),  # any other group size takes the generic loop
 ]
@@ -139,8 +140,8 @@ def test_a_shape_mismatch_is_an_error_not_a_crash(ops):
     qw = _weight(8, 32, 0, False, rows=8, cols=256)
     with pytest.raises(RuntimeError, match=r"x must be a \[rows, 256\] CPU tensor"):
         ops.quant_matmul(torch.randn(1, 128), qw.qweight, qw.scales, None, 8, 32, 0)
-    with pytest.raises(RuntimeError, match="bits must be 4 or 8"):
-        ops.quant_matmul(torch.randn(1, 256), qw.qweight, qw.scales, None, 6, 32, 0)
+    with pytest.raises(RuntimeError, match="bits must be 4, 6 or 8"):
+        ops.quant_matmul(torch.randn(1, 256), qw.qweight, qw.scales, None, 5, 32, 0)
 
 
 def test_the_build_is_keyed_by_source_torch_and_cpu(ops):

@@ -311,25 +311,74 @@ struct QuantizedX {
   }
 };
 
-// A weight row's scales for block b of 32 columns, as 8 lanes matching dot4's: groups of 16
-// (G = 16: lanes 0-3 and 4-7 in two groups), 32, or 32 << shift (G = 0).
+// acc += t * the weight row's scale for block b of 32 columns, lane by lane as dot4 lays them:
+// groups of 16 (G = 16: lanes 0-3 and 4-7 in two groups), 32, or 32 << shift (G = 0).
 template <int G>
-inline f32x8 block_scales(const float* s, int64_t b, int shift) {
+inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift) {
   if (G == 16) {
-#ifdef __AVX__
-    const __m256 v = _mm256_set_m128(_mm_set1_ps(s[2 * b + 1]), _mm_set1_ps(s[2 * b]));
-    return (f32x8)v;
+#ifdef __AVX512VL__
+    __m256 a = (__m256)acc;
+    a = _mm256_mask3_fmadd_ps((__m256)t, _mm256_set1_ps(s[2 * b]), a, 0x0F);
+    acc = (f32x8)_mm256_mask3_fmadd_ps((__m256)t, _mm256_set1_ps(s[2 * b + 1]), a, 0xF0);
 #else
     const float s0 = s[2 * b], s1 = s[2 * b + 1];
-    return f32x8{s0, s0, s0, s0, s1, s1, s1, s1};
+    acc += t * f32x8{s0, s0, s0, s0, s1, s1, s1, s1};
 #endif
+    return;
   }
   const float v = s[G == 32 ? b : b >> shift];
-  return f32x8{v, v, v, v, v, v, v, v};
+  acc += t * f32x8{v, v, v, v, v, v, v, v};
 }
 
+// The 6-bit codes of four blocks of 32 columns, one in each quarter of the row (blocks j,
+// qb + j, 2qb + j and 3qb + j, qb = k / 128), from the 32 bytes of top bits at j. Shifts are
+// 16 bits wide (x86 has no byte shifts); the masks drop what crosses between bytes.
+typedef uint16_t u16x16v __attribute__((vector_size(32)));
+inline void six_bit_codes(const uint8_t* row, int64_t k, int64_t j, u8x32 (&codes)[4]) {
+  const int64_t qb = k / 128;
+  const u8x32 n0 = load<u8x32>(row + j * 32), n1 = load<u8x32>(row + (qb + j) * 32);
+  const u8x32 h = load<u8x32>(row + k / 2 + j * 32);
+  const u8x32 low = u8x32{} + 15, top = u8x32{} + 0x30;
+  codes[0] = (n0 & low) | ((u8x32)((u16x16v)h << 4) & top);
+  codes[1] = (n1 & low) | ((u8x32)((u16x16v)h << 2) & top);
+  codes[2] = ((u8x32)((u16x16v)n0 >> 4) & low) | (h & top);
+  codes[3] = ((u8x32)((u16x16v)n1 >> 4) & low) | ((u8x32)((u16x16v)h >> 2) & top);
+}
+
+// 6-bit codes: a 4-bit row (the low four bits) followed by the top two bits four to a byte
+// (byte j: columns j, j + k/4, j + k/2, j + 3k/4); k a multiple of 128, groups of 16 or 32.
+template <int G>
+struct Int6Rows {
+  const uint8_t* data;
+  const float* scales;
+  const float* mins;
+  int64_t k, group;
+  int offset;
+  void operator()(int64_t n, float* w) const {
+    const int64_t qb = k / 128, groups = k / G;
+    const uint8_t* row = data + n * (3 * k / 4);
+    const float* s = scales + n * groups;
+    const float* mn = mins ? mins + n * groups : nullptr;
+    for (int64_t j = 0; j < qb; ++j) {
+      u8x32 codes[4];
+      six_bit_codes(row, k, j, codes);
+      for (int t = 0; t < 4; ++t) {
+        const int64_t b = t * qb + j;
+        for (int h = 0; h < 32 / G; ++h) {
+          const int64_t g = b * (32 / G) + h;
+          const float sc = s[g], m0 = mn ? mn[g] : 0.f;
+          float* wg = w + g * G;
+#pragma omp simd
+          for (int i = 0; i < G; ++i)
+            wg[i] = static_cast<float>(static_cast<int>(codes[t][h * G + i]) - offset) * sc - m0;
+        }
+      }
+    }
+  }
+};
+
 // The products of one weight row (codes q, scales s, mins mn) with activation rows
-// [r0, r0 + MB), into out[r * ldo]. 8-bit codes, groups as block_scales reads them. Per block,
+// [r0, r0 + MB), into out[r * ldo]. 8-bit codes, groups as add_block reads them. Per block,
 // the lanes' integer sums are scaled by dx_b and then by the group's scale (two multiplies that
 // read their factor straight from memory, no scalar product first); U blocks a step, each
 // into its own sums, so that the additions do not wait on each other.
@@ -347,10 +396,10 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
   }
   auto step = [&](int64_t b, int u) {
     const u8x32 w = load<u8x32>(q + b * 32) ^ 0x80;
-    const f32x8 sc = block_scales<G>(s, b, shift);
     for (int r = 0; r < MB; ++r)
-      acc[r][u] += __builtin_convertvector(dot4(w, load<i8x32>(xq[r] + b * 32)), f32x8) *
-                   dx[r][b] * sc;
+      add_block<G>(acc[r][u],
+                   __builtin_convertvector(dot4(w, load<i8x32>(xq[r] + b * 32)), f32x8) * dx[r][b],
+                   s, b, shift);
   };
   int64_t b = 0;
   for (; b + U <= a.blocks; b += U)
@@ -389,6 +438,73 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
   }
   for (int r = 0; r < MB; ++r)
     out[r * ldo] = lanes_sum8(lo_acc[r] + hi_acc[r]) - a.correction(r0 + r, s, mn);
+}
+
+// 6-bit codes (Int6Rows' layout), groups as add_block reads them. Each 32 bytes of top bits
+// complete four blocks of codes, one in each quarter of the row, each into its own sums.
+template <int MB, int G>
+__attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
+    const uint8_t* q, const float* s, const float* mn, int shift, const QuantizedX& a,
+    int64_t r0, float* out, int64_t ldo) {
+  f32x8 acc[MB][4] = {};
+  const int64_t qb = a.blocks / 4;
+  for (int64_t j = 0; j < qb; ++j) {
+    u8x32 codes[4];
+    six_bit_codes(q, a.k, j, codes);
+    for (int t = 0; t < 4; ++t) {
+      const int64_t b = t * qb + j;
+      for (int r = 0; r < MB; ++r) {
+        const int64_t row = r0 + r;
+        const i32x8 dot = dot4(codes[t], load<i8x32>(a.q.data() + row * a.k + b * 32));
+        add_block<G>(acc[r][t], __builtin_convertvector(dot, f32x8) * a.d[row * a.blocks + b],
+                     s, b, shift);
+      }
+    }
+  }
+  for (int r = 0; r < MB; ++r)
+    out[r * ldo] = lanes_sum8((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3])) -
+                   a.correction(r0 + r, s, mn);
+}
+
+// Bytes [16 h, 16 h + 16) of c as floats (GCC turns the upper half's conversion into scalar
+// code when written with vector types).
+inline f32x16 half_floats(u8x32 c, int h) {
+#ifdef __AVX512F__
+  const __m128i part = h ? _mm256_extracti128_si256((__m256i)c, 1)
+                         : _mm256_castsi256_si128((__m256i)c);
+  return (f32x16)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(part));
+#else
+  u8x16 part;
+  std::memcpy(&part, reinterpret_cast<const uint8_t*>(&c) + 16 * h, 16);
+  return floats(part);
+#endif
+}
+
+// 6-bit codes (Int6Rows' layout) in groups of G (16 or 32), float activations.
+template <int G>
+__attribute__((optimize("fp-contract=fast"))) float gemv_int6_row(const Gemv& a, const uint8_t* q,
+                                                                   const float* s, const float* mn,
+                                                                   int offset) {
+  const int64_t qb = a.k / 128, groups = a.k / G;
+  f32x16 acc0 = {}, acc1 = {};
+  for (int64_t j = 0; j < qb; ++j) {
+    u8x32 codes[4];
+    six_bit_codes(q, a.k, j, codes);
+    for (int t = 0; t < 4; ++t) {
+      const int64_t b = t * qb + j;
+      const f32x16 p0 = half_floats(codes[t], 0) * load<f32x16>(a.x + b * 32);
+      const f32x16 p1 = half_floats(codes[t], 1) * load<f32x16>(a.x + b * 32 + 16);
+      if (G == 16) {
+        acc0 += p0 * s[2 * b];
+        acc1 += p1 * s[2 * b + 1];
+      } else {
+        acc0 += (p0 + p1) * s[b];
+      }
+    }
+  }
+  float out = lanes_sum(acc0 + acc1), c = 0.f;
+  for (int64_t g = 0; g < groups; ++g) c += (offset * s[g] + (mn ? mn[g] : 0.f)) * a.xsum[g];
+  return out - c;
 }
 
 // out[0, n] = row_fn(n) for every weight row, on torch's threads; x one float32 row.
@@ -488,16 +604,17 @@ template <typename Fn>
 at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
                      const std::optional<at::Tensor>& mins, int64_t bits, int64_t group_size,
                      int64_t offset, Fn&& fn) {
-  TORCH_CHECK(bits == 4 || bits == 8, "bits must be 4 or 8");
+  TORCH_CHECK(bits == 4 || bits == 6 || bits == 8, "bits must be 4, 6 or 8");
   TORCH_CHECK(qweight.is_contiguous() && scales.is_contiguous() &&
                   scales.scalar_type() == at::kFloat && qweight.device().is_cpu(),
               "codes and float32 scales must be contiguous CPU tensors");
-  const int64_t n = qweight.size(0), k = qweight.size(1) * (bits == 4 ? 2 : 1);
+  const int64_t n = qweight.size(0), k = qweight.size(1) * 8 / bits;
   TORCH_CHECK(group_size > 0 && k % group_size == 0 && scales.size(0) == n &&
                   scales.size(1) == k / group_size,
               "scales do not fit the codes");
-  TORCH_CHECK(bits == 8 || (k / group_size) % 2 == 0,
+  TORCH_CHECK(bits != 4 || (k / group_size) % 2 == 0,
               "a 4-bit weight needs an even number of groups per row");
+  TORCH_CHECK(bits != 6 || k % 128 == 0, "a 6-bit weight's rows must be a multiple of 128");
   const float* mp = nullptr;
   if (mins.has_value()) {
     TORCH_CHECK(mins->is_contiguous() && mins->scalar_type() == at::kFloat &&
@@ -514,8 +631,13 @@ at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
     if (group_size == 16) return fn(Int8Rows<16>{q, sp, mp, k, 16, off}, n, k);
     return fn(Int8Rows<0>{q, sp, mp, k, group_size, off}, n, k);
   }
-  TORCH_CHECK(qweight.scalar_type() == at::kByte, "4-bit codes must be uint8");
+  TORCH_CHECK(qweight.scalar_type() == at::kByte, "4- and 6-bit codes must be uint8");
   const uint8_t* q = qweight.data_ptr<uint8_t>();
+  if (bits == 6) {
+    TORCH_CHECK(group_size == 16 || group_size == 32, "6-bit codes come in groups of 16 or 32");
+    if (group_size == 16) return fn(Int6Rows<16>{q, sp, mp, k, 16, off}, n, k);
+    return fn(Int6Rows<32>{q, sp, mp, k, 32, off}, n, k);
+  }
   if (group_size == 32) return fn(Int4Rows<32>{q, sp, mp, k, 32, off}, n, k);
   return fn(Int4Rows<0>{q, sp, mp, k, group_size, off}, n, k);
 }
@@ -526,7 +648,7 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at
   return with_rows(
       qweight, scales, mins, bits, group_size, offset, [&](const auto& rows, int64_t n, int64_t k) {
         check_x(x, k);
-        if (x.size(0) != 1 || !(group_size == 32 || (bits == 8 && group_size == 16)))
+        if (x.size(0) != 1 || !(group_size == 32 || (bits != 4 && group_size == 16)))
           return run(x, n, k, rows);
         const float* sp = scales.data_ptr<float>();
         const float* mp = mins.has_value() ? mins->data_ptr<float>() : nullptr;
@@ -537,6 +659,16 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at
           const uint8_t* q = qweight.data_ptr<uint8_t>();
           return gemv(x, n, k, group_size, [&](const Gemv& a, int64_t r) {
             return gemv_int4_row(a, q + r * (k / 2), sp + r * groups, at(mp, r), off);
+          });
+        }
+        if (bits == 6) {
+          const uint8_t* q = qweight.data_ptr<uint8_t>();
+          if (group_size == 16)
+            return gemv(x, n, k, 16, [&](const Gemv& a, int64_t r) {
+              return gemv_int6_row<16>(a, q + r * (3 * k / 4), sp + r * groups, at(mp, r), off);
+            });
+          return gemv(x, n, k, 32, [&](const Gemv& a, int64_t r) {
+            return gemv_int6_row<32>(a, q + r * (3 * k / 4), sp + r * groups, at(mp, r), off);
           });
         }
         const int8_t* q = qweight.data_ptr<int8_t>();
@@ -565,12 +697,13 @@ int group_shift(int64_t group_size) {
 constexpr int64_t kAheadBytes = 4096;
 
 inline void prefetch_row(const uint8_t* row, int64_t row_bytes) {
-  const uint8_t* ahead = row + std::max(row_bytes, kAheadBytes / row_bytes * row_bytes);
+  const uint8_t* ahead = row + std::max<int64_t>(1, kAheadBytes / row_bytes) * row_bytes;
   for (int64_t i = 0; i < row_bytes; i += 64) __builtin_prefetch(ahead + i);
 }
 
 bool int8_dot_fits(int64_t k, int64_t bits, int64_t group_size) {
   if (bits == 4) return k % 64 == 0 && group_shift(group_size) >= 0 && (k / group_size) % 2 == 0;
+  if (bits == 6) return k % 128 == 0 && (group_size == 16 || group_size == 32);
   return k % 32 == 0 && (group_size == 16 || group_shift(group_size) >= 0);
 }
 
@@ -591,19 +724,32 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         float* op = out.data_ptr<float>();
         const float* sp = scales.data_ptr<float>();
         const float* mp = mins.has_value() ? mins->data_ptr<float>() : nullptr;
-        const int64_t row_bytes = bits == 4 ? k / 2 : k;
+        const int64_t row_bytes = k * bits / 8;
         const uint8_t* base = static_cast<const uint8_t*>(qweight.data_ptr());
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / row_bytes);
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
-            prefetch_row(q, row_bytes);  // past the last row: a prefetch does not fault
             const float* s = sp + row * groups;
             const float* mn = mp ? mp + row * groups : nullptr;
+            // past the last row: a prefetch does not fault
+            prefetch_row(q, row_bytes);
+            prefetch_row(reinterpret_cast<const uint8_t*>(s), groups * 4);
+            if (mn) prefetch_row(reinterpret_cast<const uint8_t*>(mn), groups * 4);
             int64_t r = 0;
             if (bits == 4) {
               for (; r + 4 <= m; r += 4) int4_dot_rows<4>(q, s, mn, shift, a, r, op + r * n + row, n);
               for (; r < m; ++r) int4_dot_rows<1>(q, s, mn, shift, a, r, op + r * n + row, n);
+            } else if (bits == 6) {
+              auto rows6 = [&](auto g_tag) {
+                constexpr int G = decltype(g_tag)::value;
+                for (; r + 4 <= m; r += 4)
+                  int6_dot_rows<4, G>(q, s, mn, shift, a, r, op + r * n + row, n);
+                for (; r < m; ++r) int6_dot_rows<1, G>(q, s, mn, shift, a, r, op + r * n + row, n);
+              };
+              if (group_size == 16) rows6(std::integral_constant<int, 16>{});
+              else if (group_size == 32) rows6(std::integral_constant<int, 32>{});
+              else rows6(std::integral_constant<int, 0>{});
             } else {
               const int8_t* q8 = reinterpret_cast<const int8_t*>(q);
               auto rows8 = [&](auto g_tag) {

@@ -33,6 +33,15 @@ def _pack4(codes: torch.Tensor) -> torch.Tensor:
     return codes[:, :half] | (codes[:, half:] << 4)
 
 
+def _pack6(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..63 [N, K] -> [N, 3K/4]: the low four bits as _pack4 lays them, then the
+    top two bits of columns j, j + K/4, j + K/2, j + 3K/4 in byte j (QuantWeight's layout)."""
+    quarter = codes.shape[1] // 4
+    top = (codes >> 4).view(codes.shape[0], 4, quarter)
+    packed_top = top[:, 0] | (top[:, 1] << 2) | (top[:, 2] << 4) | (top[:, 3] << 6)
+    return torch.cat((_pack4(codes & 15), packed_top), dim=1)
+
+
 def q8_0(raw: torch.Tensor) -> QuantWeight:
     b = _blocks(raw, 34)  # d f16, qs int8[32]
     rows, nb, _ = b.shape
@@ -126,11 +135,11 @@ def q6_k(raw: torch.Tensor) -> QuantWeight:
     low = torch.cat((ql & 15, ql >> 4), dim=3).reshape(rows, nb, 8, 32)
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(4, 1)
     high = ((b[..., 128:192].reshape(rows, nb, 2, 1, 32) >> shifts) & 3).reshape(rows, nb, 8, 32)
-    codes = (low | (high << 4)).view(torch.int8) - 32  # -32..31
+    codes = (low | (high << 4)).reshape(rows, nb * QK_K)  # 0..63, offset 32
     sc = b[..., 192:208].contiguous().view(torch.int8).float()  # [N, blocks, 16]
     scales = _f16(b[..., 208:210]).unsqueeze(-1) * sc
-    return QuantWeight(codes.reshape(rows, nb * QK_K), scales.reshape(rows, nb * 16), None,
-                       bits=8, group_size=16, in_features=nb * QK_K)
+    return QuantWeight(_pack6(codes), scales.reshape(rows, nb * 16), None, bits=6,
+                       group_size=16, offset=32, in_features=nb * QK_K)
 
 
 def f32(raw: torch.Tensor) -> torch.Tensor:

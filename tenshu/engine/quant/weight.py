@@ -12,13 +12,15 @@ in float32 with one rounding per operation, in that order, so that the GGML form
     Q5_1  5-bit codes widened to int8 (0..31), groups of 32, scale d, min -m
     Q4_K  4-bit, groups of 32: q 0..15, scale d*sc, min dmin*m (sc, m the 6-bit sub-block pair)
     Q5_K  5-bit codes widened to int8 (0..31), groups of 32, scale and min as Q4_K
-    Q6_K  6-bit codes widened to int8 (q - 32, -32..31), groups of 16, scale d*sc (sc int8)
+    Q6_K  6-bit codes q 0..63, offset 32, groups of 16, scale d*sc (sc int8)
 
 4-bit codes are packed two to a byte: a row's low nibbles are its first K/2 columns, the high
-nibbles the last K/2 (so unpacking is two strided copies). Scales and mins are float32 (the
-products the K-quants define do not always fit an f16), so a weight takes 9 bits (Q8_0), 5
-(Q4_0), 6 (Q4_K) and 10 (Q5_K, Q6_K: codes widened to a byte for simplicity) against 8.5, 4.5,
-4.5, 5.5 and 6.6 in the file; a quarter to a third of float32's.
+nibbles the last K/2 (so unpacking is two strided copies). 6-bit codes are a 4-bit row (their
+low four bits, [N, K/2]) followed by their top two bits four to a byte ([N, K/4]: byte j holds
+columns j, j + K/4, j + K/2 and j + 3K/4 in bits 0-1, 2-3, 4-5 and 6-7). Scales and mins are
+float32 (the products the K-quants define do not always fit an f16), so a weight takes 9 bits
+(Q8_0), 5 (Q4_0), 6 (Q4_K), 8 (Q6_K) and 10 (Q5_K: codes widened to a byte for simplicity)
+against 8.5, 4.5, 4.5, 6.6 and 5.5 in the file.
 
 A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
@@ -52,18 +54,21 @@ class QuantWeight(nn.Module):
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None,
                  *, bits: int, group_size: int, offset: int = 0, in_features: int):
         super().__init__()
-        if bits not in (4, 8):
-            raise ValueError(f"bits must be 4 or 8, got {bits}")
+        if bits not in (4, 6, 8):
+            raise ValueError(f"bits must be 4, 6 or 8, got {bits}")
         if in_features % group_size or (bits == 4 and in_features % 2):
             raise ValueError(f"in_features {in_features} is not a multiple of the group size "
                              f"{group_size}")
+        if bits == 6 and (in_features % 128 or group_size not in (16, 32)):
+            raise ValueError(f"6-bit codes need rows of a multiple of 128 in groups of 16 or "
+                             f"32, got {in_features} in groups of {group_size}")
         rows = qweight.shape[0]
         if qweight.shape[1] != in_features * bits // 8 or \
                 scales.shape != (rows, in_features // group_size) or \
                 (mins is not None and mins.shape != scales.shape):
             raise ValueError(f"codes {tuple(qweight.shape)} and scales {tuple(scales.shape)} do "
                              f"not fit a {bits}-bit [{rows}, {in_features}] weight")
-        self.register_buffer("qweight", qweight)  # int8 [N, K], or uint8 [N, K/2] when 4-bit
+        self.register_buffer("qweight", qweight)  # int8 [N, K]; uint8 [N, K/2] (4-bit), [N, 3K/4]
         self.register_buffer("scales", scales.float())  # [N, K / group_size]
         self.register_buffer("mins", None if mins is None else mins.float())
         self.bits, self.group_size, self.offset = bits, group_size, offset
@@ -107,12 +112,23 @@ class QuantWeight(nn.Module):
     def _format(self) -> tuple:
         return self.bits, self.group_size, self.offset, self.mins is not None
 
+    def codes(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The codes of `rows` one to a byte ([n, K]; int8 when 8-bit, else uint8), offset kept."""
+        packed = self.qweight[rows]
+        if self.bits == 8:
+            return packed
+        half = self.shape[1] // 2
+        low = torch.cat((packed[:, :half] & 15, packed[:, :half] >> 4), dim=1)
+        if self.bits == 4:
+            return low
+        top = packed[:, half:]
+        return low | (torch.cat((top & 3, (top >> 2) & 3, (top >> 4) & 3, top >> 6), dim=1) << 4)
+
     def _int8_codes(self) -> torch.Tensor:
         """The codes, offset subtracted, as int8 [N, K]."""
         if self.bits == 8:
             return self.qweight - self.offset if self.offset else self.qweight
-        codes = torch.cat((self.qweight & 15, self.qweight >> 4), dim=1)
-        return codes.view(torch.int8) - self.offset
+        return self.codes().view(torch.int8) - self.offset
 
     @staticmethod
     def cat(parts: list[QuantWeight]) -> QuantWeight:
@@ -152,7 +168,7 @@ class QuantWeight(nn.Module):
             w[:, :half].copy_(codes & 15)
             w[:, half:].copy_(codes >> 4)
         else:
-            w.copy_(codes)
+            w.copy_(codes if self.bits == 8 else self.codes(rows))
         if self.offset:
             w.sub_(self.offset)  # exact: small integers in any float type
         groups = w.view(n, k // self.group_size, self.group_size)
@@ -185,6 +201,8 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     """x @ W.T + bias in x's dtype (see the module docstring for how)."""
     out_features, in_features = weight.shape
     halves_align = weight.bits == 8 or weight.scales.shape[1] % 2 == 0  # see _gemv_math
+    if weight.bits == 6:
+        halves_align = kernels.ops() is not None  # no compiled GEMV: dequantized chunks
     n_rows = x.numel() // in_features
     on_cpu = x.device.type == "cpu" and halves_align
     cpu = kernels.ops() if on_cpu else None
