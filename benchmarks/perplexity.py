@@ -26,7 +26,9 @@ engines (and by transformers on the source checkpoint, float32, as a reference):
   and scored on its own, as training scored them (all of them give its recorded held-out
   loss, 0.4196 nats/token). In-domain: a perplexity near 1.5, where quantization shows.
 Each window or conversation starts from an empty cache; its first token has no prediction and
-is left out. tenshu: `prompt_logprobs=0` with `max_tokens=1`. llama.cpp: `Llama(logits_all=
+is left out. tenshu: `prompt_logprobs=0` with `max_tokens=1`, once as prompts are computed and
+once in chunks of 16 tokens (decode numerics: int8 activations on quantized files, the
+default, as llama.cpp computes everything). llama.cpp: `Llama(logits_all=
 True)`, log-softmax in float64. Perplexity is exp of the mean negative log-probability over
 all scored tokens of a text.
 Results print as they come and are saved to benchmarks/results/perplexity-<time>.json.
@@ -138,8 +140,14 @@ def heldout_text(count: int) -> tuple[dict, list[list[int]]]:
 # -- the engines ---------------------------------------------------------------------------------
 
 
-def tenshu_logprobs(path: Path, wins: list[list[int]]) -> list[np.ndarray]:
-    llm = LLM(path, skip_tokenizer_init=True, max_num_seqs=len(wins), kv_cache_memory_gib=1)
+def tenshu_logprobs(path: Path, wins: list[list[int]], decode_numerics: bool = False
+                    ) -> list[np.ndarray]:
+    """decode_numerics: prompts in chunks of 16 tokens, so that every product takes the path a
+    decode step takes (int8 activations on a quantized file) instead of the prompts' float
+    GEMM: what the tokens tenshu generates are computed with."""
+    chunks = {"max_num_batched_tokens": 16} if decode_numerics else {}
+    llm = LLM(path, skip_tokenizer_init=True, max_num_seqs=len(wins), kv_cache_memory_gib=1,
+              **chunks)
     params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
     outs = llm.generate([{"prompt_token_ids": w} for w in wins], params)
     return [np.array([entries[t].logprob for entries, t in zip(o.prompt_logprobs[1:], w[1:],
@@ -203,6 +211,12 @@ def run_model(model: str, kinds: list[str], wins: list[list[int]], threads: int)
             r["within_1pct"] = abs(r["ratio_tenshu_over_llamacpp"] - 1) <= TOLERANCE
             r["logprob_tenshu_minus_llamacpp"] = difference(ours, theirs)
             r["logprob_tenshu_minus_transformers"] = difference(ours, reference)
+            start = time.perf_counter()
+            decoding = tenshu_logprobs(path, wins, decode_numerics=True)
+            r["tenshu_decode_numerics"] = {
+                "ppl": perplexity(decoding), "seconds": time.perf_counter() - start,
+                "ratio_over_llamacpp": perplexity(decoding) / r["llamacpp"]["ppl"],
+                "logprob_minus_llamacpp": difference(decoding, theirs)}
         r["logprob_llamacpp_minus_transformers"] = difference(theirs, reference)
         print(f"{kind}: {json.dumps(r)}", flush=True)
     return res
@@ -210,20 +224,22 @@ def run_model(model: str, kinds: list[str], wins: list[list[int]], threads: int)
 
 def table(results: dict) -> str:
     lines = ["| text | model | file | tenshu ppl | llama.cpp ppl | tenshu / llama.cpp | "
-             "within 1% |", "|---|---|---|---:|---:|---:|---|"]
+             "within 1% | decode numerics / llama.cpp |",
+             "|---|---|---|---:|---:|---:|---|---:|"]
     for text, one in results["texts"].items():
         for model, res in one["models"].items():
             head = f"| {text} | {model} |"
             lines.append(f"{head} transformers, float32 | {res['transformers']['ppl']:.4f} "
-                         "| | | |")
+                         "| | | | |")
             for kind, r in res["files"].items():
                 lc = f"{r['llamacpp']['ppl']:.4f}"
                 if "error" in r["tenshu"]:
-                    lines.append(f"{head} {kind} | not loaded | {lc} | | |")
+                    lines.append(f"{head} {kind} | not loaded | {lc} | | | |")
                     continue
                 ok = "yes" if r["within_1pct"] else "**no**"
+                dec = r["tenshu_decode_numerics"]["ratio_over_llamacpp"]
                 lines.append(f"{head} {kind} | {r['tenshu']['ppl']:.4f} | {lc} | "
-                             f"{r['ratio_tenshu_over_llamacpp']:.4f} | {ok} |")
+                             f"{r['ratio_tenshu_over_llamacpp']:.4f} | {ok} | {dec:.4f} |")
     return "\n".join(lines)
 
 
