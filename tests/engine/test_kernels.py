@@ -3,6 +3,8 @@ float math on the dequantized weights, for every format a QuantWeight holds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,6 +95,16 @@ def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # and close to the float product: the rounding of x costs well under 1% of its size
     exact = x.double() @ w.T
     assert (got.double() - exact).norm() <= 0.01 * exact.norm()
+
+
+def test_integer_dot_products_are_the_cpus_own_where_it_has_them(ops):
+    # -march=native: VNNI's instruction where /proc/cpuinfo lists it (the engine takes int8
+    # activations only then; elsewhere the emulation is correct but slower than float32)
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    assert ops.has_int8_dot_instructions() == ("avx512_vnni" in flags and "avx512vl" in flags)
 
 
 def test_quant_matmul_int8_says_which_weights_it_takes(ops):

@@ -4,6 +4,8 @@
 //   (tenshu/engine/quant/weight.py). Each weight row is read from memory once: one activation
 //   row multiplies the codes as they are read; more rows decode the weight row into float32 in
 //   a small per-thread buffer (L1/L2) and multiply it there with every row.
+// - quant_matmul_int8: the same products with the activations rounded to int8 per 32 values
+//   and the codes multiplied in integers (VNNI), as llama.cpp computes them.
 // - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
 // - paged_decode: decode attention over the paged KV cache, read where it lies.
 // Work is split between torch's own threads (at::parallel_for).
@@ -682,9 +684,6 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at
       });
 }
 
-// x @ W.T with x quantized to int8 per block of 32 (the header of int8_dot_rows says how).
-// Needs k a multiple of 32 (64 for 4-bit codes) and groups of 16 (8-bit codes) or a multiple
-// of 32; int8_dot_fits() says whether a weight qualifies.
 // log2(group / 32) for groups of 32 << shift; -1 for any other size
 int group_shift(int64_t group_size) {
   for (int shift = 0; shift < 16; ++shift)
@@ -701,12 +700,16 @@ inline void prefetch_row(const uint8_t* row, int64_t row_bytes) {
   for (int64_t i = 0; i < row_bytes; i += 64) __builtin_prefetch(ahead + i);
 }
 
+// Whether quant_matmul_int8 takes a weight: k a multiple of 32 (64 for 4-bit codes, 128 for
+// 6-bit ones) and groups of 16 or of 32 << j.
 bool int8_dot_fits(int64_t k, int64_t bits, int64_t group_size) {
   if (bits == 4) return k % 64 == 0 && group_shift(group_size) >= 0 && (k / group_size) % 2 == 0;
   if (bits == 6) return k % 128 == 0 && (group_size == 16 || group_size == 32);
   return k % 32 == 0 && (group_size == 16 || group_shift(group_size) >= 0);
 }
 
+// x @ W.T with x rounded to int8 per block of 32 (the section above says how), up to a few
+// rows; each weight row is read once, prefetched ahead, and multiplied with every row of x.
 at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
                              const at::Tensor& scales, const std::optional<at::Tensor>& mins,
                              int64_t bits, int64_t group_size, int64_t offset) {
@@ -768,6 +771,8 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
       });
 }
 
+// Whether dot4 is one instruction here (VNNI); elsewhere it is emulated, correct but slower
+// than the float kernel, and the engine keeps float activations.
 bool has_int8_dot_instructions() {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   return true;

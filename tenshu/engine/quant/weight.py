@@ -96,12 +96,13 @@ class QuantWeight(nn.Module):
 
     def use_int8_activations(self, on: bool) -> bool:
         """Whether decoding products (up to kernels.MAX_ROWS rows on a CPU) round x to int8
-        per 32 values and multiply the codes in integers, as llama.cpp does: 1.4-2.9x the float
+        per 32 values and multiply the codes in integers, as llama.cpp does: 1.3-2.2x the float
         kernel's speed (docs/benchmarks.md), x @ W.T with x's int8 rounding (under 1% of the
-        result). Taken where the kernels are built and the layout fits; returns whether it is."""
+        result). Taken where the kernels are built, the CPU has integer dot products (VNNI)
+        and the layout fits; returns whether it is."""
         cpu = kernels.ops() if on and self.qweight.device.type == "cpu" else None
-        self.int8_activations = cpu is not None and cpu.int8_dot_fits(
-            self.shape[1], self.bits, self.group_size)
+        self.int8_activations = (cpu is not None and cpu.has_int8_dot_instructions()
+                                 and cpu.int8_dot_fits(self.shape[1], self.bits, self.group_size))
         return self.int8_activations
 
     def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
