@@ -319,9 +319,11 @@ template <int G>
 inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift) {
   if (G == 16) {
 #ifdef __AVX512VL__
-    __m256 a = (__m256)acc;
-    a = _mm256_mask3_fmadd_ps((__m256)t, _mm256_set1_ps(s[2 * b]), a, 0x0F);
-    acc = (f32x8)_mm256_mask3_fmadd_ps((__m256)t, _mm256_set1_ps(s[2 * b + 1]), a, 0xF0);
+    // the two scales, side by side in memory, spread over lanes 0-3 and 4-7 by one permute
+    const __m256 pair = _mm256_castps128_ps256(
+        _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s + 2 * b))));
+    const __m256 spread = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), pair);
+    acc = (f32x8)_mm256_fmadd_ps((__m256)t, spread, (__m256)acc);
 #else
     const float s0 = s[2 * b], s1 = s[2 * b + 1];
     acc += t * f32x8{s0, s0, s0, s0, s1, s1, s1, s1};
@@ -423,19 +425,19 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
   f32x8 lo_acc[MB] = {}, hi_acc[MB] = {};
   const int64_t half_blocks = a.blocks / 2, half_groups = a.groups / 2;
   const u8x32 low_bits = u8x32{} + 15;
-  for (int64_t b = 0; b < half_blocks; ++b) {
+  for (int64_t b = 0; b < half_blocks; ++b) {  // the high nibbles' scales: s + half_groups
     const u8x32 raw = load<u8x32>(q + b * 32);
     const u8x32 lo = raw & low_bits, hi = (raw >> 4) & low_bits;
-    const int64_t g = b >> shift;
-    const float slo = s[g], shi = s[g + half_groups];
     for (int r = 0; r < MB; ++r) {
       const int8_t* xq = a.q.data() + (r0 + r) * a.k;
       const float* dx = a.d.data() + (r0 + r) * a.blocks;
-      lo_acc[r] += __builtin_convertvector(dot4(lo, load<i8x32>(xq + b * 32)), f32x8) *
-                   (slo * dx[b]);
-      hi_acc[r] += __builtin_convertvector(
-                       dot4(hi, load<i8x32>(xq + (b + half_blocks) * 32)), f32x8) *
-                   (shi * dx[b + half_blocks]);
+      add_block<0>(lo_acc[r],
+                   __builtin_convertvector(dot4(lo, load<i8x32>(xq + b * 32)), f32x8) * dx[b],
+                   s, b, shift);
+      add_block<0>(hi_acc[r],
+                   __builtin_convertvector(dot4(hi, load<i8x32>(xq + (b + half_blocks) * 32)),
+                                           f32x8) * dx[b + half_blocks],
+                   s + half_groups, b, shift);
     }
   }
   for (int r = 0; r < MB; ++r)
