@@ -33,6 +33,15 @@ def hf_logprobs(path, token_ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
+def logprob_gaps(path, prompt: list[int], completion) -> list[float]:
+    """|engine - transformers| for the log-prob of each token a completion sampled (its
+    `logprobs` entries), transformers scoring the prompt and the completion in one pass."""
+    expected = hf_logprobs(path, prompt + completion.token_ids)
+    return [abs(entry[token].logprob - float(expected[len(prompt) - 1 + i][token]))
+            for i, (token, entry) in enumerate(zip(completion.token_ids, completion.logprobs,
+                                                   strict=True))]
+
+
 def random_prompts(vocab: int, lengths: list[int], seed: int = 0) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     # skip the special tokens at the end of the tiny vocabularies' first ids

@@ -7,7 +7,7 @@ import torch
 
 from tenshu import LLM, SamplingParams
 from tests.conftest import FAMILIES
-from tests.engine.reference import hf_greedy, hf_logprobs, random_prompts
+from tests.engine.reference import hf_greedy, hf_logprobs, logprob_gaps, random_prompts
 
 # 1 to several hundred tokens, block-aligned and not, shared by every scenario below
 LENGTHS = [1, 7, 16, 33, 100, 257, 300]
@@ -120,9 +120,7 @@ def test_a_bf16_kv_cache_holds_twice_the_context_and_stays_close(checkpoint):
     prompt = random_prompts(narrow.engine.vocab_size, [60], seed=6)[0]
     params = SamplingParams(temperature=0.8, seed=1, max_tokens=12, logprobs=1, ignore_eos=True)
     out = narrow.generate({"prompt_token_ids": prompt}, params)[0].outputs[0]
-    reference = hf_logprobs(path, prompt + out.token_ids)
-    diffs = [abs(entry[token].logprob - float(reference[len(prompt) - 1 + i][token]))
-             for i, (token, entry) in enumerate(zip(out.token_ids, out.logprobs, strict=True))]
+    diffs = logprob_gaps(path, prompt, out)
     assert max(diffs) < 0.05 and sum(diffs) / len(diffs) < 0.01
     with pytest.raises(ValueError, match="kv_cache_dtype must be auto or one of"):
         LLM(path, kv_cache_dtype="fp8")

@@ -741,32 +741,33 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
             prefetch_row(q, row_bytes);
             prefetch_row(reinterpret_cast<const uint8_t*>(s), groups * 4);
             if (mn) prefetch_row(reinterpret_cast<const uint8_t*>(mn), groups * 4);
-            int64_t r = 0;
+            // every row of x against this weight row: four at a time, then one by one
+            auto each_x_row = [&](auto&& kernel) {
+              int64_t r = 0;
+              for (; r + 4 <= m; r += 4) kernel(std::integral_constant<int, 4>{}, r);
+              for (; r < m; ++r) kernel(std::integral_constant<int, 1>{}, r);
+            };
             if (bits == 4) {
-              for (; r + 4 <= m; r += 4) int4_dot_rows<4>(q, s, mn, shift, a, r, op + r * n + row, n);
-              for (; r < m; ++r) int4_dot_rows<1>(q, s, mn, shift, a, r, op + r * n + row, n);
-            } else if (bits == 6) {
-              auto rows6 = [&](auto g_tag) {
-                constexpr int G = decltype(g_tag)::value;
-                for (; r + 4 <= m; r += 4)
-                  int6_dot_rows<4, G>(q, s, mn, shift, a, r, op + r * n + row, n);
-                for (; r < m; ++r) int6_dot_rows<1, G>(q, s, mn, shift, a, r, op + r * n + row, n);
-              };
-              if (group_size == 16) rows6(std::integral_constant<int, 16>{});
-              else if (group_size == 32) rows6(std::integral_constant<int, 32>{});
-              else rows6(std::integral_constant<int, 0>{});
-            } else {
-              const int8_t* q8 = reinterpret_cast<const int8_t*>(q);
-              auto rows8 = [&](auto g_tag) {
-                constexpr int G = decltype(g_tag)::value;
-                for (; r + 4 <= m; r += 4)
-                  int8_dot_rows<4, G>(q8, s, mn, shift, a, r, op + r * n + row, n);
-                for (; r < m; ++r) int8_dot_rows<1, G>(q8, s, mn, shift, a, r, op + r * n + row, n);
-              };
-              if (group_size == 16) rows8(std::integral_constant<int, 16>{});
-              else if (group_size == 32) rows8(std::integral_constant<int, 32>{});
-              else rows8(std::integral_constant<int, 0>{});
+              each_x_row([&](auto mb, int64_t r) {
+                int4_dot_rows<decltype(mb)::value>(q, s, mn, shift, a, r, op + r * n + row, n);
+              });
+              continue;
             }
+            auto of_group = [&](auto g_tag) {
+              constexpr int G = decltype(g_tag)::value;
+              each_x_row([&](auto mb, int64_t r) {
+                constexpr int MB = decltype(mb)::value;
+                float* o = op + r * n + row;
+                if (bits == 6)
+                  int6_dot_rows<MB, G>(q, s, mn, shift, a, r, o, n);
+                else
+                  int8_dot_rows<MB, G>(reinterpret_cast<const int8_t*>(q), s, mn, shift, a, r, o,
+                                       n);
+              });
+            };
+            if (group_size == 16) of_group(std::integral_constant<int, 16>{});
+            else if (group_size == 32) of_group(std::integral_constant<int, 32>{});
+            else of_group(std::integral_constant<int, 0>{});
           }
         });
         return out.to(x_in.scalar_type());
