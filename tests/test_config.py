@@ -109,6 +109,9 @@ def test_int8_activations_for_the_server(tmp_path):
     file.write_text("[server]\nint8_activations = false\n")
     assert load_server_settings(file).int8_activations is False
     assert load_server_settings(file, int8_activations=True).int8_activations is True  # flag
+    file.write_text('[server]\nint8_activations = "yes"\n')
+    with pytest.raises(ValueError, match="server.int8_activations must be true or false"):
+        load_server_settings(file)
 
 
 def test_kv_cache_dtype_for_the_server(tmp_path):
