@@ -49,15 +49,21 @@ struct Bf16Rows {
   }
 };
 
+// A QuantWeight's tensors as the decoders read them: codes, float32 scales and mins (null: no
+// mins) per group of `group` columns, rows of k columns.
+template <typename Code>
+struct CodeRows {
+  const Code* data;
+  const float* scales;
+  const float* mins;
+  int64_t k, group;
+  int offset;
+};
+
 // W = scale * (q - offset) - min per group of G columns: the QuantWeight formula, in its order
 // (the subtraction of the offset is exact; the product and the difference each round once).
 template <int G>
-struct Int8Rows {
-  const int8_t* data;
-  const float* scales;
-  const float* mins;  // null: no mins
-  int64_t k, group;
-  int offset;
+struct Int8Rows : CodeRows<int8_t> {
   void operator()(int64_t n, float* w) const {
     const int64_t gs = G > 0 ? G : group, groups = k / gs;
     const int8_t* q = data + n * k;
@@ -77,12 +83,7 @@ struct Int8Rows {
 // 4-bit codes two to a byte: byte j of a row holds column j (low nibble) and column
 // j + k/2 (high nibble).
 template <int G>
-struct Int4Rows {
-  const uint8_t* data;
-  const float* scales;
-  const float* mins;
-  int64_t k, group;
-  int offset;
+struct Int4Rows : CodeRows<uint8_t> {
   void operator()(int64_t n, float* w) const {
     const int64_t gs = G > 0 ? G : group, groups = k / gs, half = k / 2, hg = groups / 2;
     const uint8_t* q = data + n * half;
@@ -337,27 +338,21 @@ inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift)
 // The 6-bit codes of four blocks of 32 columns, one in each quarter of the row (blocks j,
 // qb + j, 2qb + j and 3qb + j, qb = k / 128), from the 32 bytes of top bits at j. Shifts are
 // 16 bits wide (x86 has no byte shifts); the masks drop what crosses between bytes.
-typedef uint16_t u16x16v __attribute__((vector_size(32)));
 inline void six_bit_codes(const uint8_t* row, int64_t k, int64_t j, u8x32 (&codes)[4]) {
   const int64_t qb = k / 128;
   const u8x32 n0 = load<u8x32>(row + j * 32), n1 = load<u8x32>(row + (qb + j) * 32);
   const u8x32 h = load<u8x32>(row + k / 2 + j * 32);
   const u8x32 low = u8x32{} + 15, top = u8x32{} + 0x30;
-  codes[0] = (n0 & low) | ((u8x32)((u16x16v)h << 4) & top);
-  codes[1] = (n1 & low) | ((u8x32)((u16x16v)h << 2) & top);
-  codes[2] = ((u8x32)((u16x16v)n0 >> 4) & low) | (h & top);
-  codes[3] = ((u8x32)((u16x16v)n1 >> 4) & low) | ((u8x32)((u16x16v)h >> 2) & top);
+  codes[0] = (n0 & low) | ((u8x32)((u16x16)h << 4) & top);
+  codes[1] = (n1 & low) | ((u8x32)((u16x16)h << 2) & top);
+  codes[2] = ((u8x32)((u16x16)n0 >> 4) & low) | (h & top);
+  codes[3] = ((u8x32)((u16x16)n1 >> 4) & low) | ((u8x32)((u16x16)h >> 2) & top);
 }
 
 // 6-bit codes: a 4-bit row (the low four bits) followed by the top two bits four to a byte
 // (byte j: columns j, j + k/4, j + k/2, j + 3k/4); k a multiple of 128, groups of 16 or 32.
 template <int G>
-struct Int6Rows {
-  const uint8_t* data;
-  const float* scales;
-  const float* mins;
-  int64_t k, group;
-  int offset;
+struct Int6Rows : CodeRows<uint8_t> {
   void operator()(int64_t n, float* w) const {
     const int64_t qb = k / 128, groups = k / G;
     const uint8_t* row = data + n * (3 * k / 4);
@@ -631,19 +626,19 @@ at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
   if (bits == 8) {
     TORCH_CHECK(qweight.scalar_type() == at::kChar, "8-bit codes must be int8");
     const int8_t* q = qweight.data_ptr<int8_t>();
-    if (group_size == 32) return fn(Int8Rows<32>{q, sp, mp, k, 32, off}, n, k);
-    if (group_size == 16) return fn(Int8Rows<16>{q, sp, mp, k, 16, off}, n, k);
-    return fn(Int8Rows<0>{q, sp, mp, k, group_size, off}, n, k);
+    if (group_size == 32) return fn(Int8Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
+    if (group_size == 16) return fn(Int8Rows<16>{{q, sp, mp, k, 16, off}}, n, k);
+    return fn(Int8Rows<0>{{q, sp, mp, k, group_size, off}}, n, k);
   }
   TORCH_CHECK(qweight.scalar_type() == at::kByte, "4- and 6-bit codes must be uint8");
   const uint8_t* q = qweight.data_ptr<uint8_t>();
   if (bits == 6) {
     TORCH_CHECK(group_size == 16 || group_size == 32, "6-bit codes come in groups of 16 or 32");
-    if (group_size == 16) return fn(Int6Rows<16>{q, sp, mp, k, 16, off}, n, k);
-    return fn(Int6Rows<32>{q, sp, mp, k, 32, off}, n, k);
+    if (group_size == 16) return fn(Int6Rows<16>{{q, sp, mp, k, 16, off}}, n, k);
+    return fn(Int6Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
   }
-  if (group_size == 32) return fn(Int4Rows<32>{q, sp, mp, k, 32, off}, n, k);
-  return fn(Int4Rows<0>{q, sp, mp, k, group_size, off}, n, k);
+  if (group_size == 32) return fn(Int4Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
+  return fn(Int4Rows<0>{{q, sp, mp, k, group_size, off}}, n, k);
 }
 
 at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
