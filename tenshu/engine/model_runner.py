@@ -8,6 +8,8 @@ block_table[p // block_size] * block_size + p % block_size. The same code runs o
 from __future__ import annotations
 
 import ctypes
+import math
+import mmap
 import sys
 
 import torch
@@ -39,6 +41,19 @@ def tune_cpu_allocator() -> None:
     libc.mallopt(m_top_pad, 64 << 20)
 
 
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The KV cache's memory, zeroed: padded decode rows read slots they mask out, and a masked
+    NaN from uninitialised memory would still poison the softmax-weighted sum (0 * NaN = NaN).
+    On a CPU it is anonymous memory, which the OS hands out as zero pages when first touched, so
+    a server holds only the blocks it has used: it starts at its weights' size and grows with
+    the load, up to the budget (torch.zeros would write the whole budget at start-up)."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    # the tensor keeps the mapping alive; it is unmapped with the last view of the cache
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
+
+
 class ModelRunner:
     def __init__(self, config: EngineConfig, loaded: LoadedModel):
         if config.torch_device.type == "cpu" and sys.platform.startswith("linux"):
@@ -60,12 +75,9 @@ class ModelRunner:
         self.num_layers = hf.num_hidden_layers
         self.num_blocks = self._num_blocks(config, loaded.max_model_len)
         slots = self.num_blocks * self.block_size
-        # zeros, not empty: padded decode rows read slots they mask out, and a masked NaN from
-        # uninitialised memory would still poison the softmax-weighted sum (0 * NaN = NaN)
-        cache = torch.zeros(  # [2, layers, slots, kv_heads, head_dim]
-            2, self.num_layers, slots, self.num_kv_heads, self.head_dim,
-            dtype=self.kv_dtype, device=self.device,
-        )
+        cache = _zeros(  # [2, layers, slots, kv_heads, head_dim]
+            (2, self.num_layers, slots, self.num_kv_heads, self.head_dim), self.kv_dtype,
+            self.device)
         self.kv_caches = [(cache[0, i], cache[1, i]) for i in range(self.num_layers)]
         self._workspace = torch.empty(0, device=self.device)
         self.windows = sorted(set(self.model.windows), key=lambda w: (w is not None, w or 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -126,3 +128,25 @@ def test_a_bf16_kv_cache_holds_twice_the_context_and_stays_close(checkpoint):
         LLM(path, kv_cache_dtype="fp8")
     with pytest.raises(ValueError, match="float16 KV cache is supported on CUDA only"):
         LLM(path, kv_cache_dtype="float16", device="cpu")
+
+
+def _resident_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_cpu_kv_cache_takes_memory_only_as_its_blocks_are_used(checkpoint):
+    # a server starts at the size of its weights, not of its cache budget: the cache's pages
+    # become resident as blocks are written, and they start zeroed all the same
+    path = checkpoint("qwen3")
+    probe = LLM(path, device="cpu", num_kv_blocks=1).engine.runner
+    block_bytes = probe.kv_bytes_per_token * probe.block_size
+    blocks = (1 << 30) // block_bytes  # a 1 GiB cache
+    before = _resident_bytes()
+    llm = LLM(path, device="cpu", num_kv_blocks=blocks)
+    assert _resident_bytes() - before < (1 << 30) // 4
+    assert not llm.engine.runner.kv_caches[0][0][:probe.block_size].any()
+    _check(llm, path, random_prompts(llm.engine.vocab_size, [40, 300], seed=8))
