@@ -35,12 +35,18 @@ from tenshu import AsyncEngine, EngineConfig, SamplingParams  # noqa: E402
 from tests.api.live import free_port  # noqa: E402
 
 
-def start_server(path: Path, port: int, home: Path) -> subprocess.Popen:
+def start_server(path: Path | None, port: int, home: Path, *, kv_cache_gib: float = 10,
+                 settings: str = "", timeout: float = 300) -> subprocess.Popen:
+    """`tenshu serve` on `path` as the model "bench" (None: the built-in model), once /ready
+    answers; `settings` is written to its tenshu.toml."""
     env = {**os.environ, "TENSHU_HOME": str(home)}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "tenshu.toml").write_text(settings)
+    model = [] if path is None else ["--model", f"bench={path}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tenshu", "serve", "--model", f"bench={path}", "--port", str(port),
-         "--kv-cache-gib", "10", "--log-level", "warning"], env=env)
-    deadline = time.monotonic() + 300
+        [sys.executable, "-m", "tenshu", "serve", *model, "--port", str(port),
+         "--kv-cache-gib", str(kv_cache_gib), "--log-level", "warning"], env=env)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:

@@ -50,7 +50,15 @@ from tenshu.engine.sampling import RequestOutputKind  # noqa: E402
 TYPES = ("bf16", "q8_0", "q4_0", "q4_k_m")
 GGUF_PY = {"bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}  # written by gguf-py
 LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",  # made by llama.cpp from the bf16 file
-                  "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+                  "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+# The 7B-class shape: Qwen2.5-7B's (qwen2: q/k/v biases, untied output, 7.6B parameters). Its
+# bf16 file (15 GB) is written tensor by tensor with random weights (random_gguf: it does not fit
+# through transformers in float32 here); llama.cpp's quantizer makes Q8_0 and Q4_K_M from it.
+QWEN25_7B_SHAPE = {"arch": "qwen2", "vocab_size": 152064, "hidden_size": 3584,
+                   "intermediate_size": 18944, "num_hidden_layers": 28,
+                   "num_attention_heads": 28, "num_key_value_heads": 4, "head_dim": 128,
+                   "rms_norm_eps": 1e-6, "rope_theta": 1e6, "context_length": 32768}
+SHAPES = ("qwen3-0.6b", "qwen2.5-7b")
 GREEDY = dict(temperature=0, ignore_eos=True, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
@@ -61,9 +69,75 @@ def has_llamacpp() -> bool:
 # -- the files ---------------------------------------------------------------------------------
 
 
-def gguf_file(kind: str, quick: bool) -> Path:
-    """The benchmark checkpoint as a GGUF file of `kind`, made once and cached."""
-    return gguf_from(checkpoint(quick), kind)
+def gguf_file(kind: str, quick: bool, shape: str = SHAPES[0]) -> Path:
+    """The benchmark model of `shape` (4 layers if `quick`) as a GGUF file of `kind`, made once
+    and cached."""
+    if shape == SHAPES[0]:
+        return gguf_from(checkpoint(quick), kind)
+    path = CACHE / f"{shape}-shape{'-4layers' if quick else ''}.{kind}.gguf"
+    if path.is_file():
+        return path
+    if kind == "bf16":
+        return random_gguf(path, {**QWEN25_7B_SHAPE, **({"num_hidden_layers": 4} if quick else {})})
+    from benchmarks import llamacpp_peer
+
+    print(f"making {path.name} ...", flush=True)
+    return llamacpp_peer.quantize(gguf_file("bf16", quick, shape), path, LLAMA_QUANTIZE[kind],
+                                  torch.get_num_threads())
+
+
+def random_gguf(path: Path, shape: dict, seed: int = 0) -> Path:
+    """A bf16 GGUF file of `shape` (QWEN25_7B_SHAPE's keys) with random weights (normal, std
+    0.02; norms 1, biases 0), written one tensor at a time so that no more than one is held, and
+    the benchmark tokenizer's vocabulary (padded to the shape's)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    from tests.engine.gguf_files import _tokenizer_metadata
+
+    print(f"making {path.name} (random bf16 weights) ...", flush=True)
+    h, inter, hd = shape["hidden_size"], shape["intermediate_size"], shape["head_dim"]
+    q, kv, vocab = shape["num_attention_heads"] * hd, shape["num_key_value_heads"] * hd, \
+        shape["vocab_size"]
+    tensors = [("token_embd.weight", (vocab, h))]
+    for i in range(shape["num_hidden_layers"]):
+        b = f"blk.{i}"
+        tensors += [(f"{b}.attn_norm.weight", (h,)), (f"{b}.attn_q.weight", (q, h)),
+                    (f"{b}.attn_q.bias", (q,)), (f"{b}.attn_k.weight", (kv, h)),
+                    (f"{b}.attn_k.bias", (kv,)), (f"{b}.attn_v.weight", (kv, h)),
+                    (f"{b}.attn_v.bias", (kv,)), (f"{b}.attn_output.weight", (h, q)),
+                    (f"{b}.ffn_norm.weight", (h,)), (f"{b}.ffn_gate.weight", (inter, h)),
+                    (f"{b}.ffn_up.weight", (inter, h)), (f"{b}.ffn_down.weight", (h, inter))]
+    tensors += [("output_norm.weight", (h,)), ("output.weight", (vocab, h))]
+    tmp = path.with_suffix(".tmp")
+    writer = GGUFWriter(tmp, shape["arch"])
+    writer.add_context_length(shape["context_length"])
+    writer.add_embedding_length(h)
+    writer.add_block_count(shape["num_hidden_layers"])
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(shape["num_attention_heads"])
+    writer.add_head_count_kv(shape["num_key_value_heads"])
+    writer.add_layer_norm_rms_eps(shape["rms_norm_eps"])
+    writer.add_rope_freq_base(shape["rope_theta"])
+    _tokenizer_metadata(writer, checkpoint(True), vocab)
+    for name, dims in tensors:
+        matrix = len(dims) == 2
+        writer.add_tensor_info(name, dims, np.dtype(np.uint16 if matrix else np.float32),
+                               int(np.prod(dims)) * (2 if matrix else 4),
+                               raw_dtype=GGMLQuantizationType.BF16 if matrix else None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    gen = torch.Generator().manual_seed(seed)
+    for name, dims in tensors:
+        if len(dims) == 2:
+            data = (torch.randn(dims, generator=gen) * 0.02).bfloat16().view(torch.uint16).numpy()
+        else:
+            data = np.full(dims, 0.0 if name.endswith(".bias") else 1.0, np.float32)
+        writer.write_tensor_data(data)
+    writer.close()
+    tmp.rename(path)
+    return path
 
 
 def gguf_from(src: Path, kind: str) -> Path:
@@ -107,8 +181,8 @@ def file_bytes(path: Path) -> dict:
 # -- tenshu --------------------------------------------------------------------------------------
 
 
-def tenshu_llm(path: Path, int8_activations: bool = True) -> LLM:
-    return LLM(path, skip_tokenizer_init=True, max_num_seqs=16, kv_cache_memory_gib=4,
+def tenshu_llm(path: Path, int8_activations: bool = True, max_num_seqs: int = 16) -> LLM:
+    return LLM(path, skip_tokenizer_init=True, max_num_seqs=max_num_seqs, kv_cache_memory_gib=4,
                int8_activations=int8_activations)
 
 
@@ -122,6 +196,16 @@ def resident_bytes(llm: LLM) -> int:
     quant = sum(m.nbytes() for m in model.modules() if isinstance(m, QuantWeight))
     floats = sum(p.numel() * p.element_size() for p in model.parameters() if p.dim() == 2)
     return quant + floats
+
+
+def process_memory(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in bytes (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields
 
 
 def tenshu_decode(llm: LLM, prompt: list[int], n_out: int) -> dict:
@@ -241,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="decode,prefill,concurrent,profile")
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--quick", action="store_true", help="the 4-layer model")
+    parser.add_argument("--shape", choices=SHAPES, default=SHAPES[0],
+                        help="the model's shape (qwen2.5-7b: the 7B class, bf16 not run: "
+                             "the two engines' copies do not fit in memory side by side)")
+    parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--prefill-tokens", type=int, default=2048)
     parser.add_argument("--streams", type=int, default=16)
@@ -262,24 +350,26 @@ def main(argv: list[str] | None = None) -> int:
     vocab = 151936
     rng = random.Random(3)
     prompt = [rng.randrange(vocab) for _ in range(64)]
-    n_out = 128
+    n_out = args.decode_tokens
     results: dict = {
-        "model": checkpoint(args.quick).name, "threads": threads,
+        "model": f"{args.shape}-shape" + ("-4layers" if args.quick else ""), "threads": threads,
         "llamacpp": None if peer is None else peer.LLAMA_CPP_PYTHON_VERSION,
         "torch": torch.__version__, "read_gb_s": read_bandwidth() / 1e9, "files": {},
     }
     print(json.dumps(results, indent=1), flush=True)
     bandwidth = results["read_gb_s"] * 1e9
     for kind in kinds:
-        path = gguf_file(kind, args.quick)
+        path = gguf_file(kind, args.quick, args.shape)
         res = results["files"][kind] = {"file": path.name, **file_bytes(path)}
         print(f"== {kind}: {res}", flush=True)
         start = time.perf_counter()
-        llm = tenshu_llm(path, int8_activations=not args.float_activations)
+        llm = tenshu_llm(path, int8_activations=not args.float_activations,
+                         max_num_seqs=max(16, args.streams))  # as many slots as llama.cpp's
         res["tenshu_load_s"] = time.perf_counter() - start
         res["tenshu_resident_weight_bytes"] = resident_bytes(llm)
         warm = [rng.randrange(vocab) for _ in range(600)]
         llm.generate([{"prompt_token_ids": warm}], SamplingParams(max_tokens=4, **GREEDY))
+        res["tenshu_process_rss_bytes"] = process_memory()["VmRSS"]  # loaded and warm
         limit = bandwidth / res["weight_bytes_per_token"]
         if "decode" in sections:
             runs: dict[str, list] = {"tenshu": [], "llamacpp": []}
