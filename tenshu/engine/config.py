@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ _DTYPES = {
 QUANTIZATIONS = ("int8", "int4", "gptq", "awq")
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """bf16 matmuls are fast on CPUs with AVX512-BF16 or AMX; elsewhere they run several times
     slower than float32, so `dtype="auto"` computes in float32 there."""

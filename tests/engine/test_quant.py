@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
 
 from tenshu.engine import kernels
+from tenshu.engine.config import cpu_has_native_bf16
 from tenshu.engine.layers.linear import Linear
 from tenshu.engine.quant import QuantEmbedding, QuantWeight, ggml, weight
 from tests.engine.gguf_files import encode
@@ -80,6 +81,32 @@ def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, row
     # to the sum of |products|
     scale = (x.double().abs() @ qw.dequantize().double().abs().T).max()
     assert (got.double() - expected).abs().max() <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_K", "Q6_K"])
+def test_batches_take_the_int8_products_up_to_their_row_limit(kind):
+    # a batch of sequences decoding together (up to kernels.INT8_MAX_ROWS rows) takes the
+    # integer-dot products as one sequence does; past the limit the GEMM on dequantized chunks:
+    # float32 (float math to float32 rounding), or bf16 where the CPU multiplies it natively
+    ops = kernels.ops()
+    if ops is None or not ops.has_int8_dot_instructions():
+        pytest.skip("no CPU kernels or no VNNI here: no int8 products")
+    qw = _quant(kind, rows=160)
+    assert qw.use_int8_activations(True)
+    g = torch.Generator().manual_seed(7)
+    for rows in (kernels.MAX_ROWS + 1, kernels.INT8_MAX_ROWS):
+        x = torch.randn(rows, 512, generator=g)
+        assert torch.equal(weight.quant_linear(x, qw), ops.quant_matmul_int8(
+            x, *qw.packed(), qw.bits, qw.group_size, qw.offset)), rows
+    x = torch.randn(kernels.INT8_MAX_ROWS + 1, 512, generator=g)
+    got = weight.quant_linear(x, qw).double()
+    expected = x.double() @ qw.dequantize().double().T
+    scale = (x.double().abs() @ qw.dequantize().double().abs().T).max()
+    assert qw.bf16_gemm == cpu_has_native_bf16()
+    if qw.bf16_gemm:  # x, W and the result each rounded to bf16 (8 bits): ~2^-8 at most
+        assert 1e-6 * scale < (got - expected).abs().max() <= 2**-7 * scale
+    else:
+        assert (got - expected).abs().max() <= 1e-6 * scale
 
 
 def test_quantized_embedding_dequantizes_the_rows_it_reads():

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_matmul.cpp")
 MAX_ROWS = 16  # above this many rows the float GEMM on dequantized chunks is faster
+# the integer-dot products (quant_matmul_int8) up to this many rows: at 64 rows they are
+# 1.3-1.5x the dequantized chunks, at 128 0.85-1.1x (docs/benchmarks.md)
+INT8_MAX_ROWS = 64
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fopenmp-simd"]
 
 _lock = threading.Lock()

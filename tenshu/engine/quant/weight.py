@@ -26,7 +26,8 @@ A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROW
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
 row once and multiplies it with every row of x: in float32, or, where the engine asks for it
 (EngineConfig.int8_activations, the default), with x rounded to int8 per 32 values and the codes
-multiplied in integers, as llama.cpp does. Where the kernels cannot be built, one row runs a
+multiplied in integers, as llama.cpp does (then up to kernels.INT8_MAX_ROWS rows: a batch of
+sequences, a short prompt). Where the kernels cannot be built, one row runs a
 GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
 time into a reused scratch buffer (with the kernels, on all threads) and multiply there.
 """
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenshu.engine import kernels
+from tenshu.engine.config import cpu_has_native_bf16
 from tenshu.engine.layers.linear import ShapeCompiled, scratch
 
 # Rows dequantized at once: about 256 KiB of float32 per chunk keeps the chunk in L2 between the
@@ -73,8 +75,9 @@ class QuantWeight(nn.Module):
         self.register_buffer("mins", None if mins is None else mins.float())
         self.bits, self.group_size, self.offset = bits, group_size, offset
         self.shape = torch.Size((rows, in_features))
-        # decoding products round x to int8 and multiply in integers (use_int8_activations)
-        self.int8_activations = False
+        # decoding products round x to int8 and multiply in integers, and prompts multiply in
+        # bf16 where the CPU does so natively (use_int8_activations)
+        self.int8_activations = self.bf16_gemm = False
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
@@ -95,14 +98,18 @@ class QuantWeight(nn.Module):
                            in_features=self.shape[1])
 
     def use_int8_activations(self, on: bool) -> bool:
-        """Whether decoding products (up to kernels.MAX_ROWS rows on a CPU) round x to int8
+        """Whether decoding products (up to kernels.INT8_MAX_ROWS rows on a CPU) round x to int8
         per 32 values and multiply the codes in integers, as llama.cpp does: 1.3-2.2x the float
         kernel's speed (docs/benchmarks.md), x @ W.T with x's int8 rounding (under 1% of the
         result). Taken where the kernels are built, the CPU has integer dot products (VNNI)
-        and the layout fits; returns whether it is."""
+        and the layout fits; returns whether it is. Then the larger products (prompts) also
+        leave float32, as llama.cpp's do, where the CPU multiplies bf16 natively (AVX512-BF16,
+        AMX): x and each dequantized chunk of W rounded to bf16, twice float32's GEMM speed
+        (docs/benchmarks.md), results within bf16's rounding (~0.4%)."""
         cpu = kernels.ops() if on and self.qweight.device.type == "cpu" else None
         self.int8_activations = (cpu is not None and cpu.has_int8_dot_instructions()
                                  and cpu.int8_dot_fits(self.shape[1], self.bits, self.group_size))
+        self.bf16_gemm = self.int8_activations and cpu_has_native_bf16()
         return self.int8_activations
 
     def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -208,10 +215,12 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     on_cpu = x.device.type == "cpu" and halves_align
     cpu = kernels.ops() if on_cpu else None
     out = None
-    if cpu is not None and n_rows <= kernels.MAX_ROWS:
-        product = cpu.quant_matmul_int8 if weight.int8_activations else cpu.quant_matmul
-        out = product(x.reshape(n_rows, in_features), *weight.packed(), weight.bits,
-                      weight.group_size, weight.offset)
+    if cpu is not None and weight.int8_activations and n_rows <= kernels.INT8_MAX_ROWS:
+        out = cpu.quant_matmul_int8(x.reshape(n_rows, in_features), *weight.packed(),
+                                    weight.bits, weight.group_size, weight.offset)
+    elif cpu is not None and n_rows <= kernels.MAX_ROWS:
+        out = cpu.quant_matmul(x.reshape(n_rows, in_features), *weight.packed(), weight.bits,
+                               weight.group_size, weight.offset)
     elif on_cpu and n_rows == 1:  # no kernels: inductor's GEMV, compiled per weight shape
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
@@ -225,23 +234,30 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     buf = scratch(rows * in_features, x)
     bias = None if bias is None else bias.to(x.dtype)
     on_threads = x.dtype == torch.float32 and cpu is not None
+    narrow = on_threads and weight.bf16_gemm  # see QuantWeight.use_int8_activations
+    lhs = x.to(torch.bfloat16) if narrow else x
 
-    def decode(part: slice, into: torch.Tensor) -> torch.Tensor:
-        """W[part] into `into`: the kernel makes the same floats as dequantize(), on all
-        threads in one pass."""
-        if on_threads:
-            return cpu.dequantize_rows(*weight.packed(), weight.bits, weight.group_size,
-                                       weight.offset, part.start or 0, into)
-        return weight.dequantize(part, into, x.dtype)
+    def product(part: slice, into: torch.Tensor) -> torch.Tensor:
+        """x @ W[part].T + bias[part], W[part] decoded into `into`: the kernel makes the same
+        floats as dequantize(), on all threads in one pass."""
+        if not on_threads:
+            w = weight.dequantize(part, into, x.dtype)
+        else:
+            w = cpu.dequantize_rows(*weight.packed(), weight.bits, weight.group_size,
+                                    weight.offset, part.start or 0, into)
+        part_bias = None if bias is None else bias[part]
+        if narrow:
+            out = F.linear(lhs, w.to(torch.bfloat16)).to(x.dtype)
+            return out if part_bias is None else out + part_bias
+        return F.linear(x, w, part_bias)
 
     if rows == out_features:
-        return F.linear(x, decode(slice(None), buf.view(rows, in_features)), bias)
+        return product(slice(None), buf.view(rows, in_features))
     out = torch.empty(*x.shape[:-1], out_features, dtype=x.dtype, device=x.device)
     for start in range(0, out_features, rows):
         part = slice(start, min(start + rows, out_features))
         n = part.stop - part.start
-        w = decode(part, buf[: n * in_features].view(n, in_features))
-        out[..., part] = F.linear(x, w, None if bias is None else bias[part])
+        out[..., part] = product(part, buf[: n * in_features].view(n, in_features))
     return out
 
 
