@@ -55,8 +55,9 @@ def add_arguments(parser) -> None:
                         help="int8/int4: quantize float checkpoints on load (cached beside the "
                              "model); gptq/awq: the checkpoints are (read as such anyway)")
     parser.add_argument("--int8-activations", action=argparse.BooleanOptionalAction,
-                        help="quantized models decode with activations rounded to int8, as "
-                             "llama.cpp does (default on; --no-int8-activations: float32)")
+                        help="quantized models decode with activations rounded to int8 and "
+                             "multiply prompts in bf16 where the CPU has it, as llama.cpp does "
+                             "(default on; --no-int8-activations: float32)")
     parser.add_argument("--max-loras", type=int, metavar="N",
                         help="LoRA adapters served at once, each a model (default 4)")
     parser.add_argument("--max-lora-rank", type=int, metavar="R",

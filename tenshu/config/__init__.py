@@ -142,7 +142,8 @@ class ServerSettings:
     kv_cache_dtype: "auto" (the model's compute dtype) or "bfloat16"/"float32" ("float16" on
         CUDA): bf16 holds twice the context of a float32-computed model per GiB (vLLM's name).
     int8_activations: quantized models' decoding products round activations to int8 and
-        multiply in integers on CPU, as llama.cpp does (faster); false keeps float32 ones.
+        multiply in integers on CPU, as llama.cpp does, and prompts multiply in bf16 where the
+        CPU does so natively (faster); false keeps float32 ones.
     """
 
     host: str = "127.0.0.1"
