@@ -4,8 +4,10 @@
   python benchmarks/quant.py --quick               # the 4-layer model, for development
   python benchmarks/quant.py --only decode,prefill --types q8_0,q4_0
   python benchmarks/quant.py --only profile --types q8_0,q4_0
+  python benchmarks/quant.py --shape qwen2.5-7b --types q8_0,q4_k_m --decode-tokens 32
 
-The model is benchmarks/engine.py's checkpoint (the Qwen3-0.6B shape, random bf16 weights).
+The model is benchmarks/engine.py's checkpoint (the Qwen3-0.6B shape, random bf16 weights), or
+with `--shape qwen2.5-7b` the 7B class (QWEN25_7B_SHAPE: its files are made as said there).
 bf16, Q8_0 and Q4_0 files are written by tests/engine/gguf_files.py (gguf-py's writer and
 quantizer: every 2-D weight in the file's type, norms F32, the tied embedding once). Q4_K_M is
 made from the bf16 file by llama.cpp's own quantizer (`llama_model_quantize`), so it has
@@ -18,9 +20,10 @@ Sections, file by file, the two engines taking turns (A, B, A, B; the best of --
   the streaming read bandwidth measured here (engine.py's `read_bandwidth`).
 - prefill: prompt processing of a 2,048-token prompt (tenshu: `max_tokens=1`, 512-token
   chunks; llama.cpp: n_batch 512, up to the first token's logits).
-- concurrent: 16 requests at once (64-token prompts, --stream-tokens new tokens). tenshu: `LLM.generate`
-  on all 16; llama.cpp: 16 sequences in one context through `llama_decode`
-  (llamacpp_peer.throughput's continuous batching; llama-server itself is not built here).
+- concurrent: --streams requests at once (64-token prompts, --stream-tokens new tokens). tenshu:
+  `LLM.generate` on all of them, with as many slots; llama.cpp: as many sequences in one
+  context through `llama_decode` (llamacpp_peer.throughput's continuous batching). The same
+  against llama-server, over HTTP: benchmarks/serving.py.
 - profile: tenshu alone, 16 decode steps under torch.profiler: the top ops (tenshu's CPU
   kernels as `tenshu_cpu::*`), and the share of the step spent in inductor's compiled GEMV
   where the kernels are off (TENSHU_CPU_KERNELS=0; timed around each call, in a second pass).

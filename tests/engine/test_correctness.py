@@ -150,3 +150,21 @@ def test_a_cpu_kv_cache_takes_memory_only_as_its_blocks_are_used(checkpoint):
     assert _resident_bytes() - before < (1 << 30) // 4
     assert not llm.engine.runner.kv_caches[0][0][:probe.block_size].any()
     _check(llm, path, random_prompts(llm.engine.vocab_size, [40, 300], seed=8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_norm_is_transformers_norm_bit_for_bit(dtype):
+    # float32 takes torch's one-call rms_norm: it must give the floats transformers' does
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    from tenshu.engine.layers.norm import RMSNorm
+
+    g = torch.Generator().manual_seed(4)
+    for size, lead in [(16, (1,)), (128, (3, 16)), (704, (7,)), (1024, (33,)), (3584, (2,))]:
+        ours, theirs = RMSNorm(size, 1e-6), Qwen3RMSNorm(size, eps=1e-6)
+        with torch.no_grad():
+            ours.weight.copy_(torch.rand(size, generator=g) + 0.5)
+            theirs.weight.copy_(ours.weight)
+        x = (torch.randn(*lead, size, generator=g) * 3).to(dtype)
+        with torch.no_grad():
+            assert torch.equal(ours(x), theirs(x)), (size, lead)
