@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages claude-code codex run test lint bench bench-router default-model clean
+.PHONY: install system-packages claude-code codex run test lint bench bench-serving bench-router default-model clean
 
 install: $(STAMP)
 
@@ -71,6 +71,25 @@ lint: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/tenshu bench engine
+
+# llama.cpp's llama-server, the serving peer of benchmarks/serving.py, built once from the same
+# llama-cpp-python sdist the `bench` extra builds (about 10 minutes on 2 cores).
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_DIR := benchmarks/.cache/llama-server
+LLAMA_SERVER := $(LLAMA_DIR)/build/bin/llama-server
+$(LLAMA_SERVER): | install
+	rm -rf $(LLAMA_DIR) && mkdir -p $(LLAMA_DIR)
+	$(BIN)/python -m pip download --quiet --no-binary :all: --no-deps \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(LLAMA_DIR)
+	tar xzf $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)
+	cmake -S $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp -B $(LLAMA_DIR)/build \
+		-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+	cmake --build $(LLAMA_DIR)/build --target llama-server -j2
+
+bench-serving: install $(LLAMA_SERVER)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python benchmarks/serving.py
 
 # The gateway-overhead benchmark against the LiteLLM proxy (docs/benchmarks.md). LiteLLM pins
 # its own fastapi/pydantic/uvicorn, so it lives in its own venv; its certifi floor is one day

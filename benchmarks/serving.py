@@ -16,14 +16,9 @@ once the server is ready and idle, and the peak (VmHWM) after the streams. `--id
 the resident memory of `tenshu serve` on its built-in model (tenshu-tiny), ready and idle.
 
 llama-server is built from the same llama.cpp as the Python peer (the llama-cpp-python sdist that
-benchmarks/llamacpp_peer.py names), without the network features:
-
-    tar xzf llama_cpp_python-0.3.36.tar.gz && cd llama_cpp_python-0.3.36/vendor/llama.cpp
-    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \\
-        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-    cmake --build build --target llama-server -j2
-
-and found through $LLAMA_SERVER (or --llama-server). Results are saved to
+benchmarks/llamacpp_peer.py names), without the network features: `make bench-serving` builds it
+once into benchmarks/.cache/llama-server and runs this script with the defaults. Elsewhere it is
+found through $LLAMA_SERVER (or --llama-server), then on PATH. Results are saved to
 benchmarks/results/serving-<time>.json.
 """
 
