@@ -29,7 +29,8 @@ row once and multiplies it with every row of x: in float32, or, where the engine
 multiplied in integers, as llama.cpp does (then up to kernels.INT8_MAX_ROWS rows: a batch of
 sequences, a short prompt). Where the kernels cannot be built, one row runs a
 GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
-time into a reused scratch buffer (with the kernels, on all threads) and multiply there.
+time into a reused scratch buffer (with the kernels, on all threads) and multiply there: in
+float32, or with int8 activations on a CPU with native bf16, in bf16 (QuantWeight.bf16_gemm).
 """
 
 from __future__ import annotations
