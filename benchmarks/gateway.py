@@ -78,12 +78,14 @@ async def _stream(client: httpx.AsyncClient, prompt: list[int], max_tokens: int)
     return tokens, first
 
 
-async def http_throughput(url: str, requests) -> dict:
+async def http_throughput(url: str, requests, stream=_stream) -> dict:
+    """Every (prompt ids, max tokens) request at once through `stream` (tenshu's
+    /v1/completions; benchmarks/serving.py passes llama-server's)."""
     limits = httpx.Limits(max_connections=len(requests))
     async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as client:
-        await _stream(client, requests[0][0][:8], 2)  # connect and warm up
+        await stream(client, requests[0][0][:8], 2)  # connect and warm up
         start = time.perf_counter()
-        results = await asyncio.gather(*(_stream(client, p, o) for p, o in requests))
+        results = await asyncio.gather(*(stream(client, p, o) for p, o in requests))
         seconds = time.perf_counter() - start
     tokens = sum(t for t, _ in results)
     return {"output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,

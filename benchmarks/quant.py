@@ -429,12 +429,13 @@ def main(argv: list[str] | None = None) -> int:
             print("profile", {k: v for k, v in prof.items() if k != "top_ops"}, flush=True)
         del llm
 
-    return _save(results, args.save)
+    return save(results, args.save)
 
 
-def _save(results: dict, path: str | None = None) -> int:
+def save(results: dict, path: str | None = None, name: str = "quant") -> int:
+    """Writes `results` to `path`, else to benchmarks/results/<name>-<time>.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = Path(path) if path else RESULTS / f"quant-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(path) if path else RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"saved {out}")
     return 0
@@ -458,7 +459,7 @@ def _each_in_its_own_process(kinds: list[str], argv: list[str]) -> int:
             merged = merged or {**one, "read_gb_s": {}, "files": {}}
             merged["read_gb_s"][kind] = one["read_gb_s"]
             merged["files"].update(files)
-    return _save(merged)
+    return save(merged)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,9 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.engine import RESULTS  # noqa: E402
+from benchmarks.gateway import _stream as tenshu_stream  # noqa: E402
 from benchmarks.gateway import http_throughput, start_server  # noqa: E402
-from benchmarks.quant import SHAPES, file_bytes, gguf_file, process_memory  # noqa: E402
+from benchmarks.quant import SHAPES, file_bytes, gguf_file, process_memory, save  # noqa: E402
 from tests.api.live import free_port  # noqa: E402
 
 PROMPT_TOKENS = 64
@@ -97,21 +96,26 @@ async def _llama_stream(client: httpx.AsyncClient, prompt: list[int],
     return tokens, first
 
 
-async def llama_throughput(url: str, requests) -> dict:
-    limits = httpx.Limits(max_connections=len(requests))
-    async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as client:
-        await _llama_stream(client, requests[0][0][:8], 2)  # connect and warm up
-        start = time.perf_counter()
-        results = await asyncio.gather(*(_llama_stream(client, p, o) for p, o in requests))
-        seconds = time.perf_counter() - start
-    tokens = sum(t for t, _ in results)
-    return {"output_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "ttft_median_s": statistics.median(f for _, f in results)}
-
-
 def streams_of(n: int, new_tokens: int, seed: int) -> list[tuple[list[int], int]]:
     rng = random.Random(seed)
     return [([rng.randrange(151936) for _ in range(PROMPT_TOKENS)], new_tokens) for _ in range(n)]
+
+
+def measure(name: str, proc: subprocess.Popen, port: int, slots: int, streams: list[int],
+            new_tokens: int, stream) -> dict:
+    """A ready server's resident memory, then each number of streams at once, then its peak
+    memory; the server is stopped at the end."""
+    try:
+        out: dict = {"slots": slots, "idle": process_memory(proc.pid), "streams": {}}
+        for n in streams:
+            out["streams"][n] = asyncio.run(http_throughput(
+                f"http://127.0.0.1:{port}", streams_of(n, new_tokens, n), stream))
+            print(name, n, out["streams"][n], flush=True)
+        out["after"] = process_memory(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 def run_tenshu(path: Path | None, streams: list[int], new_tokens: int, home: Path) -> dict:
@@ -119,17 +123,7 @@ def run_tenshu(path: Path | None, streams: list[int], new_tokens: int, home: Pat
     slots = max(streams, default=0)  # none: the server's defaults
     proc = start_server(path, port, home, kv_cache_gib=4, timeout=1800,
                         settings=f"[server]\nmax_num_seqs = {slots}\n" if slots else "")
-    try:
-        out: dict = {"slots": slots, "idle": process_memory(proc.pid), "streams": {}}
-        for n in streams:
-            out["streams"][n] = asyncio.run(http_throughput(
-                f"http://127.0.0.1:{port}", streams_of(n, new_tokens, n)))
-            print("tenshu", n, out["streams"][n], flush=True)
-        out["after"] = process_memory(proc.pid)
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    return measure("tenshu", proc, port, slots, streams, new_tokens, tenshu_stream)
 
 
 def run_llama_server(binary: str, path: Path, streams: list[int], new_tokens: int) -> dict:
@@ -137,17 +131,7 @@ def run_llama_server(binary: str, path: Path, streams: list[int], new_tokens: in
     slots = max(streams, default=1)
     proc = start_llama_server(binary, path, port, slots, PROMPT_TOKENS + new_tokens + 16,
                               torch.get_num_threads())
-    try:
-        out: dict = {"slots": slots, "idle": process_memory(proc.pid), "streams": {}}
-        for n in streams:
-            out["streams"][n] = asyncio.run(llama_throughput(
-                f"http://127.0.0.1:{port}", streams_of(n, new_tokens, n)))
-            print("llama-server", n, out["streams"][n], flush=True)
-        out["after"] = process_memory(proc.pid)
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    return measure("llama-server", proc, port, slots, streams, new_tokens, _llama_stream)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.idle:
             results["tenshu_builtin_idle"] = run_tenshu(None, [], 0, Path(tmp) / "idle")
             print("tenshu serve, built-in model, idle:", results["tenshu_builtin_idle"]["idle"])
-            return _save(results)
+            return save(results, name="serving")
         if not args.llama_server:
             parser.error("no llama-server: build it (see this file's docstring) and set "
                          "LLAMA_SERVER or pass --llama-server")
@@ -187,15 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(kind, "tenshu / llama-server:", res["ratio_tenshu_over_llama_server"],
                   "resident idle (GB):", res["tenshu"]["idle"]["VmRSS"] / 1e9,
                   res["llama_server"]["idle"]["VmRSS"] / 1e9, flush=True)
-    return _save(results)
-
-
-def _save(results: dict) -> int:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=1))
-    print(f"saved {out}")
-    return 0
+    return save(results, name="serving")
 
 
 if __name__ == "__main__":
