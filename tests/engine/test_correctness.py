@@ -169,3 +169,28 @@ def test_the_norm_is_transformers_norm_bit_for_bit(dtype):
         x = (torch.randn(*lead, size, generator=g) * 3).to(dtype)
         with torch.no_grad():
             assert torch.equal(ours(x), theirs(x)), (size, lead)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_embeddings_are_transformers_bit_for_bit(checkpoint, dtype):
+    # the tables are looked up once a step and the sign of rotate_half is folded into sin:
+    # the result must still be transformers' apply_rotary_pos_emb, float for float
+    from transformers import AutoConfig
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from tenshu.engine.layers.rotary import RotaryEmbedding
+
+    config = AutoConfig.from_pretrained(checkpoint("qwen3"))
+    head_dim, heads, kv_heads = 32, 4, 2
+    rotary = RotaryEmbedding(config, head_dim, 512)
+    freqs = torch.arange(512, dtype=torch.float)[:, None] * rotary.inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos() * rotary.scaling, emb.sin() * rotary.scaling  # transformers' tables
+    g = torch.Generator().manual_seed(9)
+    positions = torch.randint(0, 512, (37,), generator=g)
+    q = torch.randn(37, heads, head_dim, generator=g).to(dtype)
+    k = torch.randn(37, kv_heads, head_dim, generator=g).to(dtype)
+    ours = rotary(rotary.tables(positions, dtype), q, k)
+    theirs = apply_rotary_pos_emb(q, k, cos[positions].to(dtype), sin[positions].to(dtype),
+                                  unsqueeze_dim=1)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])

@@ -41,7 +41,12 @@ class RotaryEmbedding:
             freqs = positions[:, None] * self.inv_freq[None, :]  # [P, D/2]
             emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
             self.cos = emb.cos() * self.scaling
-            self.sin = emb.sin() * self.scaling
+            # sin with its first half negated: rotate_half(x) * sin, which negates x's second
+            # half, equals swap_halves(x) * signed_sin bit for bit (a product's sign is
+            # symmetric), one op fewer per tensor
+            half = freqs.shape[-1]
+            sin = emb.sin() * self.scaling
+            self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
     def scale_frequencies(self, factors: torch.Tensor) -> None:
         """Divide each inverse frequency by its factor: how a GGUF file stores llama3 rope
@@ -53,17 +58,22 @@ class RotaryEmbedding:
         self._tables()
 
     def to(self, device: torch.device) -> None:
-        self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+        self.cos, self.signed_sin = self.cos.to(device), self.signed_sin.to(device)
 
-    def __call__(
-        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # q [T, H, D], k [T, KVH, D]; cos/sin [T, 1, D] in the activations' dtype
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin [T, 1, D] at `positions`, in the activations' dtype: looked up
+        once a step, shared by every layer."""
+        return (self.cos[positions].unsqueeze(1).to(dtype),
+                self.signed_sin[positions].unsqueeze(1).to(dtype))
+
+    def __call__(self, tables: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor,
+                 k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # q [T, H, D], k [T, KVH, D]: x * cos + rotate_half(x) * sin, as the reference does
+        cos, sin = tables
+        return q * cos + _swap_halves(q) * sin, k * cos + _swap_halves(k) * sin
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return torch.cat((x[..., half:], x[..., :half]), dim=-1)

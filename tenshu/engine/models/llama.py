@@ -59,7 +59,7 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.attn = PagedAttention(self.num_heads, self.num_kv_heads, head_dim, head_dim**-0.5)
 
-    def forward(self, positions, x, k_cache, v_cache, meta: AttentionMetadata):
+    def forward(self, rope, x, k_cache, v_cache, meta: AttentionMetadata):
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)
@@ -67,7 +67,7 @@ class Attention(nn.Module):
         v = v.view(t, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
+        q, k = self.rotary(rope, q, k)
         out = self.attn(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
         return self.o_proj(out.reshape(t, self.q_size))
 
@@ -96,8 +96,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, positions, x, k_cache, v_cache, meta):
-        x = x + self.self_attn(positions, self.input_layernorm(x), k_cache, v_cache, meta)
+    def forward(self, rope, x, k_cache, v_cache, meta):
+        x = x + self.self_attn(rope, self.input_layernorm(x), k_cache, v_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -156,10 +156,11 @@ class LlamaForCausalLM(nn.Module):
         metas: dict[int | None, AttentionMetadata],
     ) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids).to(self.compute_dtype)  # [T, hidden]
+        rope = self.model.rotary.tables(positions, x.dtype)  # once a step, for every layer
         for layer, window, (k_cache, v_cache) in zip(
             self.model.layers, self.windows, kv_caches, strict=True
         ):
-            x = layer(positions, x, k_cache, v_cache, metas[window])
+            x = layer(rope, x, k_cache, v_cache, metas[window])
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
