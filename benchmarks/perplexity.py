@@ -143,8 +143,8 @@ def heldout_text(count: int) -> tuple[dict, list[list[int]]]:
 def tenshu_logprobs(path: Path, wins: list[list[int]], decode_numerics: bool = False
                     ) -> list[np.ndarray]:
     """decode_numerics: prompts in chunks of 16 tokens, so that every product takes the path a
-    decode step takes (int8 activations on a quantized file) instead of the prompts' float
-    GEMM: what the tokens tenshu generates are computed with."""
+    decode step takes (int8 activations on a quantized file) instead of the GEMM a long prompt
+    takes (bf16 or float32): what the tokens tenshu generates are computed with."""
     chunks = {"max_num_batched_tokens": 16} if decode_numerics else {}
     llm = LLM(path, skip_tokenizer_init=True, max_num_seqs=len(wins), kv_cache_memory_gib=1,
               **chunks)

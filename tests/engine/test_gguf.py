@@ -71,8 +71,8 @@ def test_greedy_matches_transformers_on_the_dequantized_weights(gguf_model, fami
 
 @pytest.mark.parametrize("mix", ["k", "legacy"])
 def test_int8_activations_keep_decoding_close_to_the_float_model(gguf_model, mix):
-    # llama.cpp's numerics: decode steps (and the prompt's last row at the output layer) round
-    # activations to int8 per 32 values. On this tiny random model (64-wide: two blocks a row)
+    # llama.cpp's numerics: decode steps and products of up to 64 rows (this 20-token prompt)
+    # round activations to int8 per 32 values. On this tiny random model (64-wide: two blocks a row)
     # the sampled tokens' log-probs stay within ~0.03 on average of transformers' on the
     # dequantized weights, 0.11 at most; a wrong scale or code would be off by whole units
     path, reference = gguf_model("qwen3", mix)
