@@ -79,7 +79,7 @@ def test_int8_activations_keep_decoding_close_to_the_float_model(gguf_model, mix
     llm = LLM(str(path), dtype="float32")
     quantized = [m for m in llm.engine.runner.model.modules() if isinstance(m, QuantWeight)]
     if kernels.ops() is None or not kernels.ops().has_int8_dot_instructions():
-        pytest.skip("no CPU kernels or no VNNI here: decoding keeps float32 activations")
+        pytest.skip("no CPU kernels or no integer dot products (AVX2, VNNI) here: decoding keeps float32 activations")
     assert all(m.int8_activations for m in quantized)
     prompt = random_prompts(llm.engine.vocab_size, [20], seed=5)[0]
     params = SamplingParams(temperature=0.8, seed=1, max_tokens=24, logprobs=0, ignore_eos=True)

@@ -90,7 +90,7 @@ def test_batches_take_the_int8_products_up_to_their_row_limit(kind):
     # float32 (float math to float32 rounding), or bf16 where the CPU multiplies it natively
     ops = kernels.ops()
     if ops is None or not ops.has_int8_dot_instructions():
-        pytest.skip("no CPU kernels or no VNNI here: no int8 products")
+        pytest.skip("no CPU kernels or no integer dot products (AVX2, VNNI) here: no int8 products")
     qw = _quant(kind, rows=160)
     assert qw.use_int8_activations(True)
     g = torch.Generator().manual_seed(7)

@@ -5,7 +5,7 @@
 //   row multiplies the codes as they are read; more rows decode the weight row into float32 in
 //   a small per-thread buffer (L1/L2) and multiply it there with every row.
 // - quant_matmul_int8: the same products with the activations rounded to int8 per 32 values
-//   and the codes multiplied in integers (VNNI), as llama.cpp computes them.
+//   and the codes multiplied in integers (VNNI, or AVX2), as llama.cpp computes them.
 // - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
 // - paged_decode: decode attention over the paged KV cache, read where it lies.
 // Work is split between torch's own threads (at::parallel_for).
@@ -17,7 +17,7 @@
 // std::fma where one rounding is what is wanted.
 
 #include <cmath>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -109,11 +109,19 @@ struct Int4Rows : CodeRows<uint8_t> {
 // as they are read, no decoded copy. Per group: d = sum(q * x) over the group, then
 // acc += d * scale; the offsets and mins come off at the end through the group sums of x:
 //   sum_k W x = sum_g scale_g * sum(q x) - sum_g (offset * scale_g + min_g) * xsum_g.
-// Written with the compiler's vector types (16 floats: AVX-512, or two AVX2 halves).
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef uint8_t u8x16 __attribute__((vector_size(16)));
+// Written with the compiler's vector types, as wide as the CPU's registers: kLanes floats, 16
+// with AVX-512 and 8 otherwise (16-float vectors on AVX2 spill to the stack and convert bytes
+// one at a time: a quarter of the speed).
+#ifdef __AVX512F__
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float fvec __attribute__((vector_size(4 * kLanes)));
+typedef int32_t ivec __attribute__((vector_size(4 * kLanes)));
+typedef uint32_t uvec __attribute__((vector_size(4 * kLanes)));
+typedef uint8_t bvec __attribute__((vector_size(kLanes)));
+typedef uint16_t hvec __attribute__((vector_size(2 * kLanes)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
 
 template <typename V>
@@ -123,27 +131,36 @@ inline V load(const void* p) {
   return v;
 }
 
-inline float lanes_sum(f32x16 v) {
+inline float lanes_sum(fvec v) {
   float s = 0.f;
-  for (int i = 0; i < 16; ++i) s += v[i];
+  for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
 }
 
-inline f32x16 floats(u8x16 q) {
-  return __builtin_convertvector(__builtin_convertvector(q, i32x16), f32x16);
+inline fvec floats(bvec q) {
+  return __builtin_convertvector(__builtin_convertvector(q, ivec), fvec);
 }
-// 16 signed bytes as floats. With AVX-512, one widening load and a conversion; elsewhere through
-// unsigned bytes (q ^ 0x80 is q + 128): GCC turns a signed-char vector's conversion into scalar
-// code, an unsigned one into one widening instruction.
-inline f32x16 floats_signed(const int8_t* p) {
+// kLanes signed bytes as floats: one widening load and a conversion.
+inline fvec floats_signed(const int8_t* p) {
 #ifdef __AVX512F__
-  const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-      reinterpret_cast<const __m128i*>(p))));
-  f32x16 v;
-  std::memcpy(&v, &f, sizeof v);
-  return v;
+  return (fvec)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__)
+  return (fvec)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 #else
-  return floats(u8x16(load<u8x16>(p) ^ 0x80)) - 128.f;
+  return floats(bvec(load<bvec>(p) ^ 0x80)) - 128.f;  // q ^ 0x80 is q + 128
+#endif
+}
+
+// kLanes unsigned bytes widened to 32-bit lanes, in one instruction
+inline ivec widen_bytes(const uint8_t* p) {
+#ifdef __AVX512F__
+  return (ivec)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(__AVX2__)
+  return (ivec)_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#else
+  return __builtin_convertvector(load<bvec>(p), ivec);
 #endif
 }
 
@@ -159,21 +176,21 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_int8_row(const Gemv& a,
                                                                    const float* s, const float* mn,
                                                                    int offset) {
   const int64_t groups = a.k / G;
-  f32x16 acc0 = {}, acc1 = {};
+  fvec acc0 = {}, acc1 = {};
   int64_t g = 0;
   for (; g + 2 <= groups; g += 2) {
-    f32x16 d0 = {}, d1 = {};
-    for (int i = 0; i < G; i += 16) {
-      d0 += floats_signed(q + g * G + i) * load<f32x16>(a.x + g * G + i);
-      d1 += floats_signed(q + (g + 1) * G + i) * load<f32x16>(a.x + (g + 1) * G + i);
+    fvec d0 = {}, d1 = {};
+    for (int i = 0; i < G; i += kLanes) {
+      d0 += floats_signed(q + g * G + i) * load<fvec>(a.x + g * G + i);
+      d1 += floats_signed(q + (g + 1) * G + i) * load<fvec>(a.x + (g + 1) * G + i);
     }
     acc0 += d0 * s[g];
     acc1 += d1 * s[g + 1];
   }
   for (; g < groups; ++g) {
-    f32x16 d0 = {};
-    for (int i = 0; i < G; i += 16)
-      d0 += floats_signed(q + g * G + i) * load<f32x16>(a.x + g * G + i);
+    fvec d0 = {};
+    for (int i = 0; i < G; i += kLanes)
+      d0 += floats_signed(q + g * G + i) * load<fvec>(a.x + g * G + i);
     acc0 += d0 * s[g];
   }
   float out = lanes_sum(acc0 + acc1), c = 0.f;
@@ -186,14 +203,13 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_int4_row(const Gemv& a,
                                                                    const float* s, const float* mn,
                                                                    int offset) {
   const int64_t groups = a.k / 32, hg = groups / 2, half = a.k / 2;
-  const u8x16 low_bits = u8x16{} + 15;
-  f32x16 acc0 = {}, acc1 = {};
+  fvec acc0 = {}, acc1 = {};
   for (int64_t g = 0; g < hg; ++g) {
-    f32x16 lo = {}, hi = {};
-    for (int i = 0; i < 32; i += 16) {
-      const u8x16 b = load<u8x16>(q + g * 32 + i);
-      lo += floats(u8x16(b & low_bits)) * load<f32x16>(a.x + g * 32 + i);
-      hi += floats(u8x16(b >> 4)) * load<f32x16>(a.x + half + g * 32 + i);
+    fvec lo = {}, hi = {};
+    for (int i = 0; i < 32; i += kLanes) {
+      const ivec b = widen_bytes(q + g * 32 + i);
+      lo += __builtin_convertvector(b & 15, fvec) * load<fvec>(a.x + g * 32 + i);
+      hi += __builtin_convertvector(b >> 4, fvec) * load<fvec>(a.x + half + g * 32 + i);
     }
     acc0 += lo * s[g];
     acc1 += hi * s[g + hg];
@@ -204,14 +220,14 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_int4_row(const Gemv& a,
 }
 
 __attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a, const uint16_t* w) {
-  f32x16 acc[4] = {};
+  fvec acc[4] = {};
   int64_t i = 0;
-  for (; i + 64 <= a.k; i += 64) {
+  for (; i + 4 * kLanes <= a.k; i += 4 * kLanes) {
     for (int j = 0; j < 4; ++j) {
-      const u32x16 bits = __builtin_convertvector(load<u16x16>(w + i + 16 * j), u32x16) << 16;
-      f32x16 f;
+      const uvec bits = __builtin_convertvector(load<hvec>(w + i + kLanes * j), uvec) << 16;
+      fvec f;
       std::memcpy(&f, &bits, sizeof f);
-      acc[j] += f * load<f32x16>(a.x + i + 16 * j);
+      acc[j] += f * load<fvec>(a.x + i + kLanes * j);
     }
   }
   float out = lanes_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
@@ -227,29 +243,56 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a,
 // ---- Integer dot products on int8 activations (llama.cpp's way) ----------------------------
 // x is quantized per block of 32 columns (scale dx = amax / 127, rounded to nearest): x8 = dx *
 // xq, and the result is x8 @ W.T (to float32 rounding). Each block of weight codes is multiplied
-// with xq in integers: VNNI's vpdpbusd adds four u8 x s8 products into each 32-bit lane, so 32
-// codes take one instruction where the float path widens and multiplies them 16 at a time.
-// Per block: acc += float(dot) * scale_g * dx_b. 8-bit codes are signed, so they enter as
-// q ^ 0x80 = q + 128 (unsigned); that 128, the offsets and the mins come off at the end through
-// the sums of x8 over each group:
+// with xq in integers, four u8 x s8 products added into each 32-bit lane: one instruction with
+// VNNI (vpdpbusd), two with AVX2 (vpmaddubsw into pairs, vpmaddwd into fours), where the float
+// path widens and multiplies the codes 16 at a time. Per block: acc += float(dot) * scale_g *
+// dx_b. 4- and 6-bit codes are unsigned. 8-bit codes are signed: with VNNI they enter as q ^ 0x80
+// = q + 128; with AVX2 as |q| against xq carrying q's sign (vpmaddubsw's pairs of 128 * 127 stay
+// within int16, where q + 128 would not). That 128 (kSigned8Bias), the offsets and the mins
+// come off at the end through the sums of x8 over each group:
 //   out = sum_b s_g dx_b dot_b - sum_g ((offset + bias) * s_g + min_g) * sum(x8_g)
-// (bias 128 for 8-bit codes, 0 for 4-bit ones). The sums are of x8, not of x, so the rounding
-// error scales with the weights W themselves, not with their uncentered codes.
+// (bias kSigned8Bias for 8-bit codes, 0 otherwise). The sums are of x8, not of x, so the
+// rounding error scales with the weights W themselves, not with their uncentered codes.
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x32 __attribute__((vector_size(32)));
 typedef int8_t i8x32 __attribute__((vector_size(32)));
 typedef int16_t i16x32 __attribute__((vector_size(64)));
 
-// lane j: the sum over t < 4 of u[4j + t] * s[4j + t]
-inline i32x8 dot4(u8x32 u, i8x32 s) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define TENSHU_VNNI 1
+#elif defined(__AVX2__)
+#define TENSHU_MADDUBS 1
+#endif
+#ifdef TENSHU_MADDUBS
+constexpr int kSigned8Bias = 0;
+#else
+constexpr int kSigned8Bias = 128;
+#endif
+
+// lane j: the sum over t < 4 of u[4j + t] * s[4j + t]; u below 128 without VNNI (vpmaddubsw
+// adds two products into a saturating int16: 2 * 127 * 127 fits, 2 * 255 * 127 does not)
+inline i32x8 dot4(u8x32 u, i8x32 s) {
+#ifdef TENSHU_VNNI
   return (i32x8)_mm256_dpbusd_epi32(_mm256_setzero_si256(), (__m256i)u, (__m256i)s);
+#elif defined(TENSHU_MADDUBS)
+  return (i32x8)_mm256_madd_epi16(_mm256_maddubs_epi16((__m256i)u, (__m256i)s),
+                                  _mm256_set1_epi16(1));
 #else
   const i16x32 p = __builtin_convertvector(u, i16x32) * __builtin_convertvector(s, i16x32);
   i32x8 out;
   for (int j = 0; j < 8; ++j) out[j] = p[4 * j] + p[4 * j + 1] + p[4 * j + 2] + p[4 * j + 3];
   return out;
+#endif
+}
+
+// The same for signed codes q, plus kSigned8Bias * (the sum of each lane's four s).
+inline i32x8 dot4_signed(i8x32 q, i8x32 s) {
+#ifdef TENSHU_MADDUBS
+  // |q| (q = -128 reads as 128) against s with q's sign (0 where q is 0)
+  return dot4((u8x32)_mm256_abs_epi8((__m256i)q), (i8x32)_mm256_sign_epi8((__m256i)s, (__m256i)q));
+#else
+  return dot4(u8x32(q) ^ kSigned8Bias, s);
 #endif
 }
 
@@ -269,7 +312,7 @@ struct QuantizedX {
 
   QuantizedX(const float* x, int64_t m_, int64_t k_, int64_t group, int offset, bool signed8)
       : m(m_), k(k_), blocks(k_ / 32), groups(k_ / group),
-        codes_offset(static_cast<float>(offset + (signed8 ? 128 : 0))), q(m_ * k_), d(m_ * blocks),
+        codes_offset(static_cast<float>(offset + (signed8 ? kSigned8Bias : 0))), q(m_ * k_), d(m_ * blocks),
         sums(m_ * groups) {
     std::vector<float> part(k / 16);  // sum of x8 per 16 columns
     for (int64_t r = 0; r < m; ++r) {
@@ -319,11 +362,13 @@ struct QuantizedX {
 template <int G>
 inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift) {
   if (G == 16) {
-#ifdef __AVX512VL__
+#if defined(__AVX2__) && defined(__FMA__)
     // the two scales, side by side in memory, spread over lanes 0-3 and 4-7 by one permute
+    // (built from two scalars instead, GCC spills the vector: a third of the speed with AVX2)
     const __m256 pair = _mm256_castps128_ps256(
         _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s + 2 * b))));
-    const __m256 spread = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), pair);
+    const __m256 spread =
+        _mm256_permutevar8x32_ps(pair, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
     acc = (f32x8)_mm256_fmadd_ps((__m256)t, spread, (__m256)acc);
 #else
     const float s0 = s[2 * b], s1 = s[2 * b + 1];
@@ -394,10 +439,11 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
     dx[r] = a.d.data() + (r0 + r) * a.blocks;
   }
   auto step = [&](int64_t b, int u) {
-    const u8x32 w = load<u8x32>(q + b * 32) ^ 0x80;
+    const i8x32 w = load<i8x32>(q + b * 32);
     for (int r = 0; r < MB; ++r)
       add_block<G>(acc[r][u],
-                   __builtin_convertvector(dot4(w, load<i8x32>(xq[r] + b * 32)), f32x8) * dx[r][b],
+                   __builtin_convertvector(dot4_signed(w, load<i8x32>(xq[r] + b * 32)), f32x8) *
+                       dx[r][b],
                    s, b, shift);
   };
   int64_t b = 0;
@@ -465,17 +511,22 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
                    a.correction(r0 + r, s, mn);
 }
 
-// Bytes [16 h, 16 h + 16) of c as floats (GCC turns the upper half's conversion into scalar
-// code when written with vector types).
-inline f32x16 half_floats(u8x32 c, int h) {
+// Bytes [kLanes * part, kLanes * (part + 1)) of c as floats (GCC turns the upper bytes'
+// conversion into scalar code when written with vector types).
+inline fvec byte_floats(u8x32 c, int part) {
+#if defined(__AVX512F__) || defined(__AVX2__)
+  __m128i half = part * kLanes >= 16 ? _mm256_extracti128_si256((__m256i)c, 1)
+                                     : _mm256_castsi256_si128((__m256i)c);
 #ifdef __AVX512F__
-  const __m128i part = h ? _mm256_extracti128_si256((__m256i)c, 1)
-                         : _mm256_castsi256_si128((__m256i)c);
-  return (f32x16)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(part));
+  return (fvec)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(half));
 #else
-  u8x16 part;
-  std::memcpy(&part, reinterpret_cast<const uint8_t*>(&c) + 16 * h, 16);
-  return floats(part);
+  if (part & 1) half = _mm_srli_si128(half, 8);
+  return (fvec)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(half));
+#endif
+#else
+  bvec bytes;
+  std::memcpy(&bytes, reinterpret_cast<const uint8_t*>(&c) + kLanes * part, kLanes);
+  return floats(bytes);
 #endif
 }
 
@@ -485,14 +536,18 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_int6_row(const Gemv& a,
                                                                    const float* s, const float* mn,
                                                                    int offset) {
   const int64_t qb = a.k / 128, groups = a.k / G;
-  f32x16 acc0 = {}, acc1 = {};
+  fvec acc0 = {}, acc1 = {};
   for (int64_t j = 0; j < qb; ++j) {
     u8x32 codes[4];
     six_bit_codes(q, a.k, j, codes);
     for (int t = 0; t < 4; ++t) {
       const int64_t b = t * qb + j;
-      const f32x16 p0 = half_floats(codes[t], 0) * load<f32x16>(a.x + b * 32);
-      const f32x16 p1 = half_floats(codes[t], 1) * load<f32x16>(a.x + b * 32 + 16);
+      fvec p0 = {}, p1 = {};  // columns [0, 16) and [16, 32) of the block
+      for (int part = 0; part < 32 / kLanes; ++part) {
+        const fvec p = byte_floats(codes[t], part) * load<fvec>(a.x + b * 32 + part * kLanes);
+        if (part * kLanes < 16) p0 += p;
+        else p1 += p;
+      }
       if (G == 16) {
         acc0 += p0 * s[2 * b];
         acc1 += p1 * s[2 * b + 1];
@@ -527,20 +582,20 @@ at::Tensor gemv(const at::Tensor& x_in, int64_t n_out, int64_t k, int64_t group,
   return out.to(x_in.scalar_type());
 }
 
-// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: each 32 weights are loaded once
-// for all MB rows, each row keeps two vector sums (so the adds do not wait on each other), and
-// the sums' lanes are added once per weight row.
+// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: each 2 * kLanes weights are
+// loaded once for all MB rows, each row keeps two vector sums (so the adds do not wait on each
+// other), and the sums' lanes are added once per weight row.
 template <int MB>
 __attribute__((optimize("fp-contract=fast"))) inline void dot_rows(const float* w, const float* x,
                                                                     int64_t k, float* out,
                                                                     int64_t ldo) {
-  f32x16 acc[MB][2] = {};
+  fvec acc[MB][2] = {};
   int64_t i = 0;
-  for (; i + 32 <= k; i += 32) {
-    const f32x16 w0 = load<f32x16>(w + i), w1 = load<f32x16>(w + i + 16);
+  for (; i + 2 * kLanes <= k; i += 2 * kLanes) {
+    const fvec w0 = load<fvec>(w + i), w1 = load<fvec>(w + i + kLanes);
     for (int r = 0; r < MB; ++r) {
-      acc[r][0] += w0 * load<f32x16>(x + r * k + i);
-      acc[r][1] += w1 * load<f32x16>(x + r * k + i + 16);
+      acc[r][0] += w0 * load<fvec>(x + r * k + i);
+      acc[r][1] += w1 * load<fvec>(x + r * k + i + kLanes);
     }
   }
   for (int r = 0; r < MB; ++r) {
@@ -769,10 +824,10 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
       });
 }
 
-// Whether dot4 is one instruction here (VNNI); elsewhere it is emulated, correct but slower
-// than the float kernel, and the engine keeps float activations.
+// Whether dot4 is one or two instructions here (VNNI, AVX2); elsewhere it is emulated, correct
+// but slower than the float kernel, and the engine keeps float activations.
 bool has_int8_dot_instructions() {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if defined(TENSHU_VNNI) || defined(TENSHU_MADDUBS)
   return true;
 #else
   return false;
