@@ -3,8 +3,8 @@
 They multiply a few rows of activations (decoding) by weights kept narrower than float32, bf16
 or a QuantWeight's integer codes, reading each weight once: torch has no such product for the
 integer formats, and its bf16 one runs well below the memory bandwidth (docs/benchmarks.md).
-They also decode a QuantWeight's rows for prompt chunks, and attend over the paged KV cache
-where it lies (cpu_matmul.cpp's header lists the four).
+They also decode a QuantWeight's rows for prompt chunks, attend over the paged KV cache where
+it lies, and normalize rows (RMSNorm; cpu_matmul.cpp's header lists them all).
 
 Built with torch's extension builder (`-O3 -march=native`: each machine builds its own) into
 `~/.cache/tenshu/kernels/` (or `$XDG_CACHE_HOME/tenshu/kernels/`), under a name keyed by the
@@ -83,7 +83,7 @@ def _load(verbose: bool = False):
 
 
 def ops():
-    """torch.ops.tenshu_cpu (bf16_matmul, quant_matmul, dequantize_rows, paged_decode), built
+    """torch.ops.tenshu_cpu (bf16_matmul, quant_matmul, dequantize_rows, paged_decode, ...), built
     the first time; None where they are turned off or cannot be built (said once in the log)."""
     if "ops" in _state:
         return _state["ops"]
