@@ -180,6 +180,10 @@ def test_the_norm_is_transformers_norm(dtype):
             assert torch.allclose(got, expected, rtol=1e-6, atol=0), (size, lead)
         else:
             assert torch.equal(got, expected), (size, lead)
+    # with gradients wanted it is torch's composite (the kernel has no backward)
+    x = torch.randn(4, 128, dtype=dtype, requires_grad=True)
+    RMSNorm(128, 1e-6).to(dtype)(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
