@@ -246,11 +246,12 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a,
 // xq, and the result is x8 @ W.T (to float32 rounding). Each block of weight codes is multiplied
 // with xq in integers, four u8 x s8 products added into each 32-bit lane: one instruction with
 // VNNI (vpdpbusd), two with AVX2 (vpmaddubsw into pairs, vpmaddwd into fours), where the float
-// path widens and multiplies the codes 16 at a time. Per block: acc += float(dot) * scale_g *
-// dx_b. 4- and 6-bit codes are unsigned. 8-bit codes are signed: with VNNI they enter as q ^ 0x80
-// = q + 128; with AVX2 as |q| against xq carrying q's sign (vpmaddubsw's pairs of 128 * 127 stay
-// within int16, where q + 128 would not). That 128 (kSigned8Bias), the offsets and the mins
-// come off at the end through the sums of x8 over each group:
+// path widens and multiplies the codes a vector of floats at a time. Per block: acc +=
+// float(dot) * scale_g * dx_b. 4- and 6-bit codes are unsigned. 8-bit codes are signed: with
+// VNNI they enter as q ^ 0x80 = q + 128; with AVX2 as |q| against xq carrying q's sign
+// (vpmaddubsw's pairs of 128 * 127 stay within int16, where q + 128 would not). That 128
+// (kSigned8Bias), the offsets and the mins come off at the end through the sums of x8 over
+// each group:
 //   out = sum_b s_g dx_b dot_b - sum_g ((offset + bias) * s_g + min_g) * sum(x8_g)
 // (bias kSigned8Bias for 8-bit codes, 0 otherwise). The sums are of x8, not of x, so the
 // rounding error scales with the weights W themselves, not with their uncentered codes.
@@ -291,7 +292,8 @@ inline i32x8 dot4(u8x32 u, i8x32 s) {
 inline i32x8 dot4_signed(i8x32 q, i8x32 s) {
 #ifdef TENSHU_MADDUBS
   // |q| (q = -128 reads as 128) against s with q's sign (0 where q is 0)
-  return dot4((u8x32)_mm256_abs_epi8((__m256i)q), (i8x32)_mm256_sign_epi8((__m256i)s, (__m256i)q));
+  return dot4((u8x32)_mm256_abs_epi8((__m256i)q),
+              (i8x32)_mm256_sign_epi8((__m256i)s, (__m256i)q));
 #else
   return dot4(u8x32(q) ^ kSigned8Bias, s);
 #endif
@@ -313,8 +315,8 @@ struct QuantizedX {
 
   QuantizedX(const float* x, int64_t m_, int64_t k_, int64_t group, int offset, bool signed8)
       : m(m_), k(k_), blocks(k_ / 32), groups(k_ / group),
-        codes_offset(static_cast<float>(offset + (signed8 ? kSigned8Bias : 0))), q(m_ * k_), d(m_ * blocks),
-        sums(m_ * groups) {
+        codes_offset(static_cast<float>(offset + (signed8 ? kSigned8Bias : 0))), q(m_ * k_),
+        d(m_ * blocks), sums(m_ * groups) {
     std::vector<float> part(k / 16);  // sum of x8 per 16 columns
     for (int64_t r = 0; r < m; ++r) {
       const float* xr = x + r * k;
@@ -984,8 +986,10 @@ at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps
     }
   };
   // a decode step's few rows on this thread: waking the others costs more than the work
-  if (x.numel() <= (1 << 15)) norm_rows(0, rows);
-  else at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(d, 1)), norm_rows);
+  if (x.numel() <= (1 << 15))
+    norm_rows(0, rows);
+  else
+    at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 14) / d), norm_rows);
   return out;
 }
 
