@@ -56,7 +56,7 @@ class EngineConfig:
     int8_activations: on a CPU with integer dot products (AVX2, or VNNI), a quantized weight's
         decoding products (up to kernels.INT8_MAX_ROWS rows: a batch of sequences, a short
         prompt) round the activations to int8 per 32 values and multiply the weight's codes in
-        integers, as llama.cpp does: 1.3-2.2x faster per product with VNNI, 4-8x with AVX2
+        integers, as llama.cpp does: 1.3-2.2x faster per product with VNNI, 1.0-1.9x with AVX2
         alone (docs/benchmarks.md), the result that of the rounded activations (within 1% of
         the float product); larger products (prompts) multiply in bf16 where the CPU does so
         natively (AVX512-BF16, AMX): twice float32's speed, within bf16's rounding. False keeps

@@ -101,12 +101,13 @@ class QuantWeight(nn.Module):
     def use_int8_activations(self, on: bool) -> bool:
         """Whether decoding products (up to kernels.INT8_MAX_ROWS rows on a CPU) round x to int8
         per 32 values and multiply the codes in integers, as llama.cpp does: 1.3-2.2x the float
-        kernel's speed with VNNI, 4-8x with AVX2 alone (docs/benchmarks.md), x @ W.T with x's
-        int8 rounding (under 1% of the result). Taken where the kernels are built, the CPU has
-        integer dot products (AVX2, or VNNI) and the layout fits; returns whether it is. Then
-        the larger products (prompts) also leave float32, as llama.cpp's do, where the CPU multiplies bf16 natively (AVX512-BF16,
-        AMX): x and each dequantized chunk of W rounded to bf16, twice float32's GEMM speed
-        (docs/benchmarks.md), results within bf16's rounding (~0.4%)."""
+        kernel's speed with VNNI, 1.0-1.9x with AVX2 alone (docs/benchmarks.md), x @ W.T with
+        x's int8 rounding (under 1% of the result). Taken where the kernels are built, the CPU
+        has integer dot products (AVX2, or VNNI) and the layout fits; returns whether it is.
+        Then the larger products (prompts) also leave float32, as llama.cpp's do, where the CPU
+        multiplies bf16 natively (AVX512-BF16, AMX): x and each dequantized chunk of W rounded
+        to bf16, twice float32's GEMM speed (docs/benchmarks.md), results within bf16's
+        rounding (~0.4%)."""
         cpu = kernels.ops() if on and self.qweight.device.type == "cpu" else None
         self.int8_activations = (cpu is not None and cpu.has_int8_dot_instructions()
                                  and cpu.int8_dot_fits(self.shape[1], self.bits, self.group_size))
