@@ -33,8 +33,10 @@ async def scheduler(app, tmp_path):
     release = tmp_path / "release"
     block = [sys.executable, "-c", "import sys, time, pathlib\n"
              "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.02)", str(release)]
-    scheduler = Scheduler([Job("nightly", parse_schedule("0 3 * * *", "UTC"), block),
-                           Job("hourly", parse_schedule("every 1h"), [sys.executable, "-c", ""])],
+    # due years from now (29 February; every 9999 days since 1970), so never during a test
+    scheduler = Scheduler([Job("nightly", parse_schedule("0 3 29 2 *", "UTC"), block),
+                           Job("hourly", parse_schedule("every 9999d"),
+                               [sys.executable, "-c", ""])],
                           app.store.jobs, logs=tmp_path / "logs")
     await scheduler.start()
     app.app.state.scheduler = scheduler
@@ -65,7 +67,7 @@ async def test_an_admin_runs_a_job_and_reads_its_history(scheduler, client):
     assert [j["name"] for j in listed["data"]] == ["nightly", "hourly"]
     nightly = listed["data"][0]
     assert (nightly["schedule"], nightly["paused"], nightly["last_run"], nightly["running"]) == \
-        ("0 3 * * * (UTC)", False, None, None)
+        ("0 3 29 2 * (UTC)", False, None, None)
     assert (nightly["heavy"], nightly["deferred"]) == (False, None)
     assert nightly["next_run_at"].endswith("03:00:00+00:00")
 

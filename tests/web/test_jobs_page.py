@@ -23,9 +23,11 @@ from tests.web.test_web_security import logged_in
 
 WAIT_MS = 60_000
 MARKUP = "<img src=x onerror=alert(1)> <b>bold</b>"
+# Schedules that come due years from now (the next 29 February, every 9999 days since 1970:
+# 2052), so that a run of the suite at any hour never meets a scheduled run.
 JOBS = [
-    Job("hello", parse_schedule("every 1h"), [sys.executable, "-c", "print('hello')"]),
-    Job("nightly", parse_schedule("0 3 * * *", "UTC"),
+    Job("hello", parse_schedule("every 9999d"), [sys.executable, "-c", "print('hello')"]),
+    Job("nightly", parse_schedule("0 3 29 2 *", "UTC"),
         [sys.executable, "-c", f"print({MARKUP!r}); exit(2)"]),
     Job("chatty", None, [sys.executable, "-c", "for i in range(500): print(f'line {i:04}')"]),
 ]
@@ -65,8 +67,8 @@ def test_boss_runs_a_job_and_reads_its_log(site, new_page):
     expect(page.locator("nav.nav a[data-nav=jobs]")).to_have_class("active")
     expect(page.locator("#job-rows tr")).to_have_count(3)
     hello = row(page, "hello")
-    expect(hello.locator(".job-schedule")).to_have_text("every 1h")
-    expect(row(page, "nightly").locator(".job-schedule")).to_have_text("0 3 * * * (UTC)")
+    expect(hello.locator(".job-schedule")).to_have_text("every 9999d")
+    expect(row(page, "nightly").locator(".job-schedule")).to_have_text("0 3 29 2 * (UTC)")
     expect(row(page, "chatty").locator(".job-schedule")).to_have_text("by hand")
     expect(hello.locator(".job-state")).to_have_text("active")
     expect(hello.locator(".job-last")).to_have_text("never")
