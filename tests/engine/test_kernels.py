@@ -190,3 +190,51 @@ def test_paged_decode_equals_attention_over_the_gathered_context(ops, dtype, win
         weights = torch.softmax(torch.einsum("hd,nhd->hn", q[b], keys) * 0.25, dim=-1)
         expected = torch.einsum("hn,nhd->hd", weights, values)
         torch.testing.assert_close(got[b], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("qk_norm", [True, False])
+@pytest.mark.parametrize("tokens", [1, 3, 300])  # 300: more rows than one thread takes
+def test_attention_inputs_are_the_layers_torch_steps_bit_for_bit(ops, cache_dtype, qk_norm, tokens):
+    # what Attention.forward does between the qkv product and attention without the kernel:
+    # split, Qwen3's q/k norms, rotary, the caches written at the step's slots
+    from transformers import Qwen3Config
+
+    from tenshu.engine.layers.rotary import RotaryEmbedding
+
+    heads, kv_heads, d, eps = 8, 2, 32, 1e-6
+    g = torch.Generator().manual_seed(tokens)
+    rotary = RotaryEmbedding(Qwen3Config(head_dim=d), d, 1024)
+    positions = torch.randint(0, 1024, (tokens,), generator=g)
+    cos, ssin = rotary.tables(positions, torch.float32)
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * d, generator=g) * 2
+    q_w, k_w = torch.rand(d, generator=g) + 0.5, torch.rand(d, generator=g) + 0.5
+    slots = torch.randperm(512, generator=g)[:tokens]
+    k_cache, v_cache = (torch.randn(512, kv_heads, d, generator=g).to(cache_dtype)
+                        for _ in range(2))
+    caches = [k_cache, v_cache, k_cache.clone(), v_cache.clone()]  # torch's, the kernel's
+
+    q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], dim=-1)
+    q, k, v = q.view(tokens, heads, d), k.view(tokens, kv_heads, d), v.view(tokens, kv_heads, d)
+    if qk_norm:
+        q, k = ops.rms_norm(q, q_w, eps), ops.rms_norm(k, k_w, eps)
+    q, k = rotary((cos, ssin), q, k)
+    caches[0].index_copy_(0, slots, k.to(cache_dtype))
+    caches[1].index_copy_(0, slots, v.to(cache_dtype))
+
+    got_q, got_k = ops.attention_inputs(qkv, q_w if qk_norm else None, k_w if qk_norm else None,
+                                        eps, cos, ssin, heads, kv_heads, caches[2], caches[3],
+                                        slots)
+    assert torch.equal(got_q, q) and torch.equal(got_k, k)
+    assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
+
+
+def test_attention_inputs_refuse_a_slot_outside_the_cache(ops):
+    qkv, rope = torch.randn(2, 4 * 16), torch.ones(2, 1, 16)
+    k_cache, v_cache = torch.zeros(8, 1, 16), torch.zeros(8, 1, 16)
+    with pytest.raises(RuntimeError, match="a cache slot is outside the KV cache"):
+        ops.attention_inputs(qkv, None, None, 1e-6, rope, rope, 2, 1, k_cache, v_cache,
+                             torch.tensor([3, 8]))
+    with pytest.raises(RuntimeError, match=r"qkv must be float32 \[T, \(H \+ 2 KVH\) \* D\]"):
+        ops.attention_inputs(qkv[:, :48], None, None, 1e-6, rope, rope, 2, 1, k_cache, v_cache,
+                             torch.tensor([3, 4]))

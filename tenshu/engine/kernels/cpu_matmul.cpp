@@ -9,6 +9,8 @@
 // - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
 // - paged_decode: decode attention over the paged KV cache, read where it lies.
 // - rms_norm: RMSNorm of float32 rows in one call.
+// - attention_inputs: a layer's steps between its qkv product and attention (q/k norms, rotary,
+//   the KV cache write) in one call.
 // Work is split between torch's own threads (at::parallel_for).
 //
 // Built by tenshu/engine/kernels/__init__.py with the compiler's vectorizer for this CPU
@@ -29,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -957,10 +960,20 @@ at::Tensor paged_decode(const at::Tensor& q_in, const at::Tensor& k_cache,
   return out.to(q_in.scalar_type());
 }
 
-// RMSNorm of float32 rows, as transformers computes it in float32: out = weight * (x * (1 /
-// sqrt(mean(x^2) + eps))), in one call where torch's composite takes six (~30 us a call on
-// a decode step's short rows, four norms a layer). The sum of squares is added in another
-// order than torch's, so results may differ from it in the last bit.
+// RMSNorm of one float32 row, as transformers computes it in float32: out = weight * (x * (1 /
+// sqrt(mean(x^2) + eps))). The sum of squares is added in another order than torch's, so
+// results may differ from it in the last bit. `out` may be `x`.
+inline void norm_row(const float* x, const float* w, int64_t d, float eps, float* out) {
+  float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+  for (int64_t i = 0; i < d; ++i) squares += x[i] * x[i];
+  const float inv = 1.f / std::sqrt(squares / static_cast<float>(d) + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) out[i] = w[i] * (x[i] * inv);
+}
+
+// RMSNorm of float32 rows (norm_row) in one call, where torch's composite takes six (~30 us a
+// call on a decode step's short rows, four norms a layer).
 at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
   TORCH_CHECK(x_in.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
                   x_in.device().is_cpu() && weight.dim() == 1 && weight.is_contiguous() &&
@@ -972,18 +985,9 @@ at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const float e = static_cast<float>(eps), n = static_cast<float>(d);
+  const float e = static_cast<float>(eps);
   auto norm_rows = [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = xp + r * d;
-      float* o = op + r * d;
-      float squares = 0.f;
-#pragma omp simd reduction(+ : squares)
-      for (int64_t i = 0; i < d; ++i) squares += xr[i] * xr[i];
-      const float inv = 1.f / std::sqrt(squares / n + e);
-#pragma omp simd
-      for (int64_t i = 0; i < d; ++i) o[i] = wp[i] * (xr[i] * inv);
-    }
+    for (int64_t r = begin; r < end; ++r) norm_row(xp + r * d, wp, d, e, op + r * d);
   };
   // a decode step's few rows on this thread: waking the others costs more than the work
   if (x.numel() <= (1 << 15))
@@ -991,6 +995,112 @@ at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps
   else
     at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 14) / d), norm_rows);
   return out;
+}
+
+// One head of q or k made ready for attention: normed (where `w` is not null: Qwen3's q_norm and
+// k_norm), then rotated by the rotary tables as transformers does it, x * cos +
+// rotate_half(x) * sin, here with rotate_half's sign folded into `ssin` (rotary.py) and each
+// product and the sum rounded as torch's three operations round them: bit for bit those.
+inline void rotate_head(const float* x, const float* w, float eps, const float* cos,
+                        const float* ssin, int64_t d, float* normed, float* out) {
+  if (w != nullptr) {
+    norm_row(x, w, d, eps, normed);
+    x = normed;
+  }
+  const int64_t half = d / 2;
+#pragma omp simd
+  for (int64_t i = 0; i < half; ++i) out[i] = x[i] * cos[i] + x[i + half] * ssin[i];
+#pragma omp simd
+  for (int64_t i = half; i < d; ++i) out[i] = x[i] * cos[i] + x[i - half] * ssin[i];
+}
+
+template <typename T>
+inline void store_row(const float* src, int64_t d, T* dst) {
+  for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<T>(src[i]);  // bf16: round to nearest even
+}
+
+// What a layer does between its qkv product and attention, in one call where torch takes about
+// twenty small operations: split each row of `qkv` ([T, (H + 2 KVH) * D], float32) into its
+// heads; norm (q_norm, k_norm: optional) and rotate q and k with the step's rotary tables
+// (`cos`, `ssin`: [T, D]); write k and v into the paged caches at `slots` (rounded to the
+// cache's dtype). Returns q [T, H, D] and k [T, KVH, D] (k as cached, before any rounding).
+template <typename T>
+void attention_inputs_typed(const float* qkv, const float* qn, const float* kn, float eps,
+                            const float* cos, const float* ssin, const int64_t* slots, int64_t t,
+                            int64_t heads, int64_t kv_heads, int64_t d, int64_t cache_slots,
+                            T* k_cache, T* v_cache, float* q_out, float* k_out) {
+  const int64_t width = (heads + 2 * kv_heads) * d, kv_row = kv_heads * d;
+  auto rows = [&](int64_t begin, int64_t end) {
+    std::vector<float> normed(d);
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = qkv + r * width;
+      const float *c = cos + r * d, *s = ssin + r * d;
+      const int64_t slot = slots[r];
+      TORCH_CHECK(slot >= 0 && slot < cache_slots, "a cache slot is outside the KV cache");
+      for (int64_t h = 0; h < heads; ++h)
+        rotate_head(row + h * d, qn, eps, c, s, d, normed.data(), q_out + (r * heads + h) * d);
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        float* k = k_out + (r * kv_heads + h) * d;
+        rotate_head(row + (heads + h) * d, kn, eps, c, s, d, normed.data(), k);
+        store_row(k, d, k_cache + slot * kv_row + h * d);
+      }
+      store_row(row + (heads + kv_heads) * d, kv_row, v_cache + slot * kv_row);
+    }
+  };
+  if (t * width <= (1 << 15))  // decode steps: on this thread
+    rows(0, t);
+  else
+    at::parallel_for(0, t, std::max<int64_t>(1, (1 << 14) / width), rows);
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_inputs(
+    const at::Tensor& qkv_in, const std::optional<at::Tensor>& q_norm,
+    const std::optional<at::Tensor>& k_norm, double eps, const at::Tensor& cos_in,
+    const at::Tensor& ssin_in, int64_t heads, int64_t kv_heads, at::Tensor k_cache,
+    at::Tensor v_cache, const at::Tensor& slots_in) {
+  TORCH_CHECK(k_cache.dim() == 3 && k_cache.sizes() == v_cache.sizes() &&
+                  k_cache.size(1) == kv_heads && k_cache.is_contiguous() &&
+                  v_cache.is_contiguous() && k_cache.scalar_type() == v_cache.scalar_type(),
+              "the caches must be contiguous [slots, KVH, D] and of one dtype");
+  const int64_t d = k_cache.size(2), t = qkv_in.size(0);
+  TORCH_CHECK(qkv_in.scalar_type() == at::kFloat && qkv_in.device().is_cpu() &&
+                  qkv_in.dim() == 2 && qkv_in.size(1) == (heads + 2 * kv_heads) * d && d % 2 == 0,
+              "qkv must be float32 [T, (H + 2 KVH) * D] on the CPU");
+  TORCH_CHECK(cos_in.scalar_type() == at::kFloat && ssin_in.scalar_type() == at::kFloat &&
+                  cos_in.numel() == t * d && ssin_in.numel() == t * d,
+              "the rotary tables must be float32 [T, D]");
+  TORCH_CHECK(slots_in.scalar_type() == at::kLong && slots_in.numel() == t,
+              "slots must be int64 [T]");
+  for (const auto* w : {&q_norm, &k_norm})
+    TORCH_CHECK(!w->has_value() || ((*w)->scalar_type() == at::kFloat && (*w)->numel() == d),
+                "the q and k norms' weights must be float32 [D]");
+  const at::Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(),
+                   ssin = ssin_in.contiguous(), slots = slots_in.contiguous();
+  const at::Tensor qn = q_norm ? q_norm->contiguous() : at::Tensor(),
+                   kn = k_norm ? k_norm->contiguous() : at::Tensor();
+  at::Tensor q = at::empty({t, heads, d}, qkv.options());
+  at::Tensor k = at::empty({t, kv_heads, d}, qkv.options());
+  const float* qnp = qn.defined() ? qn.data_ptr<float>() : nullptr;
+  const float* knp = kn.defined() ? kn.data_ptr<float>() : nullptr;
+  const float e = static_cast<float>(eps);
+  switch (k_cache.scalar_type()) {
+    case at::kFloat:
+      attention_inputs_typed<float>(qkv.data_ptr<float>(), qnp, knp, e, cos.data_ptr<float>(),
+                                    ssin.data_ptr<float>(), slots.data_ptr<int64_t>(), t, heads,
+                                    kv_heads, d, k_cache.size(0), k_cache.data_ptr<float>(),
+                                    v_cache.data_ptr<float>(), q.data_ptr<float>(),
+                                    k.data_ptr<float>());
+      break;
+    case at::kBFloat16:
+      attention_inputs_typed<at::BFloat16>(
+          qkv.data_ptr<float>(), qnp, knp, e, cos.data_ptr<float>(), ssin.data_ptr<float>(),
+          slots.data_ptr<int64_t>(), t, heads, kv_heads, d, k_cache.size(0),
+          k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>(),
+          q.data_ptr<float>(), k.data_ptr<float>());
+      break;
+    default: TORCH_CHECK(false, "the KV cache must be float32 or bfloat16");
+  }
+  return {q, k};
 }
 
 }  // namespace
@@ -1009,6 +1119,10 @@ TORCH_LIBRARY(tenshu_cpu, m) {
         "float scale, int window) -> Tensor",
         &paged_decode);
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor", &rms_norm);
+  m.def("attention_inputs(Tensor qkv, Tensor? q_norm, Tensor? k_norm, float eps, Tensor cos, "
+        "Tensor ssin, int heads, int kv_heads, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+        "Tensor slots) -> (Tensor, Tensor)",
+        &attention_inputs);
   m.def("dequantize_rows(Tensor qweight, Tensor scales, Tensor? mins, int bits, int group_size, "
         "int offset, int start, Tensor(a!) out) -> Tensor(a!)",
         &dequantize_rows);

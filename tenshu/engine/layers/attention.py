@@ -80,6 +80,14 @@ class PagedAttention:
     ) -> torch.Tensor:
         k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))  # rounded where the
         v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))  # cache is narrower
+        return self.attend(q, k, v, k_cache, v_cache, meta)
+
+    def attend(self, q, k, v, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
+        """Attention once the step's keys and values are in the caches (as __call__ writes
+        them, or the CPU kernel attention_inputs): [T, H, D]."""
+        if not meta.prefills and meta.decode_lens is not None:  # decodes only: rows 0..B-1
+            return kernels.ops().paged_decode(q, k_cache, v_cache, meta.decode_slots,
+                                              meta.decode_lens, self.scale, meta.window or 0)
         out = torch.empty_like(q)
         for chunk in meta.prefills:
             rows = slice(chunk.start, chunk.start + chunk.num_tokens)

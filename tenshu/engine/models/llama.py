@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tenshu.engine import kernels
 from tenshu.engine.layers.attention import AttentionMetadata, PagedAttention
 from tenshu.engine.layers.linear import Linear, linear
 from tenshu.engine.layers.norm import RMSNorm
@@ -61,7 +62,19 @@ class Attention(nn.Module):
 
     def forward(self, rope, x, k_cache, v_cache, meta: AttentionMetadata):
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qkv = self.qkv_proj(x)
+        if (cpu := self._cpu_kernels(qkv)) is not None:
+            # norms, rotary and the cache write in one call: the same floats as below, about
+            # twenty small operations fewer a layer (docs/benchmarks.md)
+            q, k = cpu.attention_inputs(
+                qkv, self.q_norm.weight if self.qk_norm else None,
+                self.k_norm.weight if self.qk_norm else None,
+                self.q_norm.eps if self.qk_norm else 0.0, *rope, self.num_heads,
+                self.num_kv_heads, k_cache, v_cache, meta.slot_mapping)
+            v = qkv[:, self.q_size + self.kv_size:].view(t, self.num_kv_heads, self.head_dim)
+            out = self.attn.attend(q, k, v, k_cache, v_cache, meta)
+            return self.o_proj(out.reshape(t, self.q_size))
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
@@ -70,6 +83,17 @@ class Attention(nn.Module):
         q, k = self.rotary(rope, q, k)
         out = self.attn(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
         return self.o_proj(out.reshape(t, self.q_size))
+
+
+    def _cpu_kernels(self, qkv: torch.Tensor):
+        """tenshu's CPU kernels where they compute what the torch code of forward() does: float32
+        on the CPU, float32 norms, no gradient wanted (the engine runs in inference mode)."""
+        if qkv.dtype != torch.float32 or qkv.device.type != "cpu" or torch.is_grad_enabled():
+            return None
+        if self.qk_norm and not self.q_norm.weight.dtype == self.k_norm.weight.dtype == \
+                torch.float32:
+            return None
+        return kernels.ops()
 
 
 class MLP(nn.Module):
