@@ -180,6 +180,20 @@ def test_the_norm_is_transformers_norm(dtype):
             assert torch.allclose(got, expected, rtol=1e-6, atol=0), (size, lead)
         else:
             assert torch.equal(got, expected), (size, lead)
+    # a bf16 checkpoint's weight with float32 rows (the engine's CPU activations): the kernel
+    # multiplies by the weight in float32, exactly, as transformers' promotion does; a changed
+    # weight is seen at once
+    if dtype == torch.float32:
+        ours, theirs = RMSNorm(256, 1e-6).to(torch.bfloat16), Qwen3RMSNorm(256, eps=1e-6)
+        x = torch.randn(5, 256, generator=g) * 3
+        for _ in range(2):
+            with torch.no_grad():
+                ours.weight.copy_((torch.rand(256, generator=g) + 0.5).to(torch.bfloat16))
+                theirs.weight = torch.nn.Parameter(ours.weight.detach().clone())
+                got, expected = ours(x), theirs(x)
+            assert got.dtype == expected.dtype == torch.float32
+            assert torch.allclose(got, expected, rtol=1e-6, atol=0) if kernel else \
+                torch.equal(got, expected)
     # with gradients wanted it is torch's composite (the kernel has no backward)
     x = torch.randn(4, 128, dtype=dtype, requires_grad=True)
     RMSNorm(128, 1e-6).to(dtype)(x).sum().backward()

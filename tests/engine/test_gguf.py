@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
 from tenshu import LLM, SamplingParams
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
 from tenshu.engine import kernels
+from tenshu.engine.models.llama import DecodePlan
 from tenshu.engine.quant import QuantEmbedding, QuantWeight
 from tests.checkpoints import IM_END
 from tests.engine.gguf_files import K_MIX, LEGACY_MIX, make_gguf, permute
@@ -86,6 +88,42 @@ def test_int8_activations_keep_decoding_close_to_the_float_model(gguf_model, mix
     out = llm.generate({"prompt_token_ids": prompt}, params)[0].outputs[0]
     gaps = logprob_gaps(reference, prompt, out)
     assert max(gaps) < 0.25 and sum(gaps) / len(gaps) < 0.06, gaps
+
+
+@pytest.mark.parametrize("model", [
+    # GGUF K-quant and legacy mixes: every product on int8 activations
+    ("qwen3", "k", 3), ("llama", "legacy", 3),
+    # float checkpoints: bf16 weights (one sequence: bf16_matmul's one row), float32 with
+    # Qwen2's q/k/v biases
+    ("qwen3", "bfloat16", 1), ("qwen2", "float32", 3),
+])
+def test_decode_steps_in_one_kernel_call_are_the_layers_own_floats(gguf_model, checkpoint,
+                                                                   model):
+    # decode_layers runs a decode step's layers in one call (DecodePlan); it makes the calls the
+    # layers' Python code makes, so sequences decoded with it and without it give the same
+    # tokens and the same log-probs, to the last bit
+    family, kind, n = model
+    if kind in ("bfloat16", "float32"):
+        llm = LLM(checkpoint(family, dtype=getattr(torch, kind)), block_size=16)
+        assert next(llm.engine.runner.model.parameters()).dtype == getattr(torch, kind)
+    else:
+        llm = LLM(str(gguf_model(family, kind)[0]), dtype="float32", block_size=16)
+    net = llm.engine.runner.model
+    if kernels.ops() is None or (kind in ("k", "legacy") and
+                                 not kernels.ops().has_int8_dot_instructions()):
+        pytest.skip("no CPU kernels, or no integer dot products (AVX2, VNNI), here: no plan")
+    prompts = random_prompts(llm.engine.vocab_size, [3, 9, 30][:n], seed=11)
+    params = SamplingParams(temperature=0, max_tokens=12, logprobs=3, ignore_eos=True)
+
+    def run():
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+        return [(o.outputs[0].token_ids, [{t: lp.logprob for t, lp in step.items()}
+                                          for step in o.outputs[0].logprobs]) for o in outs]
+
+    planned = run()
+    assert isinstance(net.plan, DecodePlan)  # the steps took it
+    net.plan = False  # the layers' own code
+    assert run() == planned
 
 
 def test_tokenizer_and_chat_template_come_from_the_file(gguf_model, checkpoint):

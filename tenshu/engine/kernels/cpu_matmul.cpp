@@ -11,6 +11,8 @@
 // - rms_norm: RMSNorm of float32 rows in one call.
 // - attention_inputs: a layer's steps between its qkv product and attention (q/k norms, rotary,
 //   the KV cache write) in one call.
+// - silu_mul: the MLP's activation in one call.
+// - decode_layers: a decode step's decoder layers in one call (quantized models).
 // Work is split between torch's own threads (at::parallel_for).
 //
 // Built by tenshu/engine/kernels/__init__.py with the compiler's vectorizer for this CPU
@@ -1103,6 +1105,84 @@ std::tuple<at::Tensor, at::Tensor> attention_inputs(
   return {q, k};
 }
 
+// The MLP's activation: out[t, i] = silu(gate[t, i]) * up[t, i] from the gate/up product's rows
+// [T, 2I] (gate the first I columns), silu(g) = g / (1 + exp(-g)) in float32. One call where
+// torch takes three (split, silu, mul); its exp is not torch's vectorized one, so the results
+// may differ from torch's in the last bit.
+at::Tensor silu_mul(const at::Tensor& gate_up_in) {
+  TORCH_CHECK(gate_up_in.scalar_type() == at::kFloat && gate_up_in.device().is_cpu() &&
+                  gate_up_in.dim() == 2 && gate_up_in.size(1) % 2 == 0,
+              "silu_mul takes float32 CPU rows [T, 2I]");
+  const at::Tensor gu = gate_up_in.contiguous();
+  const int64_t t = gu.size(0), width = gu.size(1) / 2;
+  at::Tensor out = at::empty({t, width}, gu.options());
+  const float* g = gu.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float *gr = g + r * 2 * width, *ur = gr + width;
+      float* orow = o + r * width;
+      for (int64_t i = 0; i < width; ++i) orow[i] = gr[i] / (1.f + std::exp(-gr[i])) * ur[i];
+    }
+  };
+  if (t * width <= (1 << 15))
+    rows(0, t);
+  else
+    at::parallel_for(0, t, std::max<int64_t>(1, (1 << 13) / width), rows);
+  return out;
+}
+
+// A decode step's decoder layers in one call, for a model whose matmul weights are QuantWeights
+// taking int8 activations, bf16 (one row) or float32 matrices (Python's own per-layer code,
+// LlamaForCausalLM.forward, does every other step and model). The calls are the ones that code makes, in its order, with
+// the same arguments, so the hidden states are the same floats; what goes is the ~40 Python
+// calls and torch dispatches a layer, 3-9 us each on an AVX2 CPU. Per layer, `weights` holds
+// kLayerTensors entries and `config` kLayerInts (DecodePlan in models/llama.py lays them out).
+constexpr int64_t kLayerTensors = 20, kLayerInts = 13;
+
+// One product of the plan, as layers/linear.py's linear() computes it for these rows: tensors
+// at_w.. (codes, scales, mins, bias) and settings cfg (bits, group size, offset). Bits 16: a
+// bf16 weight (one row: bf16_matmul), 32: a float32 weight (F.linear, its bias inside).
+at::Tensor plan_linear(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& w,
+                       int64_t at_w, const int64_t* cfg) {
+  const std::optional<at::Tensor> bias = w.get(at_w + 3);
+  if (cfg[0] == 32) return at::linear(x, *w.get(at_w), bias);
+  at::Tensor out = cfg[0] == 16 ? bf16_matmul(x, *w.get(at_w))
+                                : quant_matmul_int8(x, *w.get(at_w), *w.get(at_w + 1),
+                                                    w.get(at_w + 2), cfg[0], cfg[1], cfg[2]);
+  return bias.has_value() ? out + bias->to(out.scalar_type()) : out;
+}
+
+at::Tensor decode_layers(const at::Tensor& x_in, const c10::List<std::optional<at::Tensor>>& weights,
+                         at::IntArrayRef config, double eps, double scale, int64_t heads,
+                         int64_t kv_heads, const at::Tensor& cos, const at::Tensor& ssin,
+                         at::TensorList caches, const at::Tensor& slots,
+                         const at::Tensor& decode_slots, const at::Tensor& decode_lens) {
+  const int64_t layers = static_cast<int64_t>(caches.size()) / 2;
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == layers * kLayerTensors &&
+                  static_cast<int64_t>(config.size()) == layers * kLayerInts,
+              "decode_layers: ", layers, " layers' caches for ", weights.size(), " weights and ",
+              config.size(), " settings");
+  at::Tensor x = x_in;
+  const int64_t t = x.size(0);
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t w0 = l * kLayerTensors;
+    const int64_t* cfg = config.data() + l * kLayerInts;
+    at::Tensor k_cache = caches[2 * l], v_cache = caches[2 * l + 1];
+    const at::Tensor h = rms_norm(x, *weights.get(w0), eps);
+    const at::Tensor qkv = plan_linear(h, weights, w0 + 4, cfg);
+    auto [q, k] = attention_inputs(qkv, weights.get(w0 + 2), weights.get(w0 + 3), eps, cos, ssin,
+                                   heads, kv_heads, k_cache, v_cache, slots);
+    const at::Tensor attended = paged_decode(q, k_cache, v_cache, decode_slots, decode_lens,
+                                             scale, cfg[12]);
+    x = x + plan_linear(attended.reshape({t, -1}), weights, w0 + 8, cfg + 3);
+    const at::Tensor h2 = rms_norm(x, *weights.get(w0 + 1), eps);
+    const at::Tensor act = silu_mul(plan_linear(h2, weights, w0 + 12, cfg + 6));
+    x = x + plan_linear(act, weights, w0 + 16, cfg + 9);
+  }
+  return x;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tenshu_cpu, m) {
@@ -1123,6 +1203,11 @@ TORCH_LIBRARY(tenshu_cpu, m) {
         "Tensor ssin, int heads, int kv_heads, Tensor(a!) k_cache, Tensor(b!) v_cache, "
         "Tensor slots) -> (Tensor, Tensor)",
         &attention_inputs);
+  m.def("silu_mul(Tensor gate_up) -> Tensor", &silu_mul);
+  m.def("decode_layers(Tensor x, Tensor?[] weights, int[] config, float eps, float scale, "
+        "int heads, int kv_heads, Tensor cos, Tensor ssin, Tensor(a!)[] caches, Tensor slots, "
+        "Tensor decode_slots, Tensor decode_lens) -> Tensor",
+        &decode_layers);
   m.def("dequantize_rows(Tensor qweight, Tensor scales, Tensor? mins, int bits, int group_size, "
         "int offset, int start, Tensor(a!) out) -> Tensor(a!)",
         &dequantize_rows);

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenshu.engine import kernels
+from tenshu.engine import kernels, lora
 from tenshu.engine.layers.attention import AttentionMetadata, PagedAttention
 from tenshu.engine.layers.linear import Linear, linear
 from tenshu.engine.layers.norm import RMSNorm
@@ -67,8 +67,8 @@ class Attention(nn.Module):
             # norms, rotary and the cache write in one call: the same floats as below, about
             # twenty small operations fewer a layer (docs/benchmarks.md)
             q, k = cpu.attention_inputs(
-                qkv, self.q_norm.weight if self.qk_norm else None,
-                self.k_norm.weight if self.qk_norm else None,
+                qkv, self.q_norm.float_weight() if self.qk_norm else None,
+                self.k_norm.float_weight() if self.qk_norm else None,
                 self.q_norm.eps if self.qk_norm else 0.0, *rope, self.num_heads,
                 self.num_kv_heads, k_cache, v_cache, meta.slot_mapping)
             v = qkv[:, self.q_size + self.kv_size:].view(t, self.num_kv_heads, self.head_dim)
@@ -87,11 +87,8 @@ class Attention(nn.Module):
 
     def _cpu_kernels(self, qkv: torch.Tensor):
         """tenshu's CPU kernels where they compute what the torch code of forward() does: float32
-        on the CPU, float32 norms, no gradient wanted (the engine runs in inference mode)."""
+        on the CPU, no gradient wanted (the engine runs in inference mode)."""
         if qkv.dtype != torch.float32 or qkv.device.type != "cpu" or torch.is_grad_enabled():
-            return None
-        if self.qk_norm and not self.q_norm.weight.dtype == self.k_norm.weight.dtype == \
-                torch.float32:
             return None
         return kernels.ops()
 
@@ -108,7 +105,13 @@ class MLP(nn.Module):
             raise ValueError(f"activation {config.hidden_act!r} is not supported (only silu)")
 
     def forward(self, x):
-        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if gate_up.dtype == torch.float32 and gate_up.device.type == "cpu" and \
+                gate_up.shape[0] <= kernels.INT8_MAX_ROWS and not torch.is_grad_enabled() and \
+                (cpu := kernels.ops()) is not None:
+            # a decode step's rows: one call for three (decode_layers makes this same call)
+            return self.down_proj(cpu.silu_mul(gate_up))
+        gate, up = gate_up.split(self.intermediate, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -140,6 +143,58 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
+class DecodePlan:
+    """What `decode_layers` (engine/kernels) needs to run a decode step's layers in one call:
+    each layer's tensors and settings, flat, in the order cpu_matmul.cpp reads them (20 tensors:
+    the two norms, q_norm, k_norm, then codes, scales, mins and bias of qkv, o, gate/up and
+    down; 13 settings: bits, group size and offset of each product, the sliding window)."""
+
+    def __init__(self, weights, config, eps, scale, heads, kv_heads, one_row: bool):
+        self.weights, self.config, self.eps, self.scale = weights, config, eps, scale
+        self.heads, self.kv_heads = heads, kv_heads
+        self.one_row = one_row  # bf16 weights: only steps of one row (bf16_matmul's)
+        self.caches: list[torch.Tensor] = []
+        self.kv_source = None
+
+    @staticmethod
+    def of(model: LlamaForCausalLM) -> DecodePlan | None:
+        """The plan of a model on the CPU whose products are all QuantWeights taking int8
+        activations, bf16 or float32 matrices, with float32 norms; None otherwise (the layers'
+        own code runs)."""
+        if kernels.ops() is None:
+            return None
+        weights, config, one_row = [], [], False
+        for layer, window in zip(model.model.layers, model.windows, strict=True):
+            attn, mlp = layer.self_attn, layer.mlp
+            norms = [layer.input_layernorm, layer.post_attention_layernorm]
+            if attn.qk_norm:
+                norms += [attn.q_norm, attn.k_norm]
+            norms = [norm.float_weight() for norm in norms]  # as RMSNorm.forward multiplies
+            if any(w.device.type != "cpu" for w in norms):
+                return None
+            weights += norms[:2] + (norms[2:] or [None, None])
+            for linear_ in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj):
+                w = linear_.weight
+                if isinstance(w, torch.Tensor) and w.device.type == "cpu" and \
+                        w.dtype in (torch.bfloat16, torch.float32) and w.is_contiguous():
+                    weights += [w, None, None, linear_.bias]
+                    config += [16 if w.dtype == torch.bfloat16 else 32, 0, 0]
+                    one_row |= w.dtype == torch.bfloat16
+                elif getattr(w, "int8_activations", False):
+                    weights += [*w.packed(), linear_.bias]
+                    config += [w.bits, w.group_size, w.offset]
+                else:
+                    return None
+            config.append(window or 0)
+        first = model.model.layers[0]
+        return DecodePlan(weights, config, first.input_layernorm.eps, first.self_attn.attn.scale,
+                          first.self_attn.num_heads, first.self_attn.num_kv_heads, one_row)
+
+    def use_caches(self, kv_caches) -> None:
+        self.caches = [cache for pair in kv_caches for cache in pair]
+        self.kv_source = kv_caches
+
+
 class LlamaForCausalLM(nn.Module):
     # checkpoint tensor -> (our fused parameter, which shard of it)
     stacked_params = {
@@ -159,6 +214,7 @@ class LlamaForCausalLM(nn.Module):
         # activations' dtype; the weights may be stored narrower (see layers/linear.py)
         self.compute_dtype = torch.float32
         self.wide_output_weight: torch.Tensor | None = None
+        self.plan: DecodePlan | bool | None = None  # None: not looked at yet; False: none
         if not self.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         for i, layer in enumerate(self.model.layers):  # what LoRA adapters may adapt
@@ -181,11 +237,35 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids).to(self.compute_dtype)  # [T, hidden]
         rope = self.model.rotary.tables(positions, x.dtype)  # once a step, for every layer
+        if (plan := self._decode_plan(x, kv_caches, metas)) is not None:
+            meta = next(iter(metas.values()))
+            x = kernels.ops().decode_layers(
+                x, plan.weights, plan.config, plan.eps, plan.scale, plan.heads, plan.kv_heads,
+                *rope, plan.caches, meta.slot_mapping, meta.decode_slots, meta.decode_lens)
+            return self.model.norm(x)
         for layer, window, (k_cache, v_cache) in zip(
             self.model.layers, self.windows, kv_caches, strict=True
         ):
             x = layer(rope, x, k_cache, v_cache, metas[window])
         return self.model.norm(x)
+
+    def _decode_plan(self, x: torch.Tensor, kv_caches, metas) -> DecodePlan | None:
+        """The plan when this step can run its layers in one kernel call (decode_layers): every
+        row a decode read in place, few enough rows for the integer products, no adapters,
+        no gradient, and a model whose products all take int8 activations (DecodePlan)."""
+        if x.shape[0] > kernels.INT8_MAX_ROWS or x.dtype != torch.float32 or \
+                x.device.type != "cpu" or torch.is_grad_enabled() or lora.current.get() is not None \
+                or kernels.ops() is None:
+            return None
+        if any(m.prefills or m.decode_lens is None for m in metas.values()):
+            return None
+        if self.plan is None:
+            self.plan = DecodePlan.of(self) or False
+        if not self.plan or (self.plan.one_row and x.shape[0] != 1):
+            return None
+        if self.plan.kv_source is not kv_caches:
+            self.plan.use_caches(kv_caches)
+        return self.plan
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
