@@ -4,7 +4,9 @@ They multiply a few rows of activations (decoding) by weights kept narrower than
 or a QuantWeight's integer codes, reading each weight once: torch has no such product for the
 integer formats, and its bf16 one runs well below the memory bandwidth (docs/benchmarks.md).
 They also decode a QuantWeight's rows for prompt chunks, attend over the paged KV cache where
-it lies, and normalize rows (RMSNorm; cpu_matmul.cpp's header lists them all).
+it lies, normalize rows (RMSNorm), do a layer's small steps in one call each, and run a
+decode step's layers in one call (decode_layers: models/llama.py's DecodePlan); cpu_matmul.cpp's
+header lists them all.
 
 Built with torch's extension builder (`-O3 -march=native`: each machine builds its own) into
 `~/.cache/tenshu/kernels/` (or `$XDG_CACHE_HOME/tenshu/kernels/`), under a name keyed by the

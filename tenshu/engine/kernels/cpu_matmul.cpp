@@ -12,7 +12,8 @@
 // - attention_inputs: a layer's steps between its qkv product and attention (q/k norms, rotary,
 //   the KV cache write) in one call.
 // - silu_mul: the MLP's activation in one call.
-// - decode_layers: a decode step's decoder layers in one call (quantized models).
+// - decode_layers: a decode step's decoder layers in one call (the calls of the layers' Python
+//   code, without its ~40 Python calls and dispatches a layer).
 // Work is split between torch's own threads (at::parallel_for).
 //
 // Built by tenshu/engine/kernels/__init__.py with the compiler's vectorizer for this CPU
