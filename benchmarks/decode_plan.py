@@ -18,7 +18,6 @@ the quartiles of those ratios are reported, and saved to benchmarks/results/deco
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,8 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.engine import RESULTS  # noqa: E402
-from benchmarks.quant import GREEDY, gguf_file  # noqa: E402
+from benchmarks.quant import GREEDY, gguf_file, save  # noqa: E402
 from tenshu import LLM, SamplingParams  # noqa: E402
 from tenshu.engine.models import llama  # noqa: E402
 
@@ -86,11 +84,7 @@ def main() -> int:
                   f"{r['median_step_ms']:7.1f} ms a step  x{r['step_time_over_plan']:.3f} the "
                   f"plan's (quartiles {r['quartiles'][0]:.3f}-{r['quartiles'][1]:.3f})",
                   flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"decode-plan-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=1))
-    print(f"saved {out}")
-    return 0
+    return save(results, name="decode-plan")
 
 
 if __name__ == "__main__":
