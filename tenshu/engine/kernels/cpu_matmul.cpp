@@ -1135,10 +1135,11 @@ at::Tensor silu_mul(const at::Tensor& gate_up_in) {
 
 // A decode step's decoder layers in one call, for a model whose matmul weights are QuantWeights
 // taking int8 activations, bf16 (one row) or float32 matrices (Python's own per-layer code,
-// LlamaForCausalLM.forward, does every other step and model). The calls are the ones that code makes, in its order, with
-// the same arguments, so the hidden states are the same floats; what goes is the ~40 Python
-// calls and torch dispatches a layer, 3-9 us each on an AVX2 CPU. Per layer, `weights` holds
-// kLayerTensors entries and `config` kLayerInts (DecodePlan in models/llama.py lays them out).
+// LlamaForCausalLM.forward, does every other step and model). The calls are the ones that code
+// makes, in its order, with the same arguments, so the hidden states are the same floats; what
+// goes is the ~40 Python calls and torch dispatches a layer, 3-9 us each on an AVX2 CPU. Per
+// layer, `weights` holds kLayerTensors entries and `config` kLayerInts (DecodePlan in
+// models/llama.py lays them out).
 constexpr int64_t kLayerTensors = 20, kLayerInts = 13;
 
 // One product of the plan, as layers/linear.py's linear() computes it for these rows: tensors
@@ -1154,7 +1155,8 @@ at::Tensor plan_linear(const at::Tensor& x, const c10::List<std::optional<at::Te
   return bias.has_value() ? out + bias->to(out.scalar_type()) : out;
 }
 
-at::Tensor decode_layers(const at::Tensor& x_in, const c10::List<std::optional<at::Tensor>>& weights,
+at::Tensor decode_layers(const at::Tensor& x_in,
+                         const c10::List<std::optional<at::Tensor>>& weights,
                          at::IntArrayRef config, double eps, double scale, int64_t heads,
                          int64_t kv_heads, const at::Tensor& cos, const at::Tensor& ssin,
                          at::TensorList caches, const at::Tensor& slots,

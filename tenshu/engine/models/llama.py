@@ -84,7 +84,6 @@ class Attention(nn.Module):
         out = self.attn(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
         return self.o_proj(out.reshape(t, self.q_size))
 
-
     def _cpu_kernels(self, qkv: torch.Tensor):
         """tenshu's CPU kernels where they compute what the torch code of forward() does: float32
         on the CPU, no gradient wanted (the engine runs in inference mode)."""
@@ -159,8 +158,9 @@ class DecodePlan:
     @staticmethod
     def of(model: LlamaForCausalLM) -> DecodePlan | None:
         """The plan of a model on the CPU whose products are all QuantWeights taking int8
-        activations, bf16 or float32 matrices, with float32 norms; None otherwise (the layers'
-        own code runs)."""
+        activations, bf16 or float32 matrices; None otherwise (the layers' own code runs). It
+        holds the model's tensors as they are now: built at the first decode step, after
+        loading."""
         if kernels.ops() is None:
             return None
         weights, config, one_row = [], [], False
@@ -251,11 +251,11 @@ class LlamaForCausalLM(nn.Module):
 
     def _decode_plan(self, x: torch.Tensor, kv_caches, metas) -> DecodePlan | None:
         """The plan when this step can run its layers in one kernel call (decode_layers): every
-        row a decode read in place, few enough rows for the integer products, no adapters,
-        no gradient, and a model whose products all take int8 activations (DecodePlan)."""
+        row a decode read in place, few enough rows for the integer products (one with bf16
+        weights), no adapters, no gradient, and a model DecodePlan.of takes."""
         if x.shape[0] > kernels.INT8_MAX_ROWS or x.dtype != torch.float32 or \
-                x.device.type != "cpu" or torch.is_grad_enabled() or lora.current.get() is not None \
-                or kernels.ops() is None:
+                x.device.type != "cpu" or torch.is_grad_enabled() or \
+                lora.current.get() is not None or kernels.ops() is None:
             return None
         if any(m.prefills or m.decode_lens is None for m in metas.values()):
             return None
