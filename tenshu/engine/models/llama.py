@@ -41,6 +41,14 @@ def layer_windows(config) -> list[int | None]:
     return [window] * config.num_hidden_layers
 
 
+def _cpu_ops(x: torch.Tensor):
+    """tenshu's CPU kernels where they may stand in for torch's operations on x: float32 rows on
+    the CPU, no gradient wanted (they have no backward; the engine runs in inference mode)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled():
+        return None
+    return kernels.ops()
+
+
 class Attention(nn.Module):
     def __init__(self, config, arch: LlamaArch, head_dim: int, rotary: RotaryEmbedding):
         super().__init__()
@@ -85,11 +93,8 @@ class Attention(nn.Module):
         return self.o_proj(out.reshape(t, self.q_size))
 
     def _cpu_kernels(self, qkv: torch.Tensor):
-        """tenshu's CPU kernels where they compute what the torch code of forward() does: float32
-        on the CPU, no gradient wanted (the engine runs in inference mode)."""
-        if qkv.dtype != torch.float32 or qkv.device.type != "cpu" or torch.is_grad_enabled():
-            return None
-        return kernels.ops()
+        """The kernels for attention_inputs (benchmarks/decode_plan.py turns this off)."""
+        return _cpu_ops(qkv)
 
 
 class MLP(nn.Module):
@@ -105,9 +110,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         gate_up = self.gate_up_proj(x)
-        if gate_up.dtype == torch.float32 and gate_up.device.type == "cpu" and \
-                gate_up.shape[0] <= kernels.INT8_MAX_ROWS and not torch.is_grad_enabled() and \
-                (cpu := kernels.ops()) is not None:
+        if gate_up.shape[0] <= kernels.INT8_MAX_ROWS and (cpu := _cpu_ops(gate_up)) is not None:
             # a decode step's rows: one call for three (decode_layers makes this same call)
             return self.down_proj(cpu.silu_mul(gate_up))
         gate, up = gate_up.split(self.intermediate, dim=-1)
@@ -253,9 +256,8 @@ class LlamaForCausalLM(nn.Module):
         """The plan when this step can run its layers in one kernel call (decode_layers): every
         row a decode read in place, few enough rows for the integer products (one with bf16
         weights), no adapters, no gradient, and a model DecodePlan.of takes."""
-        if x.shape[0] > kernels.INT8_MAX_ROWS or x.dtype != torch.float32 or \
-                x.device.type != "cpu" or torch.is_grad_enabled() or \
-                lora.current.get() is not None or kernels.ops() is None:
+        if x.shape[0] > kernels.INT8_MAX_ROWS or lora.current.get() is not None or \
+                _cpu_ops(x) is None:
             return None
         if any(m.prefills or m.decode_lens is None for m in metas.values()):
             return None
