@@ -53,7 +53,8 @@ from tenshu.engine.sampling import RequestOutputKind  # noqa: E402
 TYPES = ("bf16", "q8_0", "q4_0", "q4_k_m")
 GGUF_PY = {"bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}  # written by gguf-py
 LLAMA_QUANTIZE = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",  # made by llama.cpp from the bf16 file
-                  "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+                  "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+                  "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
 # The 7B-class shape: Qwen2.5-7B's (qwen2: q/k/v biases, untied output, 7.6B parameters). Its
 # bf16 file (15 GB) is written tensor by tensor with random weights (random_gguf: it does not fit
 # through transformers in float32 here); llama.cpp's quantizer makes Q8_0 and Q4_K_M from it.

@@ -142,6 +142,24 @@ def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows):
     _close(out, x.bfloat16().float(), w.float())
 
 
+def test_batches_of_float_rows_read_bf16_weights_through_the_kernel(ops):
+    # a batch of decoding sequences (float32 rows, bf16 weights) reads the bf16 weights once
+    # through bf16_matmul, float32 copy or not, up to kernels.BF16_MAX_ROWS rows; past that the
+    # float32 GEMM on the copy
+    from tenshu.engine.layers.linear import linear
+
+    w = torch.randn(300, 256).bfloat16()
+    wide = w.float()
+    for rows in (2, kernels.BF16_MAX_ROWS, kernels.BF16_MAX_ROWS + 1):
+        x = torch.randn(rows, 256)
+        with torch.inference_mode():
+            got, with_copy = linear(x, w), linear(x, w, wide_weight=wide)
+        _close(got, x, wide)
+        kernel = rows <= kernels.BF16_MAX_ROWS
+        assert torch.equal(with_copy, ops.bf16_matmul(x, w) if kernel else x @ wide.T), rows
+        assert torch.equal(got, with_copy) or not kernel
+
+
 def test_bf16_activations_come_back_in_their_dtype(ops):
     qw = _weight(4, 32, 8, False, rows=64, cols=256)
     x = torch.randn(2, 256).bfloat16()

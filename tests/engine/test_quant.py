@@ -76,6 +76,8 @@ def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, row
     x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(rows))
     with torch.inference_mode():
         got = layer(x)
+    # outside inference mode too (the thread's scratch buffer was made inside it)
+    assert torch.equal(layer(x).detach(), got)
     expected = F.linear(x.double(), qw.dequantize().double(), layer.bias.double())
     # float32 sums in another order (chunked, or the compiled single-row kernel): ~1e-7 relative
     # to the sum of |products|

@@ -2,8 +2,8 @@
 // - bf16_matmul, quant_matmul: a few rows of activations (decoding: one row per sequence) times
 //   weights stored narrower than float32, bf16 or the groupwise integer codes of a QuantWeight
 //   (tenshu/engine/quant/weight.py). Each weight row is read from memory once: one activation
-//   row multiplies the codes as they are read; more rows decode the weight row into float32 in
-//   a small per-thread buffer (L1/L2) and multiply it there with every row.
+//   row multiplies the codes as they are read; more rows decode weight rows, four at a time,
+//   into float32 in a small per-thread buffer (L1) and multiply them there with every row.
 // - quant_matmul_int8: the same products with the activations rounded to int8 per 32 values
 //   and the codes multiplied in integers (VNNI, or AVX2), as llama.cpp computes them.
 // - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
@@ -591,35 +591,47 @@ at::Tensor gemv(const at::Tensor& x_in, int64_t n_out, int64_t k, int64_t group,
   return out.to(x_in.scalar_type());
 }
 
-// out[r * ldo] = dot(w, x[r]) for MB activation rows at once: each 2 * kLanes weights are
-// loaded once for all MB rows, each row keeps two vector sums (so the adds do not wait on each
-// other), and the sums' lanes are added once per weight row.
-template <int MB>
-__attribute__((optimize("fp-contract=fast"))) inline void dot_rows(const float* w, const float* x,
-                                                                    int64_t k, float* out,
-                                                                    int64_t ldo) {
-  fvec acc[MB][2] = {};
+// out[r * ldo + j] = dot(w[j], x[r]) for NW decoded weight rows and MX activation rows at
+// once: each step loads NW weight vectors and MX activation vectors for NW * MX multiply-adds,
+// in as many vector sums (registers: 4 x 2 sums, 4 + 1 operands), whose lanes are added at the
+// end. Against one weight row at a time, the activations (a batch's rows: more than L1 holds)
+// are read from L2 a quarter as often.
+template <int NW, int MX>
+__attribute__((optimize("fp-contract=fast"))) inline void dot_block(const float* w, const float* x,
+                                                                     int64_t k, float* out,
+                                                                     int64_t ldo) {
+  fvec acc[NW][MX] = {};
   int64_t i = 0;
-  for (; i + 2 * kLanes <= k; i += 2 * kLanes) {
-    const fvec w0 = load<fvec>(w + i), w1 = load<fvec>(w + i + kLanes);
-    for (int r = 0; r < MB; ++r) {
-      acc[r][0] += w0 * load<fvec>(x + r * k + i);
-      acc[r][1] += w1 * load<fvec>(x + r * k + i + kLanes);
+  for (; i + kLanes <= k; i += kLanes) {
+    fvec wv[NW];
+    for (int j = 0; j < NW; ++j) wv[j] = load<fvec>(w + j * k + i);
+    for (int r = 0; r < MX; ++r) {
+      const fvec xv = load<fvec>(x + r * k + i);
+      for (int j = 0; j < NW; ++j) acc[j][r] += wv[j] * xv;
     }
   }
-  for (int r = 0; r < MB; ++r) {
-    float a = lanes_sum(acc[r][0] + acc[r][1]);
-    for (int64_t j = i; j < k; ++j) a += w[j] * x[r * k + j];
-    out[r * ldo] = a;
-  }
+  for (int j = 0; j < NW; ++j)
+    for (int r = 0; r < MX; ++r) {
+      float a = lanes_sum(acc[j][r]);
+      for (int64_t t = i; t < k; ++t) a += w[j * k + t] * x[r * k + t];
+      out[r * ldo + j] = a;
+    }
 }
 
-// One decoded weight row times every activation row: out[m * n_out + row].
-inline void multiply_row(const float* w, const float* x, int64_t m, int64_t k, float* out,
-                         int64_t n_out) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) dot_rows<4>(w, x + r * k, k, out + r * n_out, n_out);
-  for (; r < m; ++r) dot_rows<1>(w, x + r * k, k, out + r * n_out, n_out);
+constexpr int kBlockRows = 4;  // decoded weight rows multiplied together (dot_block's NW)
+
+// nw (up to kBlockRows) decoded weight rows [nw, k] times every activation row:
+// out[r * n_out + j].
+inline void multiply_rows(const float* w, int64_t nw, const float* x, int64_t m, int64_t k,
+                          float* out, int64_t n_out) {
+  auto each_x = [&](auto nw_tag, const float* wj, float* o) {
+    constexpr int NW = decltype(nw_tag)::value;
+    int64_t r = 0;
+    for (; r + 2 <= m; r += 2) dot_block<NW, 2>(wj, x + r * k, k, o + r * n_out, n_out);
+    for (; r < m; ++r) dot_block<NW, 1>(wj, x + r * k, k, o + r * n_out, n_out);
+  };
+  if (nw == kBlockRows) return each_x(std::integral_constant<int, kBlockRows>{}, w, out);
+  for (int64_t j = 0; j < nw; ++j) each_x(std::integral_constant<int, 1>{}, w + j * k, out + j);
 }
 
 template <typename Rows>
@@ -633,11 +645,12 @@ at::Tensor run(const at::Tensor& x_in, int64_t n_out, int64_t k, const Rows& row
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / k);
   at::parallel_for(0, n_out, grain, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buffer;
-    if (static_cast<int64_t>(buffer.size()) < k) buffer.resize(k);
+    if (static_cast<int64_t>(buffer.size()) < kBlockRows * k) buffer.resize(kBlockRows * k);
     float* w = buffer.data();
-    for (int64_t n = begin; n < end; ++n) {
-      rows(n, w);
-      multiply_row(w, xp, m, k, op + n, n_out);
+    for (int64_t n = begin; n < end; n += kBlockRows) {
+      const int64_t nw = std::min<int64_t>(kBlockRows, end - n);
+      for (int64_t j = 0; j < nw; ++j) rows(n + j, w + j * k);
+      multiply_rows(w, nw, xp, m, k, op + n, n_out);
     }
   });
   return out.to(x_in.scalar_type());
@@ -1134,17 +1147,17 @@ at::Tensor silu_mul(const at::Tensor& gate_up_in) {
 }
 
 // A decode step's decoder layers in one call, for a model whose matmul weights are QuantWeights
-// taking int8 activations, bf16 (one row) or float32 matrices (Python's own per-layer code,
-// LlamaForCausalLM.forward, does every other step and model). The calls are the ones that code
-// makes, in its order, with the same arguments, so the hidden states are the same floats; what
-// goes is the ~40 Python calls and torch dispatches a layer, 3-9 us each on an AVX2 CPU. Per
-// layer, `weights` holds kLayerTensors entries and `config` kLayerInts (DecodePlan in
-// models/llama.py lays them out).
+// taking int8 activations, bf16 (steps of up to kernels.BF16_MAX_ROWS rows) or float32 matrices
+// (Python's own per-layer code, LlamaForCausalLM.forward, does every other step and model).
+// The calls are the ones that code makes, in its order, with the same arguments, so the hidden
+// states are the same floats; what goes is the ~40 Python calls and torch dispatches a layer,
+// 3-9 us each on an AVX2 CPU. Per layer, `weights` holds kLayerTensors entries and `config`
+// kLayerInts (DecodePlan in models/llama.py lays them out).
 constexpr int64_t kLayerTensors = 20, kLayerInts = 13;
 
 // One product of the plan, as layers/linear.py's linear() computes it for these rows: tensors
 // at_w.. (codes, scales, mins, bias) and settings cfg (bits, group size, offset). Bits 16: a
-// bf16 weight (one row: bf16_matmul), 32: a float32 weight (F.linear, its bias inside).
+// bf16 weight (bf16_matmul), 32: a float32 weight (F.linear, its bias inside).
 at::Tensor plan_linear(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& w,
                        int64_t at_w, const int64_t* cfg) {
   const std::optional<at::Tensor> bias = w.get(at_w + 3);

@@ -11,8 +11,11 @@ for decoding, half the bytes to read per token) while activations are float32:
   cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
   for a few rows, straight on the bf16 weights. The scratch buffer matters: upcasting into
   fresh memory costs 4-8x more, in page faults, than the conversion itself.
-One row against bf16 weights (either activation dtype) goes first to tenshu's own kernel
-(engine/kernels), which reads them faster than torch's bf16 GEMV (docs/benchmarks.md).
+One row against bf16 weights (either activation dtype), and up to kernels.BF16_MAX_ROWS float32
+rows (a batch of decoding sequences), go first to tenshu's own kernel (engine/kernels): it reads
+the bf16 weights once, faster than torch's bf16 GEMV, and for a batch decodes weight rows into
+float32 in L1, four at a time, and multiplies them there with every row: 1.2-5x the float32
+GEMM on the float32 copy at 4-64 rows (docs/benchmarks.md).
 A quantized weight (engine/quant: a QuantWeight module in place of the parameter) computes its
 own product, dequantizing into the same scratch buffer.
 """
@@ -47,8 +50,8 @@ def linear(
     dtype, used for more than one row."""
     if isinstance(weight, nn.Module):  # a quantized weight (engine/quant/weight.py)
         return weight(x, bias)
-    if x.shape[0] == 1 and weight.dtype == torch.bfloat16 and x.device.type == "cpu" and \
-            weight.is_contiguous() and (cpu := kernels.ops()) is not None:
+    if weight.dtype == torch.bfloat16 and bf16_kernel_rows(x) and weight.is_contiguous() and \
+            (cpu := kernels.ops()) is not None:
         out = cpu.bf16_matmul(x, weight)
         return out if bias is None else out + bias.to(x.dtype)
     if weight.dtype == x.dtype:
@@ -70,6 +73,13 @@ def linear(
         part = slice(start, start + rows)
         out[..., part] = F.linear(x, _upcast(weight[part], x), None if bias is None else bias[part])
     return out
+
+
+def bf16_kernel_rows(x: torch.Tensor) -> bool:
+    """Whether x's rows take bf16_matmul against bf16 weights: one row of either dtype, or up to
+    kernels.BF16_MAX_ROWS float32 rows (bf16 rows on a CPU with native bf16 take its GEMM)."""
+    return x.device.type == "cpu" and x.dim() == 2 and (
+        x.shape[0] == 1 or (x.dtype == torch.float32 and x.shape[0] <= kernels.BF16_MAX_ROWS))
 
 
 def _gemv_math(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -130,9 +140,11 @@ def _gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def scratch(n: int, like: torch.Tensor) -> torch.Tensor:
-    """This thread's reused buffer of at least `n` elements in `like`'s dtype and device."""
+    """This thread's reused buffer of at least `n` elements in `like`'s dtype and device (one
+    made under inference_mode cannot be written outside it: then a new one)."""
     buf = getattr(_local, "scratch", None)
-    if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+    if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device \
+            or (buf.is_inference() and not torch.is_inference_mode_enabled()):
         buf = torch.empty(max(n, 1 << 20), dtype=like.dtype, device=like.device)
         _local.scratch = buf
     return buf[:n]

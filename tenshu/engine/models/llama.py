@@ -151,10 +151,10 @@ class DecodePlan:
     the two norms, q_norm, k_norm, then codes, scales, mins and bias of qkv, o, gate/up and
     down; 13 settings: bits, group size and offset of each product, the sliding window)."""
 
-    def __init__(self, weights, config, eps, scale, heads, kv_heads, one_row: bool):
+    def __init__(self, weights, config, eps, scale, heads, kv_heads, max_rows: int):
         self.weights, self.config, self.eps, self.scale = weights, config, eps, scale
         self.heads, self.kv_heads = heads, kv_heads
-        self.one_row = one_row  # bf16 weights: only steps of one row (bf16_matmul's)
+        self.max_rows = max_rows  # bf16 weights: only steps that linear() gives bf16_matmul
         self.caches: list[torch.Tensor] = []
         self.kv_source = None
 
@@ -166,7 +166,7 @@ class DecodePlan:
         loading."""
         if kernels.ops() is None:
             return None
-        weights, config, one_row = [], [], False
+        weights, config, max_rows = [], [], kernels.INT8_MAX_ROWS
         for layer, window in zip(model.model.layers, model.windows, strict=True):
             attn, mlp = layer.self_attn, layer.mlp
             norms = [layer.input_layernorm, layer.post_attention_layernorm]
@@ -182,7 +182,8 @@ class DecodePlan:
                         w.dtype in (torch.bfloat16, torch.float32) and w.is_contiguous():
                     weights += [w, None, None, linear_.bias]
                     config += [16 if w.dtype == torch.bfloat16 else 32, 0, 0]
-                    one_row |= w.dtype == torch.bfloat16
+                    if w.dtype == torch.bfloat16:
+                        max_rows = min(max_rows, kernels.BF16_MAX_ROWS)
                 elif getattr(w, "int8_activations", False):
                     weights += [*w.packed(), linear_.bias]
                     config += [w.bits, w.group_size, w.offset]
@@ -191,7 +192,7 @@ class DecodePlan:
             config.append(window or 0)
         first = model.model.layers[0]
         return DecodePlan(weights, config, first.input_layernorm.eps, first.self_attn.attn.scale,
-                          first.self_attn.num_heads, first.self_attn.num_kv_heads, one_row)
+                          first.self_attn.num_heads, first.self_attn.num_kv_heads, max_rows)
 
     def use_caches(self, kv_caches) -> None:
         self.caches = [cache for pair in kv_caches for cache in pair]
@@ -254,8 +255,8 @@ class LlamaForCausalLM(nn.Module):
 
     def _decode_plan(self, x: torch.Tensor, kv_caches, metas) -> DecodePlan | None:
         """The plan when this step can run its layers in one kernel call (decode_layers): every
-        row a decode read in place, few enough rows for the integer products (one with bf16
-        weights), no adapters, no gradient, and a model DecodePlan.of takes."""
+        row a decode read in place, few enough rows for the integer products (for bf16_matmul
+        with bf16 weights), no adapters, no gradient, and a model DecodePlan.of takes."""
         if x.shape[0] > kernels.INT8_MAX_ROWS or lora.current.get() is not None or \
                 _cpu_ops(x) is None:
             return None
@@ -263,7 +264,7 @@ class LlamaForCausalLM(nn.Module):
             return None
         if self.plan is None:
             self.plan = DecodePlan.of(self) or False
-        if not self.plan or (self.plan.one_row and x.shape[0] != 1):
+        if not self.plan or x.shape[0] > self.plan.max_rows:
             return None
         if self.plan.kv_source is not kv_caches:
             self.plan.use_caches(kv_caches)
