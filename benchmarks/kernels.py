@@ -3,9 +3,11 @@ at a time, in one process, the two taking turns.
 
   python benchmarks/kernels.py                  # every case, 7 turns each
   python benchmarks/kernels.py --turns 15 --rows 1,4,16
+  python benchmarks/kernels.py --only bf16 --rows 4,16,64,128
 
 Cases (a 65,536 x 1,024 weight unless said: 64 MiB of int8 codes, larger than any cache here):
-- bf16 weights: `bf16_matmul` against torch's F.linear in bf16 (oneDNN);
+- bf16 weights: `bf16_matmul` against torch's F.linear in bf16 (oneDNN), and for more than one
+  row against the float32 GEMM on a float32 copy (what a batch took before 2026-12-07);
 - 8-bit codes (Q8_0's layout, and Q6_K's groups of 16), 4-bit codes (Q4_0's offset, Q4_K's mins):
   `quant_matmul` against what serves without the kernels: inductor's compiled GEMV for one row,
   the chunked dequantize-then-GEMM for more;
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=7)
     parser.add_argument("--rows", default="1,4,16")
+    parser.add_argument("--only", help="bf16: the bf16 weight's products alone")
     args = parser.parse_args(argv)
     ops = kernels.ops()
     if ops is None:
@@ -83,10 +86,16 @@ def main(argv: list[str] | None = None) -> int:
 
     n, k = 65536, 1024
     w = torch.randn(n, k).bfloat16()
+    wide = w.float()
     for rows in [int(r) for r in args.rows.split(",")]:
         x = torch.randn(rows, k)
         pair(f"bf16 {n}x{k}, {rows} row(s)", w.numel() * 2, lambda x=x: ops.bf16_matmul(x, w),
              lambda x=x: torch.nn.functional.linear(x.bfloat16(), w), "torch bf16")
+        if rows > 1:
+            pair(f"bf16 {n}x{k}, {rows} rows", w.numel() * 2, lambda x=x: ops.bf16_matmul(x, w),
+                 lambda x=x: torch.nn.functional.linear(x, wide), "f32 copy")
+        if args.only == "bf16":
+            continue
         for bits, group, offset, mins, label in ((8, 32, 0, False, "Q8_0"),
                                                  (8, 16, 0, False, "Q6_K-like"),
                                                  (4, 32, 8, False, "Q4_0"),
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                  lambda x=x, qw=qw: ops.quant_matmul(x, qw.qweight, qw.scales, qw.mins, qw.bits,
                                                      qw.group_size, qw.offset),
                  lambda x=x, qw=qw: torch_path(x, qw), peer)
+    if args.only == "bf16":
+        return 0
     head = quant_weight_of(8, 32, 0, False, 151936, 1024)
     x = torch.randn(1, 1024)
     pair("Q8_0 lm_head 151936x1024, 1 row", head.nbytes(),
