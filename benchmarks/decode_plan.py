@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -55,7 +57,7 @@ def measure(path: Path, streams: int, steps: int) -> dict:
         "layers": (False, fused, bf16_rows),
         "layers, unfused": (False, lambda self, qkv: None, bf16_rows),
     }
-    if streams > 1 and plan.max_rows == bf16_rows:  # bf16 weights
+    if streams > 1 and any(w is not None and w.dtype == torch.bfloat16 for w in plan.weights):
         variants["layers, bf16 GEMM"] = (False, fused, 1)
     times: dict[str, list[float]] = {name: [] for name in variants}
     try:
