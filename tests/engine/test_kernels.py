@@ -83,7 +83,9 @@ INT8_FORMATS = FORMATS  # groups of 16 or of 32 << j: every GGML type, GPTQ and 
 def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # x rounded to int8 per 32 columns (x8) times the weight, to float32's rounding
     bits, group, offset, mins = fmt
-    cols = 384 if group != 128 else 512
+    # 8-bit codes: 13 blocks, a remainder after the steps of four blocks (groups of 16) or of
+    # U blocks; 6-bit: 3 blocks in each quarter of the row
+    cols = 416 if bits == 8 and group <= 32 else 384 if group != 128 else 512
     qw = _weight(bits, group, offset, mins, rows=200, cols=cols)
     x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows)) * 3
     x[0, :32] = 0  # an all-zero block: scale 0, not a division by zero

@@ -318,11 +318,15 @@ struct QuantizedX {
   std::vector<int8_t> q;  // [m, k]
   std::vector<float> d;   // [m, blocks]: each block's scale
   std::vector<float> sums;  // [m, groups]: sum of x8 over each group
+  // [m, blocks], with `quarters`: d in the order int6_dot_rows reads the blocks, four at a
+  // time, one from each quarter of the row (blocks j, qb + j, 2qb + j, 3qb + j; qb = blocks / 4)
+  std::vector<float> d_quarters;
 
-  QuantizedX(const float* x, int64_t m_, int64_t k_, int64_t group, int offset, bool signed8)
+  QuantizedX(const float* x, int64_t m_, int64_t k_, int64_t group, int offset, bool signed8,
+             bool quarters = false)
       : m(m_), k(k_), blocks(k_ / 32), groups(k_ / group),
         codes_offset(static_cast<float>(offset + (signed8 ? kSigned8Bias : 0))), q(m_ * k_),
-        d(m_ * blocks), sums(m_ * groups) {
+        d(m_ * blocks), sums(m_ * groups), d_quarters(quarters ? m_ * blocks : 0) {
     std::vector<float> part(k / 16);  // sum of x8 per 16 columns
     for (int64_t r = 0; r < m; ++r) {
       const float* xr = x + r * k;
@@ -346,6 +350,12 @@ struct QuantizedX {
         float t = 0.f;
         for (int64_t i = g * group / 16; i < (g + 1) * group / 16; ++i) t += part[i];
         sums[r * groups + g] = t;
+      }
+      if (quarters) {
+        const int64_t qb = blocks / 4;
+        for (int64_t j = 0; j < qb; ++j)
+          for (int t = 0; t < 4; ++t)
+            d_quarters[r * blocks + 4 * j + t] = d[r * blocks + t * qb + j];
       }
     }
   }
@@ -387,6 +397,53 @@ inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift)
   }
   const float v = s[G == 32 ? b : b >> shift];
   acc += t * f32x8{v, v, v, v, v, v, v, v};
+}
+
+// Weights in groups of 16 (Q6_K, and q/k/v widened beside a Q6_K v) are scaled four blocks at
+// a time: the blocks' dot4 lanes are added into one vector of their eight groups' sums,
+// converted and multiplied once, where add_block spends a conversion, two multiplies and a
+// permute of the scales on every block: 1.03-1.15x the speed at 1-16 rows on two AVX2 cores
+// (benchmarks/kernel_ab.py, docs/benchmarks.md). Groups of 32 gain nothing so: their blocks
+// need one scale each, no permute, and the sums' shuffles cost what they save.
+typedef float f32x4 __attribute__((vector_size(16)));
+
+// Lanes [A0 A1 A2 A3 | B0 B1 B2 B3]: At and Bt the sums of dt's lanes 0-3 and 4-7 (block t's
+// columns 0-15 and 16-31 as dot4 lays them out). Shuffles within 128-bit halves (unpacks).
+inline i32x8 group_sums4(i32x8 d0, i32x8 d1, i32x8 d2, i32x8 d3) {
+  const i32x8 s01 = __builtin_shufflevector(d0, d1, 0, 8, 1, 9, 4, 12, 5, 13) +
+                    __builtin_shufflevector(d0, d1, 2, 10, 3, 11, 6, 14, 7, 15);
+  const i32x8 s23 = __builtin_shufflevector(d2, d3, 0, 8, 1, 9, 4, 12, 5, 13) +
+                    __builtin_shufflevector(d2, d3, 2, 10, 3, 11, 6, 14, 7, 15);
+  return __builtin_shufflevector(s01, s23, 0, 1, 8, 9, 4, 5, 12, 13) +
+         __builtin_shufflevector(s01, s23, 2, 3, 10, 11, 6, 7, 14, 15);
+}
+
+// Four groups-of-16 scale pairs (p_t = the two scales of block t), as group_sums4 lays out its
+// lanes: [p0[0] p1[0] p2[0] p3[0] | p0[1] p1[1] p2[1] p3[1]].
+inline f32x8 pair_lanes(const float* p0, const float* p1, const float* p2, const float* p3) {
+#ifdef __AVX2__
+  // two pairs a 128-bit half (movsd, movhpd), then one permute (a vector filled through memory
+  // stalls on the store-to-load forwarding of its four parts)
+  const __m128d lo = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(p0)),
+                                  reinterpret_cast<const double*>(p1));
+  const __m128d hi = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(p2)),
+                                  reinterpret_cast<const double*>(p3));
+  return (f32x8)_mm256_permutevar8x32_ps(_mm256_set_m128(_mm_castpd_ps(hi), _mm_castpd_ps(lo)),
+                                         _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+#else
+  f32x8 v;
+  std::memcpy(&v, p0, 8);
+  std::memcpy(reinterpret_cast<float*>(&v) + 2, p1, 8);
+  std::memcpy(reinterpret_cast<float*>(&v) + 4, p2, 8);
+  std::memcpy(reinterpret_cast<float*>(&v) + 6, p3, 8);
+  return __builtin_shufflevector(v, v, 0, 2, 4, 6, 1, 3, 5, 7);
+#endif
+}
+
+// [p0 p1 p2 p3 | p0 p1 p2 p3]: four blocks' dx over both halves of group_sums4's lanes
+inline f32x8 twice(const float* p) {
+  const f32x4 v = load<f32x4>(p);
+  return __builtin_shufflevector(v, v, 0, 1, 2, 3, 0, 1, 2, 3);
 }
 
 // The 6-bit codes of four blocks of 32 columns, one in each quarter of the row (blocks j,
@@ -456,6 +513,20 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
                    s, b, shift);
   };
   int64_t b = 0;
+  if constexpr (G == 16) {  // four blocks a step: group scales s[2b, 2b + 8), dx[b, b + 4)
+    for (; b + 4 <= a.blocks; b += 4) {
+      i8x32 w[4];
+      for (int t = 0; t < 4; ++t) w[t] = load<i8x32>(q + (b + t) * 32);
+      const f32x8 sc = pair_lanes(s + 2 * b, s + 2 * b + 2, s + 2 * b + 4, s + 2 * b + 6);
+      for (int r = 0; r < MB; ++r) {
+        i32x8 d[4];
+        for (int t = 0; t < 4; ++t)
+          d[t] = dot4_signed(w[t], load<i8x32>(xq[r] + (b + t) * 32));
+        const f32x8 sums = __builtin_convertvector(group_sums4(d[0], d[1], d[2], d[3]), f32x8);
+        acc[r][0] += sums * twice(dx[r] + b) * sc;  // one sum: an index by b spills them
+      }
+    }
+  }
   for (; b + U <= a.blocks; b += U)
     for (int u = 0; u < U; ++u) step(b + u, u);
   for (; b < a.blocks; ++b) step(b, 0);
@@ -502,16 +573,32 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
     int64_t r0, float* out, int64_t ldo) {
   f32x8 acc[MB][4] = {};
   const int64_t qb = a.blocks / 4;
-  for (int64_t j = 0; j < qb; ++j) {
-    u8x32 codes[4];
-    six_bit_codes(q, a.k, j, codes);
-    for (int t = 0; t < 4; ++t) {
-      const int64_t b = t * qb + j;
+  if constexpr (G == 16) {  // x's dx in quarter order (QuantizedX::d_quarters)
+    for (int64_t j = 0; j < qb; ++j) {
+      u8x32 codes[4];
+      six_bit_codes(q, a.k, j, codes);
+      const f32x8 sc = pair_lanes(s + 2 * j, s + 2 * (qb + j), s + 2 * (2 * qb + j),
+                                  s + 2 * (3 * qb + j));
       for (int r = 0; r < MB; ++r) {
-        const int64_t row = r0 + r;
-        const i32x8 dot = dot4(codes[t], load<i8x32>(a.q.data() + row * a.k + b * 32));
-        add_block<G>(acc[r][t], __builtin_convertvector(dot, f32x8) * a.d[row * a.blocks + b],
-                     s, b, shift);
+        const int8_t* xq = a.q.data() + (r0 + r) * a.k;
+        i32x8 d[4];
+        for (int t = 0; t < 4; ++t) d[t] = dot4(codes[t], load<i8x32>(xq + (t * qb + j) * 32));
+        const f32x8 sums = __builtin_convertvector(group_sums4(d[0], d[1], d[2], d[3]), f32x8);
+        acc[r][0] += sums * twice(a.d_quarters.data() + (r0 + r) * a.blocks + 4 * j) * sc;
+      }
+    }
+  } else {
+    for (int64_t j = 0; j < qb; ++j) {
+      u8x32 codes[4];
+      six_bit_codes(q, a.k, j, codes);
+      for (int t = 0; t < 4; ++t) {
+        const int64_t b = t * qb + j;
+        for (int r = 0; r < MB; ++r) {
+          const int64_t row = r0 + r;
+          const i32x8 dot = dot4(codes[t], load<i8x32>(a.q.data() + row * a.k + b * 32));
+          add_block<G>(acc[r][t], __builtin_convertvector(dot, f32x8) * a.d[row * a.blocks + b],
+                       s, b, shift);
+        }
       }
     }
   }
@@ -796,7 +883,7 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t m = x.size(0), groups = k / group_size;
         const int shift = std::max(0, group_shift(group_size));
         const QuantizedX a(x.data_ptr<float>(), m, k, group_size, static_cast<int>(offset),
-                           bits == 8);
+                           bits == 8, bits == 6 && group_size == 16);
         at::Tensor out = at::empty({m, n}, x.options());
         float* op = out.data_ptr<float>();
         const float* sp = scales.data_ptr<float>();
