@@ -1,5 +1,5 @@
-"""tenshu's integer-dot products (`quant_matmul_int8`) as the tree builds them, against the same
-products built from another git revision's kernel source, in one process, taking turns.
+"""tenshu's weight products (`quant_matmul_int8`, `bf16_matmul`) as the tree builds them, against
+the same products built from another git revision's kernel source, in one process, taking turns.
 
   python benchmarks/kernel_ab.py --base HEAD~1
   python benchmarks/kernel_ab.py --base 461bc46 --rows 1,4 --threads 1
@@ -8,8 +8,8 @@ This machine's speed drifts by a third within minutes, more than most kernel cha
 of quant.py cannot tell a 10% change from the drift. Here each turn times the tree's product
 and then the base's on the same operands, and the median of the turns' ratios (and their
 quartiles) is reported. The base's source is built under another operator namespace
-(tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random codes in the
-shapes of the Qwen3-0.6B model's layers, in the formats GGUF files become (see quant/ggml.py).
+(tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random, in the shapes of
+the Qwen3-0.6B model's layers, in the formats GGUF files become (see quant/ggml.py) and bf16.
 """
 
 from __future__ import annotations
@@ -33,14 +33,26 @@ from kernels import quant_weight_of  # noqa: E402
 
 from tenshu.engine import kernels  # noqa: E402
 
-# name, (bits, group, offset, mins), (rows, columns)
+# name, (bits, group, offset, mins) or None for bf16 weights, (rows, columns)
 CASES = [
     ("Q6_K lm_head", (6, 16, 32, False), (151936, 1024)),
     ("Q6_K ffn_down", (6, 16, 32, False), (1024, 3072)),
     ("q/k/v widened beside a Q6_K v", (8, 16, 0, True), (4096, 1024)),
     ("Q4_K ffn_gate_up", (4, 32, 0, True), (6144, 1024)),
     ("Q8_0 ffn_gate_up", (8, 32, 0, False), (6144, 1024)),
+    ("bf16 lm_head", None, (151936, 1024)),
+    ("bf16 ffn_gate_up", None, (6144, 1024)),
+    ("bf16 ffn_down", None, (1024, 3072)),
 ]
+
+
+def product(fmt, n: int, k: int):
+    """The call the engine makes for a weight of format `fmt` (None: bf16), as fn(ops, x)."""
+    if fmt is None:
+        w = torch.randn(n, k).bfloat16()
+        return lambda ops, x: ops.bf16_matmul(x, w)
+    operands = (*quant_weight_of(*fmt, n, k).packed(), *fmt[:3])
+    return lambda ops, x: ops.quant_matmul_int8(x, *operands)
 
 
 def base_ops(rev: str):
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1,4,16", help="rows of x (decoding sequences)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--turns", type=int, default=15)
+    parser.add_argument("--only", help="weights whose name contains this (e.g. bf16, Q6_K)")
     args = parser.parse_args(argv)
     tree = kernels.ops()
     if tree is None:
@@ -81,21 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {args.threads} threads; the tree against {args.base}")
     results = []
     for rows in [int(r) for r in args.rows.split(",")]:
-        for name, (bits, group, offset, mins), (n, k) in CASES:
-            operands = (*quant_weight_of(bits, group, offset, mins, n, k).packed(), bits, group,
-                        offset)
+        for name, fmt, (n, k) in CASES:
+            if args.only and args.only not in name:
+                continue
+            call = product(fmt, n, k)
             x = torch.randn(rows, k)
-            got, want = tree.quant_matmul_int8(x, *operands), base.quant_matmul_int8(x, *operands)
+            got, want = call(tree, x), call(base, x)
             differs = ((got - want).abs().max() / want.abs().max()).item()
             reps = max(1, int(2e8 / (n * k * rows)))  # a turn of ~10 ms or more
             ratios, times = [], []
             for _ in range(args.turns):
                 start = time.perf_counter()
                 for _ in range(reps):
-                    tree.quant_matmul_int8(x, *operands)
+                    call(tree, x)
                 middle = time.perf_counter()
                 for _ in range(reps):
-                    base.quant_matmul_int8(x, *operands)
+                    call(base, x)
                 ratios.append((time.perf_counter() - middle) / (middle - start))
                 times.append((middle - start) / reps)
             low, median, high = statistics.quantiles(ratios, n=4)

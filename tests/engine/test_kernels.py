@@ -3,6 +3,10 @@ float math on the dequantized weights, for every format a QuantWeight holds."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,10 +138,11 @@ def test_dequantize_rows_is_bit_for_bit_the_weights_own(ops, fmt):
         ops.dequantize_rows(qw.qweight, qw.scales, qw.mins, bits, group, offset, 40, out)
 
 
+@pytest.mark.parametrize("cols", [256, 296])  # 296: columns past the vector loop
 @pytest.mark.parametrize("rows", [1, 6])
-def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows):
-    w = torch.randn(300, 256).bfloat16()
-    x = torch.randn(rows, 256)
+def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows, cols):
+    w = torch.randn(300, cols).bfloat16()
+    x = torch.randn(rows, cols)
     _close(ops.bf16_matmul(x, w), x, w.float())
     out = ops.bf16_matmul(x.bfloat16(), w)  # bf16 activations: summed in float32, then rounded
     assert out.dtype == torch.bfloat16
@@ -259,3 +264,23 @@ def test_attention_inputs_refuse_a_slot_outside_the_cache(ops):
     with pytest.raises(RuntimeError, match=r"qkv must be float32 \[T, \(H \+ 2 KVH\) \* D\]"):
         ops.attention_inputs(qkv[:, :48], None, None, 1e-6, rope, rope, 2, 1, k_cache, v_cache,
                              torch.tensor([3, 4]))
+
+
+def test_a_build_killed_midway_does_not_hang_the_next_start(ops, tmp_path):
+    # torch's builder marks a build under way with a "lock" file and waits for it to go; one
+    # killed midway (Ctrl-C during the first start) leaves it, and the next start must not
+    # wait on it for ever: it removes it, builds what is missing (here nothing) and loads
+    built = kernels.build_dir()
+    if not (built / f"{kernels.build_name()}.so").is_file():
+        pytest.skip("no finished build in the cache to copy")
+    cache = tmp_path / "cache"
+    folder = cache / "tenshu" / "kernels" / built.name
+    shutil.copytree(built, folder)
+    (folder / "lock").touch()
+    code = "from tenshu.engine import kernels; print(kernels.ops() is not None)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    assert not (folder / "lock").exists()
+    assert "did not finish" in done.stderr

@@ -27,6 +27,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; torch's own lock file alone
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_matmul.cpp")
@@ -72,18 +77,31 @@ def build_dir() -> Path:
 
 def _load(verbose: bool = False):
     """Load the built library, building it first where it is missing. A finished build is
-    loaded directly: torch's build step costs about a second even when it has nothing to do."""
+    loaded directly: torch's build step costs about a second even when it has nothing to do.
+
+    torch's builder marks a build under way with a plain file ("lock") and waits, without end,
+    for it to go; a build that was killed (Ctrl-C during the first start) leaves it behind, and
+    every later start would hang there. So builds also take a lock of the operating system's
+    (flock on "build.lock"), which ends with the process that holds it: whoever holds that
+    knows that no build is under way and that a "lock" file left is stale."""
     name, folder = build_name(), build_dir()
     library = folder / f"{name}.so"
-    if not library.is_file() or (folder / "lock").exists():  # "lock": a build under way
-        from torch.utils import cpp_extension  # imports setuptools: only when building
+    baton = folder / "lock"
+    if library.is_file() and not baton.exists():
+        torch.ops.load_library(str(library))
+        return torch.ops.tenshu_cpu
+    from torch.utils import cpp_extension  # imports setuptools: only when building
 
-        folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.lock", "w") as held:
+        if fcntl is not None:
+            fcntl.flock(held, fcntl.LOCK_EX)  # another process building: wait for it
+            if baton.exists():
+                logger.warning("removing %s, left by a kernel build that did not finish", baton)
+                baton.unlink(missing_ok=True)
         cpp_extension.load(name, [str(SOURCE)], extra_cflags=_FLAGS,
                            extra_ldflags=["-fopenmp"], build_directory=str(folder),
                            is_python_module=False, verbose=verbose)
-    else:
-        torch.ops.load_library(str(library))
     return torch.ops.tenshu_cpu
 
 

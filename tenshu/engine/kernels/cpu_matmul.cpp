@@ -31,6 +31,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -226,15 +227,23 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_int4_row(const Gemv& a,
   return out - c;
 }
 
+// One row of bf16 weights against x in pair order (bf16_pair_order). Each 32-bit word of the
+// row holds two weights, the first in its low half: the word shifted left by 16 bits is the
+// first as a float32, the word masked to its high half the second. Per 2 kLanes weights that
+// is a load, a shift, an and and two multiply-adds, where widening each weight to 32 bits took
+// a widening load and a shift per kLanes.
 __attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a, const uint16_t* w) {
   fvec acc[4] = {};
   int64_t i = 0;
   for (; i + 4 * kLanes <= a.k; i += 4 * kLanes) {
-    for (int j = 0; j < 4; ++j) {
-      const uvec bits = __builtin_convertvector(load<hvec>(w + i + kLanes * j), uvec) << 16;
-      fvec f;
-      std::memcpy(&f, &bits, sizeof f);
-      acc[j] += f * load<fvec>(a.x + i + kLanes * j);
+    for (int j = 0; j < 2; ++j) {
+      const uvec words = load<uvec>(w + i + 2 * kLanes * j);
+      const uvec first = words << 16, second = words & 0xffff0000u;
+      fvec f0, f1;
+      std::memcpy(&f0, &first, sizeof f0);
+      std::memcpy(&f1, &second, sizeof f1);
+      acc[2 * j] += f0 * load<fvec>(a.x + i + 2 * kLanes * j);
+      acc[2 * j + 1] += f1 * load<fvec>(a.x + i + 2 * kLanes * j + kLanes);
     }
   }
   float out = lanes_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
@@ -244,6 +253,23 @@ __attribute__((optimize("fp-contract=fast"))) float gemv_bf16_row(const Gemv& a,
     std::memcpy(&f, &bits, sizeof f);
     out += f * a.x[i];
   }
+  return out;
+}
+
+// x [1, k] in the order gemv_bf16_row reads it: each 2 kLanes columns of its main loop as the
+// kLanes even columns, then the kLanes odd ones; the columns past that loop as they are.
+at::Tensor bf16_pair_order(const at::Tensor& x) {
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(xf);
+  const float* src = xf.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t k = xf.numel(), paired = k / (4 * kLanes) * (4 * kLanes);
+  for (int64_t c = 0; c < paired; c += 2 * kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      dst[c + l] = src[c + 2 * l];
+      dst[c + kLanes + l] = src[c + 2 * l + 1];
+    }
+  std::copy(src + paired, src + k, dst + paired);
   return out;
 }
 
@@ -758,7 +784,9 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& weight) {
   check_x(x, k);
   const uint16_t* w = reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>());
   if (x.size(0) == 1)
-    return gemv(x, n, k, 0, [&](const Gemv& a, int64_t r) { return gemv_bf16_row(a, w + r * k); });
+    return gemv(bf16_pair_order(x), n, k, 0,
+                [&](const Gemv& a, int64_t r) { return gemv_bf16_row(a, w + r * k); })
+        .to(x.scalar_type());
   return run(x, n, k, Bf16Rows{w, k});
 }
 
