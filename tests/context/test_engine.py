@@ -105,8 +105,10 @@ class Running:
                                      "Authorization": f"Bearer {key}"})
 
 
-def news(key: str, title: str) -> Event:
-    return Event("news", key, "feed.entry", {"title": title, "link": f"https://x/{key}"})
+def news(key: str, title: str, at: datetime | None = None) -> Event:
+    extra = {} if at is None else {"at": at}
+    return Event("news", key, "feed.entry", {"title": title, "link": f"https://x/{key}"},
+                 **extra)
 
 
 def deliveries(tenshu, who: str = "ana") -> list:
@@ -269,8 +271,9 @@ async def test_old_events_are_emptied_once_nothing_will_read_them_and_stay_known
     clock = Clock()
     async with Running(settings(echo, tmp_path), tmp_path / "s.db", clock) as tenshu:
         people(tenshu.store)
-        done = await tenshu.engine.emit(news("e8", "old news"))
-        failed = await tenshu.engine.emit(news("e9", "fail news"))
+        # noticed at the test's clock, not the wall's: keep_days is counted on the clock
+        done = await tenshu.engine.emit(news("e8", "old news", clock.now))
+        failed = await tenshu.engine.emit(news("e9", "fail news", clock.now))
         await tenshu.engine.settle()
         clock.now += timedelta(minutes=5)  # past the backoff: the second attempt fails too
         await tenshu.engine.settle()
