@@ -1,5 +1,6 @@
-"""tenshu's weight products (`quant_matmul_int8`, `bf16_matmul`) as the tree builds them, against
-the same products built from another git revision's kernel source, in one process, taking turns.
+"""tenshu's weight products (`quant_matmul_int8`, `bf16_matmul`) and decode attention
+(`paged_decode`) as the tree builds them, against the same calls built from another git
+revision's kernel source, in one process, taking turns.
 
   python benchmarks/kernel_ab.py --base HEAD~1
   python benchmarks/kernel_ab.py --base 461bc46 --rows 1,4 --threads 1
@@ -9,7 +10,10 @@ of quant.py cannot tell a 10% change from the drift. Here each turn times the tr
 and then the base's on the same operands, and the median of the turns' ratios (and their
 quartiles) is reported. The base's source is built under another operator namespace
 (tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random, in the shapes of
-the Qwen3-0.6B model's layers, in the formats GGUF files become (see quant/ggml.py) and bf16.
+the Qwen3-0.6B model's layers, in the formats GGUF files become (see quant/ggml.py) and bf16;
+attention is that model's (16 query heads on 8 KV heads of 128), one query row per sequence
+(--rows) over a context in a paged cache of float32 or bf16, in blocks of 16 slots scattered
+as a busy cache scatters them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ CASES = [
     ("bf16 ffn_gate_up", None, (6144, 1024)),
     ("bf16 ffn_down", None, (1024, 3072)),
 ]
+# name, cache dtype, context length
+ATTENTION = [
+    ("paged_decode float32 cache", torch.float32, 400),
+    ("paged_decode bf16 cache", torch.bfloat16, 400),
+]
 
 
 def product(fmt, n: int, k: int):
@@ -53,6 +62,18 @@ def product(fmt, n: int, k: int):
         return lambda ops, x: ops.bf16_matmul(x, w)
     operands = (*quant_weight_of(*fmt, n, k).packed(), *fmt[:3])
     return lambda ops, x: ops.quant_matmul_int8(x, *operands)
+
+
+def attention(dtype: torch.dtype, context: int, rows: int):
+    """paged_decode for `rows` sequences of `context` tokens, as fn(ops); its multiply-adds."""
+    heads, kv_heads, d, block = 16, 8, 128, 16
+    slots = rows * context
+    scattered = torch.randperm(slots // block).view(-1, 1) * block + torch.arange(block)
+    table = scattered.view(rows, context).contiguous()
+    k_cache, v_cache = (torch.randn(slots, kv_heads, d).to(dtype) for _ in range(2))
+    q, lens = torch.randn(rows, heads, d), torch.full((rows,), context)
+    return (lambda ops: ops.paged_decode(q, k_cache, v_cache, table, lens, d ** -0.5, 0),
+            2 * rows * heads * context * d)
 
 
 def base_ops(rev: str):
@@ -83,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1,4,16", help="rows of x (decoding sequences)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--turns", type=int, default=15)
-    parser.add_argument("--only", help="weights whose name contains this (e.g. bf16, Q6_K)")
+    parser.add_argument("--only", help="cases whose name contains this (bf16, Q6_K, paged)")
     args = parser.parse_args(argv)
     tree = kernels.ops()
     if tree is None:
@@ -94,29 +115,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {args.threads} threads; the tree against {args.base}")
     results = []
     for rows in [int(r) for r in args.rows.split(",")]:
+        calls = []  # name, label, shape, a maker of (fn(ops), the multiply-adds of a call)
         for name, fmt, (n, k) in CASES:
+            def weight(fmt=fmt, n=n, k=k, rows=rows):
+                f, x = product(fmt, n, k), torch.randn(rows, k)
+                return (lambda ops: f(ops, x)), n * k * rows
+            calls.append((name, f"{n:>6d} x {k:<5d}", [n, k], weight))
+        if rows % 16 == 0 or rows < 16:  # whole blocks of slots
+            for name, dtype, context in ATTENTION:
+                calls.append((name, f"context {context:<5d}", [context],
+                              lambda dtype=dtype, context=context, rows=rows:
+                              attention(dtype, context, rows)))
+        for name, label, shape, make in calls:
             if args.only and args.only not in name:
                 continue
-            call = product(fmt, n, k)
-            x = torch.randn(rows, k)
-            got, want = call(tree, x), call(base, x)
+            call, work = make()
+            got, want = call(tree), call(base)
             differs = ((got - want).abs().max() / want.abs().max()).item()
-            reps = max(1, int(2e8 / (n * k * rows)))  # a turn of ~10 ms or more
+            reps = max(1, int(2e8 / work))  # a turn of ~10 ms or more
             ratios, times = [], []
             for _ in range(args.turns):
                 start = time.perf_counter()
                 for _ in range(reps):
-                    call(tree, x)
+                    call(tree)
                 middle = time.perf_counter()
                 for _ in range(reps):
-                    call(base, x)
+                    call(base)
                 ratios.append((time.perf_counter() - middle) / (middle - start))
                 times.append((middle - start) / reps)
             low, median, high = statistics.quantiles(ratios, n=4)
-            print(f"{rows:3d} row(s)  {name:30s} {n:>6d} x {k:<5d} tree {min(times) * 1e3:8.3f} ms"
+            print(f"{rows:3d} row(s)  {name:30s} {label} tree {min(times) * 1e3:8.3f} ms"
                   f"  base/tree {median:5.2f}x ({low:.2f}-{high:.2f})  differs {differs:.0e}",
                   flush=True)
-            results.append({"rows": rows, "weight": name, "shape": [n, k], "tree_ms":
+            results.append({"rows": rows, "weight": name, "shape": shape, "tree_ms":
                             min(times) * 1e3, "base_over_tree": median, "quartiles": [low, high]})
     out = ROOT / "benchmarks" / "results" / time.strftime("kernel-ab-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1038,6 +1038,159 @@ void attend_one(const float* q, const T* kc, const T* vc, const int64_t* slots, 
   }
 }
 
+// kLanes values of a cache row as float32: loaded, or bf16 widened (its bits the top half)
+inline fvec cache_floats(const float* p) { return load<fvec>(p); }
+inline fvec cache_floats(const at::BFloat16* p) {
+#ifdef __AVX512F__  // one widening load (the vector extension's conversion takes two and a merge)
+  return (fvec)_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+#elif defined(__AVX2__)
+  return (fvec)_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+#else
+  const uvec bits = __builtin_convertvector(load<hvec>(static_cast<const void*>(p)), uvec) << 16;
+  fvec f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+// e^x lane by lane for x <= 0 (a softmax's scores less their maximum), within a few units in
+// the last place of std::exp; x is taken as -87.3 below that (e^x about 1e-38 there, nothing
+// beside the maximum's 1), where 2^n leaves float32's normal range. x = n ln2 + r with |r| <=
+// ln2 / 2 (ln2 in two parts, so that r is exact), e^r by its Taylor series to r^7 (the rest
+// under 1e-8 of it), 2^n put in the exponent bits.
+inline fvec exp_nonpositive(fvec x) {
+  x = x < -87.3f ? fvec{} - 87.3f : x;
+  const fvec magic = fvec{} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  const fvec n = (x * 1.44269504f + magic) - magic;
+  const fvec r = (x - n * 0.693145752f) - n * 1.42860682e-6f;
+  fvec e = fvec{} + 1.f / 5040.f;
+  e = e * r + 1.f / 720.f;
+  e = e * r + 1.f / 120.f;
+  e = e * r + 1.f / 24.f;
+  e = e * r + 1.f / 6.f;
+  e = e * r + 0.5f;
+  e = e * r + 1.f;
+  e = e * r + 1.f;
+  const ivec bits = (__builtin_convertvector(n, ivec) + 127) << 23;
+  fvec two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return e * two_n;
+}
+
+// The sum of v's lanes by halves (lanes_sum adds them in order, one after the other: a chain
+// of kLanes dependent additions, where this is log2(kLanes) vector steps)
+inline float lanes_sum_halves(fvec v) {
+  f32x8 s8;
+  if constexpr (kLanes == 16) {
+    f32x8 hi;
+    std::memcpy(&s8, &v, sizeof s8);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof s8, sizeof hi);
+    s8 += hi;
+  } else {
+    std::memcpy(&s8, &v, sizeof s8);
+  }
+  f32x4 lo4, hi4;
+  std::memcpy(&lo4, &s8, sizeof lo4);
+  std::memcpy(&hi4, reinterpret_cast<const char*>(&s8) + sizeof lo4, sizeof hi4);
+  const f32x4 s4 = lo4 + hi4;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+constexpr int64_t kAheadRows = 8;  // attend_vectors' prefetch distance, in positions
+
+// out[0, C kLanes) = inv * the sum over positions t < n of w[t] * values(t)[0, C kLanes), the
+// sums in registers
+template <int C, typename T, typename Values>
+inline void weighted_values(const float* w, int64_t n, Values values, float inv, float* out) {
+  fvec acc[C] = {};
+  for (int64_t t = 0; t < n; ++t) {
+    const T* v = values(t);
+    for (int c = 0; c < C; ++c) acc[c] += w[t] * cache_floats(v + c * kLanes);
+  }
+  for (int c = 0; c < C; ++c) {
+    const fvec o = acc[c] * inv;
+    std::memcpy(out + c * kLanes, &o, sizeof o);
+  }
+}
+
+// attend_one's result in vector registers, for head sizes d a multiple of kLanes: the scores
+// of four positions at a time (four independent sums), the exponentials a vector at a time,
+// and each head's weighted sum of values in registers, 4 kLanes columns at a time, where
+// attend_one keeps it in memory and spends a scalar std::exp on every score.
+template <typename T>
+__attribute__((optimize("fp-contract=fast"))) void attend_vectors(
+    const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin, int64_t end,
+    int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale, float* scores,
+    float* out) {
+  const int64_t n = end - begin, row = kv_heads * d, nv = d / kLanes;
+  auto key = [&](int64_t p) { return kc + slots[begin + p] * row + kvh * d; };
+  // while the first head's scores are computed, the keys kAheadRows positions on and the
+  // values at hand are fetched (the rows of one KV head are d values in every kv_heads * d)
+  auto prefetch = [&](const T* cache, int64_t p) {
+    const char* at = reinterpret_cast<const char*>(cache + slots[begin + p] * row + kvh * d);
+    for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(T)); i += 64)
+      __builtin_prefetch(at + i);
+  };
+  for (int64_t h = 0; h < group; ++h) {
+    const float* qh = q + h * d;
+    float* sc = scores + h * n;
+    int64_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+      if (h == 0)
+        for (int t = 0; t < 4; ++t) {
+          if (p + kAheadRows + t < n) prefetch(kc, p + kAheadRows + t);
+          prefetch(vc, p + t);
+        }
+      const T *k0 = key(p), *k1 = key(p + 1), *k2 = key(p + 2), *k3 = key(p + 3);
+      fvec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
+        const fvec qv = load<fvec>(qh + j);
+        a0 += qv * cache_floats(k0 + j);
+        a1 += qv * cache_floats(k1 + j);
+        a2 += qv * cache_floats(k2 + j);
+        a3 += qv * cache_floats(k3 + j);
+      }
+      sc[p] = lanes_sum_halves(a0) * scale;
+      sc[p + 1] = lanes_sum_halves(a1) * scale;
+      sc[p + 2] = lanes_sum_halves(a2) * scale;
+      sc[p + 3] = lanes_sum_halves(a3) * scale;
+    }
+    for (; p < n; ++p) {
+      const T* k = key(p);
+      fvec a = {};
+      for (int64_t j = 0; j < nv; ++j)
+        a += load<fvec>(qh + j * kLanes) * cache_floats(k + j * kLanes);
+      sc[p] = lanes_sum_halves(a) * scale;
+    }
+    float top = sc[0];
+    for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
+    fvec sums = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      const fvec e = exp_nonpositive(load<fvec>(sc + i) - top);
+      std::memcpy(sc + i, &e, sizeof e);
+      sums += e;
+    }
+    float total = lanes_sum_halves(sums);
+    for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
+    const float inv = 1.f / total;
+    for (int64_t c0 = 0; c0 < nv; c0 += 4) {  // 4 kLanes columns at a time
+      auto values = [&](int64_t t) {
+        return vc + slots[begin + t] * row + kvh * d + c0 * kLanes;
+      };
+      float* o = out + h * d + c0 * kLanes;
+      switch (std::min<int64_t>(4, nv - c0)) {
+        case 4: weighted_values<4, T>(sc, n, values, inv, o); break;
+        case 3: weighted_values<3, T>(sc, n, values, inv, o); break;
+        case 2: weighted_values<2, T>(sc, n, values, inv, o); break;
+        default: weighted_values<1, T>(sc, n, values, inv, o);
+      }
+    }
+  }
+}
+
 template <typename T>
 void paged_decode_typed(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                         const at::Tensor& slots, const at::Tensor& lens, double scale,
@@ -1059,8 +1212,12 @@ void paged_decode_typed(const at::Tensor& q, const at::Tensor& k_cache, const at
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
       scores.resize(group * (len - first));
       const int64_t at = (seq * heads + kvh * group) * d;
-      attend_one(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
-                 static_cast<float>(scale), scores.data(), op + at);
+      if (d % kLanes == 0)
+        attend_vectors(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
+                       static_cast<float>(scale), scores.data(), op + at);
+      else
+        attend_one(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
+                   static_cast<float>(scale), scores.data(), op + at);
     }
   });
 }
