@@ -48,7 +48,7 @@ CASES = [
     ("bf16 ffn_gate_up", None, (6144, 1024)),
     ("bf16 ffn_down", None, (1024, 3072)),
 ]
-# name, cache dtype, context length
+# name, cache dtype, context length (a multiple of 16: whole blocks of slots)
 ATTENTION = [
     ("paged_decode float32 cache", torch.float32, 400),
     ("paged_decode bf16 cache", torch.bfloat16, 400),
@@ -121,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 f, x = product(fmt, n, k), torch.randn(rows, k)
                 return (lambda ops: f(ops, x)), n * k * rows
             calls.append((name, f"{n:>6d} x {k:<5d}", [n, k], weight))
-        if rows % 16 == 0 or rows < 16:  # whole blocks of slots
-            for name, dtype, context in ATTENTION:
-                calls.append((name, f"context {context:<5d}", [context],
-                              lambda dtype=dtype, context=context, rows=rows:
-                              attention(dtype, context, rows)))
+        for name, dtype, context in ATTENTION:
+            calls.append((name, f"context {context:<5d}", [context],
+                          lambda dtype=dtype, context=context, rows=rows:
+                          attention(dtype, context, rows)))
         for name, label, shape, make in calls:
             if args.only and args.only not in name:
                 continue

@@ -271,7 +271,8 @@ async def test_old_events_are_emptied_once_nothing_will_read_them_and_stay_known
     clock = Clock()
     async with Running(settings(echo, tmp_path), tmp_path / "s.db", clock) as tenshu:
         people(tenshu.store)
-        # noticed at the test's clock, not the wall's: keep_days is counted on the clock
+        # noticed at the test's clock (Event.at defaults to the wall's): compact() counts
+        # keep_days from the events' own time
         done = await tenshu.engine.emit(news("e8", "old news", clock.now))
         failed = await tenshu.engine.emit(news("e9", "fail news", clock.now))
         await tenshu.engine.settle()
