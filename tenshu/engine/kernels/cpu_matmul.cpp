@@ -1080,22 +1080,23 @@ inline fvec exp_nonpositive(fvec x) {
 }
 
 // The sum of v's lanes by halves (lanes_sum adds them in order, one after the other: a chain
-// of kLanes dependent additions, where this is log2(kLanes) vector steps)
+// of kLanes dependent additions, where this is log2(kLanes) vector steps). In intrinsics: the
+// halves taken through memory (memcpy) keep the sums being added on the stack in the loops.
 inline float lanes_sum_halves(fvec v) {
-  f32x8 s8;
-  if constexpr (kLanes == 16) {
-    f32x8 hi;
-    std::memcpy(&s8, &v, sizeof s8);
-    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof s8, sizeof hi);
-    s8 += hi;
-  } else {
-    std::memcpy(&s8, &v, sizeof s8);
-  }
-  f32x4 lo4, hi4;
-  std::memcpy(&lo4, &s8, sizeof lo4);
-  std::memcpy(&hi4, reinterpret_cast<const char*>(&s8) + sizeof lo4, sizeof hi4);
-  const f32x4 s4 = lo4 + hi4;
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+#if defined(__AVX512F__) || defined(__AVX2__)
+#ifdef __AVX512F__
+  const __m512 z = (__m512)v;
+  const __m256 s8 = _mm256_add_ps(
+      _mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+#else
+  const __m256 s8 = (__m256)v;
+#endif
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));  // lanes 0 + 2, 1 + 3
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+#else
+  return lanes_sum(v);
+#endif
 }
 
 constexpr int64_t kAheadRows = 8;  // attend_vectors' prefetch distance, in positions
