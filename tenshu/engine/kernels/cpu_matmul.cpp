@@ -995,7 +995,8 @@ at::Tensor dequantize_rows(const at::Tensor& qweight, const at::Tensor& scales,
 // Decode attention over the paged KV cache, read where it lies: one query row per sequence
 // against the keys and values of its context, found through `slots` ([B, L] cache slots of
 // positions 0..L-1, padded past each sequence's length), never gathered into a copy. Heads
-// that share a KV head (GQA) are computed together, so each key and value is read once.
+// that share a KV head (GQA) are one task, so each key and value is read from memory once
+// (attend_vectors reads them again for the group's later heads, from the cache).
 template <typename T>
 void attend_one(const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin,
                 int64_t end, int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale,
