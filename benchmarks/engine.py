@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tenshu import LLM, SamplingParams  # noqa: E402
 from tenshu.engine import EngineConfig, LLMEngine  # noqa: E402
+from tenshu.engine.config import cpu_has_native_bf16  # noqa: E402
 from tests.checkpoints import QWEN3_06B_SHAPE, make_checkpoint  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -222,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     weight_dtype, compute_dtype = EngineConfig(model=str(path), dtype=args.dtype).dtypes(
         torch.bfloat16
     )
+    # the dtype the batches' products run in: bf16 weights multiply several rows in bf16 where
+    # the CPU does so natively (engine/layers/linear.py); transformers runs in it too, its
+    # fastest dtype for batches here (float32 on a CPU without native bf16)
+    matmul_dtype = torch.bfloat16 if compute_dtype == torch.bfloat16 or (
+        weight_dtype == torch.bfloat16 and cpu_has_native_bf16()) else torch.float32
     n_req = 8 if args.quick else args.requests
     lo, hi = (32, 64) if args.quick else (64, 512)
     results: dict = {
@@ -242,12 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         costs = model_costs(config, avg_ctx)
         t = tenshu_throughput(path, args.dtype, reqs)
         print("tenshu throughput", t, flush=True)
-        # transformers in float32, its fastest dtype for batches on a CPU without native bf16
-        h = hf_throughput(path, compute_dtype, reqs, args.hf_batch)
+        h = hf_throughput(path, matmul_dtype, reqs, args.hf_batch)
         print("transformers throughput", h, flush=True)
         total_tokens = sum(len(p) + o for p, o in reqs)
         flops = results["machine"][
-            f"matmul_gflops_{'bf16' if compute_dtype == torch.bfloat16 else 'fp32'}"
+            f"matmul_gflops_{'bf16' if matmul_dtype == torch.bfloat16 else 'fp32'}"
         ] * 1e9
         achieved = total_tokens * costs["flops_per_token"] / t["seconds"]
         results["throughput"] = {

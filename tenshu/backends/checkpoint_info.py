@@ -131,8 +131,8 @@ def loaded_info(before: ModelInfo, config: EngineConfig, llm) -> ModelInfo:
     params = sum(p.numel() for p in llm.runner.model.parameters()) + sum(
         m.shape.numel() for m in llm.runner.model.modules() if isinstance(m, QuantWeight))
     # The dtype the weights are held in, which is what Ollama's quantization_level reports: a
-    # bf16 checkpoint stays bf16 in memory even where the engine computes in float32 (a CPU
-    # without native bf16, engine/config.py), so `llm.dtype`, the compute dtype, would say F32.
+    # bf16 checkpoint stays bf16 in memory even where the engine computes in float32 (on CPU,
+    # engine/config.py), so `llm.dtype`, the compute dtype, would say F32.
     by_dtype = Counter()
     for p in llm.runner.model.parameters():
         by_dtype[p.dtype] += p.numel()

@@ -139,8 +139,9 @@ class ServerSettings:
     quantization: for embedded models without their own `quantization` key: "int8" or "int4"
         (quantize a float checkpoint on load, cached beside it or in $TENSHU_HOME/cache),
         "gptq" or "awq" (the checkpoint must be one); empty: as the checkpoint is.
-    kv_cache_dtype: "auto" (the model's compute dtype) or "bfloat16"/"float32" ("float16" on
-        CUDA): bf16 holds twice the context of a float32-computed model per GiB (vLLM's name).
+    kv_cache_dtype: "auto" (the model's compute dtype; bf16 for a bf16 model on a CPU with
+        native bf16) or "bfloat16"/"float32" ("float16" on CUDA): bf16 holds twice the context
+        of a float32-computed model per GiB (vLLM's name).
     int8_activations: quantized models' decoding products round activations to int8 and
         multiply in integers on CPU, as llama.cpp does, and prompts multiply in bf16 where the
         CPU does so natively (faster); false keeps float32 ones.

@@ -35,8 +35,12 @@ def cpu_has_native_bf16() -> bool:
 class EngineConfig:
     """How to run one model.
 
-    dtype: "auto" (the checkpoint's dtype; on a CPU without native bf16, a bf16 checkpoint keeps
-        bf16 weights and computes in float32), "float32", "bfloat16", or "float16" (CUDA only).
+    dtype: "auto" (the checkpoint's dtype; on a CPU, a bf16 checkpoint keeps bf16 weights and
+        computes in float32: one row's products, single-stream decoding, read the bf16 weights
+        into float32 multiply-adds, exact; where the CPU multiplies bf16 natively, products of
+        several rows round them to bf16 and multiply in bf16, twice float32's speed, as a bf16
+        model would), "float32", "bfloat16" (computed in bf16 throughout), or "float16"
+        (CUDA only).
     device: "auto" (cuda when available), "cpu" or "cuda".
     kv_cache_memory_gib: KV cache budget on CPU. On CUDA the budget is
         `gpu_memory_utilization` of the memory free after the weights are loaded.
@@ -49,10 +53,11 @@ class EngineConfig:
         engine/quant/quantize.py), or "gptq" / "awq" (vLLM's names: the checkpoint must be one).
     quantization_cache_dir: where quantized weights are cached when the model's own directory
         cannot be written (engine/quant/cache.py); None: not cached then.
-    kv_cache_dtype: "auto" (the dtype activations are computed in), "bfloat16", "float16"
-        (CUDA only) or "float32", as vLLM names it: a model computed in float32 (a quantized
-        one, or any on a CPU without native bf16) holds twice the context per GiB in bf16,
-        keys and values rounded to bf16 as they are stored (llama.cpp keeps f16).
+    kv_cache_dtype: "auto" (the dtype activations are computed in; bf16 for bf16 weights on a
+        CPU that multiplies bf16 natively), "bfloat16", "float16" (CUDA only) or "float32", as
+        vLLM names it: a model computed in float32 (a quantized one, or a bf16 one on a CPU
+        without native bf16) holds twice the context per GiB in bf16, keys and values rounded
+        to bf16 as they are stored (llama.cpp keeps f16).
     int8_activations: on a CPU with integer dot products (AVX2, or VNNI), a quantized weight's
         decoding products (up to kernels.INT8_MAX_ROWS rows: a batch of sequences, a short
         prompt) round the activations to int8 per 32 values and multiply the weight's codes in
@@ -62,9 +67,11 @@ class EngineConfig:
         natively (AVX512-BF16, AMX): twice float32's speed, within bf16's rounding. False keeps
         float32 activations: slower, and greedy output follows the float model's token for
         token. Float weights, CUDA and CPUs without AVX2 are not affected.
-    cpu_float32_copy_gib: when bf16 weights are computed in float32 on CPU, also keep a float32
-        copy of them if it takes at most this much memory: batched steps then skip the upcast
-        (about 30% faster); single-stream decoding reads the bf16 weights either way. 0 = never.
+    cpu_float32_copy_gib: when bf16 weights are computed in float32 on a CPU without native
+        bf16, also keep a float32 copy of them if it takes at most this much memory: batched
+        steps then skip the upcast (about 30% faster); single-stream decoding reads the bf16
+        weights either way. 0 = never. (With native bf16 no copy is kept: batches multiply in
+        bf16.)
     """
 
     model: str
@@ -137,15 +144,17 @@ class EngineConfig:
         dtype = checkpoint_dtype or torch.float32
         if on_cuda or dtype == torch.float32:
             return dtype, dtype
-        if dtype == torch.bfloat16 and cpu_has_native_bf16():
-            return dtype, dtype
         if dtype == torch.bfloat16:  # keep the bf16 weights, compute in float32
             return dtype, torch.float32
         return torch.float32, torch.float32
 
-    def kv_dtype(self, compute_dtype: torch.dtype) -> torch.dtype:
-        """The KV cache's dtype for a model computed in `compute_dtype`."""
+    def kv_dtype(self, compute_dtype: torch.dtype, weight_dtype: torch.dtype) -> torch.dtype:
+        """The KV cache's dtype for a model computed in `compute_dtype` with its float weights
+        in `weight_dtype`."""
         if self.kv_cache_dtype == "auto":
+            if weight_dtype == torch.bfloat16 and self.torch_device.type == "cpu" and \
+                    cpu_has_native_bf16():  # as a bf16 model computed in bf16 would keep it
+                return torch.bfloat16
             return compute_dtype
         dtype = _DTYPES[self.kv_cache_dtype]
         if dtype == torch.float16 and self.torch_device.type != "cuda":

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
-from tenshu.engine.config import EngineConfig
+from tenshu.engine.config import EngineConfig, cpu_has_native_bf16
 from tenshu.engine.models import build_model
 from tenshu.engine.models.llama import LlamaForCausalLM
 from tenshu.engine.quant import cache, gptq, quantize
@@ -38,7 +38,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase | None
     eos_token_ids: frozenset[int]
     max_model_len: int
-    dtype: torch.dtype  # of the activations and the KV cache; weights may be narrower
+    dtype: torch.dtype  # of the activations; float weights may be narrower:
+    weight_dtype: torch.dtype  # the dtype float weights are held in
 
 
 def load_config(path: Path):
@@ -349,12 +350,11 @@ def load_model(config: EngineConfig) -> LoadedModel:
         if cache_places:
             cache.write(cache_places, installed)
     model.eval().requires_grad_(False)
-    if weight_dtype != dtype and device.type == "cpu":
+    if weight_dtype != dtype and device.type == "cpu" and not cpu_has_native_bf16():
         matmul_params = sum(p.numel() for p in model.parameters() if p.dim() == 2)
         wide_bytes = matmul_params * torch.empty((), dtype=dtype).element_size()
         if wide_bytes <= config.cpu_float32_copy_gib * (1 << 30):
             model.keep_wide_copies()
     tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path, hf_config)
-    return LoadedModel(
-        model, hf_config, tokenizer, eos_ids(path, hf_config, tokenizer), max_model_len, dtype
-    )
+    return LoadedModel(model, hf_config, tokenizer, eos_ids(path, hf_config, tokenizer),
+                       max_model_len, dtype, weight_dtype)

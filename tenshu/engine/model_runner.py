@@ -67,7 +67,7 @@ class ModelRunner:
                 module.use_int8_activations(config.int8_activations)
         self.device = config.torch_device
         self.dtype = loaded.dtype
-        self.kv_dtype = config.kv_dtype(loaded.dtype)
+        self.kv_dtype = config.kv_dtype(loaded.dtype, loaded.weight_dtype)
         self.block_size = config.block_size
         hf = loaded.hf_config
         self.num_kv_heads = hf.num_key_value_heads

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tenshu.engine import kernels
 from tenshu.engine.quant import QuantWeight
@@ -113,6 +114,8 @@ def test_integer_dot_products_are_the_cpus_own_where_it_has_them(ops):
         pytest.skip("no /proc/cpuinfo to compare with")
     vnni = "avx512_vnni" in flags and "avx512vl" in flags
     assert ops.has_int8_dot_instructions() == (vnni or "avx2" in flags)
+    # and bf16's (the engine's batches of rows then multiply in bf16: engine/layers/linear.py)
+    assert ops.multiplies_bf16() == ("avx512_bf16" in flags)
 
 
 def test_quant_matmul_int8_says_which_weights_it_takes(ops):
@@ -138,12 +141,25 @@ def test_dequantize_rows_is_bit_for_bit_the_weights_own(ops, fmt):
         ops.dequantize_rows(qw.qweight, qw.scales, qw.mins, bits, group, offset, 40, out)
 
 
-@pytest.mark.parametrize("cols", [256, 296])  # 296: columns past the vector loop
-@pytest.mark.parametrize("rows", [1, 6])
+def _as_multiplied(x: torch.Tensor, ops) -> torch.Tensor:
+    """x as bf16_matmul multiplies it: several rows rounded to bf16 where the CPU multiplies
+    bf16 natively, else as it is."""
+    return x.bfloat16().float() if ops.multiplies_bf16() and x.shape[0] > 1 else x
+
+
+# 296 and 40: columns past the vector loop (under a mask, with AVX512-BF16); 301 weight rows:
+# a task's last rows, not four; 6 and 7 rows: blocks of four, two and one rows of x
+@pytest.mark.parametrize("cols", [256, 296, 40])
+@pytest.mark.parametrize("rows", [1, 6, 7])
 def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows, cols):
-    w = torch.randn(300, cols).bfloat16()
+    w = torch.randn(301, cols).bfloat16()
     x = torch.randn(rows, cols)
-    _close(ops.bf16_matmul(x, w), x, w.float())
+    got = ops.bf16_matmul(x, w)
+    assert got.dtype == torch.float32
+    _close(got, _as_multiplied(x, ops), w.float())
+    if ops.multiplies_bf16() and rows > 1:  # rounded, the rows stay within 1% of the product
+        exact = x.double() @ w.double().T
+        assert (got.double() - exact).norm() <= 0.01 * exact.norm()
     out = ops.bf16_matmul(x.bfloat16(), w)  # bf16 activations: summed in float32, then rounded
     assert out.dtype == torch.bfloat16
     _close(out, x.bfloat16().float(), w.float())
@@ -161,6 +177,13 @@ def test_batches_of_float_rows_read_bf16_weights_through_the_kernel(ops):
         x = torch.randn(rows, 256)
         with torch.inference_mode():
             got, with_copy = linear(x, w), linear(x, w, wide_weight=wide)
+        if ops.multiplies_bf16():  # no float32 copy is kept here: torch's bf16 GEMM past the
+            if rows > kernels.BF16_MAX_ROWS:  # kernel's rows, its result rounded to bf16
+                assert torch.equal(got, F.linear(x.bfloat16(), w).float())
+            else:
+                assert torch.equal(got, ops.bf16_matmul(x, w))
+                _close(got, x.bfloat16().float(), wide)
+            continue
         _close(got, x, wide)
         kernel = rows <= kernels.BF16_MAX_ROWS
         peer = ops.bf16_matmul(x, w) if kernel else torch.nn.functional.linear(x, wide)

@@ -1,21 +1,25 @@
-"""bf16 weights computed in float32 (dtype="auto" on a CPU without native bf16): every matmul
-path (one row, a few rows, many rows; with and without a float32 copy) gives transformers'
-float32 results on the same bf16 weights."""
+"""bf16 weights computed in float32 (dtype="auto" on a CPU): on a CPU without native bf16 every
+matmul path (one row, a few rows, many rows; with and without a float32 copy) gives
+transformers' float32 results on the same bf16 weights; on one with native bf16, products of
+several rows multiply in bf16 (rows rounded), and stay close to them."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from tenshu import LLM, SamplingParams
 from tenshu.engine.config import cpu_has_native_bf16
-from tests.engine.reference import hf_greedy, hf_logprobs, random_prompts
+from tests.engine.reference import hf_greedy, hf_logprobs, logprob_gaps, random_prompts
 
-pytestmark = pytest.mark.skipif(
-    cpu_has_native_bf16(), reason="this CPU computes bf16 natively; auto keeps bf16"
-)
+# the float32 paths of several rows; a CPU with native bf16 takes bf16 ones instead
+float32_batches = pytest.mark.skipif(
+    cpu_has_native_bf16(), reason="this CPU multiplies several rows in bf16, rounded: "
+    "test_native_bf16_multiplies_batches_in_bf16 covers it")
 
 
+@float32_batches
 def test_auto_keeps_bf16_weights_and_matches_float32_greedy(checkpoint):
     path = checkpoint("qwen2", dtype=torch.bfloat16)
     llm = LLM(path)
@@ -31,6 +35,36 @@ def test_auto_keeps_bf16_weights_and_matches_float32_greedy(checkpoint):
     assert single[0].outputs[0].token_ids == outs[1].outputs[0].token_ids
 
 
+def test_native_bf16_multiplies_batches_in_bf16(checkpoint):
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU does not multiply bf16 natively: batches multiply in float32")
+    path = checkpoint("qwen2", dtype=torch.bfloat16)
+    llm = LLM(path)
+    runner = llm.engine.runner
+    down = runner.model.model.layers[0].mlp.down_proj
+    # bf16 weights, float32 activations, no float32 copy (the bf16 products are faster), and
+    # the KV cache in bf16, as a bf16 model's
+    assert down.weight.dtype == torch.bfloat16 and down.wide_weight is None
+    assert llm.engine.dtype == torch.float32 and runner.kv_dtype == torch.bfloat16
+    prompts = random_prompts(llm.engine.vocab_size, [3, 40, 90])
+    params = SamplingParams(temperature=0, max_tokens=8, logprobs=0, ignore_eos=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    # no further from transformers' float32 than transformers computing in bf16 is
+    bf16 = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    ours, theirs = [], []
+    for prompt, out in zip(prompts, outs, strict=True):
+        ours += logprob_gaps(path, prompt, out.outputs[0])
+        tokens = out.outputs[0].token_ids
+        with torch.inference_mode():
+            logits = bf16(torch.tensor([prompt + tokens])).logits[0].float()
+        expected = hf_logprobs(path, prompt + tokens)
+        got = torch.log_softmax(logits, dim=-1)
+        theirs += [abs(float(got[len(prompt) - 1 + i][t] - expected[len(prompt) - 1 + i][t]))
+                   for i, t in enumerate(tokens)]
+    assert max(ours) <= max(theirs) and sum(ours) <= sum(theirs), (ours, theirs)
+
+
+@float32_batches
 def test_without_a_float32_copy_batches_stay_close(checkpoint):
     path = checkpoint("llama", dtype=torch.bfloat16)
     llm = LLM(path, cpu_float32_copy_gib=0)

@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_matmul.cpp")
 MAX_ROWS = 16  # above this many rows the float GEMM on dequantized chunks is faster
 # float32 rows times bf16 weights (bf16_matmul) up to this many rows: 1.7-5x torch's float32
-# GEMM on a float32 copy at 4-16 rows, 1.2-1.6x at 64, 0.8-1.0x at 96-128 (docs/benchmarks.md)
+# GEMM on a float32 copy at 4-16 rows, 1.2-1.6x at 64, 0.8-1.0x at 96-128; with AVX512-BF16,
+# 1.0-1.8x torch's bf16 GEMM at 2-16 rows, 0.9-1.0x at 64 (docs/benchmarks.md)
 BF16_MAX_ROWS = 64
 # the integer-dot products (quant_matmul_int8) up to this many rows: at 64 rows they are
 # 1.3-1.5x the dequantized chunks, at 128 0.85-1.1x (docs/benchmarks.md)

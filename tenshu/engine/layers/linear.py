@@ -1,21 +1,24 @@
 """Linear layers whose weights may be stored narrower than the activations.
 
-On a CPU without native bf16, a bf16 checkpoint keeps its bf16 weights (half the memory and,
-for decoding, half the bytes to read per token) while activations are float32:
-- one row (single-stream decode) is a matrix-vector product bound by reading the weights: a
-  kernel that inductor compiles once per weight shape reads the bf16 weights straight into
-  float32 multiply-adds, 1.3-1.6x faster than torch's bf16 GEMV here (where no compiler is
-  available, or past the compiler's recompile limit, the weights are upcast as below);
-- more rows use the float32 GEMM, several times faster than a bf16 one there: on a float32
-  copy of the weights kept beside the bf16 ones when memory allows (EngineConfig.
-  cpu_float32_copy_gib), else on weights upcast (exactly) into a reused scratch buffer, or,
-  for a few rows, straight on the bf16 weights. The scratch buffer matters: upcasting into
-  fresh memory costs 4-8x more, in page faults, than the conversion itself.
-One row against bf16 weights (either activation dtype), and up to kernels.BF16_MAX_ROWS float32
-rows (a batch of decoding sequences), go first to tenshu's own kernel (engine/kernels): it reads
-the bf16 weights once, faster than torch's bf16 GEMV, and for a batch decodes weight rows into
-float32 in L1, four at a time, and multiplies them there with every row: 1.2-5x the float32
-GEMM on the float32 copy at 4-64 rows (docs/benchmarks.md).
+On a CPU, a bf16 checkpoint keeps its bf16 weights (half the memory and, for decoding, half the
+bytes to read per token) while activations are float32:
+- one row (single-stream decode) is a matrix-vector product bound by reading the weights: it
+  reads the bf16 weights straight into float32 multiply-adds (exact), in tenshu's own kernel
+  (engine/kernels), else in one that inductor compiles once per weight shape, 1.3-1.6x faster
+  than torch's bf16 GEMV (where no compiler is available, or past the compiler's recompile
+  limit, the weights are upcast as below);
+- more rows, on a CPU that multiplies bf16 natively (AVX512-BF16, AMX), are rounded to bf16 and
+  multiplied in bf16, twice float32's speed: in tenshu's kernel up to kernels.BF16_MAX_ROWS
+  rows (a decode step's batch: it reads each weight row once), in torch's bf16 GEMM (oneDNN)
+  past that (prompts), whose result is rounded to bf16 too;
+- more rows elsewhere: up to kernels.BF16_MAX_ROWS in tenshu's kernel, which decodes weight
+  rows into float32 in L1, four at a time, and multiplies them there with every row (1.2-5x the
+  float32 GEMM on a float32 copy at 4-64 rows, docs/benchmarks.md); past that the float32 GEMM,
+  several times faster than a bf16 one there: on a float32 copy of the weights kept beside the
+  bf16 ones when memory allows (EngineConfig.cpu_float32_copy_gib), else on weights upcast
+  (exactly) into a reused scratch buffer, or, for a few rows, straight on the bf16 weights.
+  The scratch buffer matters: upcasting into fresh memory costs 4-8x more, in page faults,
+  than the conversion itself.
 A quantized weight (engine/quant: a QuantWeight module in place of the parameter) computes its
 own product, dequantizing into the same scratch buffer.
 """
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenshu.engine import kernels, lora
+from tenshu.engine.config import cpu_has_native_bf16
 
 # Up to this many rows the bf16 matrix-vector path is faster than upcast + float32 GEMM
 # (measured on an AVX2 CPU: equal at about 8 rows, 3x slower at 64).
@@ -58,6 +62,9 @@ def linear(
         return F.linear(x, weight, bias)
     if x.shape[0] == 1 and x.device.type == "cpu":
         out = _gemv(x, weight)
+        return out if bias is None else out + bias.to(x.dtype)
+    if weight.dtype == torch.bfloat16 and x.device.type == "cpu" and cpu_has_native_bf16():
+        out = F.linear(x.to(weight.dtype), weight).to(x.dtype)
         return out if bias is None else out + bias.to(x.dtype)
     if wide_weight is not None:
         return F.linear(x, wide_weight, None if bias is None else bias.to(x.dtype))

@@ -247,7 +247,8 @@ def load_gguf_model(config: EngineConfig, path: Path) -> LoadedModel:
            if (v := _meta(reader, f"tokenizer.ggml.{key}")) is not None}
     if tokenizer is not None and tokenizer.eos_token_id is not None:
         eos.add(tokenizer.eos_token_id)
-    return LoadedModel(model, hf_config, tokenizer, frozenset(eos), max_model_len, dtype)
+    return LoadedModel(model, hf_config, tokenizer, frozenset(eos), max_model_len, dtype,
+                       weight_dtype)
 
 
 def gguf_tokenizer(reader: GGUFReader, path: Path):
