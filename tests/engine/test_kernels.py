@@ -148,9 +148,10 @@ def _as_multiplied(x: torch.Tensor, ops) -> torch.Tensor:
 
 
 # 296 and 40: columns past the vector loop (under a mask, with AVX512-BF16); 301 weight rows:
-# a task's last rows, not four; 6 and 7 rows: blocks of four, two and one rows of x
+# a task's last rows, not four; 3, 6 and 7 rows: blocks of four, two and one rows of x, with
+# weight rows one at a time (3) and four at a time
 @pytest.mark.parametrize("cols", [256, 296, 40])
-@pytest.mark.parametrize("rows", [1, 6, 7])
+@pytest.mark.parametrize("rows", [1, 3, 6, 7])
 def test_bf16_matmul_reads_bf16_weights_into_float_sums(ops, rows, cols):
     w = torch.randn(301, cols).bfloat16()
     x = torch.randn(rows, cols)

@@ -784,7 +784,7 @@ void check_x(const at::Tensor& x, int64_t k) {
 // (vdpbf16ps: lane l adds w[2l] x[2l] + w[2l+1] x[2l+1] to its float32 sum), the weights read
 // as they lie: no decoded copy, twice the columns of a float32 multiply-add. Four weight rows
 // go through every row of x, up to four rows of x at a time: 16 sums and 5 operands in the 32
-// registers. The loops over rows of x are unrolled (the pragma): GCC otherwise kept the sums
+// registers (below kBf16BlockFrom rows of x, one weight row at a time). The loops over rows of x are unrolled (the pragma): GCC otherwise kept the sums
 // in memory, a store after every multiply-add (seen in objdump). While a block of four weight
 // rows is multiplied, the next block is prefetched, a line of each row per step: without it
 // DRAM sat idle between blocks (the lm_head at 2 to 16 rows: 1.35-1.4x faster with it).
@@ -832,7 +832,7 @@ inline void dot_bf16_block4(const uint16_t* w, int64_t k, const uint16_t* x, flo
   }
 }
 
-// One weight row (the last of a task's rows that are not four).
+// One weight row (for fewer rows of x than kBf16BlockFrom, or a task's last rows, not four).
 template <int MX>
 inline void dot_bf16_block1(const uint16_t* w, int64_t k, const uint16_t* x, float* out,
                             int64_t ldo) {
@@ -848,9 +848,15 @@ inline void dot_bf16_block1(const uint16_t* w, int64_t k, const uint16_t* x, flo
   for (int r = 0; r < MX; ++r) out[r * ldo] = _mm512_reduce_add_ps((__m512)c[r]);
 }
 
+// From this many rows of x, weight rows go four at a time. Fewer rows are not enough work to
+// hide four interleaved streams from DRAM: one weight row at a time, 2 and 3 rows read the
+// lm_head 1.46x and 1.54x as fast, and a decode step of 2 sequences of the 28-layer model takes
+// 38-41 ms against 55-65 (one sequence: 39-43 ms).
+constexpr int64_t kBf16BlockFrom = 4;
+
 // out[m, n] = x @ w.T for m rows of x (already bf16, [m, k]), as float32: the weight rows split
 // between torch's threads; a task takes four at a time (L1) through every row of x (L2), the
-// next four prefetched on the first pass.
+// next four prefetched on the first pass (from kBf16BlockFrom rows of x; one at a time below).
 at::Tensor bf16_dot_rows(const at::Tensor& xb, const uint16_t* w, int64_t n_out, int64_t k) {
   const int64_t m = xb.size(0);
   at::Tensor out = at::empty({m, n_out}, xb.options().dtype(at::kFloat));
@@ -859,7 +865,7 @@ at::Tensor bf16_dot_rows(const at::Tensor& xb, const uint16_t* w, int64_t n_out,
   const int64_t grain = std::max<int64_t>(kBlockRows, (1 << 15) / k);
   at::parallel_for(0, n_out, grain, [&](int64_t begin, int64_t end) {
     int64_t n = begin;
-    for (; n + 4 <= end; n += 4) {
+    for (; m >= kBf16BlockFrom && n + 4 <= end; n += 4) {
       const uint16_t* next = n + 8 <= end ? w + (n + 4) * k : nullptr;  // this task's next four
       int64_t r = 0;
       for (; r + 4 <= m; r += 4, next = nullptr)
@@ -873,6 +879,8 @@ at::Tensor bf16_dot_rows(const at::Tensor& xb, const uint16_t* w, int64_t n_out,
       int64_t r = 0;
       for (; r + 4 <= m; r += 4)
         dot_bf16_block1<4>(w + n * k, k, xp + r * k, op + r * n_out + n, n_out);
+      for (; r + 2 <= m; r += 2)
+        dot_bf16_block1<2>(w + n * k, k, xp + r * k, op + r * n_out + n, n_out);
       for (; r < m; ++r) dot_bf16_block1<1>(w + n * k, k, xp + r * k, op + r * n_out + n, n_out);
     }
   });
