@@ -784,10 +784,11 @@ void check_x(const at::Tensor& x, int64_t k) {
 // (vdpbf16ps: lane l adds w[2l] x[2l] + w[2l+1] x[2l+1] to its float32 sum), the weights read
 // as they lie: no decoded copy, twice the columns of a float32 multiply-add. Four weight rows
 // go through every row of x, up to four rows of x at a time: 16 sums and 5 operands in the 32
-// registers (below kBf16BlockFrom rows of x, one weight row at a time). The loops over rows of x are unrolled (the pragma): GCC otherwise kept the sums
-// in memory, a store after every multiply-add (seen in objdump). While a block of four weight
-// rows is multiplied, the next block is prefetched, a line of each row per step: without it
-// DRAM sat idle between blocks (the lm_head at 2 to 16 rows: 1.35-1.4x faster with it).
+// registers (below kBf16BlockFrom rows of x, one weight row at a time). The loops over rows of
+// x are unrolled (the pragma): GCC otherwise kept the sums in memory, a store after every
+// multiply-add (seen in objdump). While a block of four weight rows is multiplied, the next
+// block is prefetched, a line of each row per step: without it DRAM sat idle between blocks
+// (the lm_head at 4 to 16 rows: 1.3-1.4x faster with it).
 
 // Columns past the last full 32 are loaded under a mask, as zeros.
 inline __mmask32 columns_from(int64_t i, int64_t k) {
