@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from tenshu import LLM, SamplingParams  # noqa: E402
 from tenshu.engine import EngineConfig, LLMEngine  # noqa: E402
-from tenshu.engine.config import cpu_has_native_bf16  # noqa: E402
 from tests.checkpoints import QWEN3_06B_SHAPE, make_checkpoint  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -220,14 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
-    weight_dtype, compute_dtype = EngineConfig(model=str(path), dtype=args.dtype).dtypes(
-        torch.bfloat16
-    )
-    # the dtype the batches' products run in: bf16 weights multiply several rows in bf16 where
-    # the CPU does so natively (engine/layers/linear.py); transformers runs in it too, its
-    # fastest dtype for batches here (float32 on a CPU without native bf16)
-    matmul_dtype = torch.bfloat16 if compute_dtype == torch.bfloat16 or (
-        weight_dtype == torch.bfloat16 and cpu_has_native_bf16()) else torch.float32
+    engine_config = EngineConfig(model=str(path), dtype=args.dtype)
+    weight_dtype, compute_dtype = engine_config.dtypes(torch.bfloat16)
+    # the dtype the batches' products run in (engine/layers/linear.py); transformers runs in it
+    # too, its fastest dtype for batches here (float32 on a CPU without native bf16)
+    matmul_dtype = torch.bfloat16 if compute_dtype == torch.bfloat16 or \
+        engine_config.bf16_batches(weight_dtype) else torch.float32
     n_req = 8 if args.quick else args.requests
     lo, hi = (32, 64) if args.quick else (64, 512)
     results: dict = {

@@ -148,12 +148,18 @@ class EngineConfig:
             return dtype, torch.float32
         return torch.float32, torch.float32
 
+    def bf16_batches(self, weight_dtype: torch.dtype) -> bool:
+        """Whether float weights held in `weight_dtype` multiply several rows in bf16 (their
+        activations float32 otherwise): bf16 weights on a CPU with native bf16
+        (layers/linear.py). No float32 copy of them is kept then, and the KV cache is bf16."""
+        return weight_dtype == torch.bfloat16 and self.torch_device.type == "cpu" and \
+            cpu_has_native_bf16()
+
     def kv_dtype(self, compute_dtype: torch.dtype, weight_dtype: torch.dtype) -> torch.dtype:
         """The KV cache's dtype for a model computed in `compute_dtype` with its float weights
         in `weight_dtype`."""
         if self.kv_cache_dtype == "auto":
-            if weight_dtype == torch.bfloat16 and self.torch_device.type == "cpu" and \
-                    cpu_has_native_bf16():  # as a bf16 model computed in bf16 would keep it
+            if self.bf16_batches(weight_dtype):  # as a bf16 model computed in bf16 would keep it
                 return torch.bfloat16
             return compute_dtype
         dtype = _DTYPES[self.kv_cache_dtype]

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
-from tenshu.engine.config import EngineConfig, cpu_has_native_bf16
+from tenshu.engine.config import EngineConfig
 from tenshu.engine.models import build_model
 from tenshu.engine.models.llama import LlamaForCausalLM
 from tenshu.engine.quant import cache, gptq, quantize
@@ -350,7 +350,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
         if cache_places:
             cache.write(cache_places, installed)
     model.eval().requires_grad_(False)
-    if weight_dtype != dtype and device.type == "cpu" and not cpu_has_native_bf16():
+    if weight_dtype != dtype and device.type == "cpu" and not config.bf16_batches(weight_dtype):
         matmul_params = sum(p.numel() for p in model.parameters() if p.dim() == 2)
         wide_bytes = matmul_params * torch.empty((), dtype=dtype).element_size()
         if wide_bytes <= config.cpu_float32_copy_gib * (1 << 30):
