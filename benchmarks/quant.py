@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     peer = None
     if not args.no_llamacpp and has_llamacpp():
         from benchmarks import llamacpp_peer as peer
-    kinds = [k for k in args.types.split(",") if k in GGUF_PY or peer is not None]
+    # llama.cpp's quantizer makes the K-quant files, with or without --no-llamacpp
+    kinds = [k for k in args.types.split(",") if k in GGUF_PY or has_llamacpp()]
     if len(kinds) > 1:
         return _each_in_its_own_process(kinds, sys.argv[1:] if argv is None else argv)
     threads = torch.get_num_threads()

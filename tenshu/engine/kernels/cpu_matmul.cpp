@@ -289,6 +289,7 @@ at::Tensor bf16_pair_order(const at::Tensor& x) {
 // (bias kSigned8Bias for 8-bit codes, 0 otherwise). The sums are of x8, not of x, so the
 // rounding error scales with the weights W themselves, not with their uncentered codes.
 typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x32 __attribute__((vector_size(32)));
 typedef int8_t i8x32 __attribute__((vector_size(32)));
@@ -332,28 +333,52 @@ inline i32x8 dot4_signed(i8x32 q, i8x32 s) {
 #endif
 }
 
+// With VNNI, 8-bit codes without mins (Q8_0) take kSigned8Bias off inside the integer sums:
+// each block's sums start from -kSigned8Bias * (each lane's sum of its four xq)
+// (QuantizedX::starts), an accumulator vpdpbusd reads anyway, and no correction a weight row is
+// left (a dot product over the row's groups and a chain of scalar adds: Q8_0 products 1.1x
+// without it, kernel_ab.py). Exact in integers. Where the codes have mins the correction stays
+// anyway, and there (and for offsets of other widths) loading the starts cost more than the
+// correction's term; so did |q| against s with q's sign, as AVX2 computes it.
+#ifdef TENSHU_VNNI
+constexpr bool kBiasInSums = true;
+inline i32x8 dot4_signed_from(const int32_t* start, i8x32 q, i8x32 s) {
+  return (i32x8)_mm256_dpbusd_epi32(load<__m256i>(start), (__m256i)(u8x32(q) ^ kSigned8Bias),
+                                    (__m256i)s);
+}
+#else
+constexpr bool kBiasInSums = false;
+inline i32x8 dot4_signed_from(const int32_t*, i8x32 q, i8x32 s) { return dot4_signed(q, s); }
+#endif
+
+// The sum of v's lanes, a tree of three additions (not a chain of seven)
 inline float lanes_sum8(f32x8 v) {
-  float s = 0.f;
-  for (int i = 0; i < 8; ++i) s += v[i];
-  return s;
+  const f32x4 h =
+      __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  const f32x4 q = h + __builtin_shufflevector(h, h, 2, 3, 0, 1);
+  return q[0] + q[1];
 }
 
 // x's rows quantized, with each weight group's sum of x8 scaled by (offset + bias).
 struct QuantizedX {
   int64_t m, k, blocks, groups;
-  float codes_offset;     // offset + bias
+  float codes_offset;     // offset + bias, as the correction takes it off (0 with starts)
   std::vector<int8_t> q;  // [m, k]
   std::vector<float> d;   // [m, blocks]: each block's scale
   std::vector<float> sums;  // [m, groups]: sum of x8 over each group
+  // [m, k / 4], for 8-bit codes without mins where kBiasInSums: where each block's integer sums
+  // start (dot4_signed_from), -kSigned8Bias times each lane's sum of its four xq
+  std::vector<int32_t> starts;
   // [m, blocks], with `quarters`: d in the order int6_dot_rows reads the blocks, four at a
   // time, one from each quarter of the row (blocks j, qb + j, 2qb + j, 3qb + j; qb = blocks / 4)
   std::vector<float> d_quarters;
 
   QuantizedX(const float* x, int64_t m_, int64_t k_, int64_t group, int offset, bool signed8,
-             bool quarters = false)
+             bool quarters = false, bool bias_in_sums = false)
       : m(m_), k(k_), blocks(k_ / 32), groups(k_ / group),
-        codes_offset(static_cast<float>(offset + (signed8 ? kSigned8Bias : 0))), q(m_ * k_),
-        d(m_ * blocks), sums(m_ * groups), d_quarters(quarters ? m_ * blocks : 0) {
+        codes_offset(static_cast<float>(offset + (signed8 && !bias_in_sums ? kSigned8Bias : 0))),
+        q(m_ * k_), d(m_ * blocks), sums(m_ * groups), starts(bias_in_sums ? m_ * k_ / 4 : 0),
+        d_quarters(quarters ? m_ * blocks : 0) {
     std::vector<float> part(k / 16);  // sum of x8 per 16 columns
     for (int64_t r = 0; r < m; ++r) {
       const float* xr = x + r * k;
@@ -372,6 +397,11 @@ struct QuantizedX {
           }
           part[2 * b + h] = dx * static_cast<float>(total);
         }
+      }
+      if (bias_in_sums) {
+        int32_t* st = starts.data() + r * k / 4;
+        for (int64_t j = 0; j < k / 4; ++j)
+          st[j] = -kSigned8Bias * (qr[4 * j] + qr[4 * j + 1] + qr[4 * j + 2] + qr[4 * j + 3]);
       }
       for (int64_t g = 0; g < groups; ++g) {
         float t = 0.f;
@@ -394,7 +424,7 @@ struct QuantizedX {
     if (mn) {
 #pragma omp simd reduction(+ : c)
       for (int64_t g = 0; g < groups; ++g) c += (codes_offset * s[g] + mn[g]) * xs[g];
-    } else {
+    } else if (codes_offset != 0.f) {
 #pragma omp simd reduction(+ : c)
       for (int64_t g = 0; g < groups; ++g) c += s[g] * xs[g];
       c *= codes_offset;
@@ -432,8 +462,6 @@ inline void add_block(f32x8& acc, f32x8 t, const float* s, int64_t b, int shift)
 // permute of the scales on every block: 1.03-1.15x the speed at 1-16 rows on two AVX2 cores
 // (benchmarks/kernel_ab.py, docs/benchmarks.md). Groups of 32 gain nothing so: their blocks
 // need one scale each, no permute, and the sums' shuffles cost what they save.
-typedef float f32x4 __attribute__((vector_size(16)));
-
 // Lanes [A0 A1 A2 A3 | B0 B1 B2 B3]: At and Bt the sums of dt's lanes 0-3 and 4-7 (block t's
 // columns 0-15 and 16-31 as dot4 lays them out). Shuffles within 128-bit halves (unpacks).
 inline i32x8 group_sums4(i32x8 d0, i32x8 d1, i32x8 d2, i32x8 d3) {
@@ -518,8 +546,9 @@ struct Int6Rows : CodeRows<uint8_t> {
 // [r0, r0 + MB), into out[r * ldo]. 8-bit codes, groups as add_block reads them. Per block,
 // the lanes' integer sums are scaled by dx_b and then by the group's scale (two multiplies that
 // read their factor straight from memory, no scalar product first); U blocks a step, each
-// into its own sums, so that the additions do not wait on each other.
-template <int MB, int G>
+// into its own sums, so that the additions do not wait on each other. Starts: the sums start
+// from QuantizedX::starts (dot4_signed_from).
+template <int MB, int G, bool Starts>
 __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
     const int8_t* q, const float* s, const float* mn, int shift, const QuantizedX& a,
     int64_t r0, float* out, int64_t ldo) {
@@ -527,17 +556,21 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
   f32x8 acc[MB][U] = {};
   const int8_t* xq[MB];
   const float* dx[MB];
+  const int32_t* st[MB];
   for (int r = 0; r < MB; ++r) {
     xq[r] = a.q.data() + (r0 + r) * a.k;
     dx[r] = a.d.data() + (r0 + r) * a.blocks;
+    st[r] = Starts ? a.starts.data() + (r0 + r) * a.k / 4 : nullptr;
   }
+  auto dot = [&](int r, int64_t b, i8x32 w) {
+    const i8x32 x = load<i8x32>(xq[r] + b * 32);
+    return Starts ? dot4_signed_from(st[r] + b * 8, w, x) : dot4_signed(w, x);
+  };
   auto step = [&](int64_t b, int u) {
     const i8x32 w = load<i8x32>(q + b * 32);
     for (int r = 0; r < MB; ++r)
-      add_block<G>(acc[r][u],
-                   __builtin_convertvector(dot4_signed(w, load<i8x32>(xq[r] + b * 32)), f32x8) *
-                       dx[r][b],
-                   s, b, shift);
+      add_block<G>(acc[r][u], __builtin_convertvector(dot(r, b, w), f32x8) * dx[r][b], s, b,
+                   shift);
   };
   int64_t b = 0;
   if constexpr (G == 16) {  // four blocks a step: group scales s[2b, 2b + 8), dx[b, b + 4)
@@ -548,7 +581,7 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
       for (int r = 0; r < MB; ++r) {
         i32x8 d[4];
         for (int t = 0; t < 4; ++t)
-          d[t] = dot4_signed(w[t], load<i8x32>(xq[r] + (b + t) * 32));
+          d[t] = dot(r, b + t, w[t]);
         const f32x8 sums = __builtin_convertvector(group_sums4(d[0], d[1], d[2], d[3]), f32x8);
         acc[r][0] += sums * twice(dx[r] + b) * sc;  // one sum: an index by b spills them
       }
@@ -1001,9 +1034,16 @@ int group_shift(int64_t group_size) {
 // prefetcher alone left DRAM about a third idle (33 against 43 GB/s, a 151936 x 1024 Q8_0 GEMV)
 constexpr int64_t kAheadBytes = 4096;
 
-inline void prefetch_row(const uint8_t* row, int64_t row_bytes) {
-  const uint8_t* ahead = row + std::max<int64_t>(1, kAheadBytes / row_bytes) * row_bytes;
-  for (int64_t i = 0; i < row_bytes; i += 64) __builtin_prefetch(ahead + i);
+// How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
+// A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
+// quarter of its bytes, and came late from DRAM that way.
+inline int64_t rows_ahead(int64_t row_bytes) {
+  return std::max<int64_t>(1, kAheadBytes / row_bytes);
+}
+
+inline void prefetch_row(const void* row, int64_t row_bytes, int64_t ahead) {
+  const uint8_t* p = static_cast<const uint8_t*>(row) + ahead * row_bytes;
+  for (int64_t i = 0; i < row_bytes; i += 64) __builtin_prefetch(p + i);
 }
 
 // Whether quant_matmul_int8 takes a weight: k a multiple of 32 (64 for 4-bit codes, 128 for
@@ -1028,7 +1068,8 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t m = x.size(0), groups = k / group_size;
         const int shift = std::max(0, group_shift(group_size));
         const QuantizedX a(x.data_ptr<float>(), m, k, group_size, static_cast<int>(offset),
-                           bits == 8, bits == 6 && group_size == 16);
+                           bits == 8, bits == 6 && group_size == 16,
+                           kBiasInSums && bits == 8 && !mins.has_value());
         at::Tensor out = at::empty({m, n}, x.options());
         float* op = out.data_ptr<float>();
         const float* sp = scales.data_ptr<float>();
@@ -1036,15 +1077,16 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t row_bytes = k * bits / 8;
         const uint8_t* base = static_cast<const uint8_t*>(qweight.data_ptr());
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / row_bytes);
+        const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(groups * 4);
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
             const float* s = sp + row * groups;
             const float* mn = mp ? mp + row * groups : nullptr;
             // past the last row: a prefetch does not fault
-            prefetch_row(q, row_bytes);
-            prefetch_row(reinterpret_cast<const uint8_t*>(s), groups * 4);
-            if (mn) prefetch_row(reinterpret_cast<const uint8_t*>(mn), groups * 4);
+            prefetch_row(q, row_bytes, ahead);
+            prefetch_row(s, groups * 4, scales_ahead);
+            if (mn) prefetch_row(mn, groups * 4, scales_ahead);
             // every row of x against this weight row: four at a time, then one by one
             auto each_x_row = [&](auto&& kernel) {
               int64_t r = 0;
@@ -1064,9 +1106,12 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
                 float* o = op + r * n + row;
                 if (bits == 6)
                   int6_dot_rows<MB, G>(q, s, mn, shift, a, r, o, n);
+                else if (a.starts.empty())
+                  int8_dot_rows<MB, G, false>(reinterpret_cast<const int8_t*>(q), s, mn, shift, a,
+                                              r, o, n);
                 else
-                  int8_dot_rows<MB, G>(reinterpret_cast<const int8_t*>(q), s, mn, shift, a, r, o,
-                                       n);
+                  int8_dot_rows<MB, G, true>(reinterpret_cast<const int8_t*>(q), s, mn, shift, a,
+                                             r, o, n);
               });
             };
             if (group_size == 16) of_group(std::integral_constant<int, 16>{});
