@@ -140,10 +140,27 @@ inline V load(const void* p) {
   return v;
 }
 
+// The sum of v's lanes by halves: log2(kLanes) vector steps, not a chain of kLanes dependent
+// scalar additions (attention's scores need it; the products' rows measure the same either
+// way). In intrinsics: the halves taken through memory (memcpy) keep the sums being added on
+// the stack in the loops.
 inline float lanes_sum(fvec v) {
+#if defined(__AVX512F__) || defined(__AVX2__)
+#ifdef __AVX512F__
+  const __m512 z = (__m512)v;
+  const __m256 s8 = _mm256_add_ps(
+      _mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+#else
+  const __m256 s8 = (__m256)v;
+#endif
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));  // lanes 0 + 2, 1 + 3
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+#else
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
+#endif
 }
 
 inline fvec floats(bvec q) {
@@ -1251,26 +1268,6 @@ inline fvec exp_nonpositive(fvec x) {
   return e * two_n;
 }
 
-// The sum of v's lanes by halves (lanes_sum adds them in order, one after the other: a chain
-// of kLanes dependent additions, where this is log2(kLanes) vector steps). In intrinsics: the
-// halves taken through memory (memcpy) keep the sums being added on the stack in the loops.
-inline float lanes_sum_halves(fvec v) {
-#if defined(__AVX512F__) || defined(__AVX2__)
-#ifdef __AVX512F__
-  const __m512 z = (__m512)v;
-  const __m256 s8 = _mm256_add_ps(
-      _mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
-#else
-  const __m256 s8 = (__m256)v;
-#endif
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));  // lanes 0 + 2, 1 + 3
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-#else
-  return lanes_sum(v);
-#endif
-}
-
 constexpr int64_t kAheadRows = 8;  // attend_vectors' prefetch distance, in positions
 
 // out[0, C kLanes) = inv * the sum over positions t < n of w[t] * values(t)[0, C kLanes), the
@@ -1325,17 +1322,17 @@ __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
         a2 += qv * cache_floats(k2 + j);
         a3 += qv * cache_floats(k3 + j);
       }
-      sc[p] = lanes_sum_halves(a0) * scale;
-      sc[p + 1] = lanes_sum_halves(a1) * scale;
-      sc[p + 2] = lanes_sum_halves(a2) * scale;
-      sc[p + 3] = lanes_sum_halves(a3) * scale;
+      sc[p] = lanes_sum(a0) * scale;
+      sc[p + 1] = lanes_sum(a1) * scale;
+      sc[p + 2] = lanes_sum(a2) * scale;
+      sc[p + 3] = lanes_sum(a3) * scale;
     }
     for (; p < n; ++p) {
       const T* k = key(p);
       fvec a = {};
       for (int64_t j = 0; j < nv; ++j)
         a += load<fvec>(qh + j * kLanes) * cache_floats(k + j * kLanes);
-      sc[p] = lanes_sum_halves(a) * scale;
+      sc[p] = lanes_sum(a) * scale;
     }
     float top = sc[0];
     for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
@@ -1346,7 +1343,7 @@ __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
       std::memcpy(sc + i, &e, sizeof e);
       sums += e;
     }
-    float total = lanes_sum_halves(sums);
+    float total = lanes_sum(sums);
     for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
     const float inv = 1.f / total;
     for (int64_t c0 = 0; c0 < nv; c0 += 4) {  // 4 kLanes columns at a time
