@@ -1184,7 +1184,7 @@ at::Tensor dequantize_rows(const at::Tensor& qweight, const at::Tensor& scales,
 // against the keys and values of its context, found through `slots` ([B, L] cache slots of
 // positions 0..L-1, padded past each sequence's length), never gathered into a copy. Heads
 // that share a KV head (GQA) are one task, so each key and value is read from memory once
-// (attend_vectors reads them again for the group's later heads, from the cache).
+// (attend_vectors reads them again for each four heads of a larger group, from the cache).
 template <typename T>
 void attend_one(const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin,
                 int64_t end, int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale,
@@ -1270,70 +1270,81 @@ inline fvec exp_nonpositive(fvec x) {
 
 constexpr int64_t kAheadRows = 8;  // attend_vectors' prefetch distance, in positions
 
-// out[0, C kLanes) = inv * the sum over positions t < n of w[t] * values(t)[0, C kLanes), the
-// sums in registers
-template <int C, typename T, typename Values>
-inline void weighted_values(const float* w, int64_t n, Values values, float inv, float* out) {
-  fvec acc[C] = {};
+// For GS heads g at once: out[g d, g d + C kLanes) = inv[g] * the sum over positions t < n of
+// w[g n + t] * values(t)[0, C kLanes), the sums in registers; each value converted once for the
+// GS heads.
+template <int GS, int C, typename T, typename Values>
+inline void weighted_values(const float* w, int64_t n, Values values, const float* inv,
+                            float* out, int64_t d) {
+  fvec acc[GS][C] = {};
   for (int64_t t = 0; t < n; ++t) {
     const T* v = values(t);
-    for (int c = 0; c < C; ++c) acc[c] += w[t] * cache_floats(v + c * kLanes);
+    for (int c = 0; c < C; ++c) {
+      const fvec x = cache_floats(v + c * kLanes);
+      for (int g = 0; g < GS; ++g) acc[g][c] += w[g * n + t] * x;
+    }
   }
-  for (int c = 0; c < C; ++c) {
-    const fvec o = acc[c] * inv;
-    std::memcpy(out + c * kLanes, &o, sizeof o);
-  }
+  for (int g = 0; g < GS; ++g)
+    for (int c = 0; c < C; ++c) {
+      const fvec o = acc[g][c] * inv[g];
+      std::memcpy(out + g * d + c * kLanes, &o, sizeof o);
+    }
 }
 
-// attend_one's result in vector registers, for head sizes d a multiple of kLanes: the scores
-// of four positions at a time (four independent sums), the exponentials a vector at a time,
-// and each head's weighted sum of values in registers, 4 kLanes columns at a time, where
-// attend_one keeps it in memory and spends a scalar std::exp on every score.
-template <typename T>
-__attribute__((optimize("fp-contract=fast"))) void attend_vectors(
-    const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin, int64_t end,
-    int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale, float* scores,
-    float* out) {
-  const int64_t n = end - begin, row = kv_heads * d, nv = d / kLanes;
-  auto key = [&](int64_t p) { return kc + slots[begin + p] * row + kvh * d; };
-  // while the first head's scores are computed, the keys kAheadRows positions on and the
-  // values at hand are fetched (the rows of one KV head are d values in every kv_heads * d)
+// attend_one's result in vector registers for GS of a KV head's query heads at once (a GQA
+// group, or GS of it), for head sizes d a multiple of kLanes: each key and value converted from
+// the cache once for the GS heads, where one head at a time converted them again for each
+// (1.1-1.25x for one sequence, two heads a KV head, its cache rows in the CPU's caches; from
+// DRAM, many sequences at once, the reads are the limit and it is the same). The scores of P
+// positions at a time (P * GS independent sums), the exponentials a vector at a time, and the
+// weighted sums of values in registers, a few kLanes columns at a time; attend_one keeps them
+// in memory and spends a scalar std::exp on every score. The keys kAheadRows positions on and
+// the values at hand are fetched while the scores are computed.
+template <int GS, typename T>
+__attribute__((optimize("fp-contract=fast"))) void attend_heads(
+    const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin, int64_t n,
+    int64_t kv_offset, int64_t row, int64_t d, float scale, float* scores, float* out) {
+  constexpr int P = GS >= 4 ? 2 : 4;      // positions a step: P * GS sums in registers
+  constexpr int C = GS >= 4 ? 2 : 4;      // columns of values a step, in kLanes
+  const int64_t nv = d / kLanes;
+  auto at = [&](const T* cache, int64_t p) { return cache + slots[begin + p] * row + kv_offset; };
   auto prefetch = [&](const T* cache, int64_t p) {
-    const char* at = reinterpret_cast<const char*>(cache + slots[begin + p] * row + kvh * d);
+    const char* bytes = reinterpret_cast<const char*>(at(cache, p));
     for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(T)); i += 64)
-      __builtin_prefetch(at + i);
+      __builtin_prefetch(bytes + i);
   };
-  for (int64_t h = 0; h < group; ++h) {
-    const float* qh = q + h * d;
-    float* sc = scores + h * n;
-    int64_t p = 0;
-    for (; p + 4 <= n; p += 4) {
-      if (h == 0)
-        for (int t = 0; t < 4; ++t) {
-          if (p + kAheadRows + t < n) prefetch(kc, p + kAheadRows + t);
-          prefetch(vc, p + t);
-        }
-      const T *k0 = key(p), *k1 = key(p + 1), *k2 = key(p + 2), *k3 = key(p + 3);
-      fvec a0 = {}, a1 = {}, a2 = {}, a3 = {};
-      for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
-        const fvec qv = load<fvec>(qh + j);
-        a0 += qv * cache_floats(k0 + j);
-        a1 += qv * cache_floats(k1 + j);
-        a2 += qv * cache_floats(k2 + j);
-        a3 += qv * cache_floats(k3 + j);
+  int64_t p = 0;
+  for (; p + P <= n; p += P) {
+    const T* k[P];
+    for (int t = 0; t < P; ++t) {
+      if (p + kAheadRows + t < n) prefetch(kc, p + kAheadRows + t);
+      prefetch(vc, p + t);
+      k[t] = at(kc, p + t);
+    }
+    fvec a[GS][P] = {};
+    for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
+      fvec kv[P];
+      for (int t = 0; t < P; ++t) kv[t] = cache_floats(k[t] + j);
+      for (int g = 0; g < GS; ++g) {
+        const fvec qv = load<fvec>(q + g * d + j);
+        for (int t = 0; t < P; ++t) a[g][t] += qv * kv[t];
       }
-      sc[p] = lanes_sum(a0) * scale;
-      sc[p + 1] = lanes_sum(a1) * scale;
-      sc[p + 2] = lanes_sum(a2) * scale;
-      sc[p + 3] = lanes_sum(a3) * scale;
     }
-    for (; p < n; ++p) {
-      const T* k = key(p);
-      fvec a = {};
-      for (int64_t j = 0; j < nv; ++j)
-        a += load<fvec>(qh + j * kLanes) * cache_floats(k + j * kLanes);
-      sc[p] = lanes_sum(a) * scale;
+    for (int g = 0; g < GS; ++g)
+      for (int t = 0; t < P; ++t) scores[g * n + p + t] = lanes_sum(a[g][t]) * scale;
+  }
+  for (; p < n; ++p) {
+    const T* k = at(kc, p);
+    fvec a[GS] = {};
+    for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
+      const fvec kv = cache_floats(k + j);
+      for (int g = 0; g < GS; ++g) a[g] += load<fvec>(q + g * d + j) * kv;
     }
+    for (int g = 0; g < GS; ++g) scores[g * n + p] = lanes_sum(a[g]) * scale;
+  }
+  float inv[GS];
+  for (int g = 0; g < GS; ++g) {  // softmax per head
+    float* sc = scores + g * n;
     float top = sc[0];
     for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
     fvec sums = {};
@@ -1345,18 +1356,38 @@ __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
     }
     float total = lanes_sum(sums);
     for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
-    const float inv = 1.f / total;
-    for (int64_t c0 = 0; c0 < nv; c0 += 4) {  // 4 kLanes columns at a time
-      auto values = [&](int64_t t) {
-        return vc + slots[begin + t] * row + kvh * d + c0 * kLanes;
-      };
-      float* o = out + h * d + c0 * kLanes;
-      switch (std::min<int64_t>(4, nv - c0)) {
-        case 4: weighted_values<4, T>(sc, n, values, inv, o); break;
-        case 3: weighted_values<3, T>(sc, n, values, inv, o); break;
-        case 2: weighted_values<2, T>(sc, n, values, inv, o); break;
-        default: weighted_values<1, T>(sc, n, values, inv, o);
-      }
+    inv[g] = 1.f / total;
+  }
+  for (int64_t c0 = 0; c0 < nv; c0 += C) {
+    auto values = [&](int64_t t) { return at(vc, t) + c0 * kLanes; };
+    float* o = out + c0 * kLanes;
+    switch (std::min<int64_t>(C, nv - c0)) {
+      case 4: weighted_values<GS, 4, T>(scores, n, values, inv, o, d); break;
+      case 3: weighted_values<GS, 3, T>(scores, n, values, inv, o, d); break;
+      case 2: weighted_values<GS, 2, T>(scores, n, values, inv, o, d); break;
+      default: weighted_values<GS, 1, T>(scores, n, values, inv, o, d);
+    }
+  }
+}
+
+// A KV head's `group` query heads, four, two or one at a time (attend_heads)
+template <typename T>
+void attend_vectors(const float* q, const T* kc, const T* vc, const int64_t* slots,
+                    int64_t begin, int64_t end, int64_t kvh, int64_t kv_heads, int64_t group,
+                    int64_t d, float scale, float* scores, float* out) {
+  const int64_t n = end - begin, row = kv_heads * d;
+  for (int64_t h = 0; h < group;) {
+    const float* qh = q + h * d;
+    float* oh = out + h * d;
+    if (group - h >= 4) {
+      attend_heads<4>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
+      h += 4;
+    } else if (group - h >= 2) {
+      attend_heads<2>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
+      h += 2;
+    } else {
+      attend_heads<1>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
+      h += 1;
     }
   }
 }
