@@ -1304,8 +1304,8 @@ template <int GS, typename T>
 __attribute__((optimize("fp-contract=fast"))) void attend_heads(
     const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin, int64_t n,
     int64_t kv_offset, int64_t row, int64_t d, float scale, float* scores, float* out) {
-  constexpr int P = GS >= 4 ? 2 : 4;      // positions a step: P * GS sums in registers
-  constexpr int C = GS >= 4 ? 2 : 4;      // columns of values a step, in kLanes
+  constexpr int P = GS >= 4 ? 2 : 4;  // positions a step: P * GS sums in registers
+  constexpr int C = GS >= 4 ? 2 : 4;  // columns of values a step, in kLanes
   const int64_t nv = d / kLanes;
   auto at = [&](const T* cache, int64_t p) { return cache + slots[begin + p] * row + kv_offset; };
   auto prefetch = [&](const T* cache, int64_t p) {
