@@ -132,6 +132,7 @@ typedef uint32_t uvec __attribute__((vector_size(4 * kLanes)));
 typedef uint8_t bvec __attribute__((vector_size(kLanes)));
 typedef uint16_t hvec __attribute__((vector_size(2 * kLanes)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
 
 template <typename V>
 inline V load(const void* p) {
@@ -140,22 +141,30 @@ inline V load(const void* p) {
   return v;
 }
 
-// The sum of v's lanes by halves: log2(kLanes) vector steps, not a chain of kLanes dependent
-// scalar additions (attention's scores need it; the products' rows measure the same either
-// way). In intrinsics: the halves taken through memory (memcpy) keep the sums being added on
-// the stack in the loops.
-inline float lanes_sum(fvec v) {
+// The sum of v's lanes by halves: log2(lanes) vector steps, not a chain of dependent scalar
+// additions (attention's scores and the integer products' rows need it; the float products'
+// rows measure the same either way). In intrinsics: the halves taken through memory (memcpy)
+// keep the sums being added on the stack in the loops.
+inline float lanes_sum8(f32x8 v) {
 #if defined(__AVX512F__) || defined(__AVX2__)
-#ifdef __AVX512F__
-  const __m512 z = (__m512)v;
-  const __m256 s8 = _mm256_add_ps(
-      _mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
-#else
   const __m256 s8 = (__m256)v;
-#endif
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
   const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));  // lanes 0 + 2, 1 + 3
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+#else
+  float s = 0.f;
+  for (int i = 0; i < 8; ++i) s += v[i];
+  return s;
+#endif
+}
+
+inline float lanes_sum(fvec v) {
+#ifdef __AVX512F__
+  const __m512 z = (__m512)v;
+  return lanes_sum8((f32x8)_mm256_add_ps(
+      _mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1))));
+#elif defined(__AVX2__)
+  return lanes_sum8((f32x8)v);
 #else
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
@@ -305,7 +314,6 @@ at::Tensor bf16_pair_order(const at::Tensor& x) {
 //   out = sum_b s_g dx_b dot_b - sum_g ((offset + bias) * s_g + min_g) * sum(x8_g)
 // (bias kSigned8Bias for 8-bit codes, 0 otherwise). The sums are of x8, not of x, so the
 // rounding error scales with the weights W themselves, not with their uncentered codes.
-typedef float f32x8 __attribute__((vector_size(32)));
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x32 __attribute__((vector_size(32)));
@@ -367,14 +375,6 @@ inline i32x8 dot4_signed_from(const int32_t* start, i8x32 q, i8x32 s) {
 constexpr bool kBiasInSums = false;
 inline i32x8 dot4_signed_from(const int32_t*, i8x32 q, i8x32 s) { return dot4_signed(q, s); }
 #endif
-
-// The sum of v's lanes, a tree of three additions (not a chain of seven)
-inline float lanes_sum8(f32x8 v) {
-  const f32x4 h =
-      __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
-  const f32x4 q = h + __builtin_shufflevector(h, h, 2, 3, 0, 1);
-  return q[0] + q[1];
-}
 
 // x's rows quantized, with each weight group's sum of x8 scaled by (offset + bias).
 struct QuantizedX {
