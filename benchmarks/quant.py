@@ -191,9 +191,10 @@ def tenshu_llm(path: Path, int8_activations: bool = True, max_num_seqs: int = 16
 
 
 def resident_bytes(llm: LLM) -> int:
-    """Bytes of the matmul weights as tenshu holds them: QuantWeights keep float32 scales (and
-    int8 codes for Q8_0), a little more than the file's blocks. A float32 weight copy for
-    batched steps, where the loader keeps one, is not counted (decode does not read it)."""
+    """Bytes of the matmul weights as tenshu holds them: QuantWeights keep the K-quants'
+    scales as the file does, Q8_0's and Q4_0's as float32 (a little more than the file's
+    blocks), and widen a fused weight's parts to one format. A float32 weight copy for batched
+    steps, where the loader keeps one, is not counted (decode does not read it)."""
     from tenshu.engine.quant.weight import QuantWeight
 
     model = llm.engine.runner.model

@@ -37,8 +37,10 @@ def test_each_type_converts_exactly_as_gguf_dequantizes(kind):
     # bit for bit: the same float32 operations in the same order
     assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
     if isinstance(value, QuantWeight):
+        # stays quantized in memory: the K-quants' scales as the file holds them (two-level)
         bits = 8 * value.nbytes() / reference.numel()
-        assert bits <= {"Q4_0": 5, "Q4_1": 6, "Q4_K": 6}.get(kind, 10)  # stays quantized in memory
+        assert bits <= {"Q4_0": 5, "Q4_1": 6, "Q4_K": 4.75, "Q5_K": 8.75, "Q6_K": 6.625}.get(kind, 10)
+        assert value.two_level == kind.endswith("_K")
 
 
 def test_parts_in_different_formats_concatenate_exactly():
@@ -49,7 +51,27 @@ def test_parts_in_different_formats_concatenate_exactly():
     expected = torch.cat([p.dequantize() for p in parts])
     assert torch.equal(fused.dequantize().view(torch.int32), expected.view(torch.int32))
     same = QuantWeight.cat([_quant("Q4_K", rows=8), _quant("Q4_K", rows=8, seed=1)])
-    assert same.bits == 4  # one format: no widening
+    assert same.bits == 4 and same.two_level  # one format: no widening
+
+
+@pytest.mark.parametrize("parts", [["Q4_K", "Q4_K", "Q6_K"], ["Q4_K", "Q4_0", "Q6_K"]])
+def test_4_bit_parts_beside_6_bit_ones_fuse_into_6_bit_codes(parts):
+    # a Q4_K_M file's q/k/v where v is Q6_K: 6-bit codes in groups of 16, not a byte each
+    weights = [_quant(kind, rows=8, seed=i) for i, kind in enumerate(parts)]
+    fused = QuantWeight.cat(weights)
+    expected = torch.cat([p.dequantize() for p in weights])
+    assert torch.equal(fused.dequantize().view(torch.int32), expected.view(torch.int32))
+    assert (fused.bits, fused.group_size, fused.offset) == (6, 16, 32)
+    assert fused.two_level == ("Q4_0" not in parts)  # Q4_0's scales are flat
+    if fused.two_level:  # 6 bits of code, 0.5 + 0.5 of factors, 0.25 of super-block floats
+        assert 8 * fused.nbytes() / expected.numel() == 7.25
+
+
+def test_scales_and_mins_in_different_forms_are_refused():
+    qw = _quant("Q4_K", rows=4)
+    with pytest.raises(ValueError, match="do not fit a 4-bit"):
+        QuantWeight(qw.qweight, qw.scales, qw.group_mins(), bits=4, group_size=32,
+                    in_features=512)
 
 
 @pytest.fixture(params=["kernels", "torch"])

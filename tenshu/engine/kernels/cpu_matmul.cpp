@@ -58,13 +58,89 @@ struct Bf16Rows {
   }
 };
 
-// A QuantWeight's tensors as the decoders read them: codes, float32 scales and mins (null: no
-// mins) per group of `group` columns, rows of k columns.
+// A QuantWeight's scales (or mins) per group of columns, in either of its two forms:
+// - flat: float32 [N, groups];
+// - two-level (the K-quants' own): each row a float32 per super-block of kSuperBlock columns
+//   (its four bytes), then an int8 factor per group; a group's value is its factor times its
+//   super-block's float. The products are exact (a 6- or 8-bit integer times an f16), so the
+//   two forms give the same floats; the K-quants' scales and mins take 0.625 (Q6_K) and 0.75
+//   (Q4_K) bits a weight this way, 2 flat.
+constexpr int64_t kSuperBlock = 256;
+
+struct GroupFactors {
+  const uint8_t* data = nullptr;  // null: none (no mins)
+  bool two_level = false;
+  int64_t groups = 0, row_bytes = 0;
+  int64_t supers = 0, per = 0;  // two-level: super-blocks a row, groups a super-block
+
+  const uint8_t* row_data(int64_t n) const { return data + n * row_bytes; }
+  // Row n's values as float32: the flat tensor's own, or expanded into buf (`groups` floats).
+  __attribute__((always_inline)) inline const float* row(int64_t n, float* buf) const {
+    if (data == nullptr) return nullptr;
+    const uint8_t* r = row_data(n);
+    if (!two_level) return reinterpret_cast<const float*>(r);
+    const int8_t* factor = reinterpret_cast<const int8_t*>(r + 4 * supers);
+    if (per == 16) expand<16>(r, factor, supers, buf);  // groups of 16 (Q6_K)
+    else if (per == 8) expand<8>(r, factor, supers, buf);  // groups of 32 (Q4_K, Q5_K)
+    else expand<0>(r, factor, supers, buf, per);
+    return buf;
+  }
+
+ private:
+  // buf[b * per + i] = the float of super-block b times its factor i. Groups of eight factors
+  // in intrinsics: GCC's vectorizer made two-float vectors of the loop, a third of the speed.
+  template <int Per>
+  __attribute__((always_inline)) static inline void expand(const uint8_t* supers_at,
+                                                          const int8_t* factor, int64_t supers,
+                                                          float* buf, int64_t per = Per) {
+    const int64_t p = Per > 0 ? Per : per;
+    for (int64_t b = 0; b < supers; ++b) {
+      float d;
+      std::memcpy(&d, supers_at + 4 * b, 4);
+      int64_t i = 0;
+#ifdef __AVX2__
+      const __m256 dv = _mm256_set1_ps(d);
+      for (; i + 8 <= p; i += 8) {
+        const __m128i f8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(factor + b * p + i));
+        _mm256_storeu_ps(buf + b * p + i,
+                         _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(f8))));
+      }
+#endif
+      for (; i < p; ++i) buf[b * p + i] = d * static_cast<float>(factor[b * p + i]);
+    }
+  }
+};
+
+// Row n's scales and mins (null: none) as float32, two-level ones expanded into buffers of
+// its own: one per task (a thread's rows).
+class RowScales {
+ public:
+  RowScales(const GroupFactors& scales, const GroupFactors& mins)
+      : scales_(scales), mins_(mins), buf_(scales.two_level ? 2 * scales.groups : 0) {}
+  __attribute__((always_inline)) std::pair<const float*, const float*> operator()(int64_t n) {
+    return {scales_.row(n, buf_.data()), mins_.row(n, buf_.data() + scales_.groups)};
+  }
+
+ private:
+  const GroupFactors &scales_, &mins_;
+  std::vector<float> buf_;
+};
+
+// The same in this thread's buffers, for the decoders and the float GEMV: a thread-local lookup
+// a row, which the integer products (RowScales) avoid.
+inline std::pair<const float*, const float*> row_scales(const GroupFactors& scales,
+                                                        const GroupFactors& mins, int64_t n) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < 2 * scales.groups) buf.resize(2 * scales.groups);
+  return {scales.row(n, buf.data()), mins.row(n, buf.data() + scales.groups)};
+}
+
+// A QuantWeight's tensors as the decoders read them: codes, scales and mins (none: no mins)
+// per group of `group` columns, rows of k columns.
 template <typename Code>
 struct CodeRows {
   const Code* data;
-  const float* scales;
-  const float* mins;
+  GroupFactors scales, mins;
   int64_t k, group;
   int offset;
 };
@@ -76,8 +152,7 @@ struct Int8Rows : CodeRows<int8_t> {
   void operator()(int64_t n, float* w) const {
     const int64_t gs = G > 0 ? G : group, groups = k / gs;
     const int8_t* q = data + n * k;
-    const float* s = scales + n * groups;
-    const float* mn = mins ? mins + n * groups : nullptr;
+    const auto [s, mn] = row_scales(scales, mins, n);
     for (int64_t g = 0; g < groups; ++g) {
       const float sc = s[g], m0 = mn ? mn[g] : 0.f;
       const int8_t* qg = q + g * gs;
@@ -96,8 +171,7 @@ struct Int4Rows : CodeRows<uint8_t> {
   void operator()(int64_t n, float* w) const {
     const int64_t gs = G > 0 ? G : group, groups = k / gs, half = k / 2, hg = groups / 2;
     const uint8_t* q = data + n * half;
-    const float* s = scales + n * groups;
-    const float* mn = mins ? mins + n * groups : nullptr;
+    const auto [s, mn] = row_scales(scales, mins, n);
     for (int64_t g = 0; g < hg; ++g) {
       const float slo = s[g], shi = s[g + hg];
       const float mlo = mn ? mn[g] : 0.f, mhi = mn ? mn[g + hg] : 0.f;
@@ -434,16 +508,21 @@ struct QuantizedX {
     }
   }
 
-  // what comes off row r's result for a weight row with scales s and mins mn (see above)
-  float correction(int64_t r, const float* s, const float* mn) const {
+  // What comes off row r's result for a weight row with scales s and mins mn (see above), as
+  // eight lanes that the row's own lanes take off before they are summed: a sum of its own
+  // across the groups cost half as much as the row's products (perf, Q4_K at k = 1024).
+  f32x8 correction(int64_t r, const float* s, const float* mn) const {
     const float* xs = sums.data() + r * groups;
-    float c = 0.f;
+    f32x8 c = {};
+    int64_t g = 0;
     if (mn) {
-#pragma omp simd reduction(+ : c)
-      for (int64_t g = 0; g < groups; ++g) c += (codes_offset * s[g] + mn[g]) * xs[g];
+      const f32x8 off = f32x8{} + codes_offset;
+      for (; g + 8 <= groups; g += 8)
+        c += (off * load<f32x8>(s + g) + load<f32x8>(mn + g)) * load<f32x8>(xs + g);
+      for (; g < groups; ++g) c[0] += (codes_offset * s[g] + mn[g]) * xs[g];
     } else if (codes_offset != 0.f) {
-#pragma omp simd reduction(+ : c)
-      for (int64_t g = 0; g < groups; ++g) c += s[g] * xs[g];
+      for (; g + 8 <= groups; g += 8) c += load<f32x8>(s + g) * load<f32x8>(xs + g);
+      for (; g < groups; ++g) c[0] += s[g] * xs[g];
       c *= codes_offset;
     }
     return c;
@@ -537,10 +616,9 @@ inline void six_bit_codes(const uint8_t* row, int64_t k, int64_t j, u8x32 (&code
 template <int G>
 struct Int6Rows : CodeRows<uint8_t> {
   void operator()(int64_t n, float* w) const {
-    const int64_t qb = k / 128, groups = k / G;
+    const int64_t qb = k / 128;
     const uint8_t* row = data + n * (3 * k / 4);
-    const float* s = scales + n * groups;
-    const float* mn = mins ? mins + n * groups : nullptr;
+    const auto [s, mn] = row_scales(scales, mins, n);
     for (int64_t j = 0; j < qb; ++j) {
       u8x32 codes[4];
       six_bit_codes(row, k, j, codes);
@@ -610,7 +688,7 @@ __attribute__((optimize("fp-contract=fast"))) void int8_dot_rows(
   for (int r = 0; r < MB; ++r) {
     f32x8 total = acc[r][0];
     for (int u = 1; u < U; ++u) total += acc[r][u];
-    out[r * ldo] = lanes_sum8(total) - a.correction(r0 + r, s, mn);
+    out[r * ldo] = lanes_sum8(total - a.correction(r0 + r, s, mn));
   }
 }
 
@@ -639,7 +717,7 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
     }
   }
   for (int r = 0; r < MB; ++r)
-    out[r * ldo] = lanes_sum8(lo_acc[r] + hi_acc[r]) - a.correction(r0 + r, s, mn);
+    out[r * ldo] = lanes_sum8(lo_acc[r] + hi_acc[r] - a.correction(r0 + r, s, mn));
 }
 
 // 6-bit codes (Int6Rows' layout), groups as add_block reads them. Each 32 bytes of top bits
@@ -680,8 +758,8 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
     }
   }
   for (int r = 0; r < MB; ++r)
-    out[r * ldo] = lanes_sum8((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3])) -
-                   a.correction(r0 + r, s, mn);
+    out[r * ldo] = lanes_sum8((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]) -
+                              a.correction(r0 + r, s, mn));
 }
 
 // Bytes [kLanes * part, kLanes * (part + 1)) of c as floats (GCC turns the upper bytes'
@@ -957,47 +1035,71 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& weight) {
 #endif
 }
 
-// Calls fn(rows) with the decoder of the weight's format, after checking the tensors fit.
+// A scales or mins tensor of a weight of n rows of `groups` groups of k columns, in either of
+// GroupFactors' forms (float32; int8 for two-level).
+GroupFactors group_factors(const at::Tensor& t, int64_t n, int64_t k, int64_t groups,
+                           const char* what) {
+  TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.dim() == 2 && t.size(0) == n, what,
+              " must be a contiguous CPU tensor with a row per weight row");
+  GroupFactors f;
+  f.groups = groups;
+  f.data = static_cast<const uint8_t*>(t.data_ptr());
+  if (t.scalar_type() == at::kFloat) {
+    TORCH_CHECK(t.size(1) == groups, what, " do not fit the codes: ", t.sizes(), " for ", groups,
+                " groups a row");
+    f.row_bytes = 4 * groups;
+    return f;
+  }
+  TORCH_CHECK(t.scalar_type() == at::kChar, what, " must be float32, or int8 (two-level)");
+  TORCH_CHECK(k % kSuperBlock == 0 && groups % (k / kSuperBlock) == 0 &&
+                  t.size(1) == groups + 4 * (k / kSuperBlock),
+              "two-level ", what, " must be [rows, groups + 4 * (k / ", kSuperBlock, ")], got ",
+              t.sizes(), " for ", groups, " groups of ", k, " columns");
+  f.two_level = true;
+  f.row_bytes = t.size(1);
+  f.supers = k / kSuperBlock;
+  f.per = groups / f.supers;
+  return f;
+}
+
+// Calls fn(rows, n, k) with the decoder of the weight's format, after checking the tensors fit.
 template <typename Fn>
 at::Tensor with_rows(const at::Tensor& qweight, const at::Tensor& scales,
                      const std::optional<at::Tensor>& mins, int64_t bits, int64_t group_size,
                      int64_t offset, Fn&& fn) {
   TORCH_CHECK(bits == 4 || bits == 6 || bits == 8, "bits must be 4, 6 or 8");
-  TORCH_CHECK(qweight.is_contiguous() && scales.is_contiguous() &&
-                  scales.scalar_type() == at::kFloat && qweight.device().is_cpu(),
-              "codes and float32 scales must be contiguous CPU tensors");
+  TORCH_CHECK(qweight.is_contiguous() && qweight.device().is_cpu(),
+              "the codes must be a contiguous CPU tensor");
   const int64_t n = qweight.size(0), k = qweight.size(1) * 8 / bits;
-  TORCH_CHECK(group_size > 0 && k % group_size == 0 && scales.size(0) == n &&
-                  scales.size(1) == k / group_size,
-              "scales do not fit the codes");
-  TORCH_CHECK(bits != 4 || (k / group_size) % 2 == 0,
+  TORCH_CHECK(group_size > 0 && k % group_size == 0, "groups of ", group_size,
+              " do not divide rows of ", k);
+  const int64_t groups = k / group_size;
+  TORCH_CHECK(bits != 4 || groups % 2 == 0,
               "a 4-bit weight needs an even number of groups per row");
   TORCH_CHECK(bits != 6 || k % 128 == 0, "a 6-bit weight's rows must be a multiple of 128");
-  const float* mp = nullptr;
+  const GroupFactors sf = group_factors(scales, n, k, groups, "scales");
+  GroupFactors mf;
   if (mins.has_value()) {
-    TORCH_CHECK(mins->is_contiguous() && mins->scalar_type() == at::kFloat &&
-                    mins->sizes() == scales.sizes(),
-                "mins must be float32 like the scales");
-    mp = mins->data_ptr<float>();
+    mf = group_factors(*mins, n, k, groups, "mins");
+    TORCH_CHECK(mins->scalar_type() == scales.scalar_type(), "mins must be in the scales' form");
   }
-  const float* sp = scales.data_ptr<float>();
   const int off = static_cast<int>(offset);
   if (bits == 8) {
     TORCH_CHECK(qweight.scalar_type() == at::kChar, "8-bit codes must be int8");
     const int8_t* q = qweight.data_ptr<int8_t>();
-    if (group_size == 32) return fn(Int8Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
-    if (group_size == 16) return fn(Int8Rows<16>{{q, sp, mp, k, 16, off}}, n, k);
-    return fn(Int8Rows<0>{{q, sp, mp, k, group_size, off}}, n, k);
+    if (group_size == 32) return fn(Int8Rows<32>{{q, sf, mf, k, 32, off}}, n, k);
+    if (group_size == 16) return fn(Int8Rows<16>{{q, sf, mf, k, 16, off}}, n, k);
+    return fn(Int8Rows<0>{{q, sf, mf, k, group_size, off}}, n, k);
   }
   TORCH_CHECK(qweight.scalar_type() == at::kByte, "4- and 6-bit codes must be uint8");
   const uint8_t* q = qweight.data_ptr<uint8_t>();
   if (bits == 6) {
     TORCH_CHECK(group_size == 16 || group_size == 32, "6-bit codes come in groups of 16 or 32");
-    if (group_size == 16) return fn(Int6Rows<16>{{q, sp, mp, k, 16, off}}, n, k);
-    return fn(Int6Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
+    if (group_size == 16) return fn(Int6Rows<16>{{q, sf, mf, k, 16, off}}, n, k);
+    return fn(Int6Rows<32>{{q, sf, mf, k, 32, off}}, n, k);
   }
-  if (group_size == 32) return fn(Int4Rows<32>{{q, sp, mp, k, 32, off}}, n, k);
-  return fn(Int4Rows<0>{{q, sp, mp, k, group_size, off}}, n, k);
+  if (group_size == 32) return fn(Int4Rows<32>{{q, sf, mf, k, 32, off}}, n, k);
+  return fn(Int4Rows<0>{{q, sf, mf, k, group_size, off}}, n, k);
 }
 
 at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
@@ -1008,35 +1110,41 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& qweight, const at
         check_x(x, k);
         if (x.size(0) != 1 || !(group_size == 32 || (bits != 4 && group_size == 16)))
           return run(x, n, k, rows);
-        const float* sp = scales.data_ptr<float>();
-        const float* mp = mins.has_value() ? mins->data_ptr<float>() : nullptr;
-        const int64_t groups = k / group_size;
         const int off = static_cast<int>(offset);
-        auto at = [&](const float* p, int64_t r) { return p ? p + r * groups : nullptr; };
-        if (bits == 4) {
-          const uint8_t* q = qweight.data_ptr<uint8_t>();
+        // row r's codes, scales and mins, the codes `row_bytes` a row
+        auto row_of = [&](int64_t r, int64_t row_bytes, auto fn) {
+          const auto [s, mn] = row_scales(rows.scales, rows.mins, r);
+          return fn(static_cast<const uint8_t*>(qweight.data_ptr()) + r * row_bytes, s, mn);
+        };
+        if (bits == 4)
           return gemv(x, n, k, group_size, [&](const Gemv& a, int64_t r) {
-            return gemv_int4_row(a, q + r * (k / 2), sp + r * groups, at(mp, r), off);
+            return row_of(r, k / 2, [&](const uint8_t* q, const float* s, const float* mn) {
+              return gemv_int4_row(a, q, s, mn, off);
+            });
           });
-        }
         if (bits == 6) {
-          const uint8_t* q = qweight.data_ptr<uint8_t>();
           if (group_size == 16)
             return gemv(x, n, k, 16, [&](const Gemv& a, int64_t r) {
-              return gemv_int6_row<16>(a, q + r * (3 * k / 4), sp + r * groups, at(mp, r), off);
+              return row_of(r, 3 * k / 4, [&](const uint8_t* q, const float* s, const float* mn) {
+                return gemv_int6_row<16>(a, q, s, mn, off);
+              });
             });
           return gemv(x, n, k, 32, [&](const Gemv& a, int64_t r) {
-            return gemv_int6_row<32>(a, q + r * (3 * k / 4), sp + r * groups, at(mp, r), off);
+            return row_of(r, 3 * k / 4, [&](const uint8_t* q, const float* s, const float* mn) {
+              return gemv_int6_row<32>(a, q, s, mn, off);
+            });
           });
         }
-        const int8_t* q = qweight.data_ptr<int8_t>();
-        if (group_size == 16)
-          return gemv(x, n, k, 16, [&](const Gemv& a, int64_t r) {
-            return gemv_int8_row<16>(a, q + r * k, sp + r * groups, at(mp, r), off);
+        auto int8_row = [&](auto g_tag) {
+          constexpr int G = decltype(g_tag)::value;
+          return gemv(x, n, k, G, [&](const Gemv& a, int64_t r) {
+            return row_of(r, k, [&](const uint8_t* q, const float* s, const float* mn) {
+              return gemv_int8_row<G>(a, reinterpret_cast<const int8_t*>(q), s, mn, off);
+            });
           });
-        return gemv(x, n, k, 32, [&](const Gemv& a, int64_t r) {
-          return gemv_int8_row<32>(a, q + r * k, sp + r * groups, at(mp, r), off);
-        });
+        };
+        if (group_size == 16) return int8_row(std::integral_constant<int, 16>{});
+        return int8_row(std::integral_constant<int, 32>{});
       });
 }
 
@@ -1077,33 +1185,33 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
                              const at::Tensor& scales, const std::optional<at::Tensor>& mins,
                              int64_t bits, int64_t group_size, int64_t offset) {
   return with_rows(
-      qweight, scales, mins, bits, group_size, offset, [&](const auto&, int64_t n, int64_t k) {
+      qweight, scales, mins, bits, group_size, offset,
+      [&](const auto& rows, int64_t n, int64_t k) {
         check_x(x_in, k);
         TORCH_CHECK(int8_dot_fits(k, bits, group_size), "a ", bits, "-bit weight with ", k,
                     " columns in groups of ", group_size, " has no integer-dot product");
         const at::Tensor x = x_in.to(at::kFloat).contiguous();
-        const int64_t m = x.size(0), groups = k / group_size;
+        const int64_t m = x.size(0);
         const int shift = std::max(0, group_shift(group_size));
         const QuantizedX a(x.data_ptr<float>(), m, k, group_size, static_cast<int>(offset),
                            bits == 8, bits == 6 && group_size == 16,
                            kBiasInSums && bits == 8 && !mins.has_value());
         at::Tensor out = at::empty({m, n}, x.options());
         float* op = out.data_ptr<float>();
-        const float* sp = scales.data_ptr<float>();
-        const float* mp = mins.has_value() ? mins->data_ptr<float>() : nullptr;
         const int64_t row_bytes = k * bits / 8;
         const uint8_t* base = static_cast<const uint8_t*>(qweight.data_ptr());
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / row_bytes);
-        const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(groups * 4);
+        const GroupFactors &sf = rows.scales, &mf = rows.mins;
+        const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(sf.row_bytes);
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+          RowScales row_scales(sf, mf);
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
-            const float* s = sp + row * groups;
-            const float* mn = mp ? mp + row * groups : nullptr;
             // past the last row: a prefetch does not fault
             prefetch_row(q, row_bytes, ahead);
-            prefetch_row(s, groups * 4, scales_ahead);
-            if (mn) prefetch_row(mn, groups * 4, scales_ahead);
+            prefetch_row(sf.row_data(row), sf.row_bytes, scales_ahead);
+            if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, scales_ahead);
+            const auto [s, mn] = row_scales(row);
             // every row of x against this weight row: four at a time, then one by one
             auto each_x_row = [&](auto&& kernel) {
               int64_t r = 0;

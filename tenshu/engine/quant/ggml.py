@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import torch
 
-from tenshu.engine.quant.weight import QuantWeight
+from tenshu.engine.quant.weight import SUPER_BLOCK, QuantWeight, pack4, pack6, two_level
 
-QK_K = 256  # the K-quants' super-block
+QK_K = SUPER_BLOCK  # the K-quants' super-block
 
 
 def _f16(raw: torch.Tensor) -> torch.Tensor:
@@ -25,21 +25,6 @@ def _f16(raw: torch.Tensor) -> torch.Tensor:
 def _blocks(raw: torch.Tensor, block_bytes: int) -> torch.Tensor:
     rows, nbytes = raw.shape
     return raw.view(rows, nbytes // block_bytes, block_bytes)  # [N, blocks, bytes]
-
-
-def _pack4(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes 0..15 [N, K] -> [N, K/2]: low nibbles the first half of the row."""
-    half = codes.shape[1] // 2
-    return codes[:, :half] | (codes[:, half:] << 4)
-
-
-def _pack6(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes 0..63 [N, K] -> [N, 3K/4]: the low four bits as _pack4 lays them, then the
-    top two bits of columns j, j + K/4, j + K/2, j + 3K/4 in byte j (QuantWeight's layout)."""
-    quarter = codes.shape[1] // 4
-    top = (codes >> 4).view(codes.shape[0], 4, quarter)
-    packed_top = top[:, 0] | (top[:, 1] << 2) | (top[:, 2] << 4) | (top[:, 3] << 6)
-    return torch.cat((_pack4(codes & 15), packed_top), dim=1)
 
 
 def q8_0(raw: torch.Tensor) -> QuantWeight:
@@ -54,7 +39,7 @@ def q4_0(raw: torch.Tensor) -> QuantWeight:
     rows, nb, _ = b.shape
     qs = b[..., 2:]
     codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
-    return QuantWeight(_pack4(codes), _f16(b[..., :2]), None, bits=4, group_size=32, offset=8,
+    return QuantWeight(pack4(codes), _f16(b[..., :2]), None, bits=4, group_size=32, offset=8,
                        in_features=nb * 32)
 
 
@@ -63,7 +48,7 @@ def q4_1(raw: torch.Tensor) -> QuantWeight:
     rows, nb, _ = b.shape
     qs = b[..., 4:]
     codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
-    return QuantWeight(_pack4(codes), _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=4,
+    return QuantWeight(pack4(codes), _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=4,
                        group_size=32, in_features=nb * 32)  # minus -m: exactly + m
 
 
@@ -93,17 +78,15 @@ def q5_1(raw: torch.Tensor) -> QuantWeight:
 
 
 def _k_scales(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q4_K/Q5_K: d, dmin and 8 packed 6-bit (scale, min) pairs -> float32 [N, blocks * 8]
-    scales d * sc and mins dmin * m (ggml's get_scale_min_k4)."""
+    """Q4_K/Q5_K: d, dmin and 8 packed 6-bit (scale, min) pairs -> two-level scales d * sc
+    and mins dmin * m, [N, blocks * 8] groups (ggml's get_scale_min_k4)."""
     rows, nb, _ = b.shape
     d, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
     packed = b[..., 4:16].reshape(rows, nb, 3, 4)
     lo, hi, mixed = packed[..., 0, :], packed[..., 1, :], packed[..., 2, :]
     sc = torch.cat((lo & 63, (mixed & 15) | ((lo >> 2) & 48)), dim=-1)  # [N, blocks, 8]
     m = torch.cat((hi & 63, (mixed >> 4) | ((hi >> 2) & 48)), dim=-1)
-    scales = d.unsqueeze(-1) * sc.float()
-    mins = dmin.unsqueeze(-1) * m.float()
-    return scales.reshape(rows, nb * 8), mins.reshape(rows, nb * 8)
+    return two_level(d, sc.reshape(rows, nb * 8)), two_level(dmin, m.reshape(rows, nb * 8))
 
 
 def q4_k(raw: torch.Tensor) -> QuantWeight:
@@ -112,7 +95,7 @@ def q4_k(raw: torch.Tensor) -> QuantWeight:
     scales, mins = _k_scales(b)
     qs = b[..., 16:].reshape(rows, nb, 4, 1, 32)  # 4 chunks of 64: low nibbles, then high
     codes = torch.cat((qs & 15, qs >> 4), dim=3).reshape(rows, nb * QK_K)
-    return QuantWeight(_pack4(codes), scales, mins, bits=4, group_size=32,
+    return QuantWeight(pack4(codes), scales, mins, bits=4, group_size=32,
                        in_features=nb * QK_K)
 
 
@@ -136,9 +119,8 @@ def q6_k(raw: torch.Tensor) -> QuantWeight:
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(4, 1)
     high = ((b[..., 128:192].reshape(rows, nb, 2, 1, 32) >> shifts) & 3).reshape(rows, nb, 8, 32)
     codes = (low | (high << 4)).reshape(rows, nb * QK_K)  # 0..63, offset 32
-    sc = b[..., 192:208].contiguous().view(torch.int8).float()  # [N, blocks, 16]
-    scales = _f16(b[..., 208:210]).unsqueeze(-1) * sc
-    return QuantWeight(_pack6(codes), scales.reshape(rows, nb * 16), None, bits=6,
+    sc = b[..., 192:208].contiguous().view(torch.int8).reshape(rows, nb * 16)
+    return QuantWeight(pack6(codes), two_level(_f16(b[..., 208:210]), sc), None, bits=6,
                        group_size=16, offset=32, in_features=nb * QK_K)
 
 

@@ -41,8 +41,7 @@ from torch import nn
 
 from tenshu.core.errors import ModelLoadError, UnsupportedModelError
 from tenshu.engine.quant.load import QuantLoad
-from tenshu.engine.quant.quantize import _pack4
-from tenshu.engine.quant.weight import QuantWeight
+from tenshu.engine.quant.weight import QuantWeight, pack4
 
 METHODS = ("gptq", "awq")
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # value i of a word holds column ORDER[i] of its eight
@@ -111,10 +110,10 @@ def _weight(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor) -> Quant
     scales = scales.float().contiguous()
     first = int(zeros.flatten()[0])
     if bool((zeros == first).all()):
-        return QuantWeight(_pack4(q), scales, None, bits=4, group_size=group, offset=first,
+        return QuantWeight(pack4(q), scales, None, bits=4, group_size=group, offset=first,
                            in_features=k)
     mins = scales * zeros.float()
-    return QuantWeight(_pack4(q), scales, mins, bits=4, group_size=group, in_features=k)
+    return QuantWeight(pack4(q), scales, mins, bits=4, group_size=group, in_features=k)
 
 
 def gptq_weight(qweight, qzeros, scales, g_idx, fmt: PackedFormat) -> QuantWeight:

@@ -24,16 +24,10 @@ from torch import nn
 
 from tenshu.core.errors import ModelLoadError
 from tenshu.engine.quant.load import QuantLoad, decoder_linears
-from tenshu.engine.quant.weight import QuantWeight
+from tenshu.engine.quant.weight import QuantWeight, pack4
 
 METHODS = ("int8", "int4")
 GROUP_SIZE = {"int8": 32, "int4": 32}
-
-
-def _pack4(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes 0..15 [N, K] -> [N, K/2]: low nibbles the first half of the row."""
-    half = codes.shape[1] // 2
-    return codes[:, :half] | (codes[:, half:] << 4)
 
 
 def quantize(w: torch.Tensor, method: str) -> QuantWeight:
@@ -55,7 +49,7 @@ def quantize(w: torch.Tensor, method: str) -> QuantWeight:
     scales = (g.amax(-1) - low) / 15
     safe = torch.where(scales > 0, scales, 1.0).unsqueeze(-1)  # a constant group: q = 0, W = min
     q = torch.round((g - low.unsqueeze(-1)) / safe).clamp_(0, 15).to(torch.uint8).view(n, k)
-    return QuantWeight(_pack4(q), scales, -low, bits=4, group_size=group, in_features=k)
+    return QuantWeight(pack4(q), scales, -low, bits=4, group_size=group, in_features=k)
 
 
 class OnLoadQuantizer(QuantLoad):

@@ -17,10 +17,16 @@ in float32 with one rounding per operation, in that order, so that the GGML form
 4-bit codes are packed two to a byte: a row's low nibbles are its first K/2 columns, the high
 nibbles the last K/2 (so unpacking is two strided copies). 6-bit codes are a 4-bit row (their
 low four bits, [N, K/2]) followed by their top two bits four to a byte ([N, K/4]: byte j holds
-columns j, j + K/4, j + K/2 and j + 3K/4 in bits 0-1, 2-3, 4-5 and 6-7). Scales and mins are
-float32 (the products the K-quants define do not always fit an f16), so a weight takes 9 bits
-(Q8_0), 5 (Q4_0), 6 (Q4_K), 8 (Q6_K) and 10 (Q5_K: codes widened to a byte for simplicity)
-against 8.5, 4.5, 4.5, 6.6 and 5.5 in the file.
+columns j, j + K/4, j + K/2 and j + 3K/4 in bits 0-1, 2-3, 4-5 and 6-7).
+
+Scales and mins come in two forms, the same floats either way:
+- flat: float32 [N, groups] (the products the K-quants define do not always fit an f16);
+- two-level, as the K-quants hold them (`two_level()`): int8 [N, 4 K/256 + groups], each row the
+  bytes of a float32 per super-block of 256 columns, then an int8 factor per group; a group's
+  value is the product of the two, exact (a 6- or 8-bit integer times an f16).
+The K-quants come two-level, the rest flat, so a weight takes 9 bits (Q8_0), 5 (Q4_0), 4.75
+(Q4_K), 6.6 (Q6_K) and 8.75 (Q5_K: codes widened to a byte for simplicity) against 8.5, 4.5,
+4.5, 6.6 and 5.5 in the file.
 
 A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
@@ -42,6 +48,51 @@ from torch import nn
 from tenshu.engine import kernels
 from tenshu.engine.config import cpu_has_native_bf16
 from tenshu.engine.layers.linear import ShapeCompiled, scratch
+
+SUPER_BLOCK = 256  # columns under one float of two-level scales (the K-quants' super-block)
+
+
+def two_level(supers: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Two-level scales or mins (see the module docstring) from float32 `supers` [N, K/256] and
+    integer `factors` [N, groups] (each within int8)."""
+    return torch.cat((supers.float().contiguous().view(torch.int8), factors.to(torch.int8)),
+                     dim=1)
+
+
+def _flat(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """Scales or mins of `groups` groups a row, in either form, as float32 [N, groups]."""
+    if t.dtype != torch.int8:
+        return t
+    n, supers = t.shape[0], (t.shape[1] - groups) // 4
+    d = t[:, :4 * supers].contiguous().view(torch.float32)  # [N, supers]
+    return (d.unsqueeze(-1) * t[:, 4 * supers:].float().view(n, supers, -1)).view(n, groups)
+
+
+def _regroup(t: torch.Tensor, groups: int, repeat: int) -> torch.Tensor:
+    """Scales or mins of `groups` groups a row, each group `repeat` times (groups that size
+    smaller), in t's form."""
+    if repeat == 1:
+        return t
+    if t.dtype != torch.int8:
+        return t.repeat_interleave(repeat, dim=1)
+    head = t.shape[1] - groups
+    return torch.cat((t[:, :head], t[:, head:].repeat_interleave(repeat, dim=1)), dim=1)
+
+
+def pack4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..15 [N, K] -> [N, K/2]: low nibbles the first half of the row."""
+    half = codes.shape[1] // 2
+    return codes[:, :half] | (codes[:, half:] << 4)
+
+
+def pack6(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..63 [N, K] -> [N, 3K/4]: the low four bits as pack4 lays them, then the
+    top two bits of columns j, j + K/4, j + K/2, j + 3K/4 in byte j."""
+    quarter = codes.shape[1] // 4
+    top = (codes >> 4).view(codes.shape[0], 4, quarter)
+    packed_top = top[:, 0] | (top[:, 1] << 2) | (top[:, 2] << 4) | (top[:, 3] << 6)
+    return torch.cat((pack4(codes & 15), packed_top), dim=1)
+
 
 # Rows dequantized at once: about 256 KiB of float32 per chunk keeps the chunk in L2 between the
 # dequantization and the product for a single row; batches amortize the chunk over more rows,
@@ -65,15 +116,19 @@ class QuantWeight(nn.Module):
         if bits == 6 and (in_features % 128 or group_size not in (16, 32)):
             raise ValueError(f"6-bit codes need rows of a multiple of 128 in groups of 16 or "
                              f"32, got {in_features} in groups of {group_size}")
-        rows = qweight.shape[0]
-        if qweight.shape[1] != in_features * bits // 8 or \
-                scales.shape != (rows, in_features // group_size) or \
-                (mins is not None and mins.shape != scales.shape):
+        rows, groups = qweight.shape[0], in_features // group_size
+        self.two_level = scales.dtype == torch.int8
+        width = groups + 4 * (in_features // SUPER_BLOCK) if self.two_level else groups
+        if qweight.shape[1] != in_features * bits // 8 or scales.shape != (rows, width) or \
+                (self.two_level and in_features % SUPER_BLOCK) or \
+                (mins is not None and (mins.shape, mins.dtype) != (scales.shape, scales.dtype)):
             raise ValueError(f"codes {tuple(qweight.shape)} and scales {tuple(scales.shape)} do "
                              f"not fit a {bits}-bit [{rows}, {in_features}] weight")
+        if not self.two_level:
+            scales, mins = scales.float(), None if mins is None else mins.float()
         self.register_buffer("qweight", qweight)  # int8 [N, K]; uint8 [N, K/2] (4-bit), [N, 3K/4]
-        self.register_buffer("scales", scales.float())  # [N, K / group_size]
-        self.register_buffer("mins", None if mins is None else mins.float())
+        self.register_buffer("scales", scales)  # [N, groups] float32, or two-level int8
+        self.register_buffer("mins", mins)
         self.bits, self.group_size, self.offset = bits, group_size, offset
         self.shape = torch.Size((rows, in_features))
         # decoding products round x to int8 and multiply in integers, and prompts multiply in
@@ -82,7 +137,8 @@ class QuantWeight(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
-                f"offset={self.offset}, mins={self.mins is not None}")
+                f"offset={self.offset}, mins={self.mins is not None}, "
+                f"two_level={self.two_level}")
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x @ W.T + bias: what `layers.linear.linear()` calls for a quantized weight."""
@@ -120,7 +176,15 @@ class QuantWeight(nn.Module):
         return self.qweight.contiguous(), self.scales.contiguous(), mins
 
     def _format(self) -> tuple:
-        return self.bits, self.group_size, self.offset, self.mins is not None
+        return self.bits, self.group_size, self.offset, self.mins is not None, self.two_level
+
+    def group_scales(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The scales of `rows` as float32 [n, groups], whichever form they are held in."""
+        return _flat(self.scales[rows], self.shape[1] // self.group_size)
+
+    def group_mins(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor | None:
+        return None if self.mins is None else \
+            _flat(self.mins[rows], self.shape[1] // self.group_size)
 
     def codes(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
         """The codes of `rows` one to a byte ([n, K]; int8 when 8-bit, else uint8), offset kept."""
@@ -143,28 +207,43 @@ class QuantWeight(nn.Module):
     @staticmethod
     def cat(parts: list[QuantWeight]) -> QuantWeight:
         """Row-wise concatenation (a fused q/k/v or gate/up). Parts in different formats (a
-        Q4_K q with a Q6_K v) are first brought to one, exactly: int8 codes with the offsets
-        subtracted, the smallest group size (a group's scale and min repeated), zero mins."""
+        Q4_K q with a Q6_K v) are first brought to one, exactly: the smallest group size (a
+        group's scale and min repeated), zero mins where a part has none, and codes with the
+        offsets subtracted, as 6-bit codes with offset 32 where every part fits (4-bit codes
+        beside 6-bit ones) and as int8 otherwise. Scales stay two-level where all are."""
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
         in_features = first.shape[1]
-        mins = [p.mins for p in parts]
         if all(p._format() == first._format() for p in parts):
             return QuantWeight(torch.cat([p.qweight for p in parts]),
                                torch.cat([p.scales for p in parts]),
-                               None if first.mins is None else torch.cat(mins),
+                               None if first.mins is None else torch.cat([p.mins for p in parts]),
                                bits=first.bits, group_size=first.group_size,
                                offset=first.offset, in_features=in_features)
         group = min(p.group_size for p in parts)
-        scales = [p.scales.repeat_interleave(p.group_size // group, dim=1) for p in parts]
-        if any(m is not None for m in mins):
-            mins = [torch.zeros_like(s) if p.mins is None else
-                    p.mins.repeat_interleave(p.group_size // group, dim=1)
+        two = all(p.two_level for p in parts)
+
+        def factors(p: QuantWeight, t: torch.Tensor) -> torch.Tensor:
+            groups = in_features // p.group_size
+            t = t if two else _flat(t, groups)
+            return _regroup(t, groups, p.group_size // group)
+
+        scales = [factors(p, p.scales) for p in parts]
+        mins = None
+        if any(p.mins is not None for p in parts):
+            mins = [torch.zeros_like(s) if p.mins is None else factors(p, p.mins)
                     for p, s in zip(parts, scales, strict=True)]
-        return QuantWeight(torch.cat([p._int8_codes() for p in parts]), torch.cat(scales),
-                           torch.cat(mins) if mins[0] is not None else None, bits=8,
-                           group_size=group, in_features=in_features)
+            mins = torch.cat(mins)
+        six = {p.bits for p in parts} == {4, 6} and group in (16, 32) and \
+            in_features % 128 == 0 and \
+            all(p.offset == 32 if p.bits == 6 else 0 <= p.offset <= 16 for p in parts)
+        if six:  # codes - offset within [-32, 31]: as 6-bit codes + 32
+            codes = pack6(torch.cat([(p._int8_codes() + 32).view(torch.uint8) for p in parts]))
+            return QuantWeight(codes, torch.cat(scales), mins, bits=6, group_size=group,
+                               offset=32, in_features=in_features)
+        return QuantWeight(torch.cat([p._int8_codes() for p in parts]), torch.cat(scales), mins,
+                           bits=8, group_size=group, in_features=in_features)
 
     def dequantize(self, rows: slice | torch.Tensor = slice(None), out: torch.Tensor | None = None,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -182,9 +261,9 @@ class QuantWeight(nn.Module):
         if self.offset:
             w.sub_(self.offset)  # exact: small integers in any float type
         groups = w.view(n, k // self.group_size, self.group_size)
-        groups.mul_(self.scales[rows].to(dtype).unsqueeze(-1))
+        groups.mul_(self.group_scales(rows).to(dtype).unsqueeze(-1))
         if self.mins is not None:
-            groups.sub_(self.mins[rows].to(dtype).unsqueeze(-1))
+            groups.sub_(self.group_mins(rows).to(dtype).unsqueeze(-1))
         return w
 
 
@@ -210,7 +289,7 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
                  ) -> torch.Tensor:
     """x @ W.T + bias in x's dtype (see the module docstring for how)."""
     out_features, in_features = weight.shape
-    halves_align = weight.bits == 8 or weight.scales.shape[1] % 2 == 0  # see _gemv_math
+    halves_align = weight.bits == 8 or in_features // weight.group_size % 2 == 0  # _gemv_math
     if weight.bits == 6:
         halves_align = kernels.ops() is not None  # no compiled GEMV: dequantized chunks
     n_rows = x.numel() // in_features
@@ -226,8 +305,8 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     elif on_cpu and n_rows == 1:  # no kernels: inductor's GEMV, compiled per weight shape
         key = (weight.shape, weight.bits, weight.group_size, weight.offset,
                weight.mins is None, x.dtype)
-        out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight, weight.scales,
-                             weight.mins, weight.offset)
+        out = _compiled_gemv(key, x.reshape(1, in_features), weight.qweight,
+                             weight.group_scales(), weight.group_mins(), weight.offset)
     if out is not None:
         out = out.view(*x.shape[:-1], out_features)
         return out if bias is None else out + bias.to(x.dtype)
