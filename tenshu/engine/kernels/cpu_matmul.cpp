@@ -1166,9 +1166,12 @@ inline int64_t rows_ahead(int64_t row_bytes) {
   return std::max<int64_t>(1, kAheadBytes / row_bytes);
 }
 
+// Every cache line of the row `ahead` rows on, including a last one that a row not aligned to
+// lines (two-level scales: 48 or 80 bytes) reaches into.
 inline void prefetch_row(const void* row, int64_t row_bytes, int64_t ahead) {
-  const uint8_t* p = static_cast<const uint8_t*>(row) + ahead * row_bytes;
-  for (int64_t i = 0; i < row_bytes; i += 64) __builtin_prefetch(p + i);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(row) + ahead * row_bytes;
+  for (uintptr_t line = p & ~uintptr_t{63}; line < p + row_bytes; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 
 // Whether quant_matmul_int8 takes a weight: k a multiple of 32 (64 for 4-bit codes, 128 for
