@@ -10,7 +10,9 @@ of quant.py cannot tell a 10% change from the drift. Here each turn times the tr
 and then the base's on the same operands, and the median of the turns' ratios (and their
 quartiles) is reported. The base's source is built under another operator namespace
 (tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random, in the shapes of
-the Qwen3-0.6B model's layers, in the formats GGUF files become (see quant/ggml.py) and bf16;
+the Qwen3-0.6B model's layers, in the codes GGUF files become (see quant/ggml.py) with flat
+float32 scales, the form every revision reads (benchmarks/scales_ab.py compares the K-quants'
+two-level form with it), and bf16;
 attention is that model's (16 query heads on 8 KV heads of 128), one query row per sequence
 (--rows) over a context in a paged cache of float32 or bf16, in blocks of 16 slots scattered
 as a busy cache scatters them.
