@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1,4", help="rows of x (decoding sequences)")
     parser.add_argument("--turns", type=int, default=9)
+    parser.add_argument("--only", help="cases whose name contains this (Q4_K, lm_head, q/k/v)")
     args = parser.parse_args(argv)
     ops = kernels.ops()
     if ops is None:
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     g = torch.Generator().manual_seed(0)
     for name, flat_fmt, two_fmt, (n, k), copies in CASES:
+        if args.only and args.only not in name:
+            continue
         forms = {"flat": [weight(flat_fmt, n, k, False, g) for _ in range(copies)],
                  "two-level": [weight(two_fmt, n, k, True, g) for _ in range(copies)]}
         for rows in [int(r) for r in args.rows.split(",")]:

@@ -720,6 +720,34 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
     out[r * ldo] = lanes_sum8(lo_acc[r] + hi_acc[r] - a.correction(r0 + r, s, mn));
 }
 
+// One row of x against 4-bit codes whose blocks' scales come already multiplied by x's:
+// bs[b] = dx_b * the scale of block b's group (written once a weight row, a vector multiply
+// per eight blocks), so that a block takes a conversion and one multiply-add where
+// int4_dot_rows<1> takes a multiply more. Returns the row's lanes, to be summed.
+__attribute__((optimize("fp-contract=fast"))) inline f32x8 int4_dot_row(const uint8_t* q,
+                                                                        const float* bs,
+                                                                        const int8_t* xq,
+                                                                        int64_t blocks) {
+  f32x8 acc[4] = {};
+  const int64_t half = blocks / 2;
+  const u8x32 low_bits = u8x32{} + 15;
+  auto step = [&](int64_t b, int u) {
+    const u8x32 raw = load<u8x32>(q + b * 32);
+    acc[u] += __builtin_convertvector(dot4(raw & low_bits, load<i8x32>(xq + b * 32)), f32x8) *
+              bs[b];
+    acc[u + 2] += __builtin_convertvector(
+                      dot4((raw >> 4) & low_bits, load<i8x32>(xq + (b + half) * 32)), f32x8) *
+                  bs[b + half];
+  };
+  int64_t b = 0;
+  for (; b + 2 <= half; b += 2) {
+    step(b, 0);
+    step(b + 1, 1);
+  }
+  if (b < half) step(b, 0);
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 // 6-bit codes (Int6Rows' layout), groups as add_block reads them. Each 32 bytes of top bits
 // complete four blocks of codes, one in each quarter of the row, each into its own sums.
 template <int MB, int G>
@@ -1208,6 +1236,7 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(sf.row_bytes);
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           RowScales row_scales(sf, mf);
+          std::vector<float> block_scales(m == 1 && bits == 4 ? a.blocks : 0);
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
             // past the last row: a prefetch does not fault
@@ -1221,6 +1250,19 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
               for (; r + 4 <= m; r += 4) kernel(std::integral_constant<int, 4>{}, r);
               for (; r < m; ++r) kernel(std::integral_constant<int, 1>{}, r);
             };
+            if (bits == 4 && m == 1) {  // int4_dot_row
+              float* bs = block_scales.data();
+              const float* dx = a.d.data();
+              if (shift == 0) {
+#pragma omp simd
+                for (int64_t b = 0; b < a.blocks; ++b) bs[b] = dx[b] * s[b];
+              } else {
+                for (int64_t b = 0; b < a.blocks; ++b) bs[b] = dx[b] * s[b >> shift];
+              }
+              op[row] = lanes_sum8(int4_dot_row(q, bs, a.q.data(), a.blocks) -
+                                   a.correction(0, s, mn));
+              continue;
+            }
             if (bits == 4) {
               each_x_row([&](auto mb, int64_t r) {
                 int4_dot_rows<decltype(mb)::value>(q, s, mn, shift, a, r, op + r * n + row, n);
