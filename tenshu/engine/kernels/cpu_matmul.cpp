@@ -748,6 +748,26 @@ __attribute__((optimize("fp-contract=fast"))) inline f32x8 int4_dot_row(const ui
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
+// The same for 8-bit codes (groups of 32 << j): a block's integer sums (from
+// QuantizedX::starts where Starts) converted and multiplied once, four sums in turn.
+template <bool Starts>
+__attribute__((optimize("fp-contract=fast"))) inline f32x8 int8_dot_row(const int8_t* q,
+                                                                        const float* bs,
+                                                                        const QuantizedX& a) {
+  f32x8 acc[4] = {};
+  const int8_t* xq = a.q.data();
+  auto step = [&](int64_t b, int u) {
+    const i8x32 w = load<i8x32>(q + b * 32), x = load<i8x32>(xq + b * 32);
+    const i32x8 d = Starts ? dot4_signed_from(a.starts.data() + b * 8, w, x) : dot4_signed(w, x);
+    acc[u] += __builtin_convertvector(d, f32x8) * bs[b];
+  };
+  int64_t b = 0;
+  for (; b + 4 <= a.blocks; b += 4)
+    for (int u = 0; u < 4; ++u) step(b + u, u);
+  for (; b < a.blocks; ++b) step(b, 0);
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 // 6-bit codes (Int6Rows' layout), groups as add_block reads them. Each 32 bytes of top bits
 // complete four blocks of codes, one in each quarter of the row, each into its own sums.
 template <int MB, int G>
@@ -1236,7 +1256,9 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(sf.row_bytes);
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           RowScales row_scales(sf, mf);
-          std::vector<float> block_scales(m == 1 && bits == 4 ? a.blocks : 0);
+          // one row of x against codes in groups of 32 << j: int4_dot_row, int8_dot_row
+          const bool one_row = m == 1 && (bits == 4 || (bits == 8 && group_size != 16));
+          std::vector<float> block_scales(one_row ? a.blocks : 0);
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
             // past the last row: a prefetch does not fault
@@ -1250,7 +1272,7 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
               for (; r + 4 <= m; r += 4) kernel(std::integral_constant<int, 4>{}, r);
               for (; r < m; ++r) kernel(std::integral_constant<int, 1>{}, r);
             };
-            if (bits == 4 && m == 1) {  // int4_dot_row
+            if (one_row) {
               float* bs = block_scales.data();
               const float* dx = a.d.data();
               if (shift == 0) {
@@ -1259,8 +1281,11 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
               } else {
                 for (int64_t b = 0; b < a.blocks; ++b) bs[b] = dx[b] * s[b >> shift];
               }
-              op[row] = lanes_sum8(int4_dot_row(q, bs, a.q.data(), a.blocks) -
-                                   a.correction(0, s, mn));
+              const int8_t* q8 = reinterpret_cast<const int8_t*>(q);
+              const f32x8 lanes = bits == 4        ? int4_dot_row(q, bs, a.q.data(), a.blocks)
+                                  : a.starts.empty() ? int8_dot_row<false>(q8, bs, a)
+                                                     : int8_dot_row<true>(q8, bs, a);
+              op[row] = lanes_sum8(lanes - a.correction(0, s, mn));
               continue;
             }
             if (bits == 4) {
