@@ -28,13 +28,13 @@ def ops():
 
 
 def _weight(bits: int, group: int, offset: int, mins: bool, rows: int, cols: int,
-            two: bool = False) -> QuantWeight:
+            form: str = "flat") -> QuantWeight:
     g = torch.Generator().manual_seed(bits * 1000 + group + offset + mins)
     if bits == 8:
         q = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=g)
     else:
         q = torch.randint(0, 256, (rows, cols * bits // 8), dtype=torch.uint8, generator=g)
-    if two:  # a float per 256 columns times an int8 factor per group, as the K-quants hold them
+    if form == "two-level":  # a float per 256 columns times an int8 factor per group (K-quants)
         def factors(low: int) -> torch.Tensor:
             supers = torch.rand(rows, cols // SUPER_BLOCK, generator=g) * 0.01
             return two_level(supers, torch.randint(low, 64, (rows, cols // group), generator=g))
@@ -43,6 +43,8 @@ def _weight(bits: int, group: int, offset: int, mins: bool, rows: int, cols: int
     else:
         scales = torch.rand(rows, cols // group, generator=g) * 0.1
         low = torch.rand(rows, cols // group, generator=g) if mins else None
+        if form == "half":  # float16, as GGML's 32-value blocks hold them
+            scales, low = scales.half(), None if low is None else low.half()
     return QuantWeight(q, scales, low, bits=bits, group_size=group, offset=offset,
                        in_features=cols)
 
@@ -57,33 +59,34 @@ def _close(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
     assert ((got.double() - expected).abs() <= 2e-6 * scale + rounding).all()
 
 
-# bits, group, offset, mins, two-level scales: what each GGML / GPTQ / on-load layout becomes
+# bits, group, offset, mins, the scales' form: what each GGML / GPTQ / on-load layout becomes
 FORMATS = [
-    (8, 32, 0, False, False),  # Q8_0, int8 on load
-    (4, 32, 8, False, False),  # Q4_0
-    (4, 32, 0, True, False),  # int4 on load
-    (4, 32, 0, True, True),  # Q4_K
-    (8, 32, 0, True, True),  # Q5_K (codes widened to a byte)
-    (6, 16, 32, False, True),  # Q6_K
-    (6, 16, 32, True, True),  # a Q4_K q/k fused with a Q6_K v
-    (6, 16, 32, True, False),  # the same with a Q4_0 part (flat scales)
-    (8, 16, 0, False, False),  # Q6_K as the int8 codes a mixed fused weight brings it to
-    (4, 128, 8, True, False),  # GPTQ / AWQ groups of 128
-    (8, 64, 3, False, False),  # any other group size takes the generic loop
+    (8, 32, 0, False, "half"),  # Q8_0
+    (8, 32, 0, False, "flat"),  # int8 on load
+    (4, 32, 8, False, "half"),  # Q4_0
+    (4, 32, 0, True, "flat"),  # int4 on load
+    (4, 32, 0, True, "two-level"),  # Q4_K
+    (8, 32, 0, True, "two-level"),  # Q5_K (codes widened to a byte)
+    (6, 16, 32, False, "two-level"),  # Q6_K
+    (6, 16, 32, True, "two-level"),  # a Q4_K q/k fused with a Q6_K v
+    (6, 16, 32, True, "flat"),  # the same with a Q4_0 part (scales in other forms)
+    (8, 16, 0, False, "flat"),  # Q6_K as the int8 codes a mixed fused weight brings it to
+    (4, 128, 8, True, "flat"),  # GPTQ / AWQ groups of 128
+    (8, 64, 3, False, "flat"),  # any other group size takes the generic loop
 ]
 
 
 def _name(fmt: tuple) -> str:
-    return "q{}-g{}-off{}-mins{}".format(*fmt) + ("-two-level" if fmt[4] else "")
+    return "q{}-g{}-off{}-mins{}-{}".format(*fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=_name)
 @pytest.mark.parametrize("rows", [1, 3, 4, 9, 16])
 def test_quant_matmul_equals_float_math_on_the_dequantized_weight(ops, fmt, rows):
-    bits, group, offset, mins, two = fmt
+    bits, group, offset, mins, form = fmt
     # 416: a remainder after the 64-wide sums (two-level scales: whole super-blocks of 256)
-    cols = 416 if bits == 8 and group <= 32 and not two else 512
-    qw = _weight(bits, group, offset, mins, rows=200, cols=cols, two=two)
+    cols = 416 if bits == 8 and group <= 32 and form != "two-level" else 512
+    qw = _weight(bits, group, offset, mins, rows=200, cols=cols, form=form)
     x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows))
     got = ops.quant_matmul(x, qw.qweight, qw.scales, qw.mins, bits, group, offset)
     _close(got, x, qw.dequantize())
@@ -105,11 +108,12 @@ INT8_FORMATS = FORMATS  # groups of 16 or of 32 << j: every GGML type, GPTQ and 
 @pytest.mark.parametrize("rows", [1, 3, 4, 9, 16])
 def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # x rounded to int8 per 32 columns (x8) times the weight, to float32's rounding
-    bits, group, offset, mins, two = fmt
+    bits, group, offset, mins, form = fmt
     # 8-bit codes: 13 blocks, a remainder after the steps of four blocks (groups of 16) or of
     # U blocks; 6-bit: 3 blocks in each quarter of the row; two-level: whole super-blocks
-    cols = 512 if two or group == 128 else 416 if bits == 8 and group <= 32 else 384
-    qw = _weight(bits, group, offset, mins, rows=200, cols=cols, two=two)
+    cols = 512 if form == "two-level" or group == 128 else 416 if bits == 8 and group <= 32 \
+        else 384
+    qw = _weight(bits, group, offset, mins, rows=200, cols=cols, form=form)
     x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows)) * 3
     x[0, :32] = 0  # an all-zero block: scale 0, not a division by zero
     got = ops.quant_matmul_int8(x, qw.qweight, qw.scales, qw.mins, bits, group, offset)
@@ -148,8 +152,8 @@ def test_quant_matmul_int8_says_which_weights_it_takes(ops):
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=_name)
 def test_dequantize_rows_is_bit_for_bit_the_weights_own(ops, fmt):
-    bits, group, offset, mins, two = fmt
-    qw = _weight(bits, group, offset, mins, rows=50, cols=512, two=two)
+    bits, group, offset, mins, form = fmt
+    qw = _weight(bits, group, offset, mins, rows=50, cols=512, form=form)
     out = torch.full((20, 512), float("nan"))
     got = ops.dequantize_rows(qw.qweight, qw.scales, qw.mins, bits, group, offset, 7, out)
     assert got.data_ptr() == out.data_ptr()  # written in place

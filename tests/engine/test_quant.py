@@ -37,9 +37,11 @@ def test_each_type_converts_exactly_as_gguf_dequantizes(kind):
     # bit for bit: the same float32 operations in the same order
     assert torch.equal(ours.view(torch.int32), reference.view(torch.int32))
     if isinstance(value, QuantWeight):
-        # stays quantized in memory: the K-quants' scales as the file holds them (two-level)
+        # stays quantized in memory, its scales as the file holds them (two-level K-quants,
+        # float16 for the 32-value blocks); Q5's codes widened to a byte
         bits = 8 * value.nbytes() / reference.numel()
-        assert bits <= {"Q4_0": 5, "Q4_1": 6, "Q4_K": 4.75, "Q5_K": 8.75, "Q6_K": 6.625}.get(kind, 10)
+        assert bits == {"Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5, "Q5_0": 8.5, "Q5_1": 9,
+                        "Q4_K": 4.75, "Q5_K": 8.75, "Q6_K": 6.625}[kind]
         assert value.two_level == kind.endswith("_K")
 
 

@@ -58,8 +58,9 @@ struct Bf16Rows {
   }
 };
 
-// A QuantWeight's scales (or mins) per group of columns, in either of its two forms:
+// A QuantWeight's scales (or mins) per group of columns, in any of its three forms:
 // - flat: float32 [N, groups];
+// - half: float16 [N, groups] (GGML's 32-value blocks: Q8_0's 8.5 bits a weight, not 9);
 // - two-level (the K-quants' own): each row a float32 per super-block of kSuperBlock columns
 //   (its four bytes), then an int8 factor per group; a group's value is its factor times its
 //   super-block's float. The products are exact (a 6- or 8-bit integer times an f16), so the
@@ -69,7 +70,7 @@ constexpr int64_t kSuperBlock = 256;
 
 struct GroupFactors {
   const uint8_t* data = nullptr;  // null: none (no mins)
-  bool two_level = false;
+  bool half = false, two_level = false;
   int64_t groups = 0, row_bytes = 0;
   int64_t supers = 0, per = 0;  // two-level: super-blocks a row, groups a super-block
 
@@ -78,6 +79,10 @@ struct GroupFactors {
   __attribute__((always_inline)) inline const float* row(int64_t n, float* buf) const {
     if (data == nullptr) return nullptr;
     const uint8_t* r = row_data(n);
+    if (half) {
+      widen_halves(reinterpret_cast<const at::Half*>(r), groups, buf);
+      return buf;
+    }
     if (!two_level) return reinterpret_cast<const float*>(r);
     const int8_t* factor = reinterpret_cast<const int8_t*>(r + 4 * supers);
     if (per == 16) expand<16>(r, factor, supers, buf);  // groups of 16 (Q6_K)
@@ -87,6 +92,16 @@ struct GroupFactors {
   }
 
  private:
+  static void widen_halves(const at::Half* h, int64_t n, float* buf) {
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(buf + i,
+                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+#endif
+    for (; i < n; ++i) buf[i] = static_cast<float>(h[i]);
+  }
+
   // buf[b * per + i] = the float of super-block b times its factor i. Groups of eight factors
   // in intrinsics: GCC's vectorizer made two-float vectors of the loop, a third of the speed.
   template <int Per>
@@ -116,7 +131,9 @@ struct GroupFactors {
 class RowScales {
  public:
   RowScales(const GroupFactors& scales, const GroupFactors& mins)
-      : scales_(scales), mins_(mins), buf_(scales.two_level ? 2 * scales.groups : 0) {}
+      : scales_(scales),
+        mins_(mins),
+        buf_(scales.two_level || scales.half ? 2 * scales.groups : 0) {}
   __attribute__((always_inline)) std::pair<const float*, const float*> operator()(int64_t n) {
     return {scales_.row(n, buf_.data()), mins_.row(n, buf_.data() + scales_.groups)};
   }
@@ -1092,13 +1109,15 @@ GroupFactors group_factors(const at::Tensor& t, int64_t n, int64_t k, int64_t gr
   GroupFactors f;
   f.groups = groups;
   f.data = static_cast<const uint8_t*>(t.data_ptr());
-  if (t.scalar_type() == at::kFloat) {
+  if (t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf) {
     TORCH_CHECK(t.size(1) == groups, what, " do not fit the codes: ", t.sizes(), " for ", groups,
                 " groups a row");
-    f.row_bytes = 4 * groups;
+    f.half = t.scalar_type() == at::kHalf;
+    f.row_bytes = t.element_size() * groups;
     return f;
   }
-  TORCH_CHECK(t.scalar_type() == at::kChar, what, " must be float32, or int8 (two-level)");
+  TORCH_CHECK(t.scalar_type() == at::kChar, what,
+              " must be float32, float16, or int8 (two-level)");
   TORCH_CHECK(k % kSuperBlock == 0 && groups % (k / kSuperBlock) == 0 &&
                   t.size(1) == groups + 4 * (k / kSuperBlock),
               "two-level ", what, " must be [rows, groups + 4 * (k / ", kSuperBlock, ")], got ",

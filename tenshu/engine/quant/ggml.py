@@ -17,9 +17,15 @@ from tenshu.engine.quant.weight import SUPER_BLOCK, QuantWeight, pack4, pack6, t
 QK_K = SUPER_BLOCK  # the K-quants' super-block
 
 
+def _half(raw: torch.Tensor) -> torch.Tensor:
+    """[..., 2] little-endian bytes -> float16 [...] (a QuantWeight keeps 32-value blocks'
+    scales so)."""
+    return raw.contiguous().view(torch.float16).squeeze(-1)
+
+
 def _f16(raw: torch.Tensor) -> torch.Tensor:
     """[..., 2] little-endian bytes -> float32 [...]."""
-    return raw.contiguous().view(torch.float16).squeeze(-1).float()
+    return _half(raw).float()
 
 
 def _blocks(raw: torch.Tensor, block_bytes: int) -> torch.Tensor:
@@ -31,7 +37,7 @@ def q8_0(raw: torch.Tensor) -> QuantWeight:
     b = _blocks(raw, 34)  # d f16, qs int8[32]
     rows, nb, _ = b.shape
     q = b[..., 2:].contiguous().view(torch.int8).reshape(rows, nb * 32)
-    return QuantWeight(q, _f16(b[..., :2]), None, bits=8, group_size=32, in_features=nb * 32)
+    return QuantWeight(q, _half(b[..., :2]), None, bits=8, group_size=32, in_features=nb * 32)
 
 
 def q4_0(raw: torch.Tensor) -> QuantWeight:
@@ -39,7 +45,7 @@ def q4_0(raw: torch.Tensor) -> QuantWeight:
     rows, nb, _ = b.shape
     qs = b[..., 2:]
     codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
-    return QuantWeight(pack4(codes), _f16(b[..., :2]), None, bits=4, group_size=32, offset=8,
+    return QuantWeight(pack4(codes), _half(b[..., :2]), None, bits=4, group_size=32, offset=8,
                        in_features=nb * 32)
 
 
@@ -48,7 +54,7 @@ def q4_1(raw: torch.Tensor) -> QuantWeight:
     rows, nb, _ = b.shape
     qs = b[..., 4:]
     codes = torch.cat((qs & 15, qs >> 4), dim=-1).reshape(rows, nb * 32)
-    return QuantWeight(pack4(codes), _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=4,
+    return QuantWeight(pack4(codes), _half(b[..., :2]), -_half(b[..., 2:4]), bits=4,
                        group_size=32, in_features=nb * 32)  # minus -m: exactly + m
 
 
@@ -66,14 +72,14 @@ def _q5_codes(b: torch.Tensor, qh_at: int) -> torch.Tensor:
 def q5_0(raw: torch.Tensor) -> QuantWeight:
     b = _blocks(raw, 22)  # d f16, qh[4], qs[16]; w = d * (q - 16)
     codes = _q5_codes(b, 2).view(torch.int8) - 16  # -16..15, the offset taken exactly
-    return QuantWeight(codes, _f16(b[..., :2]), None, bits=8, group_size=32,
+    return QuantWeight(codes, _half(b[..., :2]), None, bits=8, group_size=32,
                        in_features=codes.shape[1])
 
 
 def q5_1(raw: torch.Tensor) -> QuantWeight:
     b = _blocks(raw, 24)  # d f16, m f16, qh[4], qs[16]; w = d * q + m
     codes = _q5_codes(b, 4).view(torch.int8)
-    return QuantWeight(codes, _f16(b[..., :2]), -_f16(b[..., 2:4]), bits=8, group_size=32,
+    return QuantWeight(codes, _half(b[..., :2]), -_half(b[..., 2:4]), bits=8, group_size=32,
                        in_features=codes.shape[1])
 
 

@@ -19,14 +19,15 @@ nibbles the last K/2 (so unpacking is two strided copies). 6-bit codes are a 4-b
 low four bits, [N, K/2]) followed by their top two bits four to a byte ([N, K/4]: byte j holds
 columns j, j + K/4, j + K/2 and j + 3K/4 in bits 0-1, 2-3, 4-5 and 6-7).
 
-Scales and mins come in two forms, the same floats either way:
-- flat: float32 [N, groups] (the products the K-quants define do not always fit an f16);
+Scales and mins come in three forms, each read as the same float32 values:
+- flat: float32 [N, groups] (what quantization on load and GPTQ/AWQ make);
+- half: float16 [N, groups], as GGML's 32-value blocks hold them (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1);
 - two-level, as the K-quants hold them (`two_level()`): int8 [N, 4 K/256 + groups], each row the
   bytes of a float32 per super-block of 256 columns, then an int8 factor per group; a group's
-  value is the product of the two, exact (a 6- or 8-bit integer times an f16).
-The K-quants come two-level, the rest flat, so a weight takes 9 bits (Q8_0), 5 (Q4_0), 4.75
-(Q4_K), 6.6 (Q6_K) and 8.75 (Q5_K: codes widened to a byte for simplicity) against 8.5, 4.5,
-4.5, 6.6 and 5.5 in the file.
+  value is the product of the two, exact (a 6- or 8-bit integer times an f16, which an f16
+  itself does not always hold).
+So a weight takes 8.5 bits (Q8_0), 4.5 (Q4_0), 4.75 (Q4_K), 6.6 (Q6_K) and 8.75 (Q5_K: codes
+widened to a byte for simplicity) against 8.5, 4.5, 4.5, 6.6 and 5.5 in the file.
 
 A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROWS rows
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
@@ -60,9 +61,9 @@ def two_level(supers: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 
 def _flat(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """Scales or mins of `groups` groups a row, in either form, as float32 [N, groups]."""
+    """Scales or mins of `groups` groups a row, in any form, as float32 [N, groups]."""
     if t.dtype != torch.int8:
-        return t
+        return t.float()
     n, supers = t.shape[0], (t.shape[1] - groups) // 4
     d = t[:, :4 * supers].contiguous().view(torch.float32)  # [N, supers]
     return (d.unsqueeze(-1) * t[:, 4 * supers:].float().view(n, supers, -1)).view(n, groups)
@@ -124,10 +125,10 @@ class QuantWeight(nn.Module):
                 (mins is not None and (mins.shape, mins.dtype) != (scales.shape, scales.dtype)):
             raise ValueError(f"codes {tuple(qweight.shape)} and scales {tuple(scales.shape)} do "
                              f"not fit a {bits}-bit [{rows}, {in_features}] weight")
-        if not self.two_level:
+        if scales.dtype not in (torch.int8, torch.float16):
             scales, mins = scales.float(), None if mins is None else mins.float()
         self.register_buffer("qweight", qweight)  # int8 [N, K]; uint8 [N, K/2] (4-bit), [N, 3K/4]
-        self.register_buffer("scales", scales)  # [N, groups] float32, or two-level int8
+        self.register_buffer("scales", scales)  # [N, groups] float32 or 16, or two-level int8
         self.register_buffer("mins", mins)
         self.bits, self.group_size, self.offset = bits, group_size, offset
         self.shape = torch.Size((rows, in_features))
@@ -138,7 +139,8 @@ class QuantWeight(nn.Module):
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
                 f"offset={self.offset}, mins={self.mins is not None}, "
-                f"two_level={self.two_level}")
+                f"scales={str(self.scales.dtype).removeprefix('torch.')}"
+                f"{' (two-level)' if self.two_level else ''}")
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x @ W.T + bias: what `layers.linear.linear()` calls for a quantized weight."""
@@ -176,7 +178,7 @@ class QuantWeight(nn.Module):
         return self.qweight.contiguous(), self.scales.contiguous(), mins
 
     def _format(self) -> tuple:
-        return self.bits, self.group_size, self.offset, self.mins is not None, self.two_level
+        return self.bits, self.group_size, self.offset, self.mins is not None, self.scales.dtype
 
     def group_scales(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
         """The scales of `rows` as float32 [n, groups], whichever form they are held in."""
@@ -210,7 +212,8 @@ class QuantWeight(nn.Module):
         Q4_K q with a Q6_K v) are first brought to one, exactly: the smallest group size (a
         group's scale and min repeated), zero mins where a part has none, and codes with the
         offsets subtracted, as 6-bit codes with offset 32 where every part fits (4-bit codes
-        beside 6-bit ones) and as int8 otherwise. Scales stay two-level where all are."""
+        beside 6-bit ones) and as int8 otherwise. Scales keep their form where all parts'
+        have one, else become flat float32."""
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
@@ -222,11 +225,11 @@ class QuantWeight(nn.Module):
                                bits=first.bits, group_size=first.group_size,
                                offset=first.offset, in_features=in_features)
         group = min(p.group_size for p in parts)
-        two = all(p.two_level for p in parts)
+        one_form = len({p.scales.dtype for p in parts}) == 1
 
         def factors(p: QuantWeight, t: torch.Tensor) -> torch.Tensor:
             groups = in_features // p.group_size
-            t = t if two else _flat(t, groups)
+            t = t if one_form else _flat(t, groups)
             return _regroup(t, groups, p.group_size // group)
 
         scales = [factors(p, p.scales) for p in parts]
