@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from kernels import quant_weight_of  # noqa: E402
+from kernels import built_ops, quant_weight_of  # noqa: E402
 
 from tenshu.engine import kernels  # noqa: E402
 
@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=15)
     parser.add_argument("--only", help="cases whose name contains this (bf16, Q6_K, paged)")
     args = parser.parse_args(argv)
-    tree = kernels.ops()
-    if tree is None:
-        print("the CPU kernels could not be built here (see the log)")
+    if (tree := built_ops()) is None:
         return 1
     base = base_ops(args.base)
     torch.set_num_threads(args.threads)

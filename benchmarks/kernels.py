@@ -36,6 +36,14 @@ from tenshu.engine.quant import QuantWeight  # noqa: E402
 from tenshu.engine.quant import weight as quant_weight  # noqa: E402
 
 
+def built_ops():
+    """torch.ops.tenshu_cpu, or None after saying that the kernels could not be built here."""
+    ops = kernels.ops()
+    if ops is None:
+        print("the CPU kernels could not be built here (see the log)")
+    return ops
+
+
 def best_ms(fn, turns: int) -> float:
     fn()  # warm: compiles inductor's kernels, touches the memory
     times = []
@@ -73,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1,4,16")
     parser.add_argument("--only", help="bf16: the bf16 weight's products alone")
     args = parser.parse_args(argv)
-    ops = kernels.ops()
-    if ops is None:
-        print("the CPU kernels could not be built here (see the log)")
+    if (ops := built_ops()) is None:
         return 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 

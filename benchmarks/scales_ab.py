@@ -26,8 +26,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tenshu.engine import kernels  # noqa: E402
+from kernels import built_ops  # noqa: E402
+
 from tenshu.engine.quant.weight import SUPER_BLOCK, QuantWeight, _flat, two_level  # noqa: E402
 
 # name, (bits, group, offset, mins) flat, the same in the file's form, that form,
@@ -66,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=9)
     parser.add_argument("--only", help="cases whose name contains this (Q4_K, lm_head, q/k/v)")
     args = parser.parse_args(argv)
-    ops = kernels.ops()
-    if ops is None:
-        print("the CPU kernels could not be built here (see the log)")
+    if (ops := built_ops()) is None:
         return 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; the file's form / flat")
     results = []
