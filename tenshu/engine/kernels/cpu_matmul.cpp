@@ -63,9 +63,9 @@ struct Bf16Rows {
 // - half: float16 [N, groups] (GGML's 32-value blocks: Q8_0's 8.5 bits a weight, not 9);
 // - two-level (the K-quants' own): each row a float32 per super-block of kSuperBlock columns
 //   (its four bytes), then an int8 factor per group; a group's value is its factor times its
-//   super-block's float. The products are exact (a 6- or 8-bit integer times an f16), so the
-//   two forms give the same floats; the K-quants' scales and mins take 0.625 (Q6_K) and 0.75
-//   (Q4_K) bits a weight this way, 2 flat.
+//   super-block's float. The products are exact (a 6- or 8-bit integer times an f16).
+// Every form gives the same floats. The K-quants' scales and mins take 0.625 (Q6_K) and 0.75
+// (Q4_K) bits a weight two-level, 2 flat.
 constexpr int64_t kSuperBlock = 256;
 
 struct GroupFactors {
@@ -1100,8 +1100,8 @@ at::Tensor bf16_matmul(const at::Tensor& x, const at::Tensor& weight) {
 #endif
 }
 
-// A scales or mins tensor of a weight of n rows of `groups` groups of k columns, in either of
-// GroupFactors' forms (float32; int8 for two-level).
+// A scales or mins tensor of a weight of n rows of `groups` groups of k columns, in any of
+// GroupFactors' forms (float32, float16; int8 for two-level).
 GroupFactors group_factors(const at::Tensor& t, int64_t n, int64_t k, int64_t groups,
                            const char* what) {
   TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.dim() == 2 && t.size(0) == n, what,
