@@ -10,10 +10,10 @@ of quant.py cannot tell a 10% change from the drift. Here each turn times the tr
 and then the base's on the same operands, and the median of the turns' ratios (and their
 quartiles) is reported. The base's source is built under another operator namespace
 (tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random, in the shapes of
-the Qwen3-0.6B model's layers, in the codes GGUF files become (see quant/ggml.py) with flat
-float32 scales, the form every revision reads (benchmarks/scales_ab.py compares the K-quants'
-two-level form with it), and bf16;
-attention is that model's (16 query heads on 8 KV heads of 128), one query row per sequence
+the Qwen3-0.6B model's layers and three of Qwen2.5-7B's (`--only 7B`), in the codes GGUF files
+become (see quant/ggml.py) with flat float32 scales, the form every revision reads
+(benchmarks/scales_ab.py compares the file's forms with it), and bf16; attention is that
+model's (16 query heads on 8 KV heads of 128), one query row per sequence
 (--rows) over a context in a paged cache of float32 or bf16, in blocks of 16 slots scattered
 as a busy cache scatters them.
 """
@@ -49,6 +49,10 @@ CASES = [
     ("bf16 lm_head", None, (151936, 1024)),
     ("bf16 ffn_gate_up", None, (6144, 1024)),
     ("bf16 ffn_down", None, (1024, 3072)),
+    # the 7B class (Qwen2.5-7B's shapes): a weight row of thousands of columns, from DRAM
+    ("7B Q4_K ffn_gate_up", (4, 32, 0, True), (37888, 3584)),
+    ("7B Q6_K ffn_down", (6, 16, 32, False), (3584, 18944)),
+    ("7B Q8_0 ffn_gate_up", (8, 32, 0, False), (37888, 3584)),
 ]
 # name, cache dtype, context length (a multiple of 16: whole blocks of slots)
 ATTENTION = [
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1,4,16", help="rows of x (decoding sequences)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--turns", type=int, default=15)
-    parser.add_argument("--only", help="cases whose name contains this (bf16, Q6_K, paged)")
+    parser.add_argument("--only", help="cases whose name contains this (bf16, Q6_K, paged, 7B)")
     args = parser.parse_args(argv)
     if (tree := built_ops()) is None:
         return 1
