@@ -737,6 +737,10 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
     out[r * ldo] = lanes_sum8(lo_acc[r] + hi_acc[r] - a.correction(r0 + r, s, mn));
 }
 
+// How far ahead of the row being multiplied the weights are prefetched: the hardware
+// prefetcher alone left DRAM about a third idle (33 against 43 GB/s, a 151936 x 1024 Q8_0 GEMV)
+constexpr int64_t kAheadBytes = 4096;
+
 // One row of x against 4-bit codes whose blocks' scales come already multiplied by x's:
 // bs[b] = dx_b * the scale of block b's group (written once a weight row, a vector multiply
 // per eight blocks), so that a block takes a conversion and one multiply-add where
@@ -758,6 +762,7 @@ __attribute__((optimize("fp-contract=fast"))) inline f32x8 int4_dot_row(const ui
   };
   int64_t b = 0;
   for (; b + 2 <= half; b += 2) {
+    __builtin_prefetch(q + b * 32 + kAheadBytes);  // the codes read from here on, rows after too
     step(b, 0);
     step(b + 1, 1);
   }
@@ -779,8 +784,11 @@ __attribute__((optimize("fp-contract=fast"))) inline f32x8 int8_dot_row(const in
     acc[u] += __builtin_convertvector(d, f32x8) * bs[b];
   };
   int64_t b = 0;
-  for (; b + 4 <= a.blocks; b += 4)
+  for (; b + 4 <= a.blocks; b += 4) {
+    __builtin_prefetch(q + b * 32 + kAheadBytes);
+    __builtin_prefetch(q + b * 32 + 64 + kAheadBytes);
     for (int u = 0; u < 4; ++u) step(b + u, u);
+  }
   for (; b < a.blocks; ++b) step(b, 0);
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
@@ -795,6 +803,9 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
   const int64_t qb = a.blocks / 4;
   if constexpr (G == 16) {  // x's dx in quarter order (QuantizedX::d_quarters)
     for (int64_t j = 0; j < qb; ++j) {
+      if (MB == 1 && j % 2 == 0)  // one row of x: each of the three streams read, ahead
+        for (const int64_t at : {j * 32, (qb + j) * 32, a.k / 2 + j * 32})
+          __builtin_prefetch(q + at + kAheadBytes);
       u8x32 codes[4];
       six_bit_codes(q, a.k, j, codes);
       const f32x8 sc = pair_lanes(s + 2 * j, s + 2 * (qb + j), s + 2 * (2 * qb + j),
@@ -1222,9 +1233,6 @@ int group_shift(int64_t group_size) {
   return -1;
 }
 
-// How far ahead of the row being multiplied the weights are prefetched: the hardware
-// prefetcher alone left DRAM about a third idle (33 against 43 GB/s, a 151936 x 1024 Q8_0 GEMV)
-constexpr int64_t kAheadBytes = 4096;
 
 // How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
 // A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
@@ -1277,11 +1285,15 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
           RowScales row_scales(sf, mf);
           // one row of x against codes in groups of 32 << j: int4_dot_row, int8_dot_row
           const bool one_row = m == 1 && (bits == 4 || (bits == 8 && group_size != 16));
+          // the kernels that prefetch the codes themselves, as they read them
+          const bool streams = one_row || (m == 1 && bits == 6 && group_size == 16);
           std::vector<float> block_scales(one_row ? a.blocks : 0);
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
-            // past the last row: a prefetch does not fault
-            prefetch_row(q, row_bytes, ahead);
+            // past the last row: a prefetch does not fault. One row of x: the kernel prefetches
+            // the codes as it reads them, kAheadBytes on (a row's lines at its start came as a
+            // burst that stalled the thread on long rows)
+            if (!streams) prefetch_row(q, row_bytes, ahead);
             prefetch_row(sf.row_data(row), sf.row_bytes, scales_ahead);
             if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, scales_ahead);
             const auto [s, mn] = row_scales(row);
