@@ -1233,7 +1233,6 @@ int group_shift(int64_t group_size) {
   return -1;
 }
 
-
 // How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
 // A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
 // quarter of its bytes, and came late from DRAM that way.
