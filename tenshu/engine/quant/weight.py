@@ -118,10 +118,10 @@ class QuantWeight(nn.Module):
             raise ValueError(f"6-bit codes need rows of a multiple of 128 in groups of 16 or "
                              f"32, got {in_features} in groups of {group_size}")
         rows, groups = qweight.shape[0], in_features // group_size
-        self.two_level = scales.dtype == torch.int8
-        width = groups + 4 * (in_features // SUPER_BLOCK) if self.two_level else groups
+        two = scales.dtype == torch.int8
+        width = groups + 4 * (in_features // SUPER_BLOCK) if two else groups
         if qweight.shape[1] != in_features * bits // 8 or scales.shape != (rows, width) or \
-                (self.two_level and in_features % SUPER_BLOCK) or \
+                (two and in_features % SUPER_BLOCK) or \
                 (mins is not None and (mins.shape, mins.dtype) != (scales.shape, scales.dtype)):
             raise ValueError(f"codes {tuple(qweight.shape)} and scales {tuple(scales.shape)} do "
                              f"not fit a {bits}-bit [{rows}, {in_features}] weight")
@@ -135,6 +135,11 @@ class QuantWeight(nn.Module):
         # decoding products round x to int8 and multiply in integers, and prompts multiply in
         # bf16 where the CPU does so natively (use_int8_activations)
         self.int8_activations = self.bf16_gemm = False
+
+    @property
+    def two_level(self) -> bool:
+        """Whether the scales (and mins) are two-level (see the module docstring)."""
+        return self.scales.dtype == torch.int8
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.shape)}, bits={self.bits}, group_size={self.group_size}, "
