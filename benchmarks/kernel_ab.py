@@ -10,7 +10,7 @@ of quant.py cannot tell a 10% change from the drift. Here each turn times the tr
 and then the base's on the same operands, and the median of the turns' ratios (and their
 quartiles) is reported. The base's source is built under another operator namespace
 (tenshu_cpu_base), into benchmarks/.cache/kernel-ab/. The weights are random, in the shapes of
-the Qwen3-0.6B model's layers and three of Qwen2.5-7B's (`--only 7B`), in the codes GGUF files
+the Qwen3-0.6B model's layers and five of Qwen2.5-7B's (`--only 7B`), in the codes GGUF files
 become (see quant/ggml.py) with flat float32 scales, the form every revision reads
 (benchmarks/scales_ab.py compares the file's forms with it), and bf16; attention is that
 model's (16 query heads on 8 KV heads of 128), one query row per sequence
@@ -52,6 +52,8 @@ CASES = [
     # the 7B class (Qwen2.5-7B's shapes): a weight row of thousands of columns, from DRAM
     ("7B Q4_K ffn_gate_up", (4, 32, 0, True), (37888, 3584)),
     ("7B Q6_K ffn_down", (6, 16, 32, False), (3584, 18944)),
+    ("7B Q4_K ffn_down", (4, 32, 0, True), (3584, 18944)),
+    ("7B Q6_K lm_head", (6, 16, 32, False), (152064, 3584)),
     ("7B Q8_0 ffn_gate_up", (8, 32, 0, False), (37888, 3584)),
 ]
 # name, cache dtype, context length (a multiple of 16: whole blocks of slots)

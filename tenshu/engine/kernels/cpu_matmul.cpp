@@ -741,6 +741,15 @@ __attribute__((optimize("fp-contract=fast"))) void int4_dot_rows(
 // prefetcher alone left DRAM about a third idle (33 against 43 GB/s, a 151936 x 1024 Q8_0 GEMV)
 constexpr int64_t kAheadBytes = 4096;
 
+// A line of weights (codes or scales) fetched ahead into L2 only (locality 1: prefetcht2 on
+// x86), or into L1 as well. The one-row kernels' codes, a line a step, go into L2: fetched into
+// L1 they held the misses L1 can have in flight and pushed out x's own lines, and the 7B
+// class's products read 1.2-1.7x faster from DRAM into L2 (benchmarks/kernel_ab.py --only 7B).
+inline void prefetch_weights(const void* line, bool into_l1 = false) {
+  if (into_l1) __builtin_prefetch(line, 0, 3);
+  else __builtin_prefetch(line, 0, 1);
+}
+
 // One row of x against 4-bit codes whose blocks' scales come already multiplied by x's:
 // bs[b] = dx_b * the scale of block b's group (written once a weight row, a vector multiply
 // per eight blocks), so that a block takes a conversion and one multiply-add where
@@ -762,7 +771,7 @@ __attribute__((optimize("fp-contract=fast"))) inline f32x8 int4_dot_row(const ui
   };
   int64_t b = 0;
   for (; b + 2 <= half; b += 2) {
-    __builtin_prefetch(q + b * 32 + kAheadBytes);  // the codes read from here on, rows after too
+    prefetch_weights(q + b * 32 + kAheadBytes);  // the codes read from here on, rows after too
     step(b, 0);
     step(b + 1, 1);
   }
@@ -785,8 +794,8 @@ __attribute__((optimize("fp-contract=fast"))) inline f32x8 int8_dot_row(const in
   };
   int64_t b = 0;
   for (; b + 4 <= a.blocks; b += 4) {
-    __builtin_prefetch(q + b * 32 + kAheadBytes);
-    __builtin_prefetch(q + b * 32 + 64 + kAheadBytes);
+    prefetch_weights(q + b * 32 + kAheadBytes);
+    prefetch_weights(q + b * 32 + 64 + kAheadBytes);
     for (int u = 0; u < 4; ++u) step(b + u, u);
   }
   for (; b < a.blocks; ++b) step(b, 0);
@@ -805,7 +814,7 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
     for (int64_t j = 0; j < qb; ++j) {
       if (MB == 1 && j % 2 == 0)  // one row of x: each of the three streams read, ahead
         for (const int64_t at : {j * 32, (qb + j) * 32, a.k / 2 + j * 32})
-          __builtin_prefetch(q + at + kAheadBytes);
+          prefetch_weights(q + at + kAheadBytes);
       u8x32 codes[4];
       six_bit_codes(q, a.k, j, codes);
       const f32x8 sc = pair_lanes(s + 2 * j, s + 2 * (qb + j), s + 2 * (2 * qb + j),
@@ -1242,11 +1251,20 @@ inline int64_t rows_ahead(int64_t row_bytes) {
 
 // Every cache line of the row `ahead` rows on, including a last one that a row not aligned to
 // lines (two-level scales: 48 or 80 bytes) reaches into.
-inline void prefetch_row(const void* row, int64_t row_bytes, int64_t ahead) {
+inline void prefetch_row(const void* row, int64_t row_bytes, int64_t ahead, bool into_l1) {
   const uintptr_t p = reinterpret_cast<uintptr_t>(row) + ahead * row_bytes;
   for (uintptr_t line = p & ~uintptr_t{63}; line < p + row_bytes; line += 64)
-    __builtin_prefetch(reinterpret_cast<const void*>(line));
+    prefetch_weights(reinterpret_cast<const void*>(line), into_l1);
 }
+
+// The lines a row of row_bytes reaches into at most (it may not start on a line).
+inline int64_t row_lines(int64_t row_bytes) { return row_bytes > 0 ? (row_bytes + 63) / 64 + 1 : 0; }
+
+// A weight row's lines prefetched at its start go into L1 while they are few (the Qwen3-0.6B
+// class's rows: a short burst, in L1 by the time it is read; 0.81-0.88x into L2 for its Q6_K
+// lm_head at 4-8 rows), and into L2 past that (the 7B class's: 1.3-2.1x at 4 rows, where a
+// burst of 40-200 lines into L1 stalled the thread).
+constexpr int64_t kBurstL1Lines = 24;
 
 // Whether quant_matmul_int8 takes a weight: k a multiple of 32 (64 for 4-bit codes, 128 for
 // 6-bit ones) and groups of 16 or of 32 << j.
@@ -1280,21 +1298,24 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t grain = std::max<int64_t>(1, (1 << 16) / row_bytes);
         const GroupFactors &sf = rows.scales, &mf = rows.mins;
         const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(sf.row_bytes);
+        // one row of x: int4_dot_row, int8_dot_row (codes in groups of 32 << j)
+        const bool one_row = m == 1 && (bits == 4 || (bits == 8 && group_size != 16));
+        // the kernels that prefetch the codes themselves, as they read them
+        const bool streams = one_row || (m == 1 && bits == 6 && group_size == 16);
+        const bool burst_l1 = (streams ? 0 : row_lines(row_bytes)) + row_lines(sf.row_bytes) +
+                                  row_lines(mf.data ? mf.row_bytes : 0) <=
+                              kBurstL1Lines;
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           RowScales row_scales(sf, mf);
-          // one row of x against codes in groups of 32 << j: int4_dot_row, int8_dot_row
-          const bool one_row = m == 1 && (bits == 4 || (bits == 8 && group_size != 16));
-          // the kernels that prefetch the codes themselves, as they read them
-          const bool streams = one_row || (m == 1 && bits == 6 && group_size == 16);
           std::vector<float> block_scales(one_row ? a.blocks : 0);
           for (int64_t row = begin; row < end; ++row) {
             const uint8_t* q = base + row * row_bytes;
             // past the last row: a prefetch does not fault. One row of x: the kernel prefetches
             // the codes as it reads them, kAheadBytes on (a row's lines at its start came as a
             // burst that stalled the thread on long rows)
-            if (!streams) prefetch_row(q, row_bytes, ahead);
-            prefetch_row(sf.row_data(row), sf.row_bytes, scales_ahead);
-            if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, scales_ahead);
+            if (!streams) prefetch_row(q, row_bytes, ahead, burst_l1);
+            prefetch_row(sf.row_data(row), sf.row_bytes, scales_ahead, burst_l1);
+            if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, scales_ahead, burst_l1);
             const auto [s, mn] = row_scales(row);
             // every row of x against this weight row: four at a time, then one by one
             auto each_x_row = [&](auto&& kernel) {
