@@ -305,6 +305,19 @@ def test_attention_inputs_are_the_layers_torch_steps_bit_for_bit(ops, cache_dtyp
     assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])
 
 
+@pytest.mark.parametrize("tokens, width", [(1, 3072), (1, 18944 + 5), (40, 1024)])
+def test_silu_mul_is_torchs_silu_times_up(ops, tokens, width):
+    # gates from far below exp's range to far above it, and a width that is not whole vectors
+    g = torch.Generator().manual_seed(width)
+    gate = torch.randn(tokens, width, generator=g) * 8
+    gate[0, :6] = torch.tensor([0.0, -0.0, -200.0, 200.0, -88.5, 88.5])
+    up = torch.randn(tokens, width, generator=g)
+    want = (torch.nn.functional.silu(gate.double()) * up.double()).float()
+    got = ops.silu_mul(torch.cat([gate, up], dim=1))
+    assert got.shape == (tokens, width)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-30)
+
+
 def test_attention_inputs_refuse_a_slot_outside_the_cache(ops):
     qkv, rope = torch.randn(2, 4 * 16), torch.ones(2, 1, 16)
     k_cache, v_cache = torch.zeros(8, 1, 16), torch.zeros(8, 1, 16)
