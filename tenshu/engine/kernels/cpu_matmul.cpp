@@ -743,8 +743,8 @@ constexpr int64_t kAheadBytes = 4096;
 
 // A line of weights (codes or scales) fetched ahead into L2 only (locality 1: prefetcht2 on
 // x86), or into L1 as well. The one-row kernels' codes, a line a step, go into L2: fetched into
-// L1 they held the misses L1 can have in flight and pushed out x's own lines, and the 7B
-// class's products read 1.2-1.7x faster from DRAM into L2 (benchmarks/kernel_ab.py --only 7B).
+// L1 they held the misses L1 can have in flight and pushed out x's own lines; into L2 the 7B
+// class's products read 1.1-1.6x faster from DRAM (benchmarks/kernel_ab.py --only 7B).
 inline void prefetch_weights(const void* line, bool into_l1 = false) {
   if (into_l1) __builtin_prefetch(line, 0, 3);
   else __builtin_prefetch(line, 0, 1);
@@ -1258,11 +1258,13 @@ inline void prefetch_row(const void* row, int64_t row_bytes, int64_t ahead, bool
 }
 
 // The lines a row of row_bytes reaches into at most (it may not start on a line).
-inline int64_t row_lines(int64_t row_bytes) { return row_bytes > 0 ? (row_bytes + 63) / 64 + 1 : 0; }
+inline int64_t row_lines(int64_t row_bytes) {
+  return row_bytes > 0 ? (row_bytes + 63) / 64 + 1 : 0;
+}
 
 // A weight row's lines prefetched at its start go into L1 while they are few (the Qwen3-0.6B
 // class's rows: a short burst, in L1 by the time it is read; 0.81-0.88x into L2 for its Q6_K
-// lm_head at 4-8 rows), and into L2 past that (the 7B class's: 1.3-2.1x at 4 rows, where a
+// lm_head at 4-8 rows), and into L2 past that (the 7B class's: 1.0-1.5x at 4 rows, where a
 // burst of 40-200 lines into L1 stalled the thread).
 constexpr int64_t kBurstL1Lines = 24;
 
