@@ -810,11 +810,14 @@ __attribute__((optimize("fp-contract=fast"))) void int6_dot_rows(
     int64_t r0, float* out, int64_t ldo) {
   f32x8 acc[MB][4] = {};
   const int64_t qb = a.blocks / 4;
+  // Rows of 2 KiB of codes or more (the 7B class's lm_head and down) read 1.13-1.14x faster with
+  // each stream 8 KiB ahead; the 0.6B class's rows of 768 bytes 0.91-0.96x (from DRAM).
+  const int64_t ahead = 3 * a.k / 4 >= 2048 ? 2 * kAheadBytes : kAheadBytes;
   if constexpr (G == 16) {  // x's dx in quarter order (QuantizedX::d_quarters)
     for (int64_t j = 0; j < qb; ++j) {
       if (MB == 1 && j % 2 == 0)  // one row of x: each of the three streams read, ahead
         for (const int64_t at : {j * 32, (qb + j) * 32, a.k / 2 + j * 32})
-          prefetch_weights(q + at + kAheadBytes);
+          prefetch_weights(q + at + ahead);
       u8x32 codes[4];
       six_bit_codes(q, a.k, j, codes);
       const f32x8 sc = pair_lanes(s + 2 * j, s + 2 * (qb + j), s + 2 * (2 * qb + j),
