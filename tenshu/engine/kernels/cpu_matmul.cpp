@@ -1265,10 +1265,12 @@ inline int64_t row_lines(int64_t row_bytes) {
   return row_bytes > 0 ? (row_bytes + 63) / 64 + 1 : 0;
 }
 
-// A weight row's lines prefetched at its start go into L1 while they are few (the Qwen3-0.6B
-// class's rows: a short burst, in L1 by the time it is read; 0.81-0.88x into L2 for its Q6_K
-// lm_head at 4-8 rows), and into L2 past that (the 7B class's: 1.0-1.5x at 4 rows, where a
-// burst of 40-200 lines into L1 stalled the thread).
+// Several rows of x: a weight row's lines prefetched at its start go into L1 while they are few
+// (the Qwen3-0.6B class's rows: a short burst, in L1 by the time it is read; 0.81-0.88x into L2
+// for its Q6_K lm_head at 4-8 rows), and into L2 past that (the 7B class's: 1.0-1.5x at 4 rows,
+// where a burst of 40-200 lines into L1 stalled the thread). The kernels that prefetch their own
+// codes (one row of x): the scales' lines go into L2 too, short or long (1.04-1.10x for the 0.6B
+// class's products from DRAM).
 constexpr int64_t kBurstL1Lines = 24;
 
 // Whether quant_matmul_int8 takes a weight: k a multiple of 32 (64 for 4-bit codes, 128 for
@@ -1307,9 +1309,9 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const bool one_row = m == 1 && (bits == 4 || (bits == 8 && group_size != 16));
         // the kernels that prefetch the codes themselves, as they read them
         const bool streams = one_row || (m == 1 && bits == 6 && group_size == 16);
-        const bool burst_l1 = (streams ? 0 : row_lines(row_bytes)) + row_lines(sf.row_bytes) +
-                                  row_lines(mf.data ? mf.row_bytes : 0) <=
-                              kBurstL1Lines;
+        const int64_t burst_lines = row_lines(row_bytes) + row_lines(sf.row_bytes) +
+                                    row_lines(mf.data ? mf.row_bytes : 0);
+        const bool burst_l1 = !streams && burst_lines <= kBurstL1Lines;
         at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
           RowScales row_scales(sf, mf);
           std::vector<float> block_scales(one_row ? a.blocks : 0);
