@@ -59,8 +59,8 @@ class EngineConfig:
         without native bf16) holds twice the context per GiB in bf16, keys and values rounded
         to bf16 as they are stored (llama.cpp keeps f16).
     int8_activations: on a CPU with integer dot products (AVX2, or VNNI), a quantized weight's
-        decoding products (up to kernels.INT8_MAX_ROWS rows: a batch of sequences, a short
-        prompt) round the activations to int8 per 32 values and multiply the weight's codes in
+        decoding products (up to kernels.int8_max_rows() rows: a batch of sequences, a short
+        prompt; with VNNI, a prompt chunk) round the activations to int8 per 32 values and multiply the weight's codes in
         integers, as llama.cpp does: 1.3-2.2x faster per product with VNNI, 1.0-1.9x with AVX2
         alone (docs/benchmarks.md), the result that of the rounded activations (within 1% of
         the float product); larger products (prompts) multiply in bf16 where the CPU does so

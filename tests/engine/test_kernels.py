@@ -105,7 +105,9 @@ INT8_FORMATS = FORMATS  # groups of 16 or of 32 << j: every GGML type, GPTQ and 
 
 
 @pytest.mark.parametrize("fmt", INT8_FORMATS, ids=_name)
-@pytest.mark.parametrize("rows", [1, 3, 4, 9, 16])
+# from 8 rows with VNNI: x's rows eight to a vector, two vectors at a time (24: and one alone;
+# 67: a last vector not full); 203 weight rows: a last tile of fewer than four
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 16, 24, 67])
 def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # x rounded to int8 per 32 columns (x8) times the weight, to float32's rounding
     bits, group, offset, mins, form = fmt
@@ -113,7 +115,7 @@ def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # U blocks; 6-bit: 3 blocks in each quarter of the row; two-level: whole super-blocks
     cols = 512 if form == "two-level" or group == 128 else 416 if bits == 8 and group <= 32 \
         else 384
-    qw = _weight(bits, group, offset, mins, rows=200, cols=cols, form=form)
+    qw = _weight(bits, group, offset, mins, rows=203, cols=cols, form=form)
     x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows)) * 3
     x[0, :32] = 0  # an all-zero block: scale 0, not a division by zero
     got = ops.quant_matmul_int8(x, qw.qweight, qw.scales, qw.mins, bits, group, offset)
@@ -136,6 +138,7 @@ def test_integer_dot_products_are_the_cpus_own_where_it_has_them(ops):
         pytest.skip("no /proc/cpuinfo to compare with")
     vnni = "avx512_vnni" in flags and "avx512vl" in flags
     assert ops.has_int8_dot_instructions() == (vnni or "avx2" in flags)
+    assert ops.multiplies_int8_lanes() == vnni  # batches: x's rows eight to a vector
     # and bf16's (the engine's batches of rows then multiply in bf16: engine/layers/linear.py)
     assert ops.multiplies_bf16() == ("avx512_bf16" in flags)
 

@@ -111,7 +111,7 @@ def test_quantized_linear_matches_float_math_on_the_dequantized_weight(kind, row
 
 @pytest.mark.parametrize("kind", ["Q8_0", "Q4_K", "Q6_K"])
 def test_batches_take_the_int8_products_up_to_their_row_limit(kind):
-    # a batch of sequences decoding together (up to kernels.INT8_MAX_ROWS rows) takes the
+    # a batch of sequences decoding together (up to kernels.int8_max_rows() rows) takes the
     # integer-dot products as one sequence does; past the limit the GEMM on dequantized chunks:
     # float32 (float math to float32 rounding), or bf16 where the CPU multiplies it natively
     ops = kernels.ops()
@@ -120,11 +120,11 @@ def test_batches_take_the_int8_products_up_to_their_row_limit(kind):
     qw = _quant(kind, rows=160)
     assert qw.use_int8_activations(True)
     g = torch.Generator().manual_seed(7)
-    for rows in (kernels.MAX_ROWS + 1, kernels.INT8_MAX_ROWS):
+    for rows in (kernels.MAX_ROWS + 1, kernels.int8_max_rows()):
         x = torch.randn(rows, 512, generator=g)
         assert torch.equal(weight.quant_linear(x, qw), ops.quant_matmul_int8(
             x, *qw.packed(), qw.bits, qw.group_size, qw.offset)), rows
-    x = torch.randn(kernels.INT8_MAX_ROWS + 1, 512, generator=g)
+    x = torch.randn(kernels.int8_max_rows() + 1, 512, generator=g)
     got = weight.quant_linear(x, qw).double()
     expected = x.double() @ qw.dequantize().double().T
     scale = (x.double().abs() @ qw.dequantize().double().abs().T).max()

@@ -232,6 +232,11 @@ inline V load(const void* p) {
   return v;
 }
 
+template <typename V>
+inline void store(void* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
 // The sum of v's lanes by halves: log2(lanes) vector steps, not a chain of dependent scalar
 // additions (attention's scores and the integer products' rows need it; the float products'
 // rows measure the same either way). In intrinsics: the halves taken through memory (memcpy)
@@ -1281,6 +1286,196 @@ bool int8_dot_fits(int64_t k, int64_t bits, int64_t group_size) {
   return k % 32 == 0 && (group_size == 16 || group_shift(group_size) >= 0);
 }
 
+#ifdef TENSHU_VNNI
+// ---- Eight rows of x a vector: the integer-dot GEMM of batches (VNNI) ----------------------
+// From kLaneRows rows of x on, the rows go eight to a vector, each lane a row of x: a 32-bit
+// lane of x's vector holds four columns of its row, and a weight row's four codes at those
+// columns, broadcast to every lane, multiply all eight rows in one vpdpbusd. So a block's
+// integer sums come out one lane per row of x, and are converted and scaled once for eight
+// rows, where int8_dot_rows converts and scales every pair of a weight row and a row of x
+// (sixteen rows of Q4_K: 14 multiply-adds a cycle a core). The weights are the unsigned
+// operand: 4- and 6-bit codes as they are, 8-bit ones as q + 128 (the 128 comes off in the
+// sums' starts, exactly); x the signed one.
+constexpr int64_t kLaneRows = 8;
+
+// x's rows (a QuantizedX), eight to a vector, padded with rows of zeros.
+struct LaneX {
+  int64_t vectors, k, blocks, groups;
+  std::vector<int8_t> q;        // [vectors, k / 4, 8 rows, 4 columns]
+  std::vector<float> d;         // [vectors, blocks, 8]: each block's scale
+  std::vector<float> sums;      // [vectors, groups, 8]: sum of x8 over each group
+  // [vectors, k / unit, 8], 8-bit codes: -128 x the sum of x8 over each unit of columns that
+  // lanes_tile sums in integers (16 or 32)
+  std::vector<int32_t> starts;
+
+  LaneX(const QuantizedX& a, bool signed8, int unit)
+      : vectors((a.m + kLaneRows - 1) / kLaneRows), k(a.k), blocks(a.blocks), groups(a.groups),
+        q(vectors * 8 * k, 0), d(vectors * blocks * 8, 0.f), sums(vectors * groups * 8, 0.f),
+        starts(signed8 ? vectors * k / unit * 8 : 0, 0) {
+    for (int64_t r = 0; r < a.m; ++r) {
+      const int64_t v = r / 8, l = r % 8;
+      const int8_t* xr = a.q.data() + r * k;
+      int8_t* lane = q.data() + v * 8 * k + 4 * l;
+      for (int64_t c = 0; c < k / 4; ++c) std::memcpy(lane + c * 32, xr + 4 * c, 4);
+      for (int64_t b = 0; b < blocks; ++b) d[(v * blocks + b) * 8 + l] = a.d[r * blocks + b];
+      for (int64_t g = 0; g < groups; ++g)
+        sums[(v * groups + g) * 8 + l] = a.sums[r * groups + g];
+      if (signed8)
+        for (int64_t h = 0; h < k / unit; ++h) {
+          int32_t total = 0;
+          for (int i = 0; i < unit; ++i) total += xr[unit * h + i];
+          starts[(v * (k / unit) + h) * 8 + l] = -128 * total;
+        }
+    }
+  }
+};
+
+// Weight row n's codes as unsigned bytes in column order (8-bit codes + 128), into c[0, k).
+template <typename Rows>
+inline void lane_codes(const Rows& rows, int bits, int64_t n, uint8_t* c) {
+  const int64_t k = rows.k;
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(rows.data) + n * k * bits / 8;
+  if (bits == 8) {
+    for (int64_t i = 0; i < k; i += 32) store(c + i, load<u8x32>(row + i) ^ 0x80);
+  } else if (bits == 4) {  // byte j: column j low, j + k/2 high
+    const u8x32 low = u8x32{} + 15;
+    for (int64_t i = 0; i < k / 2; i += 32) {
+      const u8x32 raw = load<u8x32>(row + i);
+      store(c + i, raw & low);
+      store(c + k / 2 + i, (raw >> 4) & low);
+    }
+  } else {
+    const int64_t qb = k / 128;
+    for (int64_t j = 0; j < qb; ++j) {
+      u8x32 codes[4];
+      six_bit_codes(row, k, j, codes);
+      for (int t = 0; t < 4; ++t) store(c + (t * qb + j) * 32, codes[t]);
+    }
+  }
+}
+
+// NW decoded weight rows (c, k bytes each; scales s[w], mins mn[w]) against NV of x's
+// vectors from v0: acc[w][v], lane l the product with x's row 8 (v0 + v) + l. A unit of
+// columns (a block of 32, or a group of 16) sums in integers, then is scaled by x's scale and
+// the group's. Starts: the sums start from LaneX::starts (8-bit codes).
+template <int NW, int NV, int G, bool Starts>
+__attribute__((optimize("fp-contract=fast"))) inline void lanes_tile(
+    const uint8_t* c, const float* const* s, const LaneX& x, int64_t v0, int shift,
+    f32x8 (&acc)[NW][NV]) {
+  constexpr int kUnit = G == 16 ? 16 : 32, kChunks = kUnit / 4;
+  const int64_t k = x.k;
+  f32x8 sums[NW][NV] = {};  // here, not in acc: GCC kept acc's in memory, a store a block
+  for (int64_t at = 0; at < k; at += kUnit) {
+    const int64_t b = at / 32;
+    __m256i sum[NW][NV];
+    for (int v = 0; v < NV; ++v) {
+      const __m256i start =
+          Starts ? load<__m256i>(x.starts.data() + ((v0 + v) * (k / kUnit) + at / kUnit) * 8)
+                 : _mm256_setzero_si256();
+      for (int w = 0; w < NW; ++w) sum[w][v] = start;
+    }
+    for (int ch = 0; ch < kChunks; ++ch) {
+      const int64_t col = at + 4 * ch;
+      __m256i wb[NW];
+      for (int w = 0; w < NW; ++w) {
+        uint32_t four;
+        std::memcpy(&four, c + w * k + col, 4);
+        wb[w] = _mm256_set1_epi32(static_cast<int>(four));
+      }
+      for (int v = 0; v < NV; ++v) {
+        __m256i xv = load<__m256i>(x.q.data() + (v0 + v) * 8 * k + col * 8);
+        // in a register: GCC otherwise reads it again from memory for every weight row, and
+        // the loads, not the multiplies, would set the pace
+        asm("" : "+v"(xv));
+        for (int w = 0; w < NW; ++w) sum[w][v] = _mm256_dpbusd_epi32(sum[w][v], wb[w], xv);
+      }
+    }
+    const int64_t g = G == 16 ? at / 16 : G == 32 ? b : b >> shift;
+    for (int v = 0; v < NV; ++v) {
+      const f32x8 dx = load<f32x8>(x.d.data() + ((v0 + v) * x.blocks + b) * 8);
+      for (int w = 0; w < NW; ++w)
+        sums[w][v] += __builtin_convertvector((i32x8)sum[w][v], f32x8) * (dx * s[w][g]);
+    }
+  }
+  for (int w = 0; w < NW; ++w)
+    for (int v = 0; v < NV; ++v) acc[w][v] = sums[w][v];
+}
+
+// out[l * ldo + w] = a_w[l]: four weight rows' results for eight rows of x (lanes), as four
+// columns of eight rows of out, a row's four in one store
+inline void store_4x8(f32x8 a0, f32x8 a1, f32x8 a2, f32x8 a3, float* out, int64_t ldo) {
+  const __m256 t0 = _mm256_unpacklo_ps((__m256)a0, (__m256)a1),
+               t1 = _mm256_unpackhi_ps((__m256)a0, (__m256)a1),
+               t2 = _mm256_unpacklo_ps((__m256)a2, (__m256)a3),
+               t3 = _mm256_unpackhi_ps((__m256)a2, (__m256)a3);
+  const __m256 rows[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                          _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+  for (int l = 0; l < 4; ++l) {  // rows l and l + 4 of the eight
+    _mm_storeu_ps(out + l * ldo, _mm256_castps256_ps128(rows[l]));
+    _mm_storeu_ps(out + (l + 4) * ldo, _mm256_extractf128_ps(rows[l], 1));
+  }
+}
+
+// Weight rows [begin, end) against all of x's rows, NW rows at a time: out[r * n + row].
+template <int G, typename Rows>
+void lanes_rows(const Rows& rows, int bits, int offset, int shift, const LaneX& x, int64_t m,
+                int64_t n, int64_t begin, int64_t end, int64_t ahead, float* out) {
+  constexpr int NW = 4, NV = 2;
+  const int64_t k = x.k, row_bytes = k * bits / 8;
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(rows.data);
+  thread_local std::vector<uint8_t> codes;
+  if (static_cast<int64_t>(codes.size()) < NW * k) codes.resize(NW * k);
+  std::vector<float> coef(NW * x.groups);  // offset * scale + min, each group of each row
+  RowScales scales[NW] = {{rows.scales, rows.mins}, {rows.scales, rows.mins},
+                          {rows.scales, rows.mins}, {rows.scales, rows.mins}};
+  for (int64_t n0 = begin; n0 < end; n0 += NW) {
+    const int nw = static_cast<int>(std::min<int64_t>(NW, end - n0));
+    const float* s[NW];
+    const float* mn[NW];
+    for (int w = 0; w < NW; ++w) {
+      const int64_t row = n0 + std::min(w, nw - 1);  // a short last tile repeats its last row
+      prefetch_row(base + row * row_bytes, row_bytes, ahead, false);
+      const GroupFactors &sf = rows.scales, &mf = rows.mins;
+      prefetch_row(sf.row_data(row), sf.row_bytes, rows_ahead(sf.row_bytes), false);
+      if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, rows_ahead(mf.row_bytes), false);
+      lane_codes(rows, bits, row, codes.data() + w * k);
+      std::tie(s[w], mn[w]) = scales[w](row);
+      for (int64_t g = 0; g < x.groups; ++g)
+        coef[w * x.groups + g] = offset * s[w][g] + (mn[w] ? mn[w][g] : 0.f);
+    }
+    auto store_tile = [&](auto nv_tag, int64_t v0) {
+      constexpr int V = decltype(nv_tag)::value;
+      f32x8 acc[NW][V];
+      if (bits == 8)
+        lanes_tile<NW, V, G, true>(codes.data(), s, x, v0, shift, acc);
+      else
+        lanes_tile<NW, V, G, false>(codes.data(), s, x, v0, shift, acc);
+      // the offsets and mins (QuantizedX says how), each sum of the tile's in a register of its
+      // own: one sum after another, each waiting on its own additions, took a fifth of the time
+      f32x8 off[NW][V] = {};
+      for (int64_t g = 0; g < x.groups; ++g)
+        for (int v = 0; v < V; ++v) {
+          const f32x8 xs = load<f32x8>(x.sums.data() + ((v0 + v) * x.groups + g) * 8);
+          for (int w = 0; w < NW; ++w) off[w][v] += coef[w * x.groups + g] * xs;
+        }
+      for (int v = 0; v < V; ++v) {
+        const int64_t r0 = 8 * (v0 + v), lanes = std::min<int64_t>(8, m - r0);
+        for (int w = 0; w < nw; ++w) acc[w][v] -= off[w][v];
+        if (nw == 4 && lanes == 8) {
+          store_4x8(acc[0][v], acc[1][v], acc[2][v], acc[3][v], out + r0 * n + n0, n);
+          continue;
+        }
+        for (int w = 0; w < nw; ++w)
+          for (int l = 0; l < lanes; ++l) out[(r0 + l) * n + n0 + w] = acc[w][v][l];
+      }
+    };
+    int64_t v0 = 0;
+    for (; v0 + NV <= x.vectors; v0 += NV) store_tile(std::integral_constant<int, NV>{}, v0);
+    if (v0 < x.vectors) store_tile(std::integral_constant<int, 1>{}, v0);
+  }
+}
+#endif
+
 // x @ W.T with x rounded to int8 per block of 32 (the section above says how), up to a few
 // rows; each weight row is read once, prefetched ahead, and multiplied with every row of x.
 at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
@@ -1295,6 +1490,27 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const at::Tensor x = x_in.to(at::kFloat).contiguous();
         const int64_t m = x.size(0);
         const int shift = std::max(0, group_shift(group_size));
+#ifdef TENSHU_VNNI
+        if (m >= kLaneRows) {
+          const QuantizedX a(x.data_ptr<float>(), m, k, group_size, 0, false);
+          const LaneX lanes(a, bits == 8, group_size == 16 ? 16 : 32);
+          at::Tensor out = at::empty({m, n}, x.options());
+          const int64_t row_bytes = k * bits / 8;
+          const int64_t grain = std::max<int64_t>(4, (1 << 16) / row_bytes);
+          at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+            auto go = [&](auto g_tag) {
+              lanes_rows<decltype(g_tag)::value>(rows, static_cast<int>(bits),
+                                                 static_cast<int>(offset), shift, lanes, m, n,
+                                                 begin, end, rows_ahead(row_bytes),
+                                                 out.data_ptr<float>());
+            };
+            if (group_size == 16) go(std::integral_constant<int, 16>{});
+            else if (group_size == 32) go(std::integral_constant<int, 32>{});
+            else go(std::integral_constant<int, 0>{});
+          });
+          return out.to(x_in.scalar_type());
+        }
+#endif
         const QuantizedX a(x.data_ptr<float>(), m, k, group_size, static_cast<int>(offset),
                            bits == 8, bits == 6 && group_size == 16,
                            kBiasInSums && bits == 8 && !mins.has_value());
@@ -1380,6 +1596,15 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
 // but slower than the float kernel, and the engine keeps float activations.
 bool has_int8_dot_instructions() {
 #if defined(TENSHU_VNNI) || defined(TENSHU_MADDUBS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Whether quant_matmul_int8 takes x's rows eight to a vector from kLaneRows rows (VNNI)
+bool multiplies_int8_lanes() {
+#ifdef TENSHU_VNNI
   return true;
 #else
   return false;
@@ -1934,6 +2159,7 @@ TORCH_LIBRARY(tenshu_cpu, m) {
         &quant_matmul_int8);
   m.def("int8_dot_fits(int k, int bits, int group_size) -> bool", &int8_dot_fits);
   m.def("has_int8_dot_instructions() -> bool", &has_int8_dot_instructions);
+  m.def("multiplies_int8_lanes() -> bool", &multiplies_int8_lanes);
   m.def("multiplies_bf16() -> bool", &multiplies_bf16);
   m.def("paged_decode(Tensor q, Tensor k_cache, Tensor v_cache, Tensor slots, Tensor lens, "
         "float scale, int window) -> Tensor",

@@ -110,7 +110,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         gate_up = self.gate_up_proj(x)
-        if gate_up.shape[0] <= kernels.INT8_MAX_ROWS and (cpu := _cpu_ops(gate_up)) is not None:
+        if gate_up.shape[0] <= kernels.int8_max_rows() and (cpu := _cpu_ops(gate_up)) is not None:
             # a decode step's rows: one call for three (decode_layers makes this same call)
             return self.down_proj(cpu.silu_mul(gate_up))
         gate, up = gate_up.split(self.intermediate, dim=-1)
@@ -166,7 +166,7 @@ class DecodePlan:
         loading."""
         if kernels.ops() is None:
             return None
-        weights, config, max_rows = [], [], kernels.INT8_MAX_ROWS
+        weights, config, max_rows = [], [], kernels.int8_max_rows()
         for layer, window in zip(model.model.layers, model.windows, strict=True):
             attn, mlp = layer.self_attn, layer.mlp
             norms = [layer.input_layernorm, layer.post_attention_layernorm]
@@ -257,7 +257,7 @@ class LlamaForCausalLM(nn.Module):
         """The plan when this step can run its layers in one kernel call (decode_layers): every
         row a decode read in place, few enough rows for the integer products (for bf16_matmul
         with bf16 weights), no adapters, no gradient, and a model DecodePlan.of takes."""
-        if x.shape[0] > kernels.INT8_MAX_ROWS or lora.current.get() is not None or \
+        if x.shape[0] > kernels.int8_max_rows() or lora.current.get() is not None or \
                 _cpu_ops(x) is None:
             return None
         if any(m.prefills or m.decode_lens is None for m in metas.values()):

@@ -33,8 +33,8 @@ A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROW
 (decoding: one per sequence) go to tenshu's own kernel (engine/kernels), which reads each weight
 row once and multiplies it with every row of x: in float32, or, where the engine asks for it
 (EngineConfig.int8_activations, the default), with x rounded to int8 per 32 values and the codes
-multiplied in integers, as llama.cpp does (then up to kernels.INT8_MAX_ROWS rows: a batch of
-sequences, a short prompt). Where the kernels cannot be built, one row runs a
+multiplied in integers, as llama.cpp does (then up to kernels.int8_max_rows() rows: a batch of
+sequences, a short prompt; with VNNI, a CPU prompt chunk). Where the kernels cannot be built, one row runs a
 GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
 time into a reused scratch buffer (with the kernels, on all threads) and multiply there: in
 float32, or with int8 activations on a CPU with native bf16, in bf16 (QuantWeight.bf16_gemm).
@@ -162,7 +162,7 @@ class QuantWeight(nn.Module):
                            in_features=self.shape[1])
 
     def use_int8_activations(self, on: bool) -> bool:
-        """Whether decoding products (up to kernels.INT8_MAX_ROWS rows on a CPU) round x to int8
+        """Whether decoding products (up to kernels.int8_max_rows() rows on a CPU) round x to int8
         per 32 values and multiply the codes in integers, as llama.cpp does: 1.3-2.2x the float
         kernel's speed with VNNI, 1.0-1.9x with AVX2 alone (docs/benchmarks.md), x @ W.T with
         x's int8 rounding (under 1% of the result). Taken where the kernels are built, the CPU
@@ -304,7 +304,7 @@ def quant_linear(x: torch.Tensor, weight: QuantWeight, bias: torch.Tensor | None
     on_cpu = x.device.type == "cpu" and halves_align
     cpu = kernels.ops() if on_cpu else None
     out = None
-    if cpu is not None and weight.int8_activations and n_rows <= kernels.INT8_MAX_ROWS:
+    if cpu is not None and weight.int8_activations and n_rows <= kernels.int8_max_rows():
         out = cpu.quant_matmul_int8(x.reshape(n_rows, in_features), *weight.packed(),
                                     weight.bits, weight.group_size, weight.offset)
     elif cpu is not None and n_rows <= kernels.MAX_ROWS:
