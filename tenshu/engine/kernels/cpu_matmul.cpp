@@ -6,7 +6,8 @@
 //   into float32 in a small per-thread buffer (L1) and multiply them there with every row
 //   (bf16 weights on a CPU with AVX512-BF16: the rows rounded to bf16 and multiplied in bf16).
 // - quant_matmul_int8: the same products with the activations rounded to int8 per 32 values
-//   and the codes multiplied in integers (VNNI, or AVX2), as llama.cpp computes them.
+//   and the codes multiplied in integers (VNNI, or AVX2), as llama.cpp computes them; with
+//   VNNI, from eight rows on (batches, prompt chunks), a GEMM with x's rows sixteen to a vector.
 // - dequantize_rows: a QuantWeight's rows as float32, for the GEMMs of prompt chunks.
 // - paged_decode: decode attention over the paged KV cache, read where it lies.
 // - rms_norm: RMSNorm of float32 rows in one call.
@@ -1287,44 +1288,53 @@ bool int8_dot_fits(int64_t k, int64_t bits, int64_t group_size) {
 }
 
 #ifdef TENSHU_VNNI
-// ---- Eight rows of x a vector: the integer-dot GEMM of batches (VNNI) ----------------------
-// From kLaneRows rows of x on, the rows go eight to a vector, each lane a row of x: a 32-bit
-// lane of x's vector holds four columns of its row, and a weight row's four codes at those
-// columns, broadcast to every lane, multiply all eight rows in one vpdpbusd. So a block's
-// integer sums come out one lane per row of x, and are converted and scaled once for eight
-// rows, where int8_dot_rows converts and scales every pair of a weight row and a row of x
-// (sixteen rows of Q4_K: 14 multiply-adds a cycle a core). The weights are the unsigned
-// operand: 4- and 6-bit codes as they are, 8-bit ones as q + 128 (the 128 comes off in the
-// sums' starts, exactly); x the signed one.
+// ---- Sixteen rows of x a vector: the integer-dot GEMM of batches (VNNI) --------------------
+// From kLaneRows rows of x on, the rows go sixteen to a 512-bit vector, each lane a row of x:
+// a 32-bit lane of x's vector holds four columns of its row, and a weight row's four codes at
+// those columns, broadcast to every lane, multiply all sixteen rows in one vpdpbusd. So a
+// block's integer sums come out one lane per row of x, and are converted and scaled once for
+// sixteen rows, where int8_dot_rows converts and scales every pair of a weight row and a row
+// of x (sixteen rows of Q4_K: 14 multiply-adds a cycle a core). 512-bit vectors, not 256: the
+// same multiply-adds in half the instructions, where the instructions, not the multiplier, set
+// the pace (on Zen 4: 2x in a loop of the tile's instructions alone, 1.0-1.15x in the whole
+// products, kernel_ab.py at 16 and 64 rows). The weights are the unsigned
+// operand: 4- and 6-bit codes as they are, 8-bit ones as q + 128; x the signed one. The 128
+// and the codes' offset come off in the sums' starts, in integers (Q6_K's offset of 32, Q4_0's
+// 8): only mins are left to a correction in floats.
 constexpr int64_t kLaneRows = 8;
+constexpr int kXLanes = 16;  // rows of x a vector
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
 
-// x's rows (a QuantizedX), eight to a vector, padded with rows of zeros.
+// x's rows (a QuantizedX), kXLanes to a vector, padded with rows of zeros.
 struct LaneX {
   int64_t vectors, k, blocks, groups;
-  std::vector<int8_t> q;        // [vectors, k / 4, 8 rows, 4 columns]
-  std::vector<float> d;         // [vectors, blocks, 8]: each block's scale
-  std::vector<float> sums;      // [vectors, groups, 8]: sum of x8 over each group
-  // [vectors, k / unit, 8], 8-bit codes: -128 x the sum of x8 over each unit of columns that
-  // lanes_tile sums in integers (16 or 32)
+  std::vector<int8_t> q;        // [vectors, k / 4, kXLanes rows, 4 columns]
+  std::vector<float> d;         // [vectors, blocks, kXLanes]: each block's scale
+  std::vector<float> sums;      // [vectors, groups, kXLanes]: sum of x8 over each group
+  // [vectors, k / unit, kXLanes], a bias (8-bit codes' 128 plus the codes' offset) not 0:
+  // -bias x the sum of x8 over each unit of columns that lanes_tile sums in integers (16 or 32)
   std::vector<int32_t> starts;
 
-  LaneX(const QuantizedX& a, bool signed8, int unit)
-      : vectors((a.m + kLaneRows - 1) / kLaneRows), k(a.k), blocks(a.blocks), groups(a.groups),
-        q(vectors * 8 * k, 0), d(vectors * blocks * 8, 0.f), sums(vectors * groups * 8, 0.f),
-        starts(signed8 ? vectors * k / unit * 8 : 0, 0) {
+  LaneX(const QuantizedX& a, int bias, int unit)
+      : vectors((a.m + kXLanes - 1) / kXLanes), k(a.k), blocks(a.blocks), groups(a.groups),
+        q(vectors * kXLanes * k, 0), d(vectors * blocks * kXLanes, 0.f),
+        sums(vectors * groups * kXLanes, 0.f),
+        starts(bias != 0 ? vectors * k / unit * kXLanes : 0, 0) {
+    constexpr int L = kXLanes;
     for (int64_t r = 0; r < a.m; ++r) {
-      const int64_t v = r / 8, l = r % 8;
+      const int64_t v = r / L, l = r % L;
       const int8_t* xr = a.q.data() + r * k;
-      int8_t* lane = q.data() + v * 8 * k + 4 * l;
-      for (int64_t c = 0; c < k / 4; ++c) std::memcpy(lane + c * 32, xr + 4 * c, 4);
-      for (int64_t b = 0; b < blocks; ++b) d[(v * blocks + b) * 8 + l] = a.d[r * blocks + b];
+      int8_t* lane = q.data() + v * L * k + 4 * l;
+      for (int64_t c = 0; c < k / 4; ++c) std::memcpy(lane + c * 4 * L, xr + 4 * c, 4);
+      for (int64_t b = 0; b < blocks; ++b) d[(v * blocks + b) * L + l] = a.d[r * blocks + b];
       for (int64_t g = 0; g < groups; ++g)
-        sums[(v * groups + g) * 8 + l] = a.sums[r * groups + g];
-      if (signed8)
+        sums[(v * groups + g) * L + l] = a.sums[r * groups + g];
+      if (bias != 0)
         for (int64_t h = 0; h < k / unit; ++h) {
           int32_t total = 0;
           for (int i = 0; i < unit; ++i) total += xr[unit * h + i];
-          starts[(v * (k / unit) + h) * 8 + l] = -128 * total;
+          starts[(v * (k / unit) + h) * L + l] = -bias * total;
         }
     }
   }
@@ -1355,46 +1365,46 @@ inline void lane_codes(const Rows& rows, int bits, int64_t n, uint8_t* c) {
 }
 
 // NW decoded weight rows (c, k bytes each; scales s[w], mins mn[w]) against NV of x's
-// vectors from v0: acc[w][v], lane l the product with x's row 8 (v0 + v) + l. A unit of
+// vectors from v0: acc[w][v], lane l the product with x's row kXLanes (v0 + v) + l. A unit of
 // columns (a block of 32, or a group of 16) sums in integers, then is scaled by x's scale and
-// the group's. Starts: the sums start from LaneX::starts (8-bit codes).
+// the group's. Starts: the sums start from LaneX::starts.
 template <int NW, int NV, int G, bool Starts>
 __attribute__((optimize("fp-contract=fast"))) inline void lanes_tile(
     const uint8_t* c, const float* const* s, const LaneX& x, int64_t v0, int shift,
-    f32x8 (&acc)[NW][NV]) {
-  constexpr int kUnit = G == 16 ? 16 : 32, kChunks = kUnit / 4;
+    f32x16 (&acc)[NW][NV]) {
+  constexpr int kUnit = G == 16 ? 16 : 32, kChunks = kUnit / 4, L = kXLanes;
   const int64_t k = x.k;
-  f32x8 sums[NW][NV] = {};  // here, not in acc: GCC kept acc's in memory, a store a block
+  f32x16 sums[NW][NV] = {};  // here, not in acc: GCC kept acc's in memory, a store a block
   for (int64_t at = 0; at < k; at += kUnit) {
     const int64_t b = at / 32;
-    __m256i sum[NW][NV];
+    __m512i sum[NW][NV];
     for (int v = 0; v < NV; ++v) {
-      const __m256i start =
-          Starts ? load<__m256i>(x.starts.data() + ((v0 + v) * (k / kUnit) + at / kUnit) * 8)
-                 : _mm256_setzero_si256();
+      const __m512i start =
+          Starts ? load<__m512i>(x.starts.data() + ((v0 + v) * (k / kUnit) + at / kUnit) * L)
+                 : _mm512_setzero_si512();
       for (int w = 0; w < NW; ++w) sum[w][v] = start;
     }
     for (int ch = 0; ch < kChunks; ++ch) {
       const int64_t col = at + 4 * ch;
-      __m256i wb[NW];
+      __m512i wb[NW];
       for (int w = 0; w < NW; ++w) {
         uint32_t four;
         std::memcpy(&four, c + w * k + col, 4);
-        wb[w] = _mm256_set1_epi32(static_cast<int>(four));
+        wb[w] = _mm512_set1_epi32(static_cast<int>(four));
       }
       for (int v = 0; v < NV; ++v) {
-        __m256i xv = load<__m256i>(x.q.data() + (v0 + v) * 8 * k + col * 8);
+        __m512i xv = load<__m512i>(x.q.data() + (v0 + v) * L * k + col * L);
         // in a register: GCC otherwise reads it again from memory for every weight row, and
         // the loads, not the multiplies, would set the pace
         asm("" : "+v"(xv));
-        for (int w = 0; w < NW; ++w) sum[w][v] = _mm256_dpbusd_epi32(sum[w][v], wb[w], xv);
+        for (int w = 0; w < NW; ++w) sum[w][v] = _mm512_dpbusd_epi32(sum[w][v], wb[w], xv);
       }
     }
     const int64_t g = G == 16 ? at / 16 : G == 32 ? b : b >> shift;
     for (int v = 0; v < NV; ++v) {
-      const f32x8 dx = load<f32x8>(x.d.data() + ((v0 + v) * x.blocks + b) * 8);
+      const f32x16 dx = load<f32x16>(x.d.data() + ((v0 + v) * x.blocks + b) * L);
       for (int w = 0; w < NW; ++w)
-        sums[w][v] += __builtin_convertvector((i32x8)sum[w][v], f32x8) * (dx * s[w][g]);
+        sums[w][v] += __builtin_convertvector((i32x16)sum[w][v], f32x16) * (dx * s[w][g]);
     }
   }
   for (int w = 0; w < NW; ++w)
@@ -1418,14 +1428,14 @@ inline void store_4x8(f32x8 a0, f32x8 a1, f32x8 a2, f32x8 a3, float* out, int64_
 
 // Weight rows [begin, end) against all of x's rows, NW rows at a time: out[r * n + row].
 template <int G, typename Rows>
-void lanes_rows(const Rows& rows, int bits, int offset, int shift, const LaneX& x, int64_t m,
-                int64_t n, int64_t begin, int64_t end, int64_t ahead, float* out) {
+void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m, int64_t n,
+                int64_t begin, int64_t end, int64_t ahead, float* out) {
   constexpr int NW = 4, NV = 2;
   const int64_t k = x.k, row_bytes = k * bits / 8;
   const uint8_t* base = reinterpret_cast<const uint8_t*>(rows.data);
   thread_local std::vector<uint8_t> codes;
   if (static_cast<int64_t>(codes.size()) < NW * k) codes.resize(NW * k);
-  std::vector<float> coef(NW * x.groups);  // offset * scale + min, each group of each row
+  std::vector<float> coef(rows.mins.data ? NW * x.groups : 0);  // each row's mins
   RowScales scales[NW] = {{rows.scales, rows.mins}, {rows.scales, rows.mins},
                           {rows.scales, rows.mins}, {rows.scales, rows.mins}};
   for (int64_t n0 = begin; n0 < end; n0 += NW) {
@@ -1440,29 +1450,33 @@ void lanes_rows(const Rows& rows, int bits, int offset, int shift, const LaneX& 
       if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, rows_ahead(mf.row_bytes), false);
       lane_codes(rows, bits, row, codes.data() + w * k);
       std::tie(s[w], mn[w]) = scales[w](row);
-      for (int64_t g = 0; g < x.groups; ++g)
-        coef[w * x.groups + g] = offset * s[w][g] + (mn[w] ? mn[w][g] : 0.f);
+      if (mn[w]) std::copy(mn[w], mn[w] + x.groups, coef.begin() + w * x.groups);
     }
     auto store_tile = [&](auto nv_tag, int64_t v0) {
       constexpr int V = decltype(nv_tag)::value;
-      f32x8 acc[NW][V];
-      if (bits == 8)
+      f32x16 acc[NW][V];
+      if (!x.starts.empty())
         lanes_tile<NW, V, G, true>(codes.data(), s, x, v0, shift, acc);
       else
         lanes_tile<NW, V, G, false>(codes.data(), s, x, v0, shift, acc);
-      // the offsets and mins (QuantizedX says how), each sum of the tile's in a register of its
-      // own: one sum after another, each waiting on its own additions, took a fifth of the time
-      f32x8 off[NW][V] = {};
-      for (int64_t g = 0; g < x.groups; ++g)
+      // the mins (QuantizedX says how), each sum of the tile's in a register of its own: one
+      // sum after another, each waiting on its own additions, took a fifth of the time
+      f32x16 off[NW][V] = {};
+      for (int64_t g = 0; g < (coef.empty() ? 0 : x.groups); ++g)
         for (int v = 0; v < V; ++v) {
-          const f32x8 xs = load<f32x8>(x.sums.data() + ((v0 + v) * x.groups + g) * 8);
+          const f32x16 xs = load<f32x16>(x.sums.data() + ((v0 + v) * x.groups + g) * kXLanes);
           for (int w = 0; w < NW; ++w) off[w][v] += coef[w * x.groups + g] * xs;
         }
       for (int v = 0; v < V; ++v) {
-        const int64_t r0 = 8 * (v0 + v), lanes = std::min<int64_t>(8, m - r0);
+        const int64_t r0 = kXLanes * (v0 + v), lanes = std::min<int64_t>(kXLanes, m - r0);
         for (int w = 0; w < nw; ++w) acc[w][v] -= off[w][v];
-        if (nw == 4 && lanes == 8) {
-          store_4x8(acc[0][v], acc[1][v], acc[2][v], acc[3][v], out + r0 * n + n0, n);
+        if (nw == 4 && lanes == kXLanes) {  // in two halves of eight rows
+          for (int h = 0; h < 2; ++h) {
+            f32x8 a[4];
+            for (int w = 0; w < 4; ++w)
+              std::memcpy(&a[w], reinterpret_cast<const float*>(&acc[w][v]) + 8 * h, 32);
+            store_4x8(a[0], a[1], a[2], a[3], out + (r0 + 8 * h) * n + n0, n);
+          }
           continue;
         }
         for (int w = 0; w < nw; ++w)
@@ -1476,8 +1490,9 @@ void lanes_rows(const Rows& rows, int bits, int offset, int shift, const LaneX& 
 }
 #endif
 
-// x @ W.T with x rounded to int8 per block of 32 (the section above says how), up to a few
-// rows; each weight row is read once, prefetched ahead, and multiplied with every row of x.
+// x @ W.T with x rounded to int8 per block of 32 (the sections above say how); each weight row
+// is read once, prefetched ahead, and multiplied with every row of x (with VNNI, from
+// kLaneRows rows on, sixteen rows of x at a time: lanes_rows).
 at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
                              const at::Tensor& scales, const std::optional<at::Tensor>& mins,
                              int64_t bits, int64_t group_size, int64_t offset) {
@@ -1493,15 +1508,15 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
 #ifdef TENSHU_VNNI
         if (m >= kLaneRows) {
           const QuantizedX a(x.data_ptr<float>(), m, k, group_size, 0, false);
-          const LaneX lanes(a, bits == 8, group_size == 16 ? 16 : 32);
+          const LaneX lanes(a, static_cast<int>(offset) + (bits == 8 ? 128 : 0),
+                            group_size == 16 ? 16 : 32);
           at::Tensor out = at::empty({m, n}, x.options());
           const int64_t row_bytes = k * bits / 8;
           const int64_t grain = std::max<int64_t>(4, (1 << 16) / row_bytes);
           at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
             auto go = [&](auto g_tag) {
-              lanes_rows<decltype(g_tag)::value>(rows, static_cast<int>(bits),
-                                                 static_cast<int>(offset), shift, lanes, m, n,
-                                                 begin, end, rows_ahead(row_bytes),
+              lanes_rows<decltype(g_tag)::value>(rows, static_cast<int>(bits), shift, lanes, m,
+                                                 n, begin, end, rows_ahead(row_bytes),
                                                  out.data_ptr<float>());
             };
             if (group_size == 16) go(std::integral_constant<int, 16>{});
