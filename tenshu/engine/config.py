@@ -59,14 +59,15 @@ class EngineConfig:
         without native bf16) holds twice the context per GiB in bf16, keys and values rounded
         to bf16 as they are stored (llama.cpp keeps f16).
     int8_activations: on a CPU with integer dot products (AVX2, or VNNI), a quantized weight's
-        decoding products (up to kernels.int8_max_rows() rows: a batch of sequences, a short
-        prompt; with VNNI, a prompt chunk) round the activations to int8 per 32 values and multiply the weight's codes in
-        integers, as llama.cpp does: 1.3-2.2x faster per product with VNNI, 1.0-1.9x with AVX2
-        alone (docs/benchmarks.md), the result that of the rounded activations (within 1% of
-        the float product); larger products (prompts) multiply in bf16 where the CPU does so
-        natively (AVX512-BF16, AMX): twice float32's speed, within bf16's rounding. False keeps
-        float32 activations: slower, and greedy output follows the float model's token for
-        token. Float weights, CUDA and CPUs without AVX2 are not affected.
+        products of up to kernels.int8_max_rows() rows (a batch of sequences, a short prompt;
+        with VNNI, a prompt chunk) round the activations to int8 per 32 values and multiply the
+        weight's codes in integers, as llama.cpp does: 1.3-2.2x faster per product with VNNI,
+        1.0-1.9x with AVX2 alone, and with VNNI 2-3.6x at 16-64 rows (docs/benchmarks.md), the
+        result that of the rounded activations (within 1% of the float product); larger
+        products multiply in bf16 where the CPU does so natively (AVX512-BF16, AMX): twice
+        float32's speed, within bf16's rounding. False keeps float32 activations: slower, and
+        greedy output follows the float model's token for token. Float weights, CUDA and CPUs
+        without AVX2 are not affected.
     cpu_float32_copy_gib: when bf16 weights are computed in float32 on a CPU without native
         bf16, also keep a float32 copy of them if it takes at most this much memory: batched
         steps then skip the upcast (about 30% faster); single-stream decoding reads the bf16

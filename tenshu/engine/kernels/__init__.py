@@ -43,8 +43,8 @@ BF16_MAX_ROWS = 64
 # the integer-dot products (quant_matmul_int8) up to this many rows: at 64 rows they are
 # 1.3-1.5x the dequantized chunks, at 128 0.85-1.1x (docs/benchmarks.md)
 INT8_MAX_ROWS = 64
-# ... and where they multiply eight rows of x a vector (VNNI): a CPU prompt chunk (512 rows by
-# default) too, 1.6x the dequantized chunks in bf16 at 512 rows on 1024 columns, 0.9x on 3072
+# ... and where they multiply sixteen rows of x a vector (VNNI): a CPU prompt chunk (512 rows
+# by default) too, 1.6x the dequantized chunks in bf16 at 512 rows on 1024 columns, 0.9x on 3072
 INT8_LANES_MAX_ROWS = 512
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fopenmp-simd"]
 

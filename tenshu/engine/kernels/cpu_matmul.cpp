@@ -1430,7 +1430,7 @@ inline void store_4x8(f32x8 a0, f32x8 a1, f32x8 a2, f32x8 a3, float* out, int64_
 template <int G, typename Rows>
 void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m, int64_t n,
                 int64_t begin, int64_t end, int64_t ahead, float* out) {
-  constexpr int NW = 4, NV = 2;
+  constexpr int NW = 4, NV = 2;  // NW = 4: the scales below, and store_4x8
   const int64_t k = x.k, row_bytes = k * bits / 8;
   const uint8_t* base = reinterpret_cast<const uint8_t*>(rows.data);
   thread_local std::vector<uint8_t> codes;
@@ -1470,7 +1470,7 @@ void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m
       for (int v = 0; v < V; ++v) {
         const int64_t r0 = kXLanes * (v0 + v), lanes = std::min<int64_t>(kXLanes, m - r0);
         for (int w = 0; w < nw; ++w) acc[w][v] -= off[w][v];
-        if (nw == 4 && lanes == kXLanes) {  // in two halves of eight rows
+        if (nw == NW && lanes == kXLanes) {  // in two halves of eight rows
           for (int h = 0; h < 2; ++h) {
             f32x8 a[4];
             for (int w = 0; w < 4; ++w)
@@ -1617,7 +1617,7 @@ bool has_int8_dot_instructions() {
 #endif
 }
 
-// Whether quant_matmul_int8 takes x's rows eight to a vector from kLaneRows rows (VNNI)
+// Whether quant_matmul_int8 takes x's rows sixteen to a vector from kLaneRows rows (VNNI)
 bool multiplies_int8_lanes() {
 #ifdef TENSHU_VNNI
   return true;

@@ -111,7 +111,8 @@ class MLP(nn.Module):
     def forward(self, x):
         gate_up = self.gate_up_proj(x)
         if gate_up.shape[0] <= kernels.int8_max_rows() and (cpu := _cpu_ops(gate_up)) is not None:
-            # a decode step's rows: one call for three (decode_layers makes this same call)
+            # the integer products' rows (a decode step's, a prompt chunk's with VNNI): one call
+            # for three (decode_layers makes this same call)
             return self.down_proj(cpu.silu_mul(gate_up))
         gate, up = gate_up.split(self.intermediate, dim=-1)
         return self.down_proj(F.silu(gate) * up)

@@ -34,10 +34,11 @@ A product x @ W.T never makes a float copy of W. On a CPU, up to kernels.MAX_ROW
 row once and multiplies it with every row of x: in float32, or, where the engine asks for it
 (EngineConfig.int8_activations, the default), with x rounded to int8 per 32 values and the codes
 multiplied in integers, as llama.cpp does (then up to kernels.int8_max_rows() rows: a batch of
-sequences, a short prompt; with VNNI, a CPU prompt chunk). Where the kernels cannot be built, one row runs a
-GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a row chunk at a
-time into a reused scratch buffer (with the kernels, on all threads) and multiply there: in
-float32, or with int8 activations on a CPU with native bf16, in bf16 (QuantWeight.bf16_gemm).
+sequences, a short prompt; with VNNI, a CPU prompt chunk). Where the kernels cannot be built,
+one row runs a GEMV that inductor compiles per weight shape. More rows (prompts) dequantize W a
+row chunk at a time into a reused scratch buffer (with the kernels, on all threads) and
+multiply there: in float32, or with int8 activations on a CPU with native bf16, in bf16
+(QuantWeight.bf16_gemm).
 """
 
 from __future__ import annotations
