@@ -105,8 +105,9 @@ INT8_FORMATS = FORMATS  # groups of 16 or of 32 << j: every GGML type, GPTQ and 
 
 
 @pytest.mark.parametrize("fmt", INT8_FORMATS, ids=_name)
-# from 8 rows with VNNI: x's rows eight to a vector, two vectors at a time (24: and one alone;
-# 67: a last vector not full); 203 weight rows: a last tile of fewer than four
+# from 8 rows with VNNI: x's rows sixteen to a vector, two vectors at a time (9 and 16: one
+# vector alone; 24: two, the second not full; 67: five, the last alone and not full); 203
+# weight rows: a last tile of fewer than four
 @pytest.mark.parametrize("rows", [1, 3, 4, 9, 16, 24, 67])
 def test_quant_matmul_int8_is_the_product_with_int8_blocks_of_x(ops, fmt, rows):
     # x rounded to int8 per 32 columns (x8) times the weight, to float32's rounding
@@ -138,7 +139,7 @@ def test_integer_dot_products_are_the_cpus_own_where_it_has_them(ops):
         pytest.skip("no /proc/cpuinfo to compare with")
     vnni = "avx512_vnni" in flags and "avx512vl" in flags
     assert ops.has_int8_dot_instructions() == (vnni or "avx2" in flags)
-    assert ops.multiplies_int8_lanes() == vnni  # batches: x's rows eight to a vector
+    assert ops.multiplies_int8_lanes() == vnni  # batches: x's rows sixteen to a vector
     # and bf16's (the engine's batches of rows then multiply in bf16: engine/layers/linear.py)
     assert ops.multiplies_bf16() == ("avx512_bf16" in flags)
 
