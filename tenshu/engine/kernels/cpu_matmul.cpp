@@ -1429,13 +1429,14 @@ inline void store_4x8(f32x8 a0, f32x8 a1, f32x8 a2, f32x8 a3, float* out, int64_
 // Weight rows [begin, end) against all of x's rows, NW rows at a time: out[r * n + row].
 template <int G, typename Rows>
 void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m, int64_t n,
-                int64_t begin, int64_t end, int64_t ahead, float* out) {
+                int64_t begin, int64_t end, float* out) {
   constexpr int NW = 4, NV = 2;  // NW = 4: the scales below, and store_4x8
   const int64_t k = x.k, row_bytes = k * bits / 8;
   const uint8_t* base = reinterpret_cast<const uint8_t*>(rows.data);
+  const GroupFactors &sf = rows.scales, &mf = rows.mins;
+  const int64_t ahead = rows_ahead(row_bytes), scales_ahead = rows_ahead(sf.row_bytes);
   thread_local std::vector<uint8_t> codes;
   if (static_cast<int64_t>(codes.size()) < NW * k) codes.resize(NW * k);
-  std::vector<float> coef(rows.mins.data ? NW * x.groups : 0);  // each row's mins
   RowScales scales[NW] = {{rows.scales, rows.mins}, {rows.scales, rows.mins},
                           {rows.scales, rows.mins}, {rows.scales, rows.mins}};
   for (int64_t n0 = begin; n0 < end; n0 += NW) {
@@ -1445,12 +1446,10 @@ void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m
     for (int w = 0; w < NW; ++w) {
       const int64_t row = n0 + std::min(w, nw - 1);  // a short last tile repeats its last row
       prefetch_row(base + row * row_bytes, row_bytes, ahead, false);
-      const GroupFactors &sf = rows.scales, &mf = rows.mins;
-      prefetch_row(sf.row_data(row), sf.row_bytes, rows_ahead(sf.row_bytes), false);
-      if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, rows_ahead(mf.row_bytes), false);
+      prefetch_row(sf.row_data(row), sf.row_bytes, scales_ahead, false);
+      if (mf.data) prefetch_row(mf.row_data(row), mf.row_bytes, scales_ahead, false);
       lane_codes(rows, bits, row, codes.data() + w * k);
-      std::tie(s[w], mn[w]) = scales[w](row);
-      if (mn[w]) std::copy(mn[w], mn[w] + x.groups, coef.begin() + w * x.groups);
+      std::tie(s[w], mn[w]) = scales[w](row);  // each row's own buffers: valid for the tile
     }
     auto store_tile = [&](auto nv_tag, int64_t v0) {
       constexpr int V = decltype(nv_tag)::value;
@@ -1462,10 +1461,10 @@ void lanes_rows(const Rows& rows, int bits, int shift, const LaneX& x, int64_t m
       // the mins (QuantizedX says how), each sum of the tile's in a register of its own: one
       // sum after another, each waiting on its own additions, took a fifth of the time
       f32x16 off[NW][V] = {};
-      for (int64_t g = 0; g < (coef.empty() ? 0 : x.groups); ++g)
+      for (int64_t g = 0; g < (mf.data ? x.groups : 0); ++g)
         for (int v = 0; v < V; ++v) {
           const f32x16 xs = load<f32x16>(x.sums.data() + ((v0 + v) * x.groups + g) * kXLanes);
-          for (int w = 0; w < NW; ++w) off[w][v] += coef[w * x.groups + g] * xs;
+          for (int w = 0; w < NW; ++w) off[w][v] += mn[w][g] * xs;
         }
       for (int v = 0; v < V; ++v) {
         const int64_t r0 = kXLanes * (v0 + v), lanes = std::min<int64_t>(kXLanes, m - r0);
@@ -1516,8 +1515,7 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
           at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
             auto go = [&](auto g_tag) {
               lanes_rows<decltype(g_tag)::value>(rows, static_cast<int>(bits), shift, lanes, m,
-                                                 n, begin, end, rows_ahead(row_bytes),
-                                                 out.data_ptr<float>());
+                                                 n, begin, end, out.data_ptr<float>());
             };
             if (group_size == 16) go(std::integral_constant<int, 16>{});
             else if (group_size == 32) go(std::integral_constant<int, 32>{});
