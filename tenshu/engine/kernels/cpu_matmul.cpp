@@ -1657,8 +1657,8 @@ at::Tensor dequantize_rows(const at::Tensor& qweight, const at::Tensor& scales,
 // Decode attention over the paged KV cache, read where it lies: one query row per sequence
 // against the keys and values of its context, found through `slots` ([B, L] cache slots of
 // positions 0..L-1, padded past each sequence's length), never gathered into a copy. Heads
-// that share a KV head (GQA) are one task, so each key and value is read from memory once
-// (attend_vectors reads them again for each four heads of a larger group, from the cache).
+// that share a KV head (GQA) are computed together, so each key and value is read from memory
+// once (attend_vectors reads them again for each four heads of a larger group, from the cache).
 template <typename T>
 void attend_one(const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin,
                 int64_t end, int64_t kvh, int64_t kv_heads, int64_t group, int64_t d, float scale,
@@ -1742,16 +1742,21 @@ inline fvec exp_nonpositive(fvec x) {
   return e * two_n;
 }
 
-constexpr int64_t kAheadRows = 8;  // attend_vectors' prefetch distance, in positions
+// attend_vectors' tiles of positions, and how many tiles ahead it fetches the cache's rows.
+// From DRAM (28 layers' caches, 16 and 64 sequences of 400 positions), tiles of 16 were 0.92x
+// the speed of 8, tiles of 4 0.94-0.96x, and 4 tiles ahead 0.96x.
+constexpr int64_t kTile = 8;
+constexpr int64_t kTilesAhead = 2;
 
-// For GS heads g at once: out[g d, g d + C kLanes) = inv[g] * the sum over positions t < n of
+// For GS heads g at once: out[g d, g d + C kLanes) += the sum over positions t in [t0, t1) of
 // w[g n + t] * values(t)[0, C kLanes), the sums in registers; each value converted once for the
-// GS heads.
-template <int GS, int C, typename T, typename Values>
-inline void weighted_values(const float* w, int64_t n, Values values, const float* inv,
-                            float* out, int64_t d) {
+// GS heads; ahead() once a value.
+template <int GS, int C, typename T, typename Values, typename Ahead>
+inline void weighted_values(const float* w, int64_t n, int64_t t0, int64_t t1, Values values,
+                            Ahead ahead, float* out, int64_t d) {
   fvec acc[GS][C] = {};
-  for (int64_t t = 0; t < n; ++t) {
+  for (int64_t t = t0; t < t1; ++t) {
+    ahead();
     const T* v = values(t);
     for (int c = 0; c < C; ++c) {
       const fvec x = cache_floats(v + c * kLanes);
@@ -1760,110 +1765,177 @@ inline void weighted_values(const float* w, int64_t n, Values values, const floa
   }
   for (int g = 0; g < GS; ++g)
     for (int c = 0; c < C; ++c) {
-      const fvec o = acc[g][c] * inv[g];
-      std::memcpy(out + g * d + c * kLanes, &o, sizeof o);
+      float* o = out + g * d + c * kLanes;
+      store(o, load<fvec>(o) + acc[g][c]);
     }
 }
 
-// attend_one's result in vector registers for GS of a KV head's query heads at once (a GQA
-// group, or GS of it), for head sizes d a multiple of kLanes: each key and value converted from
-// the cache once for the GS heads, where one head at a time converted them again for each
-// (1.1-1.25x for one sequence, two heads a KV head, its cache rows in the CPU's caches; from
-// DRAM, many sequences at once, the reads are the limit and it is the same). The scores of P
-// positions at a time (P * GS independent sums), the exponentials a vector at a time, and the
-// weighted sums of values in registers, a few kLanes columns at a time; attend_one keeps them
-// in memory and spends a scalar std::exp on every score. The keys kAheadRows positions on and
-// the values at hand are fetched while the scores are computed.
-template <int GS, typename T>
-__attribute__((optimize("fp-contract=fast"))) void attend_heads(
-    const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t begin, int64_t n,
-    int64_t kv_offset, int64_t row, int64_t d, float scale, float* scores, float* out) {
-  constexpr int P = GS >= 4 ? 2 : 4;  // positions a step: P * GS sums in registers
-  constexpr int C = GS >= 4 ? 2 : 4;  // columns of values a step, in kLanes
-  const int64_t nv = d / kLanes;
-  auto at = [&](const T* cache, int64_t p) { return cache + slots[begin + p] * row + kv_offset; };
-  auto prefetch = [&](const T* cache, int64_t p) {
-    const char* bytes = reinterpret_cast<const char*>(at(cache, p));
-    for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(T)); i += 64)
-      __builtin_prefetch(bytes + i);
-  };
-  int64_t p = 0;
-  for (; p + P <= n; p += P) {
+// The scores of GS query heads of one KV head (q: the first's row) against the keys of
+// positions [t0, t1), scaled, into scores[g n + t]: P positions at a time (P * GS independent
+// sums), each key converted from the cache once for the GS heads; ahead() once a key.
+template <int GS, typename T, typename Keys, typename Ahead>
+inline void head_scores(const float* q, Keys keys, Ahead ahead, int64_t t0, int64_t t1, int64_t n,
+                        int64_t d, float scale, float* scores) {
+  constexpr int P = GS >= 4 ? 2 : 4;
+  int64_t t = t0;
+  for (; t + P <= t1; t += P) {
     const T* k[P];
-    for (int t = 0; t < P; ++t) {
-      if (p + kAheadRows + t < n) prefetch(kc, p + kAheadRows + t);
-      prefetch(vc, p + t);
-      k[t] = at(kc, p + t);
+    for (int i = 0; i < P; ++i) {
+      ahead();
+      k[i] = keys(t + i);
     }
     fvec a[GS][P] = {};
-    for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
+    for (int64_t j = 0; j < d; j += kLanes) {
       fvec kv[P];
-      for (int t = 0; t < P; ++t) kv[t] = cache_floats(k[t] + j);
+      for (int i = 0; i < P; ++i) kv[i] = cache_floats(k[i] + j);
       for (int g = 0; g < GS; ++g) {
         const fvec qv = load<fvec>(q + g * d + j);
-        for (int t = 0; t < P; ++t) a[g][t] += qv * kv[t];
+        for (int i = 0; i < P; ++i) a[g][i] += qv * kv[i];
       }
     }
     for (int g = 0; g < GS; ++g)
-      for (int t = 0; t < P; ++t) scores[g * n + p + t] = lanes_sum(a[g][t]) * scale;
+      for (int i = 0; i < P; ++i) scores[g * n + t + i] = lanes_sum(a[g][i]) * scale;
   }
-  for (; p < n; ++p) {
-    const T* k = at(kc, p);
+  for (; t < t1; ++t) {
+    ahead();
+    const T* k = keys(t);
     fvec a[GS] = {};
-    for (int64_t j = 0; j < nv * kLanes; j += kLanes) {
+    for (int64_t j = 0; j < d; j += kLanes) {
       const fvec kv = cache_floats(k + j);
       for (int g = 0; g < GS; ++g) a[g] += load<fvec>(q + g * d + j) * kv;
     }
-    for (int g = 0; g < GS; ++g) scores[g * n + p] = lanes_sum(a[g]) * scale;
+    for (int g = 0; g < GS; ++g) scores[g * n + t] = lanes_sum(a[g]) * scale;
   }
-  float inv[GS];
-  for (int g = 0; g < GS; ++g) {  // softmax per head
-    float* sc = scores + g * n;
-    float top = sc[0];
-    for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
-    fvec sums = {};
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) {
-      const fvec e = exp_nonpositive(load<fvec>(sc + i) - top);
-      std::memcpy(sc + i, &e, sizeof e);
-      sums += e;
-    }
-    float total = lanes_sum(sums);
-    for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
-    inv[g] = 1.f / total;
-  }
-  for (int64_t c0 = 0; c0 < nv; c0 += C) {
-    auto values = [&](int64_t t) { return at(vc, t) + c0 * kLanes; };
-    float* o = out + c0 * kLanes;
-    switch (std::min<int64_t>(C, nv - c0)) {
-      case 4: weighted_values<GS, 4, T>(scores, n, values, inv, o, d); break;
-      case 3: weighted_values<GS, 3, T>(scores, n, values, inv, o, d); break;
-      case 2: weighted_values<GS, 2, T>(scores, n, values, inv, o, d); break;
-      default: weighted_values<GS, 1, T>(scores, n, values, inv, o, d);
+}
+
+// fn(GS, h) for a KV head's `group` query heads, four, two or one at a time
+template <typename Fn>
+inline void in_fours(int64_t group, Fn fn) {
+  for (int64_t h = 0; h < group;) {
+    if (group - h >= 4) {
+      fn(std::integral_constant<int, 4>{}, h);
+      h += 4;
+    } else if (group - h >= 2) {
+      fn(std::integral_constant<int, 2>{}, h);
+      h += 2;
+    } else {
+      fn(std::integral_constant<int, 1>{}, h);
+      h += 1;
     }
   }
 }
 
-// A KV head's `group` query heads, four, two or one at a time (attend_heads)
+// sc[0, n) = e^(sc - max), a vector at a time; returns 1 / their sum
+inline float softmax_weights(float* sc, int64_t n) {
+  float top = sc[0];
+  for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
+  fvec sums = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const fvec e = exp_nonpositive(load<fvec>(sc + i) - top);
+    store(sc + i, e);
+    sums += e;
+  }
+  float total = lanes_sum(sums);
+  for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
+  return 1.f / total;
+}
+
+// Fetches a KV cache's rows into L2 in the order they lie in it, one head of one position (its
+// d values) a call: position t's heads [h0, h0 + hp), side by side, then t + 1's. Started some
+// heads ahead of the kernel's reads and called once a head read, it stays as far ahead.
 template <typename T>
-void attend_vectors(const float* q, const T* kc, const T* vc, const int64_t* slots,
-                    int64_t begin, int64_t end, int64_t kvh, int64_t kv_heads, int64_t group,
-                    int64_t d, float scale, float* scores, float* out) {
-  const int64_t n = end - begin, row = kv_heads * d;
-  for (int64_t h = 0; h < group;) {
-    const float* qh = q + h * d;
-    float* oh = out + h * d;
-    if (group - h >= 4) {
-      attend_heads<4>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
-      h += 4;
-    } else if (group - h >= 2) {
-      attend_heads<2>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
-      h += 2;
-    } else {
-      attend_heads<1>(qh, kc, vc, slots, begin, n, kvh * d, row, d, scale, scores, oh);
-      h += 1;
+struct CacheFetch {
+  const T* cache;
+  const int64_t* slots;  // the sequence's, from its first position attended
+  int64_t n, row, h0, hp, d, t, h;  // t, h: the position and head fetched next
+
+  __attribute__((always_inline)) void operator()() {
+    if (t < n) {
+      const char* bytes = reinterpret_cast<const char*>(cache + slots[t] * row + (h0 + h) * d);
+      for (int64_t i = 0; i < d * static_cast<int64_t>(sizeof(T)); i += 64)
+        __builtin_prefetch(bytes + i, 0, 1);
+    }
+    if (++h == hp) {
+      h = 0;
+      ++t;
     }
   }
+};
+
+// attend_one's result for the query heads of KV heads [h0, h0 + hp) of one sequence (its n
+// positions' slots from `slots`), for head sizes d a multiple of kLanes. The positions go a
+// tile at a time, each tile through the hp KV heads in turn, while the rows kTilesAhead tiles
+// on (a position's hp heads lie side by side in the cache) are fetched into L2 in the order
+// they lie (CacheFetch): a CPU's own prefetchers follow one stream through memory well and the
+// kernel's reads (a tile's positions, a head at a time) badly. Reading the caches of 64
+// sequences of 400 positions from DRAM on one core of a Zen 4 (a scratch loop reading as the
+// kernel reads, no arithmetic): a KV head at a time through all the positions, as this kernel
+// went before, 10.6 GB/s; tiles of 8, 13.3; each position's row whole, in turn, 17.5; tiles of 8
+// with the rows fetched so, 24.5. The scores of GS query heads at a time, each key converted
+// once for them; the exponentials a vector at a time; the weighted sums of values in registers,
+// a tile and a few vectors at a time. attend_one keeps its sums in memory and spends a scalar
+// std::exp on every score.
+template <typename T>
+__attribute__((optimize("fp-contract=fast"))) void attend_vectors(
+    const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t n, int64_t h0,
+    int64_t hp, int64_t kv_heads, int64_t group, int64_t d, float scale, float* scores,
+    float* out) {
+  const int64_t row = kv_heads * d, tile = hp == 1 ? n : kTile;  // one head: no tiles needed
+  auto at = [&](const T* cache, int64_t t, int64_t h) __attribute__((always_inline)) {
+    return cache + slots[t] * row + (h0 + h) * d;
+  };
+  auto nothing = []() __attribute__((always_inline)) {};
+  CacheFetch<T> ahead{kc, slots, n, row, h0, hp, d, kTilesAhead * kTile, 0};
+  auto fetch = [&]() __attribute__((always_inline)) { ahead(); };
+  for (int64_t t0 = 0; t0 < n; t0 += tile) {
+    const int64_t t1 = std::min(n, t0 + tile);
+    for (int64_t h = 0; h < hp; ++h)
+      in_fours(group, [&](auto gs, int64_t g) __attribute__((always_inline)) {
+        constexpr int GS = decltype(gs)::value;
+        auto keys = [&](int64_t t) __attribute__((always_inline)) { return at(kc, t, h); };
+        const float* qg = q + (h * group + g) * d;
+        float* sc = scores + (h * group + g) * n;
+        if (g == 0)  // a key's fetch once, for the first of a KV head's query heads
+          head_scores<GS, T>(qg, keys, fetch, t0, t1, n, d, scale, sc);
+        else
+          head_scores<GS, T>(qg, keys, nothing, t0, t1, n, d, scale, sc);
+      });
+  }
+  std::vector<float> inv(hp * group);
+  for (int64_t g = 0; g < hp * group; ++g) inv[g] = softmax_weights(scores + g * n, n);
+  for (int64_t i = 0; i < hp * group * d; ++i) out[i] = 0.f;
+  ahead = {vc, slots, n, row, h0, hp, d, kTilesAhead * kTile, 0};
+  constexpr int64_t C = 4;  // columns of values a step, in kLanes
+  const int64_t nv = d / kLanes;
+  for (int64_t t0 = 0; t0 < n; t0 += tile) {
+    const int64_t t1 = std::min(n, t0 + tile);
+    for (int64_t h = 0; h < hp; ++h)
+      in_fours(group, [&](auto gs, int64_t g) __attribute__((always_inline)) {
+        constexpr int GS = decltype(gs)::value;
+        const float* w = scores + (h * group + g) * n;
+        for (int64_t c0 = 0; c0 < nv; c0 += C) {
+          auto values = [&](int64_t t) __attribute__((always_inline)) {
+            return at(vc, t, h) + c0 * kLanes;
+          };
+          float* o = out + (h * group + g) * d + c0 * kLanes;
+          auto sums = [&](auto each) __attribute__((always_inline)) {  // a value's fetch once
+            switch (std::min<int64_t>(C, nv - c0)) {
+              case 4: weighted_values<GS, 4, T>(w, n, t0, t1, values, each, o, d); break;
+              case 3: weighted_values<GS, 3, T>(w, n, t0, t1, values, each, o, d); break;
+              case 2: weighted_values<GS, 2, T>(w, n, t0, t1, values, each, o, d); break;
+              default: weighted_values<GS, 1, T>(w, n, t0, t1, values, each, o, d);
+            }
+          };
+          if (g == 0 && c0 == 0)
+            sums(fetch);
+          else
+            sums(nothing);
+        }
+      });
+  }
+  for (int64_t g = 0; g < hp * group; ++g)
+    for (int64_t i = 0; i < d; ++i) out[g * d + i] *= inv[g];
 }
 
 template <typename T>
@@ -1878,20 +1950,30 @@ void paged_decode_typed(const at::Tensor& q, const at::Tensor& k_cache, const at
   const int64_t* sp = slots.data_ptr<int64_t>();
   const int64_t* lp = lens.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, b * kv_heads, 1, [&](int64_t begin, int64_t end) {
+  const bool vectors = d % kLanes == 0;
+  // KV heads a task: all of a sequence's (its rows read whole), halved until the tasks share
+  // out evenly among the threads or are at least four a thread (a sequence on two threads:
+  // four KV heads a task, where one task a KV head strides through every row)
+  const int64_t threads = at::get_num_threads();
+  int64_t hp = vectors ? kv_heads : 1;
+  while (hp % 2 == 0 && (b * (kv_heads / hp)) % threads != 0 &&
+         b * (kv_heads / hp) < 4 * threads)
+    hp /= 2;
+  const int64_t parts = kv_heads / hp;
+  at::parallel_for(0, b * parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t seq = task / kv_heads, kvh = task % kv_heads;
+      const int64_t seq = task / parts, h0 = task % parts * hp;
       const int64_t len = lp[seq];
       TORCH_CHECK(len >= 1 && len <= width, "a context length is outside its slots");
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
-      scores.resize(group * (len - first));
-      const int64_t at = (seq * heads + kvh * group) * d;
-      if (d % kLanes == 0)
-        attend_vectors(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
-                       static_cast<float>(scale), scores.data(), op + at);
+      scores.resize(hp * group * (len - first));
+      const int64_t at = (seq * heads + h0 * group) * d;
+      if (vectors)
+        attend_vectors(qp + at, kp, vp, sp + seq * width + first, len - first, h0, hp, kv_heads,
+                       group, d, static_cast<float>(scale), scores.data(), op + at);
       else
-        attend_one(qp + at, kp, vp, sp + seq * width, first, len, kvh, kv_heads, group, d,
+        attend_one(qp + at, kp, vp, sp + seq * width, first, len, h0, kv_heads, group, d,
                    static_cast<float>(scale), scores.data(), op + at);
     }
   });
