@@ -15,7 +15,11 @@ become (see quant/ggml.py) with flat float32 scales, the form every revision rea
 (benchmarks/scales_ab.py compares the file's forms with it), and bf16; attention is that
 model's (16 query heads on 8 KV heads of 128), one query row per sequence
 (--rows) over a context in a paged cache of float32 or bf16, in blocks of 16 slots scattered
-as a busy cache scatters them.
+as a busy cache scatters them. A cache of a few sequences fits in the CPU's caches, where a
+model's 28 layers' caches do not: `--layers 28` times a pass through 28 layers' caches, each
+its own tensors, as a decode step reads them (from DRAM).
+
+  python benchmarks/kernel_ab.py --base HEAD~1 --only paged --rows 1,16,64 --layers 28
 """
 
 from __future__ import annotations
@@ -72,16 +76,23 @@ def product(fmt, n: int, k: int):
     return lambda ops, x: ops.quant_matmul_int8(x, *operands)
 
 
-def attention(dtype: torch.dtype, context: int, rows: int):
-    """paged_decode for `rows` sequences of `context` tokens, as fn(ops); its multiply-adds."""
+def attention(dtype: torch.dtype, context: int, rows: int, layers: int = 1):
+    """paged_decode for `rows` sequences of `context` tokens in each of `layers` layers' caches,
+    as fn(ops) (the last layer's result); its multiply-adds."""
     heads, kv_heads, d, block = 16, 8, 128, 16
     slots = rows * context
-    scattered = torch.randperm(slots // block).view(-1, 1) * block + torch.arange(block)
-    table = scattered.view(rows, context).contiguous()
-    k_cache, v_cache = (torch.randn(slots, kv_heads, d).to(dtype) for _ in range(2))
+    caches = []
+    for _ in range(layers):
+        scattered = torch.randperm(slots // block).view(-1, 1) * block + torch.arange(block)
+        table = scattered.view(rows, context).contiguous()
+        caches.append((*(torch.randn(slots, kv_heads, d).to(dtype) for _ in range(2)), table))
     q, lens = torch.randn(rows, heads, d), torch.full((rows,), context)
-    return (lambda ops: ops.paged_decode(q, k_cache, v_cache, table, lens, d ** -0.5, 0),
-            2 * rows * heads * context * d)
+
+    def call(ops):
+        for k_cache, v_cache, table in caches:
+            out = ops.paged_decode(q, k_cache, v_cache, table, lens, d ** -0.5, 0)
+        return out
+    return call, 2 * rows * heads * context * d * layers
 
 
 def base_ops(rev: str):
@@ -113,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--turns", type=int, default=15)
     parser.add_argument("--only", help="cases whose name contains this (bf16, Q6_K, paged, 7B)")
+    parser.add_argument("--context", type=int, help="the attention cases' context (a multiple "
+                        "of 16; 400 unless given)")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="layers' caches the attention cases go through a call")
     args = parser.parse_args(argv)
     if (tree := built_ops()) is None:
         return 1
@@ -128,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 return (lambda ops: f(ops, x)), n * k * rows
             calls.append((name, f"{n:>6d} x {k:<5d}", [n, k], weight))
         for name, dtype, context in ATTENTION:
-            calls.append((name, f"context {context:<5d}", [context],
+            context = args.context or context
+            calls.append((name, f"context {context:<5d}", [context, args.layers],
                           lambda dtype=dtype, context=context, rows=rows:
-                          attention(dtype, context, rows)))
+                          attention(dtype, context, rows, args.layers)))
         for name, label, shape, make in calls:
             if args.only and args.only not in name:
                 continue
@@ -156,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                             min(times) * 1e3, "base_over_tree": median, "quartiles": [low, high]})
     out = ROOT / "benchmarks" / "results" / time.strftime("kernel-ab-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"base": args.base, "threads": args.threads, "results": results},
-                              indent=1))
+    out.write_text(json.dumps({"base": args.base, "threads": args.threads,
+                               "layers": args.layers, "results": results}, indent=1))
     print(f"written to {out.relative_to(ROOT)}")
     return 0
 

@@ -17,7 +17,8 @@ engine runs every file, so each reads the other's.
 Sections, file by file, the two engines taking turns (A, B, A, B; the best of --repeats):
 - decode: single-stream decode tokens/s (64-token prompt, 128 new tokens, greedy, EOS ignored),
   against the bandwidth limit: the weight bytes read per token (the file's 2-D tensors) over
-  the streaming read bandwidth measured here (engine.py's `read_bandwidth`).
+  the streaming read bandwidth measured here (engine.py's `read_bandwidth`). With
+  `--decode-context N` the prompt is N tokens, so the new tokens attend to a long context.
 - prefill: prompt processing of a 2,048-token prompt (tenshu: `max_tokens=1`, 512-token
   chunks; llama.cpp: n_batch 512, up to the first token's logits).
 - concurrent: --streams requests at once (64-token prompts, --stream-tokens new tokens). tenshu:
@@ -214,10 +215,11 @@ def process_memory(pid: int | str = "self") -> dict[str, int]:
 
 
 def tenshu_decode(llm: LLM, prompt: list[int], n_out: int) -> dict:
-    engine = llm.engine
-    engine.add_request(f"d{time.time()}", {"prompt_token_ids": prompt},
+    engine, request = llm.engine, f"d{time.time()}"
+    engine.add_request(request, {"prompt_token_ids": prompt},
                        SamplingParams(max_tokens=n_out, **GREEDY))
-    engine.step()  # prefill and the first token
+    while not engine.requests[request].seqs[0].output_token_ids:
+        engine.step()  # the prompt's chunks, up to the first token
     start, steps, outs = time.perf_counter(), 0, []
     while engine.has_unfinished_requests():
         outs += engine.step()
@@ -334,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model's shape (qwen2.5-7b: the 7B class, bf16 not run: "
                              "the two engines' copies do not fit in memory side by side)")
     parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--decode-context", type=int, default=64,
+                        help="prompt tokens before the decode section's new tokens")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--prefill-tokens", type=int, default=2048)
     parser.add_argument("--streams", type=int, default=16)
@@ -355,10 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     vocab = 151936
     rng = random.Random(3)
-    prompt = [rng.randrange(vocab) for _ in range(64)]
+    prompt = [rng.randrange(vocab) for _ in range(args.decode_context)]
     n_out = args.decode_tokens
     results: dict = {
         "model": f"{args.shape}-shape" + ("-4layers" if args.quick else ""), "threads": threads,
+        "decode_context": args.decode_context,
         "llamacpp": None if peer is None else peer.LLAMA_CPP_PYTHON_VERSION,
         "torch": torch.__version__, "read_gb_s": read_bandwidth() / 1e9, "files": {},
     }
