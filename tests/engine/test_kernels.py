@@ -263,15 +263,17 @@ def threads():
 def test_paged_decode_equals_attention_over_the_gathered_context(ops, threads, dtype, window,
                                                                  head_dim, group, kv_heads,
                                                                  n_threads):
-    # 4 sequences of 1, 9, 17 and 70 tokens in a cache of 128 slots, their slots scattered (the
+    # 4 sequences of 1, 9, 17 and 200 tokens in a cache of 128 slots, their slots scattered (the
     # kernel takes tiles of 8 positions, two or four at a time, then the rest one by one). On
-    # one thread a task is a sequence's 4 KV heads; on 16, one KV head; on 2, 2 of 2.
+    # one thread a task is a sequence's 4 KV heads; on 2, its 2 KV heads; on 16, a third of its
+    # positions (the last sequence's 200 in three parts of 64 or more; the first's one position
+    # in the last part, two parts empty), combined after.
     threads(n_threads)
     g = torch.Generator().manual_seed(head_dim)
     k_cache = (torch.randn(128, kv_heads, head_dim, generator=g) * 2).to(dtype)
     v_cache = torch.randn(128, kv_heads, head_dim, generator=g).to(dtype)
-    lens = torch.tensor([1, 9, 17, 70])
-    slots = torch.randint(0, 128, (4, 70), generator=g)
+    lens = torch.tensor([1, 9, 17, 200])
+    slots = torch.randint(0, 128, (4, 200), generator=g)
     q = torch.randn(4, kv_heads * group, head_dim, generator=g)
     q[3] *= 20  # scores a hundred and more apart: e^(score - max) underflows for some
     got = ops.paged_decode(q, k_cache, v_cache, slots, lens, 0.25, window)

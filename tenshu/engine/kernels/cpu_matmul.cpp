@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -1747,6 +1748,8 @@ inline fvec exp_nonpositive(fvec x) {
 // the speed of 8, tiles of 4 0.94-0.96x, and 4 tiles ahead 0.96x.
 constexpr int64_t kTile = 8;
 constexpr int64_t kTilesAhead = 2;
+// the fewest positions a part of one sequence's attention takes (paged_decode_typed)
+constexpr int64_t kPartPositions = 64;
 
 // For GS heads g at once: out[g d, g d + C kLanes) += the sum over positions t in [t0, t1) of
 // w[g n + t] * values(t)[0, C kLanes), the sums in registers; each value converted once for the
@@ -1825,9 +1828,9 @@ inline void in_fours(int64_t group, Fn fn) {
   }
 }
 
-// sc[0, n) = e^(sc - max), a vector at a time; returns 1 / their sum
-inline float softmax_weights(float* sc, int64_t n) {
-  float top = sc[0];
+// sc[0, n) = e^(sc - top), a vector at a time, top their maximum; returns their sum
+inline float softmax_weights(float* sc, int64_t n, float& top) {
+  top = sc[0];
   for (int64_t i = 1; i < n; ++i) top = std::max(top, sc[i]);
   fvec sums = {};
   int64_t i = 0;
@@ -1838,7 +1841,7 @@ inline float softmax_weights(float* sc, int64_t n) {
   }
   float total = lanes_sum(sums);
   for (; i < n; ++i) total += (sc[i] = std::exp(sc[i] - top));
-  return 1.f / total;
+  return total;
 }
 
 // Fetches a KV cache's rows into L2 in the order they lie in it, one head of one position (its
@@ -1864,11 +1867,13 @@ struct CacheFetch {
 };
 
 // attend_one's result for the query heads of KV heads [h0, h0 + hp) of one sequence (its n
-// positions' slots from `slots`), for head sizes d a multiple of kLanes. The positions go a
-// tile at a time, each tile through the hp KV heads in turn, while the rows kTilesAhead tiles
-// on (a position's hp heads lie side by side in the cache) are fetched into L2 in the order
-// they lie (CacheFetch): a CPU's own prefetchers follow one stream through memory well and the
-// kernel's reads (a tile's positions, a head at a time) badly. Reading the caches of 64
+// positions' slots from `slots`), for head sizes d a multiple of kLanes. With `tops`, the n
+// positions are a part of the sequence's: out is left unnormalized, each head's highest score
+// goes to tops and the sum of its e^(score - top) to totals (combine_parts). The positions go
+// a tile at a time, each tile through the hp KV heads in turn, while the rows kTilesAhead
+// tiles on (a position's hp heads lie side by side in the cache) are fetched into L2 in the
+// order they lie (CacheFetch): a CPU's own prefetchers follow one stream through memory well
+// and the kernel's reads (a tile's positions, a head at a time) badly. Reading the caches of 64
 // sequences of 400 positions from DRAM on one core of a Zen 4 (a scratch loop reading as the
 // kernel reads, no arithmetic): a KV head at a time through all the positions, as this kernel
 // went before, 10.6 GB/s; tiles of 8, 13.3; each position's row whole, in turn, 17.5; tiles of 8
@@ -1880,7 +1885,7 @@ template <typename T>
 __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
     const float* q, const T* kc, const T* vc, const int64_t* slots, int64_t n, int64_t h0,
     int64_t hp, int64_t kv_heads, int64_t group, int64_t d, float scale, float* scores,
-    float* out) {
+    float* out, float* tops = nullptr, float* totals = nullptr) {
   const int64_t row = kv_heads * d, tile = hp == 1 ? n : kTile;  // one head: no tiles needed
   auto at = [&](const T* cache, int64_t t, int64_t h) __attribute__((always_inline)) {
     return cache + slots[t] * row + (h0 + h) * d;
@@ -1902,8 +1907,8 @@ __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
           head_scores<GS, T>(qg, keys, nothing, t0, t1, n, d, scale, sc);
       });
   }
-  std::vector<float> inv(hp * group);
-  for (int64_t g = 0; g < hp * group; ++g) inv[g] = softmax_weights(scores + g * n, n);
+  std::vector<float> top(hp * group), total(hp * group);
+  for (int64_t g = 0; g < hp * group; ++g) total[g] = softmax_weights(scores + g * n, n, top[g]);
   for (int64_t i = 0; i < hp * group * d; ++i) out[i] = 0.f;
   ahead = {vc, slots, n, row, h0, hp, d, kTilesAhead * kTile, 0};
   constexpr int64_t C = 4;  // columns of values a step, in kLanes
@@ -1934,8 +1939,33 @@ __attribute__((optimize("fp-contract=fast"))) void attend_vectors(
         }
       });
   }
+  if (tops) {
+    std::copy(top.begin(), top.end(), tops);
+    std::copy(total.begin(), total.end(), totals);
+    return;
+  }
   for (int64_t g = 0; g < hp * group; ++g)
-    for (int64_t i = 0; i < d; ++i) out[g * d + i] *= inv[g];
+    for (int64_t i = 0; i < d; ++i) out[g * d + i] *= 1.f / total[g];
+}
+
+// A head's attention from the parts of its positions (attend_vectors with tops): part i's
+// unnormalized sums of values at sums + i * step, its highest score and its sum of
+// e^(score - top) at tops + i * top_step and totals + i * top_step, rescaled to the parts'
+// highest score. An empty part has total 0.
+inline void combine_parts(const float* sums, const float* tops, const float* totals,
+                          int64_t parts, int64_t step, int64_t top_step, int64_t d, float* out) {
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < parts; ++i)
+    if (totals[i * top_step] > 0.f) top = std::max(top, tops[i * top_step]);
+  float total = 0.f;
+  for (int64_t j = 0; j < d; ++j) out[j] = 0.f;
+  for (int64_t i = 0; i < parts; ++i) {
+    if (totals[i * top_step] == 0.f) continue;
+    const float w = std::exp(tops[i * top_step] - top);
+    total += w * totals[i * top_step];
+    for (int64_t j = 0; j < d; ++j) out[j] += w * sums[i * step + j];
+  }
+  for (int64_t j = 0; j < d; ++j) out[j] *= 1.f / total;
 }
 
 template <typename T>
@@ -1951,32 +1981,66 @@ void paged_decode_typed(const at::Tensor& q, const at::Tensor& k_cache, const at
   const int64_t* lp = lens.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const bool vectors = d % kLanes == 0;
-  // KV heads a task: all of a sequence's (its rows read whole), halved until the tasks share
-  // out evenly among the threads or are at least four a thread (a sequence on two threads:
-  // four KV heads a task, where one task a KV head strides through every row)
+  std::vector<int64_t> firsts(b);
+  int64_t longest = 0;
+  for (int64_t seq = 0; seq < b; ++seq) {
+    TORCH_CHECK(lp[seq] >= 1 && lp[seq] <= width, "a context length is outside its slots");
+    firsts[seq] = window > 0 ? std::max<int64_t>(0, lp[seq] - window) : 0;
+    longest = std::max(longest, lp[seq] - firsts[seq]);
+  }
   const int64_t threads = at::get_num_threads();
-  int64_t hp = vectors ? kv_heads : 1;
-  while (hp % 2 == 0 && (b * (kv_heads / hp)) % threads != 0 &&
-         b * (kv_heads / hp) < 4 * threads)
-    hp /= 2;
+  // Fewer sequences than threads: each sequence's positions in as many parts as there are
+  // threads for it (at least kPartPositions each), its KV heads together, and the parts'
+  // results combined after. Otherwise a task is a sequence's KV heads (its rows read whole),
+  // halved until the tasks share out evenly among the threads or are four a thread or more.
+  int64_t splits = 1, hp = vectors ? kv_heads : 1;
+  if (vectors && b < threads)
+    splits = std::max<int64_t>(1, std::min((threads + b - 1) / b, longest / kPartPositions));
+  if (splits == 1)
+    while (hp % 2 == 0 && (b * (kv_heads / hp)) % threads != 0 &&
+           b * (kv_heads / hp) < 4 * threads)
+      hp /= 2;
   const int64_t parts = kv_heads / hp;
-  at::parallel_for(0, b * parts, 1, [&](int64_t begin, int64_t end) {
+  std::vector<float> sums, tops, totals;  // the parts' results: [b, splits, heads, d], [.., heads]
+  if (splits > 1) {
+    sums.resize(b * splits * heads * d);
+    tops.resize(b * splits * heads);
+    totals.assign(b * splits * heads, 0.f);
+  }
+  at::parallel_for(0, b * parts * splits, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t seq = task / parts, h0 = task % parts * hp;
-      const int64_t len = lp[seq];
-      TORCH_CHECK(len >= 1 && len <= width, "a context length is outside its slots");
-      const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
-      scores.resize(hp * group * (len - first));
+      const int64_t seq = task / (parts * splits), h0 = task / splits % parts * hp;
+      const int64_t part = task % splits, first = firsts[seq], n = lp[seq] - first;
       const int64_t at = (seq * heads + h0 * group) * d;
-      if (vectors)
-        attend_vectors(qp + at, kp, vp, sp + seq * width + first, len - first, h0, hp, kv_heads,
-                       group, d, static_cast<float>(scale), scores.data(), op + at);
-      else
-        attend_one(qp + at, kp, vp, sp + seq * width, first, len, h0, kv_heads, group, d,
+      if (!vectors) {
+        scores.resize(group * n);
+        attend_one(qp + at, kp, vp, sp + seq * width, first, lp[seq], h0, kv_heads, group, d,
                    static_cast<float>(scale), scores.data(), op + at);
+        continue;
+      }
+      const int64_t p0 = n * part / splits, p1 = n * (part + 1) / splits;
+      if (p1 == p0) continue;  // an empty part: its total stays 0
+      scores.resize(hp * group * (p1 - p0));
+      const int64_t* positions = sp + seq * width + first + p0;
+      if (splits == 1) {
+        attend_vectors(qp + at, kp, vp, positions, p1 - p0, h0, hp, kv_heads, group, d,
+                       static_cast<float>(scale), scores.data(), op + at);
+      } else {
+        const int64_t mine = (seq * splits + part) * heads;
+        attend_vectors(qp + at, kp, vp, positions, p1 - p0, h0, hp, kv_heads, group, d,
+                       static_cast<float>(scale), scores.data(), sums.data() + mine * d,
+                       tops.data() + mine, totals.data() + mine);
+      }
     }
   });
+  if (splits > 1)
+    for (int64_t seq = 0; seq < b; ++seq)
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t mine = seq * splits * heads + h;
+        combine_parts(sums.data() + mine * d, tops.data() + mine, totals.data() + mine, splits,
+                      heads * d, heads, d, op + (seq * heads + h) * d);
+      }
 }
 
 at::Tensor paged_decode(const at::Tensor& q_in, const at::Tensor& k_cache,
