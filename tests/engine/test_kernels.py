@@ -267,7 +267,8 @@ def test_paged_decode_equals_attention_over_the_gathered_context(ops, threads, d
     # kernel takes tiles of 8 positions, two or four at a time, then the rest one by one). On
     # one thread a task is a sequence's 4 KV heads; on 2, its 2 KV heads; on 16, a third of its
     # positions (the last sequence's 200 in three parts of 64 or more; the first's one position
-    # in the last part, two parts empty), combined after.
+    # in the last part, two parts empty), combined after; on 16 with a window of 5 (too few
+    # positions to split), one KV head.
     threads(n_threads)
     g = torch.Generator().manual_seed(head_dim)
     k_cache = (torch.randn(128, kv_heads, head_dim, generator=g) * 2).to(dtype)
