@@ -34,6 +34,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -1255,6 +1256,27 @@ int group_shift(int64_t group_size) {
 // How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
 // A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
 // quarter of its bytes, and came late from DRAM that way.
+// body(begin, end) over [0, n) in chunks of grain or more, kChunksPerThread a thread at most,
+// that the threads take as they come free: a thread that starts late (woken after the step's
+// one-thread work) or is slowed holds up the others less than with at::parallel_for's fixed
+// shares. The one-row and few-row products take it: the 0.6B class's Q4_K_M and Q8_0 decode
+// 1.07x and 1.11-1.17x (medians of paired runs), the 7B class's Q4_K_M the same, a product
+// alone in a loop 0.95-1.04x.
+constexpr int64_t kChunksPerThread = 4;
+template <typename Body>
+void balanced_for(int64_t n, int64_t grain, const Body& body) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks = std::min((n + grain - 1) / grain, threads * kChunksPerThread);
+  if (chunks <= threads) {
+    at::parallel_for(0, n, grain, body);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next++; c < chunks; c = next++) body(n * c / chunks, n * (c + 1) / chunks);
+  });
+}
+
 inline int64_t rows_ahead(int64_t row_bytes) {
   return std::max<int64_t>(1, kAheadBytes / row_bytes);
 }
@@ -1542,7 +1564,7 @@ at::Tensor quant_matmul_int8(const at::Tensor& x_in, const at::Tensor& qweight,
         const int64_t burst_lines = row_lines(row_bytes) + row_lines(sf.row_bytes) +
                                     row_lines(mf.data ? mf.row_bytes : 0);
         const bool burst_l1 = !streams && burst_lines <= kBurstL1Lines;
-        at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+        balanced_for(n, grain, [&](int64_t begin, int64_t end) {
           RowScales row_scales(sf, mf);
           std::vector<float> block_scales(one_row ? a.blocks : 0);
           for (int64_t row = begin; row < end; ++row) {
