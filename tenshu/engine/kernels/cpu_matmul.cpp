@@ -1253,15 +1253,12 @@ int group_shift(int64_t group_size) {
   return -1;
 }
 
-// How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
-// A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
-// quarter of its bytes, and came late from DRAM that way.
 // body(begin, end) over [0, n) in chunks of grain or more, kChunksPerThread a thread at most,
 // that the threads take as they come free: a thread that starts late (woken after the step's
 // one-thread work) or is slowed holds up the others less than with at::parallel_for's fixed
 // shares. The one-row and few-row products take it: the 0.6B class's Q4_K_M and Q8_0 decode
-// 1.07x and 1.11-1.17x (medians of paired runs), the 7B class's Q4_K_M the same, a product
-// alone in a loop 0.95-1.04x.
+// 1.07x (the median of five pairs) and 1.11-1.17x, the 7B class's Q4_K_M 0.99-1.03x, a product
+// alone in a loop (both threads starting together) 0.95-1.04x.
 constexpr int64_t kChunksPerThread = 4;
 template <typename Body>
 void balanced_for(int64_t n, int64_t grain, const Body& body) {
@@ -1277,6 +1274,9 @@ void balanced_for(int64_t n, int64_t grain, const Body& body) {
   });
 }
 
+// How many rows of row_bytes kAheadBytes is, worked out once a product, not a division a row.
+// A row's scales go their own kAheadBytes ahead, not as many rows as its codes: Q6_K's are a
+// quarter of its bytes, and came late from DRAM that way.
 inline int64_t rows_ahead(int64_t row_bytes) {
   return std::max<int64_t>(1, kAheadBytes / row_bytes);
 }
