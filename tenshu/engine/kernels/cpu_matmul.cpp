@@ -1868,7 +1868,8 @@ inline float softmax_weights(float* sc, int64_t n, float& top) {
 
 // Fetches a KV cache's rows into L2 in the order they lie in it, one head of one position (its
 // d values) a call: position t's heads [h0, h0 + hp), side by side, then t + 1's. Started some
-// heads ahead of the kernel's reads and called once a head read, it stays as far ahead.
+// positions ahead of the kernel's reads and called once for each head it reads at a position,
+// it stays as far ahead.
 template <typename T>
 struct CacheFetch {
   const T* cache;
